@@ -1,0 +1,176 @@
+"""Configuration of LayoutLM with RoIAlign image embeddings.
+
+The text settings are LayoutLM's own (this class subclasses `LayoutLMConfig`); the fields added here describe
+the visual branch of the LayoutLM paper's "+image" model: a torchvision backbone cut at a named node, one
+`torchvision.ops.roi_align` feature per token box, a projection to the hidden size, and how that feature is
+fused with LayoutLM's output.
+"""
+
+from __future__ import annotations
+
+from transformers import LayoutLMConfig
+
+__all__ = ["LayoutLMRoIAlignConfig", "DEFAULT_RETURN_NODES", "BACKBONE_NORMS", "VISUAL_INITS"]
+
+# The node each known backbone is cut at: the last stage whose stride is 16, as in the paper's ResNet `layer3`.
+DEFAULT_RETURN_NODES = {
+    "resnet18": "layer3",
+    "resnet34": "layer3",
+    "resnet50": "layer3",
+    "resnet101": "layer3",
+    "resnet152": "layer3",
+    "resnext50_32x4d": "layer3",
+    "resnext101_32x8d": "layer3",
+    "wide_resnet50_2": "layer3",
+    "wide_resnet101_2": "layer3",
+    "mobilenet_v2": "features.13",
+    "mobilenet_v3_large": "features.12",
+    "mobilenet_v3_small": "features.8",
+    "convnext_tiny": "features.5",
+    "convnext_small": "features.5",
+    "efficientnet_b0": "features.5",
+}
+
+BACKBONE_NORMS = ("auto", "frozen_batch_norm", "batch_norm", "group_norm")
+VISUAL_INITS = ("zero_gate", "zero_projection", "normal")
+
+
+class LayoutLMRoIAlignConfig(LayoutLMConfig):
+    r"""Configuration for [`LayoutLMRoIAlignModel`] and its heads.
+
+    Every argument of [`~transformers.LayoutLMConfig`] is accepted (hidden size, layers, heads, vocabulary,
+    `max_2d_position_embeddings`, ...). The visual branch adds:
+
+    Args:
+        backbone (`str`, defaults to `"resnet101"`):
+            Name of a torchvision classification model (`torchvision.models.<backbone>`), e.g. resnet18/34/50/101/152,
+            mobilenet_v2, convnext_tiny.
+        backbone_return_node (`str`, *optional*):
+            The graph node the backbone is cut at (`torchvision.models.feature_extraction` naming). Defaults to the
+            stride-16 stage of known backbones (`layer3` for ResNets, `features.13` for mobilenet_v2, ...).
+        backbone_weights (`str`, *optional*):
+            Where the backbone's pretrained weights came from (a torchvision weight name such as `"IMAGENET1K_V2"`,
+            or a state-dict file). Written by [`LayoutLMRoIAlignForTokenClassification.from_pretrained_parts`];
+            `None` means randomly initialized. It only decides `backbone_norm="auto"`; weights always load from the
+            checkpoint.
+        backbone_norm (`str`, defaults to `"auto"`):
+            Normalization layers of the backbone: `"frozen_batch_norm"` (statistics and affine fixed, as torchvision's
+            detection models do for pretrained backbones fine-tuned on a few images per batch), `"batch_norm"`,
+            `"group_norm"` (32 groups; batch-independent and trainable, the right choice for a backbone trained from
+            scratch, where a frozen never-trained BatchNorm would normalize nothing), or `"auto"`: frozen batch norm
+            when `backbone_weights` is set, group norm otherwise. Backbones without BatchNorm (ConvNeXt) ignore it.
+        image_size (`int`, defaults to 224):
+            Side of the square page image the processor produces and the backbone sees.
+        roi_output_size (`int` or `(int, int)`, defaults to `(3, 3)`):
+            Output size (height, width) of RoIAlign per token box.
+        roi_spatial_scale (`float`, *optional*):
+            Scale from image pixels to feature-map cells. Defaults to `1 / stride` of the return node (1/16 for
+            ResNet `layer3`, i.e. 14/224).
+        roi_sampling_ratio (`int`, defaults to 2):
+            Sampling points per bin side. Fixed (not adaptive) so the cost does not depend on box size.
+        roi_aligned (`bool`, defaults to `True`):
+            Shift boxes by -0.5 feature pixel (torchvision's `aligned=True`). Box coordinates here are continuous
+            (0 is the page's left edge, `image_size` its right edge) while feature cell `j` is centred at
+            `(j + 0.5) * stride`; without the shift every RoI samples half a cell (8 px at stride 16) to the
+            bottom-right of the word. The FUNSD tutorial's "+0.5 px widening with aligned=False" approximates this.
+        visual_init (`str`, defaults to `"zero_gate"`):
+            How the visual term starts, so that at initialization the fused token representations equal LayoutLM's:
+            `"zero_gate"` (a learned per-channel gate, initialized to zero, on the layer-normalized projected
+            feature), `"zero_projection"` (projection weights start at zero; no gate, no norm) or `"normal"` (the
+            tutorial's raw projection, added as is; not text-equal at init).
+        visual_layer_norm (`bool`, *optional*):
+            LayerNorm the projected visual feature before the gate, so its scale matches LayoutLM's (layer-normalized)
+            output whatever the backbone's. Defaults to `True` with `"zero_gate"`, `False` otherwise.
+        visual_dropout (`float`, defaults to 0.1):
+            Dropout on the pooled RoI features before the projection (regularizes the visual term, which overfits
+            small training sets).
+        visual_cls_is_page (`bool`, defaults to `True`):
+            The first token of every sequence ([CLS]) gets the whole page as its RoI, as in the LayoutLM paper.
+        use_visual_features (`bool`, defaults to `True`):
+            Run the visual branch. `False` gives the text-only model with the same parameters (an ablation switch).
+        classifier_dropout (`float`, *optional*):
+            Dropout before the classification heads. Defaults to `hidden_dropout_prob`.
+    """
+
+    model_type = "layoutlm_roialign"
+
+    def __init__(
+        self,
+        backbone: str = "resnet101",
+        backbone_return_node: str | None = None,
+        backbone_weights: str | None = None,
+        backbone_norm: str = "auto",
+        image_size: int = 224,
+        roi_output_size: int | tuple[int, int] | list[int] = (3, 3),
+        roi_spatial_scale: float | None = None,
+        roi_sampling_ratio: int = 2,
+        roi_aligned: bool = True,
+        visual_init: str = "zero_gate",
+        visual_layer_norm: bool | None = None,
+        visual_dropout: float = 0.1,
+        visual_cls_is_page: bool = True,
+        use_visual_features: bool = True,
+        classifier_dropout: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, str) or not backbone:
+            raise ValueError(f"`backbone` must be a torchvision model name such as 'resnet101', got {backbone!r}.")
+        if backbone_return_node is None:
+            if backbone not in DEFAULT_RETURN_NODES:
+                raise ValueError(
+                    f"`backbone`={backbone!r} has no default return node; known backbones: "
+                    f"{sorted(DEFAULT_RETURN_NODES)}. Pass `backbone_return_node` (a node name from "
+                    "torchvision.models.feature_extraction.get_graph_node_names) to use another torchvision model."
+                )
+            backbone_return_node = DEFAULT_RETURN_NODES[backbone]
+        if backbone_norm not in BACKBONE_NORMS:
+            raise ValueError(f"`backbone_norm` must be one of {BACKBONE_NORMS}, got {backbone_norm!r}.")
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
+            raise ValueError(f"`image_size` must be an int >= 32, got {image_size!r}.")
+        if isinstance(roi_output_size, int):
+            roi_output_size = (roi_output_size, roi_output_size)
+        roi_output_size = tuple(roi_output_size)
+        if len(roi_output_size) != 2 or not all(isinstance(s, int) and s > 0 for s in roi_output_size):
+            raise ValueError(f"`roi_output_size` must be a positive int or (height, width), got {roi_output_size!r}.")
+        if roi_spatial_scale is not None and not roi_spatial_scale > 0:
+            raise ValueError(f"`roi_spatial_scale` must be > 0 (or None to infer it), got {roi_spatial_scale!r}.")
+        if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio <= 0:
+            raise ValueError(
+                f"`roi_sampling_ratio` must be a positive int (a fixed number of samples per bin side), "
+                f"got {roi_sampling_ratio!r}."
+            )
+        if visual_init not in VISUAL_INITS:
+            raise ValueError(f"`visual_init` must be one of {VISUAL_INITS}, got {visual_init!r}.")
+        if not 0.0 <= visual_dropout < 1.0:
+            raise ValueError(f"`visual_dropout` must be in [0, 1), got {visual_dropout!r}.")
+        if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
+            raise ValueError(f"`classifier_dropout` must be in [0, 1) or None, got {classifier_dropout!r}.")
+        if self.max_2d_position_embeddings < 1001:
+            raise ValueError(
+                "`max_2d_position_embeddings` must be > 1000: boxes are normalized to 0..1000, got "
+                f"{self.max_2d_position_embeddings}."
+            )
+
+        self.backbone = backbone
+        self.backbone_return_node = backbone_return_node
+        self.backbone_weights = backbone_weights
+        self.backbone_norm = backbone_norm
+        self.image_size = image_size
+        self.roi_output_size = list(roi_output_size)
+        self.roi_spatial_scale = roi_spatial_scale
+        self.roi_sampling_ratio = roi_sampling_ratio
+        self.roi_aligned = roi_aligned
+        self.visual_init = visual_init
+        self.visual_layer_norm = (visual_init == "zero_gate") if visual_layer_norm is None else visual_layer_norm
+        self.visual_dropout = visual_dropout
+        self.visual_cls_is_page = visual_cls_is_page
+        self.use_visual_features = use_visual_features
+        self.classifier_dropout = classifier_dropout
+
+    @property
+    def resolved_backbone_norm(self) -> str:
+        """The backbone normalization actually built (resolves `"auto"`)."""
+        if self.backbone_norm != "auto":
+            return self.backbone_norm
+        return "frozen_batch_norm" if self.backbone_weights else "group_norm"

@@ -1,0 +1,646 @@
+"""LayoutLM with RoIAlign image embeddings.
+
+The design is the LayoutLM paper's "+image" model (Xu et al., 2020, section 2.2) as popularized by the FUNSD
+image-embedding tutorial: a torchvision backbone cut at a stride-16 stage (ResNet-101 `layer3`) runs on the page
+resized to `image_size`; `torchvision.ops.roi_align` pools one feature per token box; a linear layer maps it to
+the hidden size and the result is added to LayoutLM's last hidden states. The text encoder *is*
+`transformers.LayoutLMModel`, the backbone *is* a torchvision model and the pooling *is* `roi_align`: this file is
+the glue, the input checks and the parts that make the sum safe to train (see `visual_init`).
+
+This file is copied into every checkpoint (remote code): it imports only torch, torchvision, transformers and its
+sibling configuration file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.ops import FrozenBatchNorm2d, roi_align
+from transformers import AutoConfig, AutoModel, LayoutLMModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.utils import can_return_tuple, logging
+
+from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "LayoutLMRoIAlignPreTrainedModel",
+    "LayoutLMRoIAlignModel",
+    "LayoutLMRoIAlignForTokenClassification",
+    "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignModelOutput",
+    "LayoutLMRoIAlignVisualEmbeddings",
+    "build_backbone",
+    "load_backbone_weights",
+]
+
+# Backbone families whose torchvision constructors take `norm_layer` for their BatchNorm layers.
+_NORM_LAYER_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2")
+_TEXT_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
+
+
+def _norm_layer(kind: str):
+    if kind == "frozen_batch_norm":
+        return FrozenBatchNorm2d
+    if kind == "batch_norm":
+        return nn.BatchNorm2d
+    if kind == "group_norm":
+        # 32 groups where the channel count allows (ResNet stems have 64), fewer for narrow MobileNet layers.
+        return lambda channels: nn.GroupNorm(math.gcd(32, channels), channels)
+    raise ValueError(f"Unknown backbone_norm {kind!r}.")
+
+
+def build_backbone(config: LayoutLMRoIAlignConfig) -> tuple[nn.Module, int, int]:
+    """Build the torchvision backbone cut at `config.backbone_return_node`, randomly initialized.
+
+    Returns:
+        `(feature_extractor, out_channels, stride)`: a module mapping `(B, 3, H, W)` to `{"features": (B, C, h, w)}`,
+        and the channels and stride of that node, measured on a meta-device probe (no compute, no memory).
+    """
+    builder = getattr(torchvision.models, config.backbone, None)
+    if builder is None or config.backbone not in torchvision.models.list_models(torchvision.models):
+        raise ValueError(
+            f"`config.backbone`={config.backbone!r} is not a torchvision classification model; choose one of "
+            f"torchvision.models.list_models(torchvision.models), e.g. 'resnet101'."
+        )
+    kwargs = {}
+    if config.backbone.startswith(_NORM_LAYER_FAMILIES):
+        kwargs["norm_layer"] = _norm_layer(config.resolved_backbone_norm)
+    net = builder(weights=None, **kwargs)
+    try:
+        extractor = create_feature_extractor(net, return_nodes={config.backbone_return_node: "features"})
+    except ValueError as err:
+        raise ValueError(
+            f"`config.backbone_return_node`={config.backbone_return_node!r} is not a node of {config.backbone}: {err}"
+        ) from err
+
+    # Channels and stride of the return node, from a shape-only pass on the meta device.
+    probe = 256
+    meta_state = {k: torch.empty_like(v, device="meta") for k, v in extractor.state_dict(keep_vars=True).items()}
+    with torch.no_grad():
+        out = torch.func.functional_call(
+            extractor, meta_state, (torch.empty(1, 3, probe, probe, device="meta"),), strict=False
+        )["features"]
+    if out.dim() != 4:
+        raise ValueError(
+            f"`config.backbone_return_node`={config.backbone_return_node!r} gives a {out.dim()}-d output; RoIAlign "
+            "needs a (batch, channels, height, width) feature map."
+        )
+    return extractor, out.shape[1], probe // out.shape[-1]
+
+
+def _map_state_dict_by_position(source: dict, target: dict) -> dict:
+    """Map a state dict saved under other key names onto `target`'s keys, in order, checking every shape."""
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    tgt = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) < len(tgt):
+        raise ValueError(f"Backbone weights have {len(src)} tensors, the backbone needs {len(tgt)}.")
+    mapped = {}
+    for (sk, sv), (tk, tv) in zip(src, tgt):
+        if sv.shape != tv.shape:
+            raise ValueError(f"Backbone weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
+        mapped[tk] = sv
+    return mapped
+
+
+def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict, backbone_name: str) -> None:
+    """Load pretrained weights into a backbone built by `build_backbone`.
+
+    Args:
+        backbone: the feature extractor (its keys are the torchvision model's, cut at the return node).
+        weights: a torchvision weight name of `backbone_name` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
+            torchvision), a path to a state-dict file, or a state dict. Keys of layers after the return node (e.g.
+            `layer4`, `fc`) are ignored; a state dict under other key names (e.g. an older `features` export) is
+            mapped by position with every shape checked.
+    """
+    if isinstance(weights, dict):
+        state = weights
+    elif os.path.isfile(str(weights)):
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    else:
+        try:
+            enum = torchvision.models.get_model_weights(backbone_name)
+            state = enum[str(weights)].get_state_dict(progress=True)
+        except KeyError as err:
+            raise ValueError(
+                f"`backbone_weights`={weights!r} is neither a file nor a weight of {backbone_name} "
+                f"(known: {[w.name for w in torchvision.models.get_model_weights(backbone_name)]} or 'DEFAULT')."
+            ) from err
+    target = backbone.state_dict()
+    matched = {k: v for k, v in state.items() if k in target}
+    needed = [k for k in target if not k.endswith("num_batches_tracked")]
+    if all(k in matched for k in needed):
+        state = matched
+    else:
+        state = _map_state_dict_by_position(state, target)
+    missing, _ = backbone.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"Backbone weights miss {len(missing)} tensors, e.g. {missing[:3]}.")
+
+
+@dataclass
+class LayoutLMRoIAlignModelOutput(BaseModelOutputWithPooling):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+        LayoutLM's last hidden states plus each token's visual embedding.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        LayoutLM's pooler applied to the fused first token ([CLS], whose RoI is the whole page).
+    visual_embeddings (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+        The visual term that was added (zeros on padding), or `None` when the visual branch is off.
+    """
+
+    visual_embeddings: torch.FloatTensor | None = None
+
+
+class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
+    """Backbone + RoIAlign + projection: one visual embedding per token box.
+
+    RoIs are built from LayoutLM's `bbox` inside the model, so text and image boxes can never disagree. Only tokens
+    with `attention_mask == 1` are pooled, and each distinct (page, box) once (sub-word tokens share their word's
+    box), in a single `roi_align` call for the whole batch.
+    """
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__()
+        self.config = config
+        self.backbone, self.out_channels, self.stride = build_backbone(config)
+        self.spatial_scale = config.roi_spatial_scale if config.roi_spatial_scale is not None else 1.0 / self.stride
+        self.output_size = tuple(config.roi_output_size)
+        self.dropout = nn.Dropout(config.visual_dropout)
+        self.projection = nn.Linear(self.out_channels * self.output_size[0] * self.output_size[1], config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.visual_layer_norm else None
+        self.gate = nn.Parameter(torch.zeros(config.hidden_size)) if config.visual_init == "zero_gate" else None
+        self.gradient_checkpointing = False
+        # Switches for the straightforward path (every token pooled, no box sharing); tests and the benchmark
+        # compare it with the default fast path.
+        self.skip_padding = True
+        self.share_boxes = True
+
+    def rois(
+        self, bbox: torch.LongTensor, attention_mask: torch.Tensor | None, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Turn LayoutLM boxes into RoIAlign boxes.
+
+        Returns:
+            `(rois, token_index, inverse)`: `rois` `(num_rois, 5)` float rows `(page, x0, y0, x1, y1)` in image
+            pixels; `token_index` `(num_tokens,)` positions in the flattened `(batch * seq_len)` tokens that get a
+            feature; `inverse` `(num_tokens,)` the RoI row of each of those tokens.
+        """
+        batch_size, seq_len, _ = bbox.shape
+        boxes = bbox
+        if self.config.visual_cls_is_page:
+            page = torch.tensor([0, 0, 1000, 1000], dtype=bbox.dtype, device=bbox.device)
+            boxes = torch.cat([page.expand(batch_size, 1, 4), bbox[:, 1:]], dim=1)
+        page_index = torch.arange(batch_size, device=bbox.device).repeat_interleave(seq_len)  # (B*L,)
+        rows = torch.cat([page_index[:, None], boxes.reshape(-1, 4)], dim=1)  # (B*L, 5) long
+        if self.skip_padding and attention_mask is not None:
+            token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
+            rows = rows[token_index]
+        else:
+            token_index = torch.arange(batch_size * seq_len, device=bbox.device)
+        if self.share_boxes:
+            rows, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        else:
+            inverse = torch.arange(rows.shape[0], device=bbox.device)
+        scale = torch.tensor([1.0, width / 1000, height / 1000, width / 1000, height / 1000], device=bbox.device)
+        return rows.float() * scale, token_index, inverse
+
+    def pool(self, feature_map: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """RoIAlign in float32 (torchvision has no bfloat16 kernel). Returns `(num_rois, C * oh * ow)`."""
+        pooled = roi_align(
+            feature_map.float(),
+            rois,
+            output_size=self.output_size,
+            spatial_scale=self.spatial_scale,
+            sampling_ratio=self.config.roi_sampling_ratio,
+            aligned=self.config.roi_aligned,
+        )  # (num_rois, C, oh, ow)
+        return pooled.flatten(1)
+
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Project pooled RoI features to the hidden size, normalize and gate them. `(N, C*oh*ow) -> (N, hidden)`."""
+        pooled = self.dropout(pooled.to(self.projection.weight.dtype))
+        embeddings = self.projection(pooled)
+        if self.layer_norm is not None:
+            embeddings = self.layer_norm(embeddings)
+        if self.gate is not None:
+            embeddings = embeddings * self.gate
+        return embeddings
+
+    def _forward(
+        self, pixel_values: torch.Tensor, bbox: torch.LongTensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        batch_size, seq_len, _ = bbox.shape
+        feature_map = self.backbone(pixel_values)["features"]  # (B, C, H/stride, W/stride)
+        rois, token_index, inverse = self.rois(bbox, attention_mask, pixel_values.shape[-2], pixel_values.shape[-1])
+        embeddings = self.embed(self.pool(feature_map, rois))  # (num_rois, hidden)
+        embeddings = embeddings[inverse]  # (num_tokens, hidden)
+        out = embeddings.new_zeros(batch_size * seq_len, embeddings.shape[-1])
+        out = out.index_copy(0, token_index, embeddings)
+        return out.view(batch_size, seq_len, -1)  # (B, L, hidden)
+
+    def forward(
+        self, pixel_values: torch.Tensor, bbox: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`pixel_values` (B, 3, H, W), `bbox` (B, L, 4) in 0..1000 -> visual embeddings (B, L, hidden)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(self._forward, pixel_values, bbox, attention_mask)
+        return self._forward(pixel_values, bbox, attention_mask)
+
+
+def _check_inputs(
+    config: LayoutLMRoIAlignConfig,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    bbox: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    pixel_values: torch.Tensor | None,
+) -> None:
+    """Raise a `ValueError` naming the argument for inputs that would otherwise fail deep inside torch."""
+    if input_ids is not None:
+        shape = tuple(input_ids.shape)
+    elif inputs_embeds is not None:
+        shape = tuple(inputs_embeds.shape[:-1])
+    else:
+        raise ValueError("You have to specify either `input_ids` or `inputs_embeds`.")
+    if len(shape) != 2:
+        raise ValueError(f"`input_ids` must be (batch_size, sequence_length), got shape {shape}.")
+    if shape[1] > config.max_position_embeddings:
+        raise ValueError(
+            f"Sequence length {shape[1]} exceeds `max_position_embeddings`={config.max_position_embeddings}; "
+            "truncate, or split long pages into windows (the processor's `return_overflowing_tokens=True, stride=`)."
+        )
+    if attention_mask is not None and tuple(attention_mask.shape) != shape:
+        raise ValueError(f"`attention_mask` must have shape {shape}, got {tuple(attention_mask.shape)}.")
+    if bbox is None:
+        if config.use_visual_features:
+            raise ValueError("`bbox` is required: each token's (x0, y0, x1, y1) box normalized to 0..1000.")
+    else:
+        if tuple(bbox.shape) != (*shape, 4):
+            raise ValueError(
+                f"`bbox` must have shape (batch_size, sequence_length, 4) = {(*shape, 4)}, got {tuple(bbox.shape)}."
+            )
+        if bbox.is_floating_point():
+            raise ValueError("`bbox` must hold integers (boxes normalized to 0..1000), got a floating-point tensor.")
+    if config.use_visual_features:
+        if pixel_values is None:
+            raise ValueError(
+                "`pixel_values` is required (the page images, (batch_size, 3, image_size, image_size), from the "
+                "processor); pass `config.use_visual_features=False` for a text-only model."
+            )
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(
+                f"`pixel_values` must be (batch_size, 3, height, width) RGB images, got shape {tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[0] != shape[0]:
+            raise ValueError(
+                f"`pixel_values` holds {pixel_values.shape[0]} images for {shape[0]} sequences; give one image per "
+                "sequence (repeat a page's image for each of its windows, via `overflow_to_sample_mapping`)."
+            )
+
+    if torch.compiler.is_compiling():
+        return  # value checks need a host sync; a compiled graph trusts its inputs
+    if bbox is None:
+        return
+    # One host sync for the value checks; details are computed only when something is wrong.
+    x0, y0, x1, y1 = bbox.unbind(-1)
+    out_of_range = (bbox < 0) | (bbox > 1000)
+    inverted = (x1 < x0) | (y1 < y0)
+    if not (out_of_range.any() | inverted.any()).item():
+        return
+    if out_of_range.any():
+        where = out_of_range.any(-1).nonzero()[0].tolist()
+        raise ValueError(
+            f"`bbox` coordinates must be within 0..1000 (LayoutLM's normalized page coordinates); sequence "
+            f"{where[0]}, token {where[1]} has {bbox[where[0], where[1]].tolist()}. Normalize pixel boxes with "
+            "1000 * x / page_width and clamp to 0..1000."
+        )
+    where = inverted.nonzero()[0].tolist()
+    raise ValueError(
+        f"`bbox` must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0; sequence {where[0]}, token {where[1]} has "
+        f"{bbox[where[0], where[1]].tolist()}."
+    )
+
+
+def _check_labels(labels: torch.Tensor, num_labels: int, shape: tuple[int, ...]) -> None:
+    """Token labels: the inputs' shape, values in 0..num_labels-1 or -100."""
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(f"`labels` must have the inputs' shape {tuple(shape)}, got {tuple(labels.shape)}.")
+    if torch.compiler.is_compiling():
+        return
+    bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
+    if bad.any():
+        raise ValueError(
+            f"`labels` must be in 0..{num_labels - 1} or -100 (ignored), got {labels[bad].unique().tolist()}; "
+            "check that the dataset's label set matches `config.id2label`."
+        )
+
+
+class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
+    config: LayoutLMRoIAlignConfig
+    config_class = LayoutLMRoIAlignConfig
+    base_model_prefix = "layoutlm_roialign"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["LayoutLMLayer", "LayoutLMRoIAlignVisualEmbeddings"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The backbone keeps torchvision's initialization (He init for convolutions): the generic N(0, 0.02) would
+        # make a deep random ResNet's activations vanish.
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, FrozenBatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+        elif isinstance(module, LayoutLMRoIAlignVisualEmbeddings):
+            # Start as the text model (config.visual_init): the fused representation equals LayoutLM's at init.
+            if module.gate is not None:
+                init.zeros_(module.gate)
+            if self.config.visual_init == "zero_projection":
+                init.zeros_(module.projection.weight)
+                init.zeros_(module.projection.bias)
+        else:
+            super()._init_weights(module)
+
+    @classmethod
+    def from_pretrained_parts(
+        cls,
+        text_model_name_or_path: str | os.PathLike | None = None,
+        backbone_weights: str | os.PathLike | None = None,
+        **config_kwargs,
+    ) -> LayoutLMRoIAlignPreTrainedModel:
+        """Build the model from a pretrained text encoder and pretrained backbone weights.
+
+        Args:
+            text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), or a plain
+                BERT checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), as a Hub id
+                or a local folder. `None` leaves the text encoder randomly initialized.
+            backbone_weights: torchvision weights of `backbone` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
+                torchvision) or a path to a state-dict file. `None` leaves the backbone random.
+            config_kwargs: fields of [`LayoutLMRoIAlignConfig`] (`backbone`, `num_labels`, `id2label`, ...). Text
+                sizes are taken from the text checkpoint.
+        """
+        text_state = None
+        if text_model_name_or_path is not None:
+            text_config = AutoConfig.from_pretrained(text_model_name_or_path)
+            for key in _TEXT_KEYS:
+                if hasattr(text_config, key):
+                    config_kwargs.setdefault(key, getattr(text_config, key))
+            if text_config.model_type == "layoutlm":
+                text_state = LayoutLMModel.from_pretrained(text_model_name_or_path).state_dict()
+            else:
+                text_state = AutoModel.from_pretrained(text_model_name_or_path).state_dict()
+        if backbone_weights is not None:
+            config_kwargs["backbone_weights"] = str(backbone_weights)
+        config = LayoutLMRoIAlignConfig(**config_kwargs)
+        model = cls(config)
+        # Pretrained parts load after `post_init`, which would otherwise re-initialize them.
+        base = getattr(model, model.base_model_prefix, model)
+        if text_state is not None:
+            target = base.layoutlm.state_dict()
+            usable = {k: v for k, v in text_state.items() if k in target and v.shape == target[k].shape}
+            base.layoutlm.load_state_dict(usable, strict=False)
+            fresh = sorted(k for k in target if k not in usable and not k.endswith("position_ids"))
+            if len(usable) < len(target) // 2:
+                raise ValueError(
+                    f"`text_model_name_or_path`={text_model_name_or_path!r} gave only {len(usable)} of the text "
+                    f"encoder's {len(target)} tensors; is it a BERT or LayoutLM checkpoint?"
+                )
+            if fresh:
+                logger.info(f"Text encoder tensors not in the text checkpoint (start fresh): {fresh}")
+        if backbone_weights is not None:
+            load_backbone_weights(base.visual_embeddings.backbone, backbone_weights, config.backbone)
+        return model
+
+
+class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added."""
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__(config)
+        self.config = config
+        self.layoutlm = LayoutLMModel(config)
+        self.visual_embeddings = LayoutLMRoIAlignVisualEmbeddings(config) if config.use_visual_features else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.layoutlm.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.layoutlm.set_input_embeddings(value)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> LayoutLMRoIAlignModelOutput:
+        r"""
+        bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
+            Each token's box `(x0, y0, x1, y1)` normalized to 0..1000 (LayoutLM's convention); every sub-word token
+            carries its word's box. The same boxes, scaled to the image, are the RoIs of the visual branch; the first
+            token's RoI is the whole page (`config.visual_cls_is_page`).
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            The page images, ImageNet-normalized (see `LayoutLMRoIAlignImageProcessor`), one per sequence.
+        """
+        _check_inputs(self.config, input_ids, inputs_embeds, bbox, attention_mask, pixel_values)
+        text_outputs = self.layoutlm(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        sequence_output = text_outputs.last_hidden_state  # (B, L, hidden)
+        visual = None
+        if self.visual_embeddings is not None:
+            visual = self.visual_embeddings(pixel_values.to(self.dtype), bbox, attention_mask)  # (B, L, hidden)
+            sequence_output = sequence_output + visual.to(sequence_output.dtype)
+            pooled_output = self.layoutlm.pooler(sequence_output)
+        else:
+            pooled_output = text_outputs.pooler_output
+        return LayoutLMRoIAlignModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=text_outputs.hidden_states,
+            attentions=text_outputs.attentions,
+            visual_embeddings=visual,
+        )
+
+
+class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM + RoIAlign image embeddings with a token classification head (e.g. FUNSD entity labelling)."""
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.layoutlm_roialign.get_input_embeddings()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        r"""
+        bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
+            Each token's box normalized to 0..1000; see [`LayoutLMRoIAlignModel.forward`].
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            The page images, ImageNet-normalized, one per sequence.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Token labels in `[0, num_labels - 1]`; -100 is ignored (padding, special and non-first sub-word tokens).
+        """
+        if labels is not None:
+            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+            _check_labels(labels, self.num_labels, shape)
+        outputs = self.layoutlm_roialign(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, L, num_labels)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels).float(), labels.view(-1))
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM + RoIAlign image embeddings with a document classification head (e.g. RVL-CDIP).
+
+    The head reads the pooled first token, whose visual feature is the whole page.
+    """
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.layoutlm_roialign.get_input_embeddings()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        r"""
+        bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
+            Each token's box normalized to 0..1000; see [`LayoutLMRoIAlignModel.forward`].
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            The page images, ImageNet-normalized, one per sequence.
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Document labels in `[0, num_labels - 1]` (cross-entropy), or floats for regression (`num_labels == 1`)
+            or multi-label classification (`config.problem_type`).
+        """
+        outputs = self.layoutlm_roialign(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss = MSELoss()(logits.squeeze(-1).float(), labels.float().view(-1))
+            elif self.config.problem_type == "single_label_classification":
+                if not torch.compiler.is_compiling() and ((labels < 0) | (labels >= self.num_labels)).any():
+                    raise ValueError(f"`labels` must be in 0..{self.num_labels - 1}, got {labels.tolist()}.")
+                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels).float(), labels.view(-1))
+            else:
+                loss = BCEWithLogitsLoss()(logits.float(), labels.float())
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny configurations (hidden 32, 2 layers, resnet18 at image_size 64) and random batches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from layoutlm_roialign import LayoutLMRoIAlignConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FUNSD_TRAIN = REPO_ROOT.parent / "shared" / "data" / "funsd" / "training_data"
+
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    backbone="resnet18",
+    image_size=64,
+    num_labels=7,
+)
+
+
+def tiny_config(**overrides) -> LayoutLMRoIAlignConfig:
+    """A tiny config; `overrides` replace any field."""
+    return LayoutLMRoIAlignConfig(**{**TINY, **overrides})
+
+
+def random_batch(batch_size: int = 3, seq_len: int = 12, image_size: int = 64, num_labels: int = 7, seed: int = 0):
+    """Random tokens whose consecutive pairs share a word box (as sub-words do), right padding, random pages."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, 99, (batch_size, seq_len), generator=g)
+    xy = torch.randint(0, 800, (batch_size, seq_len // 2 + 1, 2), generator=g)
+    wh = torch.randint(1, 200, (batch_size, seq_len // 2 + 1, 2), generator=g)
+    words = torch.cat([xy, xy + wh], dim=-1).repeat_interleave(2, dim=1)[:, :seq_len]  # pairs share a box
+    bbox = words.clamp(0, 1000)
+    lengths = torch.linspace(seq_len, max(3, seq_len // 3), batch_size).long()
+    attention_mask = (torch.arange(seq_len)[None] < lengths[:, None]).long()
+    input_ids = input_ids * attention_mask
+    bbox = bbox * attention_mask[..., None]
+    bbox[:, 0] = 0  # [CLS]
+    labels = torch.randint(0, num_labels, (batch_size, seq_len), generator=g).masked_fill(attention_mask == 0, -100)
+    pixel_values = torch.randn(batch_size, 3, image_size, image_size, generator=g)
+    return {
+        "input_ids": input_ids,
+        "bbox": bbox,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "pixel_values": pixel_values,
+        "labels": labels,
+    }
+
+
+def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter in which `import layoutlm_roialign` fails (as on a user's machine that
+    only has the checkpoint), from `cwd`, offline."""
+    prelude = "import sys\nsys.modules['layoutlm_roialign'] = None\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def config() -> LayoutLMRoIAlignConfig:
+    return tiny_config()
+
+
+@pytest.fixture
+def batch() -> dict:
+    return random_batch()

@@ -123,7 +123,8 @@ def _map_state_dict_by_position(source: dict, target: dict) -> dict:
     if len(src) < len(tgt):
         raise ValueError(f"Backbone weights have {len(src)} tensors, the backbone needs {len(tgt)}.")
     mapped = {}
-    for (sk, sv), (tk, tv) in zip(src, tgt):
+    # The source may go on past the return node (e.g. layer4, fc): those extra tensors are ignored.
+    for (sk, sv), (tk, tv) in zip(src, tgt, strict=False):
         if sv.shape != tv.shape:
             raise ValueError(f"Backbone weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
         mapped[tk] = sv

@@ -1,0 +1,98 @@
+"""`from_pretrained_parts`: a LayoutLM or plain BERT checkpoint plus backbone weights, loaded after `post_init`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import TINY
+from transformers import BertConfig, BertModel, LayoutLMConfig, LayoutLMModel
+
+from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+
+TEXT = {
+    k: TINY[k]
+    for k in (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    )
+}
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    torch.manual_seed(1)
+    net = torchvision.models.resnet18()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as a pretrained network has
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    return path, net.state_dict()
+
+
+def test_from_layoutlm_checkpoint_and_backbone_file(tmp_path, resnet18_file):
+    torch.manual_seed(2)
+    text = LayoutLMModel(LayoutLMConfig(**TEXT))
+    text.save_pretrained(tmp_path / "layoutlm")
+    weights_path, weights = resnet18_file
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        tmp_path / "layoutlm", backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7
+    )
+    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
+    assert model.config.backbone_weights == str(weights_path)
+    assert model.config.resolved_backbone_norm == "frozen_batch_norm"
+    ours = model.layoutlm_roialign.layoutlm.state_dict()
+    for key, value in text.state_dict().items():
+        assert torch.equal(ours[key], value), key  # nothing re-initialized by post_init
+    backbone = model.layoutlm_roialign.visual_embeddings.backbone.state_dict()
+    for key in ("conv1.weight", "bn1.running_var", "layer3.1.bn2.weight", "layer3.1.conv2.weight"):
+        assert torch.equal(backbone[key], weights[key]), key
+    assert not any(k.startswith(("layer4", "fc")) for k in backbone)
+
+
+def test_from_plain_bert_checkpoint_starts_2d_embeddings_fresh(tmp_path):
+    torch.manual_seed(3)
+    bert = BertModel(BertConfig(**TEXT))
+    bert.save_pretrained(tmp_path / "bert")
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        tmp_path / "bert", backbone="resnet18", image_size=64, num_labels=3
+    )
+    ours = model.layoutlm_roialign.layoutlm.state_dict()
+    shared = [k for k in bert.state_dict() if k in ours and not k.endswith("position_ids")]
+    assert len(shared) > 20
+    for key in shared:
+        assert torch.equal(ours[key], bert.state_dict()[key]), key
+    assert "embeddings.x_position_embeddings.weight" in ours  # LayoutLM's 2-D embeddings exist, fresh
+    assert model.config.resolved_backbone_norm == "group_norm"  # no backbone weights: trainable norm
+
+
+def test_unknown_backbone_weight_name():
+    with pytest.raises(ValueError, match="backbone_weights"):
+        LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+            None,
+            backbone_weights="NOT_A_WEIGHT",
+            backbone="resnet18",
+            image_size=64,
+            **{k: v for k, v in TEXT.items()},
+        )
+
+
+def test_pretrained_model_round_trips(tmp_path, resnet18_file):
+    weights_path, _ = resnet18_file
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
+    ).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = LayoutLMRoIAlignForTokenClassification.from_pretrained(tmp_path / "ckpt").eval()
+    expected, got = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key

@@ -8,10 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-import torch
+# Tests never reach the Hub; say so up front so nothing waits on a network time-out.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from layoutlm_roialign import LayoutLMRoIAlignConfig
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from layoutlm_roialign import LayoutLMRoIAlignConfig  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNSD_TRAIN = REPO_ROOT.parent / "shared" / "data" / "funsd" / "training_data"

@@ -7,12 +7,15 @@ checkpoint loads anywhere with `trust_remote_code=True`.
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoProcessor,
 )
 
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
+from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor, normalize_box, normalize_boxes
 from .modeling_layoutlm_roialign import (
     LayoutLMRoIAlignForSequenceClassification,
     LayoutLMRoIAlignForTokenClassification,
@@ -22,21 +25,35 @@ from .modeling_layoutlm_roialign import (
     build_backbone,
     load_backbone_weights,
 )
+from .processing_layoutlm_roialign import (
+    LayoutLMRoIAlignProcessor,
+    merge_window_predictions,
+    token_predictions_to_word_predictions,
+)
 
 __version__ = "0.1.0"
 
 AutoConfig.register(LayoutLMRoIAlignConfig.model_type, LayoutLMRoIAlignConfig, exist_ok=True)
 AutoModel.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignModel, exist_ok=True)
-AutoModelForTokenClassification.register(
-    LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification, exist_ok=True
-)
+AutoModelForTokenClassification.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification, exist_ok=True)
 AutoModelForSequenceClassification.register(
     LayoutLMRoIAlignConfig, LayoutLMRoIAlignForSequenceClassification, exist_ok=True
 )
+# One implementation serves both image-processor backends; registering it only as the default ("pil") one makes
+# AutoImageProcessor warn on every load that the torchvision backend is unavailable.
+AutoImageProcessor.register(
+    LayoutLMRoIAlignConfig,
+    image_processor_classes={"torchvision": LayoutLMRoIAlignImageProcessor, "pil": LayoutLMRoIAlignImageProcessor},
+    exist_ok=True,
+)
+AutoProcessor.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignProcessor, exist_ok=True)
+
 LayoutLMRoIAlignConfig.register_for_auto_class()
 LayoutLMRoIAlignModel.register_for_auto_class("AutoModel")
 LayoutLMRoIAlignForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 LayoutLMRoIAlignForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+LayoutLMRoIAlignImageProcessor.register_for_auto_class("AutoImageProcessor")
+LayoutLMRoIAlignProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "LayoutLMRoIAlignConfig",
@@ -45,6 +62,12 @@ __all__ = [
     "LayoutLMRoIAlignModelOutput",
     "LayoutLMRoIAlignForTokenClassification",
     "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignImageProcessor",
+    "LayoutLMRoIAlignProcessor",
     "build_backbone",
     "load_backbone_weights",
+    "merge_window_predictions",
+    "normalize_box",
+    "normalize_boxes",
+    "token_predictions_to_word_predictions",
 ]

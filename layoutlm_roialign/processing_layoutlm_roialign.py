@@ -1,0 +1,449 @@
+"""Processor for LayoutLM-RoIAlign: pages + words + word boxes (+ word labels) -> model inputs, and back.
+
+Words are tokenized with `is_split_into_words=True` and boxes/labels are aligned through the fast tokenizer's
+`word_ids()`, never by tokenizing each word on its own (which can disagree with the joined tokenization).
+
+Long pages are split into overlapping windows (`return_overflowing_tokens=True`, `stride`). Two rules, shared by the
+labels this processor writes and by `merge_window_predictions`, make every word count exactly once:
+
+* **First sub-token.** A word is labelled (and read back) on its first sub-token only. A window other than the
+  first of its page may start in the middle of a word; a word that starts a window and also appears in the
+  previous window of the same page is therefore treated as cut in this window (the earliest window holding a word
+  always holds its first sub-token).
+* **Most context.** When several windows hold a word's first sub-token, the prediction is taken from the window in
+  which that word is farthest from the window's edges (as transformers' question-answering scripts do for spans);
+  ties go to the earlier window. One rule for logits and label ids alike, and no averaging of logits computed from
+  different contexts.
+
+An empty page (no words, e.g. a blank scan whose OCR found nothing) is valid: it encodes as `[CLS] [SEP]` with no
+labels, and merges back to an empty list. Empty *words* are rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.processing_utils import ProcessorMixin
+from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
+from transformers.utils import TensorType
+
+__all__ = [
+    "LayoutLMRoIAlignProcessor",
+    "first_subtoken_mask",
+    "merge_window_predictions",
+    "token_predictions_to_word_predictions",
+]
+
+IGNORE_INDEX = -100  # ignored by torch's cross-entropy
+
+
+def first_subtoken_mask(
+    word_ids_per_window: Sequence[Sequence[int | None]], overflow_to_sample_mapping: Sequence[int] | None = None
+) -> list[list[bool]]:
+    """For each window, which tokens are the first sub-token of their word (see the module docstring).
+
+    Args:
+        word_ids_per_window: `encoding.word_ids(i)` for every row `i` of an encoding.
+        overflow_to_sample_mapping: page index of each window; `None` means one window per page.
+    """
+    mapping = _check_mapping(overflow_to_sample_mapping, len(word_ids_per_window))
+    masks = []
+    for k, word_ids in enumerate(word_ids_per_window):
+        same_page_before = k > 0 and mapping[k - 1] == mapping[k]
+        previous = {w for w in word_ids_per_window[k - 1] if w is not None} if same_page_before else set()
+        leading = next((w for w in word_ids if w is not None), None)
+        seen: set[int] = set()
+        mask = []
+        for w in word_ids:
+            mask.append(w is not None and w not in seen and not (w == leading and w in previous))
+            if w is not None:
+                seen.add(w)
+        masks.append(mask)
+    return masks
+
+
+def merge_window_predictions(
+    word_ids_per_window: Sequence[Sequence[int | None]],
+    predictions_per_window: Any,
+    overflow_to_sample_mapping: Sequence[int] | None = None,
+    num_words_per_page: Sequence[int] | None = None,
+    fill_value: int = IGNORE_INDEX,
+) -> list[list[int]]:
+    """Merge token-level predictions of (possibly overlapping) windows into one label id per word of each page.
+
+    Each word is read on its first sub-token, from the window where it has the most context (module docstring).
+
+    Args:
+        word_ids_per_window: `encoding.word_ids(i)` for every window `i`.
+        predictions_per_window: per window, label ids `(seq_len,)` or logits `(seq_len, num_labels)` (argmax is
+            taken); a tensor/array `(num_windows, seq_len[, num_labels])` or a list of per-window ones.
+        overflow_to_sample_mapping: page of each window (`encoding["overflow_to_sample_mapping"]`); `None` means
+            one window per page.
+        num_words_per_page: number of words of each page. If `None`, inferred from the highest word id seen, which
+            misses words truncated off a page's end: pass it when truncating without overflow windows.
+        fill_value: label given to words that no window holds (truncated away, or words the tokenizer drops).
+
+    Returns:
+        `list[list[int]]`: for every page, one label id per word.
+    """
+    if len(predictions_per_window) != len(word_ids_per_window):
+        raise ValueError(
+            f"`predictions_per_window` has {len(predictions_per_window)} windows but `word_ids_per_window` has "
+            f"{len(word_ids_per_window)}: pass the predictions of every row of the encoding."
+        )
+    mapping = _check_mapping(overflow_to_sample_mapping, len(word_ids_per_window))
+    num_pages = max(mapping, default=-1) + 1
+    if num_words_per_page is not None:
+        if len(num_words_per_page) < num_pages:
+            raise ValueError(
+                f"`num_words_per_page` has {len(num_words_per_page)} entries but the windows cover {num_pages} "
+                "pages: give the word count of every page."
+            )
+        num_pages = len(num_words_per_page)
+    masks = first_subtoken_mask(word_ids_per_window, mapping)
+
+    # best[page][word] = (context, label id); context = distance of the word to its window's nearer edge
+    best: list[dict[int, tuple[int, int]]] = [{} for _ in range(num_pages)]
+    for k, (word_ids, mask) in enumerate(zip(word_ids_per_window, masks, strict=True)):
+        label_ids = _to_label_ids(predictions_per_window[k], len(word_ids), k)
+        content = [w for w in word_ids if w is not None]
+        first_pos: dict[int, int] = {}
+        last_pos: dict[int, int] = {}
+        for pos, w in enumerate(content):
+            first_pos.setdefault(w, pos)
+            last_pos[w] = pos
+        for t, (w, is_first) in enumerate(zip(word_ids, mask, strict=True)):
+            if not is_first:
+                continue
+            context = min(first_pos[w], len(content) - 1 - last_pos[w])
+            page = best[mapping[k]]
+            if w not in page or context > page[w][0]:
+                page[w] = (context, int(label_ids[t]))
+
+    merged = []
+    for p, page in enumerate(best):
+        num_words = num_words_per_page[p] if num_words_per_page is not None else max(page, default=-1) + 1
+        merged.append([page[w][1] if w in page else fill_value for w in range(num_words)])
+    return merged
+
+
+def token_predictions_to_word_predictions(
+    word_ids: Sequence[int | None], predictions: Any, num_words: int | None = None, fill_value: int = IGNORE_INDEX
+) -> list[int]:
+    """One page, one window: token label ids `(seq_len,)` or logits `(seq_len, num_labels)` -> one id per word,
+    read on each word's first sub-token; words without a token (truncated) get `fill_value`."""
+    per_page = None if num_words is None else [num_words]
+    return merge_window_predictions([word_ids], [predictions], [0], per_page, fill_value)[0]
+
+
+def _check_mapping(mapping: Sequence[int] | None, num_windows: int) -> list[int]:
+    if mapping is None:
+        return list(range(num_windows))
+    mapping = [int(m) for m in (mapping.tolist() if hasattr(mapping, "tolist") else mapping)]
+    if len(mapping) != num_windows:
+        raise ValueError(
+            f"`overflow_to_sample_mapping` has {len(mapping)} entries for {num_windows} windows: pass the encoding's "
+            "own `overflow_to_sample_mapping`."
+        )
+    return mapping
+
+
+def _to_label_ids(prediction: Any, seq_len: int, window: int) -> np.ndarray:
+    if isinstance(prediction, torch.Tensor):
+        prediction = prediction.detach().float().cpu().numpy() if prediction.is_floating_point() else prediction.cpu()
+    prediction = np.asarray(prediction)
+    if prediction.ndim == 2:  # logits (seq_len, num_labels)
+        prediction = prediction.argmax(-1)
+    if prediction.ndim != 1 or prediction.shape[0] < seq_len:
+        raise ValueError(
+            f"`predictions_per_window` window {window} has shape {prediction.shape}: expected label ids ({seq_len},) "
+            f"or logits ({seq_len}, num_labels)."
+        )
+    return prediction
+
+
+class LayoutLMRoIAlignProcessor(ProcessorMixin):
+    r"""
+    Combines a [`LayoutLMRoIAlignImageProcessor`] (pages -> `pixel_values`, optional OCR) and a fast LayoutLM/BERT
+    tokenizer (words -> tokens) into `LayoutLMRoIAlignModel` inputs: `input_ids`, `bbox`, `attention_mask`,
+    `token_type_ids`, `pixel_values`, and `labels` when `word_labels` are given.
+
+    Every sub-token carries its word's box; `[CLS]` and `[PAD]` get `cls_box`/`pad_box` (all zeros) and `[SEP]`
+    gets `sep_box` (all 1000), as in LayoutLM's pre-training.
+
+    Args:
+        image_processor (`LayoutLMRoIAlignImageProcessor`):
+            Turns pages into `pixel_values` (and OCRs them when its `apply_ocr` is set).
+        tokenizer (`PreTrainedTokenizerBase`):
+            A *fast* LayoutLM/BERT tokenizer: box and label alignment needs its `word_ids()`.
+        label_all_tokens (`bool`, *optional*, defaults to `False`):
+            Whether every sub-token of a word carries the word's label (copied as is); by default only the first
+            sub-token does and the others get -100.
+    """
+
+    cls_box = [0, 0, 0, 0]
+    sep_box = [1000, 1000, 1000, 1000]
+    pad_box = [0, 0, 0, 0]
+
+    def __init__(self, image_processor=None, tokenizer=None, label_all_tokens: bool = False, **kwargs) -> None:
+        if tokenizer is not None and not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"`tokenizer` must be a fast tokenizer (got {type(tokenizer).__name__}): aligning boxes and labels to "
+                "tokens needs its `word_ids()`. Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
+            )
+        super().__init__(image_processor, tokenizer, **kwargs)
+        self.label_all_tokens = label_all_tokens
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        boxes: Sequence[Sequence[float]] | Sequence[Sequence[Sequence[float]]] | None = None,
+        word_labels: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        *,
+        words: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        label_all_tokens: bool | None = None,
+        add_special_tokens: bool = True,
+        padding: bool | str | PaddingStrategy = False,
+        truncation: bool | str | TruncationStrategy | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        pad_to_multiple_of: int | None = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        return_tensors: str | TensorType | None = None,
+        **kwargs,
+    ) -> BatchEncoding:
+        """Encode one page or a batch of pages.
+
+        Args:
+            images: one page or a list of pages (PIL images, arrays, tensors or file paths), one per word list;
+                `None` gives no `pixel_values`.
+            text: the words of one page (`list[str]`) or of each page (`list[list[str]]`). Optional when the image
+                processor has `apply_ocr=True`: the OCR's words and boxes are used. `words=` is an alias.
+            boxes: one `(x0, y0, x1, y1)` box per word on LayoutLM's 0-1000 grid (`normalize_box` converts pixel
+                boxes); same nesting as `text`.
+            word_labels: one label id per word (optional); same nesting as `text`.
+            label_all_tokens: overrides the processor's `label_all_tokens` for this call.
+            return_overflowing_tokens: split long pages into windows of `max_length` tokens overlapping by `stride`;
+                each window gets its page's `pixel_values` and `overflow_to_sample_mapping` says which page.
+            Other arguments are the tokenizer's.
+
+        Returns:
+            `BatchEncoding` (always batched, `.word_ids(i)` works) with `input_ids`, `bbox`, `attention_mask`,
+            `token_type_ids`, `pixel_values`, and `labels` when `word_labels` are given.
+
+        Raises:
+            ValueError: naming the argument (and page/word) for mismatched lengths, boxes outside 0..1000 or
+                inverted, empty words, unreadable images, or a page count that differs from the image count.
+        """
+        if words is not None:
+            if text is not None:
+                raise ValueError("Pass the words as `text` or as `words`, not both.")
+            text = words
+        label_all_tokens = self.label_all_tokens if label_all_tokens is None else label_all_tokens
+        use_ocr = text is None
+        if use_ocr:
+            if not self.image_processor.apply_ocr:
+                raise ValueError(
+                    "`text` (the words of each page) is required, with `boxes`; or create the image processor with "
+                    "`apply_ocr=True` to read words and boxes from the pages."
+                )
+            if boxes is not None or word_labels is not None:
+                raise ValueError(
+                    "`boxes` and `word_labels` cannot be given without `text`: with `apply_ocr=True` the words and "
+                    "boxes come from OCR, which labels cannot be aligned to. Pass `text` and `boxes` instead."
+                )
+            if images is None:
+                raise ValueError("`images` is required to OCR the pages (`apply_ocr=True`).")
+        else:  # check the words before decoding any image: cheap, and where most mistakes are
+            pages, batched = self._pages(text)
+            boxes = [
+                self._check_page_boxes(b, p) for p, b in enumerate(self._per_page(boxes, "boxes", pages, batched))
+            ]
+            num_images = len(images) if isinstance(images, (list, tuple)) else 1
+            if images is not None and num_images != len(pages):
+                raise ValueError(
+                    f"`images` has {num_images} pages but `text` has {len(pages)} word lists: pass one image per page."
+                )
+
+        features = None
+        if images is not None:
+            features = self.image_processor(images, apply_ocr=use_ocr, return_tensors=return_tensors)
+        if use_ocr:
+            pages, boxes, batched = features["words"], features["boxes"], True
+        labels = self._per_page(word_labels, "word_labels", pages, batched, required=False)
+        if labels is not None:
+            labels = [self._check_page_labels(page_labels, p) for p, page_labels in enumerate(labels)]
+
+        encoded = self.tokenizer(
+            pages,
+            is_split_into_words=True,
+            add_special_tokens=add_special_tokens,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            stride=stride,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_token_type_ids=return_token_type_ids,
+            return_attention_mask=return_attention_mask,
+            return_overflowing_tokens=return_overflowing_tokens,
+            return_special_tokens_mask=return_special_tokens_mask,
+            return_offsets_mapping=return_offsets_mapping,
+            return_length=return_length,
+            verbose=verbose,
+            **kwargs,
+        )
+        num_rows = len(encoded["input_ids"])
+        mapping = list(encoded["overflow_to_sample_mapping"]) if return_overflowing_tokens else list(range(num_rows))
+        word_ids_rows = [encoded.word_ids(i) for i in range(num_rows)]
+        first_masks = first_subtoken_mask(word_ids_rows, mapping)
+
+        encoded["bbox"] = [
+            [
+                list(boxes[mapping[i]][w]) if w is not None else self._special_box(token_id)
+                for w, token_id in zip(word_ids_rows[i], encoded["input_ids"][i], strict=True)
+            ]
+            for i in range(num_rows)
+        ]
+        if labels is not None:
+            encoded["labels"] = [
+                [
+                    labels[mapping[i]][w] if w is not None and (first or label_all_tokens) else IGNORE_INDEX
+                    for w, first in zip(word_ids_rows[i], first_masks[i], strict=True)
+                ]
+                for i in range(num_rows)
+            ]
+        encoded.convert_to_tensors(tensor_type=return_tensors)
+
+        if features is not None:
+            pixel_values = features["pixel_values"]
+            if return_overflowing_tokens:
+                # every window of a page sees the whole page: repeat its pixels per window
+                if isinstance(pixel_values, (torch.Tensor, np.ndarray)):
+                    pixel_values = pixel_values[np.asarray(mapping, dtype=np.int64)]
+                else:
+                    pixel_values = [pixel_values[p] for p in mapping]
+            encoded["pixel_values"] = pixel_values
+        return encoded
+
+    def post_process_token_classification(
+        self,
+        encoding: BatchEncoding,
+        predictions: Any,
+        num_words_per_page: Sequence[int] | None = None,
+        fill_value: int = IGNORE_INDEX,
+    ) -> list[list[int]]:
+        """Token predictions (label ids or logits, one row per row of `encoding`) -> one label id per word of each
+        page, merging overflow windows as `merge_window_predictions` does."""
+        num_rows = len(encoding["input_ids"])
+        return merge_window_predictions(
+            [encoding.word_ids(i) for i in range(num_rows)],
+            predictions,
+            encoding.get("overflow_to_sample_mapping"),
+            num_words_per_page,
+            fill_value,
+        )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values"]
+
+    def _special_box(self, token_id: int) -> list[int]:
+        if token_id == self.tokenizer.sep_token_id:
+            return list(self.sep_box)
+        if token_id == self.tokenizer.pad_token_id:
+            return list(self.pad_box)
+        return list(self.cls_box)
+
+    @staticmethod
+    def _pages(text: Any) -> tuple[list[list[str]], bool]:
+        """`text` as a list of pages, and whether it came batched; a list of strings (or `[]`) is one page."""
+        if isinstance(text, str) or not isinstance(text, (list, tuple)):
+            raise ValueError(
+                f"`text` must be the words of a page (list[str]) or of each page (list[list[str]]), got "
+                f"{type(text).__name__}: split the text into words and give one box per word."
+            )
+        batched = not all(isinstance(w, str) for w in text)
+        pages = text if batched else [text]
+        for p, page in enumerate(pages):
+            if not isinstance(page, (list, tuple)):
+                raise ValueError(
+                    f"`text` page {p} is a {type(page).__name__}: mix no pages and words; pass list[str] for one "
+                    "page or list[list[str]] for a batch."
+                )
+            for i, word in enumerate(page):
+                if not isinstance(word, str) or not word.strip():
+                    raise ValueError(
+                        f"`text` page {p}, word {i} is {word!r}: every word must be a non-empty string. Drop empty "
+                        "words together with their boxes and labels."
+                    )
+        return [list(page) for page in pages], batched
+
+    @staticmethod
+    def _per_page(values: Any, name: str, pages: list[list[str]], batched: bool, required: bool = True) -> list | None:
+        """`boxes`/`word_labels`, nested like `text`, as a list of pages with one entry per word."""
+        if values is None:
+            if required:
+                raise ValueError(
+                    f"`{name}` is required with `text`: one (x0, y0, x1, y1) box per word on the 0-1000 grid "
+                    "(convert pixel boxes with `normalize_box(box, width, height)`)."
+                )
+            return None
+        values = values.tolist() if hasattr(values, "tolist") else values
+        if not batched:
+            values = [values]
+        if not isinstance(values, (list, tuple)) or len(values) != len(pages):
+            got = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+            raise ValueError(f"`{name}` has {got} pages but `text` has {len(pages)}: nest `{name}` like `text`.")
+        checked = []
+        for p, (page_values, page_words) in enumerate(zip(values, pages, strict=True)):
+            page_values = page_values.tolist() if hasattr(page_values, "tolist") else page_values
+            if not isinstance(page_values, (list, tuple)) or len(page_values) != len(page_words):
+                got = len(page_values) if isinstance(page_values, (list, tuple)) else type(page_values).__name__
+                raise ValueError(
+                    f"`{name}` page {p} has {got} entries but `text` page {p} has {len(page_words)} words: give "
+                    "exactly one per word."
+                )
+            checked.append(list(page_values))
+        return checked
+
+    @staticmethod
+    def _check_page_boxes(page_boxes: list, page: int) -> list[list[int]]:
+        checked = []
+        for i, box in enumerate(page_boxes):
+            box = box.tolist() if hasattr(box, "tolist") else box
+            if (
+                not isinstance(box, (list, tuple))
+                or len(box) != 4
+                or not all(isinstance(v, Real) and not isinstance(v, bool) for v in box)
+            ):
+                raise ValueError(f"`boxes` page {page}, word {i}: expected 4 numbers (x0, y0, x1, y1), got {box!r}.")
+            if not all(0 <= v <= 1000 for v in box):
+                raise ValueError(
+                    f"`boxes` page {page}, word {i}: {list(box)} is outside 0..1000. LayoutLM boxes are on a 0-1000 "
+                    "grid: convert pixel boxes with `normalize_box(box, width, height)`, which also clamps them."
+                )
+            if box[2] < box[0] or box[3] < box[1]:
+                raise ValueError(
+                    f"`boxes` page {page}, word {i}: {list(box)} is inverted; boxes are (x0, y0, x1, y1) with "
+                    "x1 >= x0 and y1 >= y0."
+                )
+            checked.append([int(round(v)) for v in box])
+        return checked
+
+    @staticmethod
+    def _check_page_labels(page_labels: list, page: int) -> list[int]:
+        for i, label in enumerate(page_labels):
+            if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
+                raise ValueError(f"`word_labels` page {page}, word {i}: expected an int label id, got {label!r}.")
+        return [int(label) for label in page_labels]

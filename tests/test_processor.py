@@ -395,3 +395,12 @@ def test_remote_code_round_trip_in_a_fresh_process_without_the_package(processor
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
     word_ids = [[-1 if w is None else w for w in expected.word_ids(i)] for i in range(len(expected["input_ids"]))]
     np.testing.assert_array_equal(got["word_ids"], word_ids)
+
+
+def test_offline_wordpiece_vocabulary_is_the_same_on_every_run():
+    # `tokenizers`' own trainer breaks ties in hash order: two runs gave different ids, and training runs that
+    # should match (a resumed run and an uninterrupted one) did not.
+    corpus = [" ".join(VOCAB[i:] + VOCAB[:i]) for i in range(len(VOCAB))] * 3
+    vocabs = [train_wordpiece_tokenizer(corpus, vocab_size=90).get_vocab() for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    assert len(vocabs[0]) == 90

@@ -1,0 +1,31 @@
+"""Datasets in FUNSD's schema (`id`, `words`, 0-1000 `bboxes`, IOB `ner_tags`, `image`): the original release
+folder, Hub copies, `save_to_disk` folders, and synthetic forms whose labels need the pixels."""
+
+from .funsd import (
+    FUNSD_ENTITY_TYPES,
+    FUNSD_LABELS,
+    funsd_features,
+    funsd_folder_statistics,
+    load_dataset_spec,
+    load_funsd_folder,
+    load_hub_funsd,
+    parse_funsd_annotation,
+    split_train_validation,
+    to_funsd_schema,
+)
+from .synthetic import generate_synthetic_forms, render_synthetic_form
+
+__all__ = [
+    "FUNSD_ENTITY_TYPES",
+    "FUNSD_LABELS",
+    "funsd_features",
+    "funsd_folder_statistics",
+    "generate_synthetic_forms",
+    "load_dataset_spec",
+    "load_funsd_folder",
+    "load_hub_funsd",
+    "parse_funsd_annotation",
+    "render_synthetic_form",
+    "split_train_validation",
+    "to_funsd_schema",
+]

@@ -1,0 +1,175 @@
+"""Synthetic forms whose labels need the pixels: offline data for the tests and the README's main job.
+
+Each page is rendered with PIL: field lines (a key phrase, often followed by a value on the same line), prose
+lines of other text, several fonts, sizes, margins and one- or two-column layouts. A field line is either a
+*question* (phrase labelled QUESTION, its value ANSWER) or a section *header* (phrase labelled HEADER, any value
+after it O). Both kinds draw their phrases and values from the same pools and the same positions, and their word
+boxes are computed from the same font metrics, so words and boxes carry no trace of the difference: only the
+look of the page does (a header sits in a shaded band, in reversed or dark-on-grey type). A model that ignores the
+pixels can at best guess those lines; one that looks can label them all.
+
+Pages are deterministic by `(seed, page index)`: the first `n` pages of a larger set equal a set of `n` pages.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+from datasets import Dataset
+
+from .funsd import FUNSD_LABELS, funsd_features
+
+__all__ = ["generate_synthetic_forms", "render_synthetic_form"]
+
+FONT_FILES = (
+    "DejaVuSans.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansCondensed.ttf",
+    "LiberationSans-Regular.ttf",
+    "LiberationSerif-Regular.ttf",
+)
+FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation", "/usr/share/fonts/TTF")
+
+PHRASES = (
+    "date", "name", "address", "telephone", "fax number", "company", "department", "subject", "to", "from",
+    "account number", "invoice number", "total amount", "signature", "remarks", "city", "state", "zip code",
+    "brand", "product code", "quantity", "unit price", "order date", "ship to", "bill to", "reference",
+    "project title", "budget", "approved by", "distribution", "contact person", "market", "region", "cost center",
+    "purchase order", "description", "start date", "end date", "page count", "attention",
+)  # fmt: skip
+FIRST_NAMES = ("john", "mary", "robert", "linda", "michael", "susan", "david", "karen", "james", "patricia")
+LAST_NAMES = ("smith", "johnson", "williams", "brown", "jones", "miller", "davis", "wilson", "anderson", "taylor")
+COMPANIES = ("lorillard", "philip morris", "rj reynolds", "brown williamson", "acme corp", "united tobacco")
+PLACES = ("new york", "winston salem", "richmond", "greensboro", "louisville", "chicago", "atlanta")
+PROSE = (
+    "please", "return", "this", "form", "to", "the", "office", "by", "end", "of", "month", "all", "information",
+    "is", "confidential", "and", "for", "internal", "use", "only", "see", "attached", "instructions", "copies",
+    "must", "be", "signed", "if", "any", "questions", "call", "our", "staff", "thank", "you",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=None)
+def _font_paths() -> tuple[str, ...]:
+    found = []
+    for name in FONT_FILES:
+        for folder in FONT_DIRS:
+            path = Path(folder) / name
+            if path.is_file():
+                found.append(str(path))
+                break
+    return tuple(found)
+
+
+@lru_cache(maxsize=64)
+def _font(path: str | None, size: int) -> PIL.ImageFont.FreeTypeFont:
+    if path is None:  # no system TrueType fonts: Pillow's bundled scalable font
+        return PIL.ImageFont.load_default(size=size)
+    return PIL.ImageFont.truetype(path, size=size)
+
+
+def _value(rng: random.Random) -> list[str]:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return [rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)]
+    if kind == 1:
+        return [f"{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}/{rng.randint(1985, 2001)}"]
+    if kind == 2:
+        return [f"${rng.randint(10, 99999):,}.{rng.randint(0, 99):02d}"]
+    if kind == 3:
+        return rng.choice(COMPANIES).split()
+    if kind == 4:
+        return rng.choice(PLACES).split() + [str(rng.randint(10000, 99999))]
+    return [f"{rng.choice('ABCDEFGHK')}{rng.choice('LMNPRSTX')}-{rng.randint(100, 9999)}"]
+
+
+def render_synthetic_form(seed: int, index: int) -> tuple[PIL.Image.Image, list[str], list[list[int]], list[str]]:
+    """Page `index` of the set `seed`: (greyscale page, words, 0-1000 word boxes, IOB labels)."""
+    rng = random.Random(f"layoutlm-roialign-synthetic/{seed}/{index}")
+    width, height = rng.choice(((612, 792), (560, 720), (640, 760), (595, 842)))
+    fonts = _font_paths()
+    font = _font(rng.choice(fonts) if fonts else None, rng.randint(13, 18))
+    ascent, descent = font.getmetrics()
+    line_height = ascent + descent
+    band = int(line_height * 0.9)  # a header band reaches this far above and below its line
+    space = max(3, round(font.getlength(" ")))
+    margin = rng.randint(28, 60)
+    two_columns = rng.random() < 0.35
+    header_style = rng.choice(("reversed", "grey"))
+
+    page = PIL.Image.new("L", (width, height), 255)
+    draw = PIL.ImageDraw.Draw(page)
+    words: list[str] = []
+    boxes: list[list[int]] = []
+    labels: list[str] = []
+
+    def put(x: float, y: int, text: str, label: str, fill: int) -> float:
+        left, top, right, bottom = font.getbbox(text)
+        draw.text((x, y), text, font=font, fill=fill)
+        box = [x + left, y + top, x + right, y + bottom]
+        words.append(text)
+        boxes.append([min(1000, max(0, round(1000 * v / (width if i % 2 == 0 else height)))) for i, v in enumerate(box)])
+        labels.append(label)
+        return x + font.getlength(text) + space
+
+    def put_entity(x: float, y: int, tokens: list[str], kind: str | None, fill: int) -> float:
+        for i, token in enumerate(tokens):
+            x = put(x, y, token, "O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}", fill)
+        return x
+
+    y = margin + rng.randint(0, 20)
+    column_width = (width - 2 * margin) // (2 if two_columns else 1)
+    while y + line_height + band < height - margin:
+        kind = rng.random()
+        if kind < 0.15:  # prose: other text
+            x, right = float(margin), width - margin
+            for _ in range(rng.randint(4, 12)):
+                token = rng.choice(PROSE)
+                if x + font.getlength(token) > right:
+                    break
+                x = put(x, y, token, "O", 0)
+            y += line_height + rng.randint(line_height // 2, line_height + band)
+            continue
+        header = rng.random() < 0.3
+        columns = 1 if header or not two_columns else 2
+        if header:
+            dark = 40 if header_style == "reversed" else 170
+            draw.rectangle((margin - 6, y - band, width - margin + 6, y + line_height + band), fill=dark)
+        ink = 255 if header and header_style == "reversed" else 0
+        for column in range(columns):
+            x = float(margin + column * column_width + rng.randint(0, 12))
+            phrase = rng.choice(PHRASES).split()
+            if rng.random() < 0.5:
+                phrase[-1] += ":"
+            x = put_entity(x, y, phrase, "HEADER" if header else "QUESTION", ink)
+            if rng.random() < 0.65:
+                value = _value(rng)
+                x += rng.randint(0, 3) * space
+                if x + sum(font.getlength(t) + space for t in value) < margin + (column + 1) * column_width:
+                    put_entity(x, y, value, None if header else "ANSWER", ink)
+        y += line_height + 2 * band + rng.randint(2, line_height)
+
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, 6.0, size=(height, width))
+    page = PIL.Image.fromarray(np.clip(np.asarray(page, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "L")
+    return page, words, boxes, labels
+
+
+def generate_synthetic_forms(num_pages: int = 240, seed: int = 0) -> Dataset:
+    """`num_pages` synthetic forms as a FUNSD-schema `Dataset` (labels in `FUNSD_LABELS` order)."""
+    if not isinstance(num_pages, int) or num_pages < 1:
+        raise ValueError(f"`num_pages` must be a positive integer, got {num_pages!r}.")
+    rows: dict[str, list] = {"id": [], "words": [], "bboxes": [], "ner_tags": [], "image": []}
+    for index in range(num_pages):
+        image, words, boxes, labels = render_synthetic_form(seed, index)
+        rows["id"].append(f"synthetic-{seed}-{index:05d}")
+        rows["words"].append(words)
+        rows["bboxes"].append(boxes)
+        rows["ner_tags"].append([FUNSD_LABELS.index(label) for label in labels])
+        rows["image"].append(image)
+    return Dataset.from_dict(rows, features=funsd_features())

@@ -66,11 +66,7 @@ def train_wordpiece_tokenizer(
     normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     vocab = build_wordpiece_vocab(
-        (
-            word
-            for text in corpus
-            for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
-        ),
+        (word for text in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))),
         vocab_size=vocab_size,
         min_frequency=min_frequency,
     )

@@ -145,8 +145,12 @@ def test_hub_style_columns_map_onto_the_schema(tmp_path):
     page = tmp_path / "p.png"
     PIL.Image.new("L", (50, 40), 255).save(page)
     hub_like = Dataset.from_dict(
-        {"tokens": [["a", "b"]], "bbox": [[[0, 0, 10, 10], [5, 5, 20, 20]]], "ner_tags": [[1, 0]],
-         "image_path": ["p.png"]},  # fmt: skip
+        {
+            "tokens": [["a", "b"]],
+            "bbox": [[[0, 0, 10, 10], [5, 5, 20, 20]]],
+            "ner_tags": [[1, 0]],
+            "image_path": ["p.png"],
+        },  # fmt: skip
         features=Features(
             {
                 "tokens": SequenceFeature(Value("string")),
@@ -192,7 +196,7 @@ def test_synthetic_forms_are_deterministic_by_seed_and_index():
 def entity_phrases(ds: Dataset, kind: str) -> list[tuple[str, ...]]:
     out = []
     for row in ds:
-        for word, tag in zip(row["words"], tag_names(ds, row)):
+        for word, tag in zip(row["words"], tag_names(ds, row), strict=False):
             if tag == f"B-{kind}":
                 out.append([word])
             elif tag == f"I-{kind}":
@@ -213,11 +217,13 @@ def test_synthetic_headers_differ_from_questions_only_in_the_pixels():
     for row in ds:
         page = np.asarray(row["image"], dtype=np.float32)
         height, width = page.shape
-        for box, tag in zip(row["bboxes"], tag_names(ds, row)):
+        for box, tag in zip(row["bboxes"], tag_names(ds, row), strict=False):
             kind = tag[2:]
             if kind in heights:
                 heights[kind].append(box[3] - box[1])
-                x0, y0, x1, y1 = (round(v / 1000 * s) for v, s in zip(box, (width, height, width, height)))
+                x0, y0, x1, y1 = (
+                    round(v / 1000 * s) for v, s in zip(box, (width, height, width, height), strict=False)
+                )
                 ink[kind].append(page[y0:y1, x0:x1].mean())
     assert abs(np.median(heights["HEADER"]) / np.median(heights["QUESTION"]) - 1) < 0.1
     # What tells them apart is the look: header words sit in a shaded band.

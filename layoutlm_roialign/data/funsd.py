@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,4 +285,3 @@ def split_train_validation(dataset: Dataset, validation_size: float | int = 30, 
         raise ValueError(f"`validation_size` {validation_size} leaves no training pages out of {n}; use fewer.")
     parts = dataset.train_test_split(test_size=count, seed=seed, shuffle=True)
     return DatasetDict({"train": parts["train"], "validation": parts["test"]})
-

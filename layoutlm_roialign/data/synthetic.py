@@ -14,7 +14,7 @@ Pages are deterministic by `(seed, page index)`: the first `n` pages of a larger
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ PROSE = (
 )  # fmt: skip
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font_paths() -> tuple[str, ...]:
     found = []
     for name in FONT_FILES:
@@ -114,7 +114,9 @@ def render_synthetic_form(seed: int, index: int) -> tuple[PIL.Image.Image, list[
         draw.text((x, y), text, font=font, fill=fill)
         box = [x + left, y + top, x + right, y + bottom]
         words.append(text)
-        boxes.append([min(1000, max(0, round(1000 * v / (width if i % 2 == 0 else height)))) for i, v in enumerate(box)])
+        boxes.append(
+            [min(1000, max(0, round(1000 * v / (width if i % 2 == 0 else height)))) for i, v in enumerate(box)]
+        )
         labels.append(label)
         return x + font.getlength(text) + space
 

@@ -1,0 +1,159 @@
+"""Model card and Hub publication of a trained folder.
+
+`write_model_card` fills the `model_card.md` template (metrics per entity type, data, hyper-parameters, how to load
+with `trust_remote_code`, intended use and limits, FUNSD's non-commercial terms when it was trained on FUNSD) into
+the folder's `README.md`. `push_folder_to_hub` publishes the complete folder (model, processor, code, card) in one
+commit with `huggingface_hub`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_model_card", "write_model_card", "push_folder_to_hub", "find_model_card_template"]
+
+FUNSD_NOTE = (
+    "**License of the training data.** FUNSD (Jaume, Ekenel, Thiran, ICDAR-OST 2019) is licensed for "
+    "non-commercial, research and educational purposes only; this model was trained on it, so use it under the "
+    "same terms.\n"
+)
+NOT_PUBLISHED = {"training_args.bin"}  # a pickle of the run's arguments: not needed to load, flagged by the Hub
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+def find_model_card_template() -> Path:
+    """`model_card.md` at the repository root (a source checkout) or inside the package (an installed wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "model_card.md", here / "model_card.md"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"model_card.md template not found next to {here} or in it.")
+
+
+def render_model_card(template: str, fields: dict[str, Any]) -> str:
+    """Replace every `{{name}}` of `template` with `fields[name]`.
+
+    Raises:
+        KeyError: naming the placeholders that `fields` lacks (a template and its filler must agree).
+    """
+    missing = sorted(set(_PLACEHOLDER.findall(template)) - set(fields))
+    if missing:
+        raise KeyError(f"model card fields missing: {missing}")
+    return _PLACEHOLDER.sub(lambda m: str(fields[m.group(1)]), template)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def write_model_card(
+    folder: str | os.PathLike,
+    scores: dict | None,
+    data: dict,
+    hyperparameters: dict,
+    model_args: Any = None,
+    repo_id: str | None = None,
+    template: str | os.PathLike | None = None,
+) -> Path:
+    """Write `<folder>/README.md` from the template.
+
+    Args:
+        folder: the saved model folder (its `config.json` gives labels, backbone and image size).
+        scores: `metrics.entity_scores` output on the validation pages (`None`: not evaluated).
+        data: `dataset`, `is_funsd`, `train_pages`, `validation_pages`, `split` (see `training.describe_data`).
+        hyperparameters: name -> value rows of the hyper-parameter table.
+        model_args: unused beyond the name (kept for callers that pass it).
+        repo_id: the Hub repository the card is for (used in the loading snippet).
+        template: path of another template.
+    """
+    import json
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    types = sorted({label[2:] for label in labels if label[:2] in ("B-", "I-")})
+    rows = []
+    if scores:
+        rows.append(
+            f"| **overall** | {_fmt(scores['precision'])} | {_fmt(scores['recall'])} | **{_fmt(scores['f1'])}** | "
+            f"{sum(v['number'] for v in scores['per_type'].values())} |"
+        )
+        for name in types:
+            v = scores["per_type"].get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "number": 0})
+            rows.append(f"| {name} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {v['number']} |")
+    else:
+        rows.append("| (not evaluated) | | | | |")
+    funsd = bool(data.get("is_funsd"))
+    data_text = f"`{data.get('dataset', '?')}`: {data.get('train_pages', '?')} training pages"
+    data_text += f"; {data['split']}." if data.get("split") else "."
+    if config.get("use_visual_features", True):
+        backbone = f"`{config['backbone']}` (cut at `{config['backbone_return_node']}`)"
+    else:
+        backbone = f"`{config['backbone']}` (switched off in this model: `use_visual_features=False`)"
+    fields = {
+        "license": "other" if funsd else "apache-2.0",
+        "datasets_yaml": "datasets:\n- nielsr/funsd\n" if funsd else "",
+        "model_name": repo_id.split("/")[-1] if repo_id else "LayoutLM-RoIAlign for form entity labelling",
+        "labels": ", ".join(f"`{label}`" for label in labels),
+        "backbone": backbone,
+        "metrics_table": "\n".join(rows),
+        "accuracy": _fmt(scores["accuracy"]) if scores else "-",
+        "data": data_text,
+        "license_note": FUNSD_NOTE if funsd else "",
+        "hyperparameters_table": "\n".join(f"| {k} | {v} |" for k, v in hyperparameters.items()),
+        "repo_id": repo_id or "path/to/this/folder",
+        "train_pages": data.get("train_pages", "?"),
+        "image_size": config.get("image_size", "?"),
+    }
+    path = Path(template) if template is not None else find_model_card_template()
+    card = render_model_card(path.read_text(), fields)
+    (folder / "README.md").write_text(card)
+    return folder / "README.md"
+
+
+def push_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload LayoutLM-RoIAlign model, processor, code and model card",
+) -> Any:
+    """Create `repo_id` if needed and upload every file of `folder` in one commit. Returns the `CommitInfo`.
+
+    Files starting with "." and `training_args.bin` are not published.
+
+    Raises:
+        ValueError: if `folder` lacks a piece a remote-code checkpoint needs (weights, config, processor, code,
+            card).
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir()}
+    required = {
+        "config.json",
+        "processor_config.json",
+        "README.md",
+        "modeling_layoutlm_roialign.py",
+        "configuration_layoutlm_roialign.py",
+        "processing_layoutlm_roialign.py",
+        "image_processing_layoutlm_roialign.py",
+    }
+    missing = sorted(required - names)
+    if not any(n.endswith(".safetensors") or n.endswith(".bin") and n.startswith("pytorch_model") for n in names):
+        missing.append("model weights (*.safetensors)")
+    if missing:
+        raise ValueError(f"{folder} is not a complete checkpoint folder; missing {missing}.")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    # One commit holding every file (not `upload_folder`, which may split a folder over several commits): the
+    # repository never shows a partial checkpoint.
+    operations = [
+        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in NOT_PUBLISHED and not path.name.startswith(".")
+    ]
+    return api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model")

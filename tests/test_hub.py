@@ -1,0 +1,155 @@
+"""Model card filling and the Hub push, tested without a network by intercepting huggingface_hub's commit call."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+from huggingface_hub import HfApi
+from transformers import TrainingArguments
+
+from layoutlm_roialign.hub import push_folder_to_hub, render_model_card, write_model_card
+from layoutlm_roialign.training import (
+    TRAIN_SCRIPT_DEFAULTS,
+    DataArguments,
+    ModelArguments,
+    build_model_and_processor,
+    run_training,
+)
+
+LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
+TINY_MODEL = dict(
+    backbone="resnet18",
+    image_size=64,
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    intermediate_size=37,
+    tokenizer_vocab_size=300,
+)
+SCORES = {
+    "precision": 0.5,
+    "recall": 0.25,
+    "f1": 1 / 3,
+    "accuracy": 0.75,
+    "per_type": {
+        "QUESTION": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "number": 4},
+        "ANSWER": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "number": 4},
+    },
+}
+
+
+class Intercepted:
+    """Records `create_repo` and `create_commit` calls instead of sending them."""
+
+    def __init__(self, monkeypatch):
+        self.repos, self.commits = [], []
+        monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: self.repos.append((repo_id, kw)))
+
+        def create_commit(api, repo_id, operations, **kw):
+            self.commits.append({"repo_id": repo_id, "operations": list(operations), **kw})
+            return f"https://huggingface.co/{repo_id}/commit/0"
+
+        monkeypatch.setattr(HfApi, "create_commit", create_commit)
+
+    def files(self, commit: int = -1) -> set[str]:
+        return {op.path_in_repo for op in self.commits[commit]["operations"]}
+
+
+@pytest.fixture
+def saved_folder(tmp_path):
+    model, processor = build_model_and_processor(ModelArguments(**TINY_MODEL), LABELS, [["date", "name", "total"]])
+    folder = tmp_path / "final"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_render_model_card_requires_every_field():
+    assert render_model_card("# {{name}} {{name}}", {"name": "x"}) == "# x x"
+    with pytest.raises(KeyError, match="'repo_id'"):
+        render_model_card("{{name}} {{repo_id}}", {"name": "x"})
+
+
+@pytest.mark.parametrize("funsd", [True, False])
+def test_model_card_has_metrics_per_type_loading_code_and_funsd_terms(saved_folder, funsd):
+    data = {
+        "dataset": "nielsr/funsd" if funsd else "synthetic",
+        "is_funsd": funsd,
+        "train_pages": 119,
+        "validation_pages": 30,
+        "split": "30 validation pages (--split_seed 0)",
+    }
+    card = write_model_card(saved_folder, SCORES, data, {"learning rate": 5e-5}, repo_id="me/model").read_text()
+    assert "| **overall** | 0.5000 | 0.2500 | **0.3333** | 8 |" in card
+    assert "| QUESTION | 0.5000 | 0.5000 | 0.5000 | 4 |" in card and "| ANSWER | 0.0000 |" in card
+    assert "| HEADER | 0.0000 | 0.0000 | 0.0000 | 0 |" in card  # every type of the label set, even unseen
+    assert 'AutoModelForTokenClassification.from_pretrained("me/model", trust_remote_code=True)' in card
+    assert "| learning rate | 5e-05 |" in card
+    assert ("non-commercial" in card) == funsd
+    assert ("license: other" in card) == funsd and ("license: apache-2.0" in card) != funsd
+    assert "{{" not in card
+
+
+def test_push_sends_the_complete_folder_in_one_commit(saved_folder, monkeypatch):
+    write_model_card(saved_folder, SCORES, {"dataset": "synthetic", "train_pages": 8}, {}, repo_id="me/model")
+    (saved_folder / "training_args.bin").write_bytes(b"pickle")  # never published
+    hub = Intercepted(monkeypatch)
+    push_folder_to_hub(saved_folder, "me/model", token="hf_fake", private=True)
+
+    assert hub.repos == [("me/model", {"private": True, "exist_ok": True, "repo_type": "model"})]
+    card = next(op for op in hub.commits[0]["operations"] if op.path_in_repo == "README.md")
+    metadata = yaml.safe_load(open(card.path_or_fileobj).read().split("---")[1])  # the card's YAML header parses
+    assert metadata["library_name"] == "transformers" and "custom_code" in metadata["tags"]
+    assert len(hub.commits) == 1
+    expected = set(os.listdir(saved_folder)) - {"training_args.bin"}
+    assert hub.files() == expected
+    assert {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "modeling_layoutlm_roialign.py",
+        "configuration_layoutlm_roialign.py",
+        "processing_layoutlm_roialign.py",
+        "image_processing_layoutlm_roialign.py",
+    } <= expected
+
+
+def test_push_refuses_an_incomplete_folder(saved_folder, monkeypatch):
+    hub = Intercepted(monkeypatch)
+    os.remove(saved_folder / "processing_layoutlm_roialign.py")
+    with pytest.raises(ValueError, match=r"missing \['README.md', 'processing_layoutlm_roialign.py'\]"):
+        push_folder_to_hub(saved_folder, "me/model", token="hf_fake")
+    assert hub.commits == []
+
+
+def test_train_with_push_to_hub_publishes_the_final_folder(tmp_path, monkeypatch):
+    hub = Intercepted(monkeypatch)
+    args = TrainingArguments(
+        **{
+            **TRAIN_SCRIPT_DEFAULTS,
+            "output_dir": str(tmp_path),
+            "max_steps": 2,
+            "eval_strategy": "no",
+            "save_strategy": "no",
+            "load_best_model_at_end": False,
+            "use_cpu": True,
+            "push_to_hub": True,
+            "hub_model_id": "me/forms",
+            "hub_token": "hf_fake",
+            "disable_tqdm": True,
+        }
+    )
+    data = DataArguments(dataset="synthetic", synthetic_pages=6, validation_size=2, max_length=64, stride=16)
+    result = run_training(ModelArguments(**TINY_MODEL), data, args)
+
+    final = tmp_path / "final"
+    assert result["pushed"] and [repo for repo, _ in hub.repos] == ["me/forms"]
+    assert hub.commits[0]["repo_id"] == "me/forms"
+    assert hub.files() == set(os.listdir(final)) - {"training_args.bin"}
+    card = (final / "README.md").read_text()
+    assert "me/forms" in card and "| **overall** |" in card

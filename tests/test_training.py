@@ -1,0 +1,340 @@
+"""Training logic: learning-rate groups, collator, label checks, word-level metrics equal seqeval, resume after an
+interruption, atomic final folder, clear errors, and the visual branch beating text-only on synthetic forms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from seqeval.metrics import f1_score, precision_score, recall_score
+from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
+
+from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+from layoutlm_roialign.training import (
+    TRAIN_SCRIPT_DEFAULTS,
+    DataArguments,
+    DataCollatorForLayoutLMRoIAlign,
+    LayoutLMRoIAlignTrainer,
+    ModelArguments,
+    build_model_and_processor,
+    check_label_set,
+    check_push_arguments,
+    evaluate_checkpoint,
+    freeze_backbone_until,
+    last_complete_checkpoint,
+    load_training_data,
+    run_training,
+    save_folder_atomically,
+)
+
+LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
+TINY_MODEL = dict(
+    backbone="resnet18",
+    image_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    tokenizer_vocab_size=300,
+)
+NO_EVAL = dict(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+SMALL_DATA = dict(dataset="synthetic", synthetic_pages=12, validation_size=4, max_length=64, stride=16)
+
+
+def training_args(output_dir, **overrides) -> TrainingArguments:
+    kwargs = {
+        **TRAIN_SCRIPT_DEFAULTS,
+        "output_dir": str(output_dir),
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "learning_rate": 1e-3,
+        "seed": 0,
+        "disable_tqdm": True,
+        "dataloader_pin_memory": False,
+        "use_cpu": True,
+        **overrides,
+    }
+    return TrainingArguments(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------- learning-rate groups
+
+
+def test_parameter_groups_get_their_learning_rates(tmp_path):
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config())
+    trainer = LayoutLMRoIAlignTrainer(
+        model=model,
+        args=training_args(tmp_path, learning_rate=1e-4, weight_decay=0.01, **NO_EVAL),
+        learning_rates={"backbone": 0.0, "visual": 1e-3, "head": 5e-3},  # text: default = learning_rate
+    )
+    optimizer = trainer.create_optimizer()
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert lrs == {"visual": 1e-3, "text": 1e-4, "head": 5e-3}  # backbone at 0 is frozen, not in the optimizer
+
+    base = model.layoutlm_roialign
+    owner = {id(p): g["name"] for g in optimizer.param_groups for p in g["params"]}
+    assert all(not p.requires_grad and id(p) not in owner for p in base.visual_embeddings.backbone.parameters())
+    assert owner[id(base.visual_embeddings.projection.weight)] == "visual"
+    assert owner[id(base.visual_embeddings.gate)] == "visual"
+    assert owner[id(base.visual_embeddings.layer_norm.weight)] == "visual"
+    assert owner[id(base.layoutlm.encoder.layer[0].attention.self.query.weight)] == "text"
+    assert owner[id(model.classifier.weight)] == "head"
+    # Trainer's weight-decay rule holds inside every group: none on biases and norms.
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(model.classifier.weight)] == 0.01 and decay[id(model.classifier.bias)] == 0.0
+    assert decay[id(base.visual_embeddings.layer_norm.weight)] == 0.0
+    summary = {s["group"]: s for s in trainer.parameter_groups_summary}
+    assert summary["backbone"]["trained"] == 0 and summary["backbone"]["parameters"] > 0
+
+    # The scheduler scales every group from its own learning rate.
+    trainer.create_scheduler(num_training_steps=10, optimizer=optimizer)
+    assert [g["initial_lr"] for g in optimizer.param_groups] == [g["lr"] for g in optimizer.param_groups]
+
+
+def test_freeze_backbone_until_a_stage():
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config())
+    frozen = freeze_backbone_until(model, "layer2")
+    backbone = model.layoutlm_roialign.visual_embeddings.backbone
+    assert {name.split(".")[0] for name in frozen} == {"conv1", "bn1", "layer1", "layer2"}
+    assert all(p.requires_grad for n, p in backbone.named_parameters() if n.startswith("layer3"))
+    with pytest.raises(ValueError, match="--freeze_backbone_until 'layer9'.*stages"):
+        freeze_backbone_until(model, "layer9")
+
+
+def test_unknown_learning_rate_group_and_negative_rate_are_refused(tmp_path):
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config())
+    with pytest.raises(ValueError, match="Unknown learning-rate groups"):
+        LayoutLMRoIAlignTrainer(model=model, args=training_args(tmp_path, **NO_EVAL), learning_rates={"pooler": 1.0})
+    with pytest.raises(ValueError, match="--text_learning_rate must be >= 0"):
+        LayoutLMRoIAlignTrainer(model=model, args=training_args(tmp_path, **NO_EVAL), learning_rates={"text": -1.0})
+
+
+# ------------------------------------------------------------------------------------------- data and labels
+
+
+def test_collator_pads_every_input_consistently():
+    features = [
+        {
+            "input_ids": [2, 7, 3],
+            "bbox": [[0] * 4, [1, 2, 3, 4], [1000] * 4],
+            "attention_mask": [1, 1, 1],
+            "token_type_ids": [0, 0, 0],
+            "labels": [-100, 3, -100],
+            "pixel_values": torch.ones(3, 8, 8).numpy(),
+            "word_ids": [-1, 0, -1],
+            "page": 0,
+        },
+        {
+            "input_ids": [2, 3],
+            "bbox": [[0] * 4, [1000] * 4],
+            "attention_mask": [1, 1],
+            "token_type_ids": [0, 0],
+            "labels": [-100, -100],
+            "pixel_values": torch.zeros(3, 8, 8).numpy(),
+            "word_ids": [-1, -1],
+            "page": 1,
+        },
+    ]
+    batch = DataCollatorForLayoutLMRoIAlign(pad_token_id=5, pad_to_multiple_of=4)(features)
+    assert set(batch) == {"input_ids", "bbox", "attention_mask", "token_type_ids", "labels", "pixel_values"}
+    assert batch["input_ids"].tolist() == [[2, 7, 3, 5], [2, 3, 5, 5]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 3, -100, -100], [-100, -100, -100, -100]]
+    assert batch["bbox"].shape == (2, 4, 4) and batch["bbox"][0, 1].tolist() == [1, 2, 3, 4]
+    assert batch["bbox"][1, 2:].abs().sum() == 0
+    assert batch["pixel_values"].shape == (2, 3, 8, 8) and batch["pixel_values"][0].mean() == 1
+
+
+def test_label_set_mismatch_names_the_labels():
+    with pytest.raises(ValueError, match=r"only in the checkpoint \['B-DATE'\], only in the dataset \['B-ANSWER'\]"):
+        check_label_set(["O", "B-QUESTION", "B-DATE"], ["O", "B-QUESTION", "B-ANSWER"], "--model_name_or_path x")
+    with pytest.raises(ValueError, match="same labels, different ids"):
+        check_label_set(["O", "B-A"], ["B-A", "O"], "--model_name_or_path x")
+    check_label_set(LABELS, LABELS, "x")
+
+
+def test_num_labels_mismatch_names_the_flag():
+    with pytest.raises(ValueError, match="--num_labels 5 does not match the dataset, which has 7 labels"):
+        build_model_and_processor(ModelArguments(num_labels=5, **TINY_MODEL), LABELS, [["a", "b"]])
+
+
+def test_unknown_dataset_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--dataset"):
+        load_training_data(DataArguments(dataset=str(tmp_path / "no-such-folder")))
+
+
+def test_push_to_hub_needs_a_repo_id_and_a_token(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        check_push_arguments(training_args(tmp_path, push_to_hub=True))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no cached login
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(ValueError, match="--hub_token"):
+        check_push_arguments(training_args(tmp_path, push_to_hub=True, hub_model_id="user/model"))
+
+
+def test_checkpoint_with_another_label_set_is_refused(tmp_path):
+    model, processor = build_model_and_processor(ModelArguments(**TINY_MODEL), ["O", "B-DATE", "I-DATE"], [["a"]])
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"only in the checkpoint \['B-DATE', 'I-DATE'\]"):
+        build_model_and_processor(ModelArguments(model_name_or_path=str(tmp_path)), LABELS)
+
+
+# ------------------------------------------------------------------------------------------ folders on disk
+
+
+def test_final_folder_is_replaced_atomically(tmp_path):
+    destination = tmp_path / "final"
+    save_folder_atomically(destination, lambda folder: (folder / "config.json").write_text("old"))
+
+    def interrupted(folder: Path) -> None:
+        (folder / "config.json").write_text("new")
+        raise KeyboardInterrupt  # e.g. Ctrl-C while the weights are written
+
+    with pytest.raises(KeyboardInterrupt):
+        save_folder_atomically(destination, interrupted)
+    assert (destination / "config.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # no half-written folder left behind
+    save_folder_atomically(destination, lambda folder: (folder / "config.json").write_text("new"))
+    assert (destination / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_last_complete_checkpoint_skips_an_interrupted_save(tmp_path):
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-6").mkdir()  # saving was interrupted: weights maybe, no trainer_state.json
+    (tmp_path / "checkpoint-6" / "config.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+# -------------------------------------------------------------------------------------------------- training
+
+
+def _first_subtoken_predictions(model, processor, pages) -> list[list[str]]:
+    """Reference predictions computed without the training code: one window per page, first sub-token per word."""
+    predictions = []
+    model.eval()
+    for page in pages:
+        enc = processor(page["image"], page["words"], page["bboxes"], return_tensors="pt")
+        with torch.no_grad():
+            ids = model(**enc).logits.argmax(-1)[0].tolist()
+        labels, seen = [], set()
+        for position, word in enumerate(enc.word_ids(0)):
+            if word is not None and word not in seen:
+                seen.add(word)
+                labels.append(model.config.id2label[ids[position]])
+        assert len(labels) == len(page["words"])
+        predictions.append(labels)
+    return predictions
+
+
+def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
+    data_args = DataArguments(**{**SMALL_DATA, "max_length": 512})  # one window per page: a plain reference
+    result = run_training(ModelArguments(**TINY_MODEL), data_args, training_args(tmp_path, num_train_epochs=2))
+    final = Path(result["final_dir"])
+    model = AutoModelForTokenClassification.from_pretrained(final)
+    processor = AutoProcessor.from_pretrained(final)
+    pages = load_training_data(data_args)["validation"]
+    names = pages.features["ner_tags"].feature.names
+    references = [[names[t] for t in tags] for tags in pages["ner_tags"]]
+    predictions = _first_subtoken_predictions(model, processor, pages)
+
+    assert result["eval"]["eval_f1"] == pytest.approx(f1_score(references, predictions), abs=1e-9)
+    assert result["eval"]["eval_precision"] == pytest.approx(precision_score(references, predictions), abs=1e-9)
+    assert result["eval"]["eval_recall"] == pytest.approx(recall_score(references, predictions), abs=1e-9)
+    for name, values in result["entity_scores"]["per_type"].items():
+        assert result["eval"][f"eval_{name}_f1"] == values["f1"]
+    # The best epoch's model is the one saved (eval every epoch, keep the best).
+    assert result["eval"]["eval_f1"] == max(
+        log["eval_f1"]
+        for log in json.loads((Path(result["best_checkpoint"]) / "trainer_state.json").read_text())["log_history"]
+        if "eval_f1" in log
+    )
+    # scripts/evaluate.py's function scores the saved folder the same way.
+    report = evaluate_checkpoint(str(final), **{k: v for k, v in vars(data_args).items() if k != "max_train_pages"})
+    assert report["f1"] == pytest.approx(result["eval"]["eval_f1"], abs=1e-9)
+    assert report["pages"] == len(pages)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupt(f"killed after saving step {state.global_step}")
+
+
+def test_resume_after_an_interruption_reaches_the_same_steps_and_weights(tmp_path):
+    model_args, data_args = ModelArguments(**TINY_MODEL), DataArguments(**SMALL_DATA)
+    steps = dict(
+        max_steps=6,
+        save_strategy="steps",
+        save_steps=2,
+        eval_strategy="steps",
+        eval_steps=2,
+        logging_strategy="steps",
+        logging_steps=2,
+    )
+    reference = run_training(model_args, data_args, training_args(tmp_path / "straight", **steps))
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        run_training(model_args, data_args, training_args(interrupted, **steps), callbacks=[InterruptAfterSave(4)])
+    assert not (interrupted / "final").exists()
+    (interrupted / "checkpoint-5").mkdir()  # a save cut short: must be skipped, not resumed from
+    resumed = run_training(model_args, data_args, training_args(interrupted, resume_from_checkpoint="true", **steps))
+
+    assert resumed["global_step"] == reference["global_step"] == 6
+    assert resumed["eval"]["eval_f1"] == pytest.approx(reference["eval"]["eval_f1"])
+    a = AutoModelForTokenClassification.from_pretrained(reference["final_dir"]).state_dict()
+    b = AutoModelForTokenClassification.from_pretrained(resumed["final_dir"]).state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_visual_branch_beats_text_only_on_forms_whose_labels_need_the_pixels(tmp_path):
+    # On the synthetic forms a header differs from a question only by its shaded band, and the value after it is O
+    # instead of ANSWER, so text and boxes cannot tell those lines apart. Settings measured on this machine (seed 0):
+    # visual 0.59 against text-only 0.34 entity F1; 64 pages gave 0.57 against 0.41. The backbone is frozen (random,
+    # group norm) and the visual projection and gate learn fast, as a small run needs.
+    scores = {}
+    for visual in (True, False):
+        model_args = ModelArguments(
+            **{**TINY_MODEL, "image_size": 224, "hidden_size": 64, "intermediate_size": 128},
+            use_visual_features=visual,
+            backbone_learning_rate=0.0,
+            visual_learning_rate=1e-2,
+        )
+        data_args = DataArguments(
+            dataset="synthetic", synthetic_pages=96, validation_size=12, max_length=128, stride=32
+        )
+        args = training_args(
+            tmp_path / str(visual),
+            num_train_epochs=10,
+            learning_rate=2e-3,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            load_best_model_at_end=False,
+            per_device_train_batch_size=4,
+        )
+        result = run_training(model_args, data_args, args)
+        scores[visual] = (result["eval"]["eval_f1"], result["eval"]["eval_HEADER_f1"])
+    assert scores[True][0] > scores[False][0] + 0.15, scores
+    assert scores[True][1] > scores[False][1] + 0.3, scores  # the headers are where the pixels help

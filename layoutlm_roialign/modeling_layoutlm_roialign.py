@@ -189,6 +189,18 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
     RoIs are built from LayoutLM's `bbox` inside the model, so text and image boxes can never disagree. Only tokens
     with `attention_mask == 1` are pooled, and each distinct (page, box) once (sub-word tokens share their word's
     box), in a single `roi_align` call for the whole batch.
+
+    Performance switches (attributes, all on by default; each gives the same output as the straightforward path, to
+    float32 rounding, and `benchmarks/bench.py` measures them):
+
+    - `skip_padding`: pool and project only tokens with `attention_mask == 1` (padding gets a zero visual term
+      either way).
+    - `share_boxes`: pool and project each distinct (page, box) once and gather it for every token carrying it.
+    - `channels_last`: run the backbone on channels-last images (oneDNN's and cuDNN's preferred layout; the
+      weights stay contiguous, so checkpoints are unchanged).
+
+    Under `torch.compile` the data-dependent steps (`nonzero`, `unique`) are replaced by their static-shape
+    equivalent (every token pooled, padding zeroed), so the visual branch compiles without graph breaks.
     """
 
     def __init__(self, config: LayoutLMRoIAlignConfig):
@@ -199,13 +211,15 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         self.output_size = tuple(config.roi_output_size)
         self.dropout = nn.Dropout(config.visual_dropout)
         self.projection = nn.Linear(self.out_channels * self.output_size[0] * self.output_size[1], config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.visual_layer_norm else None
+        self.projection.zero_init = config.visual_init == "zero_projection"  # read by `_init_weights`
+        self.layer_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.visual_layer_norm else None
+        )
         self.gate = nn.Parameter(torch.zeros(config.hidden_size)) if config.visual_init == "zero_gate" else None
         self.gradient_checkpointing = False
-        # Switches for the straightforward path (every token pooled, no box sharing); tests and the benchmark
-        # compare it with the default fast path.
         self.skip_padding = True
         self.share_boxes = True
+        self.channels_last = True
 
     def rois(
         self, bbox: torch.LongTensor, attention_mask: torch.Tensor | None, height: int, width: int
@@ -218,18 +232,20 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
             feature; `inverse` `(num_tokens,)` the RoI row of each of those tokens.
         """
         batch_size, seq_len, _ = bbox.shape
+        # nonzero/unique have data-dependent shapes (a host sync, a graph break); compiled graphs pool every token.
+        static = torch.compiler.is_compiling()
         boxes = bbox
         if self.config.visual_cls_is_page:
             page = torch.tensor([0, 0, 1000, 1000], dtype=bbox.dtype, device=bbox.device)
             boxes = torch.cat([page.expand(batch_size, 1, 4), bbox[:, 1:]], dim=1)
         page_index = torch.arange(batch_size, device=bbox.device).repeat_interleave(seq_len)  # (B*L,)
         rows = torch.cat([page_index[:, None], boxes.reshape(-1, 4)], dim=1)  # (B*L, 5) long
-        if self.skip_padding and attention_mask is not None:
+        if self.skip_padding and attention_mask is not None and not static:
             token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
             rows = rows[token_index]
         else:
             token_index = torch.arange(batch_size * seq_len, device=bbox.device)
-        if self.share_boxes:
+        if self.share_boxes and not static:
             rows, inverse = torch.unique(rows, dim=0, return_inverse=True)
         else:
             inverse = torch.arange(rows.shape[0], device=bbox.device)
@@ -262,10 +278,16 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         self, pixel_values: torch.Tensor, bbox: torch.LongTensor, attention_mask: torch.Tensor | None
     ) -> torch.Tensor:
         batch_size, seq_len, _ = bbox.shape
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         feature_map = self.backbone(pixel_values)["features"]  # (B, C, H/stride, W/stride)
         rois, token_index, inverse = self.rois(bbox, attention_mask, pixel_values.shape[-2], pixel_values.shape[-1])
         embeddings = self.embed(self.pool(feature_map, rois))  # (num_rois, hidden)
         embeddings = embeddings[inverse]  # (num_tokens, hidden)
+        if token_index.shape[0] == batch_size * seq_len:
+            # Every token was pooled: zero padding, as the path that skips it does.
+            out = embeddings.view(batch_size, seq_len, -1)  # (B, L, hidden)
+            return out if attention_mask is None else out * attention_mask[..., None].to(out.dtype)
         out = embeddings.new_zeros(batch_size * seq_len, embeddings.shape[-1])
         out = out.index_copy(0, token_index, embeddings)
         return out.view(batch_size, seq_len, -1)  # (B, L, hidden)
@@ -395,9 +417,11 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
             # Start as the text model (config.visual_init): the fused representation equals LayoutLM's at init.
             if module.gate is not None:
                 init.zeros_(module.gate)
-            if self.config.visual_init == "zero_projection":
-                init.zeros_(module.projection.weight)
-                init.zeros_(module.projection.bias)
+        elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+            # The projection is zeroed here, on the Linear itself: for remote code, transformers skips
+            # `_init_weights` on a module without direct parameters (the visual module when it has no gate).
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         else:
             super()._init_weights(module)
 

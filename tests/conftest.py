@@ -33,6 +33,24 @@ TINY = dict(
 )
 
 
+# `ModelArguments` of the training code for a tiny model (a WordPiece vocabulary is built from the training words).
+TINY_TRAINING_MODEL = dict(
+    backbone="resnet18",
+    image_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    tokenizer_vocab_size=300,
+)
+MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
+
+
+def model_inputs(batch: dict, labels: bool = False) -> dict:
+    """The model's keyword arguments out of `random_batch`'s dict (with `labels` if asked)."""
+    return {k: batch[k] for k in MODEL_INPUTS + (("labels",) if labels else ())}
+
+
 def tiny_config(**overrides) -> LayoutLMRoIAlignConfig:
     """A tiny config; `overrides` replace any field."""
     return LayoutLMRoIAlignConfig(**{**TINY, **overrides})

@@ -6,9 +6,11 @@ import os
 
 import pytest
 import yaml
+from conftest import TINY_TRAINING_MODEL
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
+from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.hub import push_folder_to_hub, render_model_card, write_model_card
 from layoutlm_roialign.training import (
     TRAIN_SCRIPT_DEFAULTS,
@@ -18,16 +20,8 @@ from layoutlm_roialign.training import (
     run_training,
 )
 
-LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
-TINY_MODEL = dict(
-    backbone="resnet18",
-    image_size=64,
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    intermediate_size=37,
-    tokenizer_vocab_size=300,
-)
+LABELS = FUNSD_LABELS
+TINY_MODEL = {**TINY_TRAINING_MODEL, "num_hidden_layers": 1}
 SCORES = {
     "precision": 0.5,
     "recall": 0.25,

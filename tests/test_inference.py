@@ -10,26 +10,20 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import pytest
 import torch
+from conftest import TINY_TRAINING_MODEL
 
+from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.inference import draw_entities, group_entities, label_colours, load_words_json, predict_page
 from layoutlm_roialign.training import ModelArguments, build_model_and_processor
 
-LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
+LABELS = FUNSD_LABELS
 VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
 
 
 @pytest.fixture(scope="module")
 def model_and_processor():
     torch.manual_seed(0)
-    args = ModelArguments(
-        backbone="resnet18",
-        image_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        tokenizer_vocab_size=120,
-    )
+    args = ModelArguments(**{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120})
     model, processor = build_model_and_processor(args, LABELS, [VOCAB * 3])
     # A visible gate, so the page pixels change the predictions.
     torch.nn.init.normal_(model.layoutlm_roialign.visual_embeddings.gate, std=1.0)

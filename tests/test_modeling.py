@@ -7,7 +7,8 @@ import math
 
 import pytest
 import torch
-from conftest import random_batch, run_without_package, tiny_config
+from conftest import MODEL_INPUTS, random_batch, run_without_package, tiny_config
+from conftest import model_inputs as inputs
 from torchvision.ops import roi_align
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
@@ -17,13 +18,6 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
 )
-
-MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
-
-
-def inputs(batch: dict, labels: bool = False) -> dict:
-    keys = MODEL_INPUTS + (("labels",) if labels else ())
-    return {k: batch[k] for k in keys}
 
 
 def with_live_gate(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

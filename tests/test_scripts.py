@@ -190,3 +190,20 @@ def test_two_process_training_under_accelerate_launch(tmp_path):
     model = AutoModelForTokenClassification.from_pretrained(out / "final")
     processor = AutoProcessor.from_pretrained(out / "final")
     assert model.config.num_labels == 7 and processor.image_processor.size == 64
+
+
+@pytest.mark.slow
+def test_quickstart_main_job_trains_reloads_as_remote_code_and_draws(tmp_path):
+    # The README's first command runs scripts/quickstart.py; here with fewer pages and one epoch.
+    out = tmp_path / "quick"
+    result = run_script("quickstart.py", "--output_dir", str(out), "--pages", "16", "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Validation entity scores" in result.stdout and "overall" in result.stdout
+    assert "LayoutLMRoIAlignForTokenClassification loaded; max |logits difference|" in result.stdout
+    difference = float(result.stdout.split("max |logits difference| to this process: ")[1].split()[0])
+    assert difference < 1e-4
+    prediction = json.loads((out / "prediction.json").read_text())
+    assert prediction["words"] and all({"text", "box", "label", "score"} <= set(w) for w in prediction["words"])
+    with PIL.Image.open(out / "prediction.png") as png:
+        assert png.format == "PNG"
+    assert (out / "final" / "modeling_layoutlm_roialign.py").is_file()

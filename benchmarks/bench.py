@@ -277,9 +277,12 @@ def memory_child(spec: dict) -> None:
     torch.set_num_threads(spec["threads"])
     device, shape = spec["device"], Shape(**spec["shape"])
     rss_before = _rss_kib("VmRSS")
-    model = build_models(spec["quick"], names=(spec["variant"],))[spec["variant"]].to(device)
+    variant = "ours" if spec["variant"] == FROZEN else spec["variant"]
+    model = build_models(spec["quick"], names=(variant,))[variant].to(device)
+    if spec["variant"] == FROZEN:
+        model.layoutlm_roialign.visual_embeddings.backbone.requires_grad_(False)
     batch = make_batch(shape, (TINY_TEXT if spec["quick"] else BASE_TEXT)["vocab_size"])
-    inputs = to_device(variant_inputs(spec["variant"], batch, shape.image_size, spec["mode"] == "train"), device)
+    inputs = to_device(variant_inputs(variant, batch, shape.image_size, spec["mode"] == "train"), device)
     step = make_step(model, inputs, spec["mode"], device, shape.dtype)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -445,7 +448,7 @@ def main() -> None:
         memory = {}
         if shape is shapes[0] and not args.no_memory:
             for mode in ("infer", "train"):
-                for name in VARIANTS:
+                for name in VARIANTS + ((FROZEN,) if mode == "train" else ()):
                     memory[(name, mode)], method = measure_memory(name, mode, shape, args)
                     print(f"  memory {name} {mode}: {memory[(name, mode)]:.0f} MiB ({method})", flush=True)
             notes.append(f"Peak memory: {method}, in a fresh process per (variant, mode), one shape only.")

@@ -47,6 +47,7 @@ def main(argv=None) -> None:
     parser.add_argument("--output_dir", default="runs/quickstart")
     parser.add_argument("--pages", type=int, default=128, help="synthetic pages (20%% held out for validation)")
     parser.add_argument("--epochs", type=float, default=10)
+    parser.add_argument("--text_only", action="store_true", help="the ablation: switch the visual branch off")
     args = parser.parse_args(argv)
 
     import torch
@@ -69,6 +70,7 @@ def main(argv=None) -> None:
         tokenizer_vocab_size=400,
         backbone_learning_rate=0.0,  # a random backbone is a fixed feature extractor here
         visual_learning_rate=1e-2,  # the zero-initialized gate and the projection
+        use_visual_features=not args.text_only,
     )
     data_args = DataArguments(
         dataset="synthetic", synthetic_pages=args.pages, validation_size=0.2, max_length=128, stride=32
@@ -92,9 +94,9 @@ def main(argv=None) -> None:
         print(f"  {name:10} {s['precision']:9.3f} {s['recall']:7.3f} {s['f1']:7.3f} {s['number']:8d}")
     print(f"  {'overall':10} {scores['precision']:9.3f} {scores['recall']:7.3f} {scores['f1']:7.3f}")
 
-    final = Path(result["final_dir"])
+    final = Path(result["final_dir"]).resolve()  # the check below runs in another working directory
     image, words, boxes, _ = render_synthetic_form(seed=12345, index=0)  # a page no run has seen
-    out = Path(args.output_dir)
+    out = Path(args.output_dir).resolve()
     image.save(out / "page.png")
     print(f"\n2/3 Loading {final} as remote code in a fresh process without this package ...", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:

@@ -307,7 +307,7 @@ def test_gradient_checkpointing_gives_same_gradients(batch):
     model(**inputs(batch, labels=True)).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()  # transformers v5 name (gradient_checkpointing_enable is deprecated)
     assert model.layoutlm_roialign.visual_embeddings.gradient_checkpointing
     model(**inputs(batch, labels=True)).loss.backward()
     for name, grad in plain.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import MODEL_INPUTS, TINY, random_batch, run_without_package, tiny_config
+from conftest import MODEL_INPUTS, TINY, assert_remote_code_gives, random_batch, tiny_config
 from conftest import model_inputs as inputs
 from torchvision.ops import FrozenBatchNorm2d
 from transformers import AutoModelForTokenClassification
@@ -182,25 +182,7 @@ def test_light_backbone_trains_and_round_trips(tmp_path, backbone):
     with torch.no_grad():
         assert torch.equal(loaded(**inputs(batch)).logits, expected)
 
-    torch.save(inputs(batch), tmp_path / "batch.pt")
-    torch.save(expected, tmp_path / "expected.pt")
-    result = run_without_package(
-        f"""
-        import torch
-        from transformers import AutoModelForTokenClassification
-        model = AutoModelForTokenClassification.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        assert model.config.backbone == {backbone!r}
-        with torch.no_grad():
-            logits = model(**torch.load({str(tmp_path / "batch.pt")!r})).logits
-        expected = torch.load({str(tmp_path / "expected.pt")!r})
-        assert torch.equal(logits, expected), (logits - expected).abs().max()
-        print("REMOTE_OK")
-        """,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE_OK" in result.stdout
+    assert_remote_code_gives(ckpt, inputs(batch), expected, tmp_path, backbone=backbone)
 
 
 def test_unknown_backbone_and_return_node():

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import MODEL_INPUTS, random_batch, run_without_package, tiny_config
+from conftest import MODEL_INPUTS, assert_remote_code_gives, random_batch, tiny_config
 from conftest import model_inputs as inputs
 from torchvision.ops import roi_align
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
@@ -138,29 +138,7 @@ def test_loads_as_remote_code_without_the_package(tmp_path, batch):
     model = build()
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
-    torch.save(inputs(batch), tmp_path / "batch.pt")
-    torch.save(model(**inputs(batch)).logits, tmp_path / "expected.pt")
-    result = run_without_package(
-        f"""
-        import torch
-        try:
-            import layoutlm_roialign
-            raise SystemExit("package importable")
-        except ImportError:
-            pass
-        from transformers import AutoModelForTokenClassification
-        model = AutoModelForTokenClassification.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        batch = torch.load({str(tmp_path / "batch.pt")!r})
-        logits = model(**batch).logits
-        expected = torch.load({str(tmp_path / "expected.pt")!r})
-        assert torch.equal(logits, expected), (logits - expected).abs().max()
-        print("REMOTE_OK")
-        """,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE_OK" in result.stdout
+    assert_remote_code_gives(ckpt, inputs(batch), model(**inputs(batch)).logits, tmp_path)
 
 
 # --- the RoI path ---------------------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -147,3 +152,31 @@ def test_train_with_push_to_hub_publishes_the_final_folder(tmp_path, monkeypatch
     assert hub.files() == set(os.listdir(final)) - {"training_args.bin"}
     card = (final / "README.md").read_text()
     assert "me/forms" in card and "| **overall** |" in card
+
+
+def test_wheel_ships_the_model_card_template(tmp_path):
+    """An installed wheel has no repository root: the top-level template must travel inside the package."""
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(
+        root / "layoutlm_roialign", source / "layoutlm_roialign", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "model_card.md"):
+        shutil.copy(root / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "-w", str(tmp_path)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("layoutlm_roialign-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    packaged = tmp_path / "site" / "layoutlm_roialign" / "model_card.md"
+    assert packaged.read_text() == (root / "model_card.md").read_text()
+    # the packaged copy is what find_model_card_template returns outside a source checkout
+    found = subprocess.run(
+        [sys.executable, "-c", "from layoutlm_roialign.hub import find_model_card_template as f; print(f())"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(found.stdout.strip()) == packaged.resolve()

@@ -20,6 +20,7 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import pytest
 import torch
+from conftest import TINY
 from transformers import AutoProcessor
 
 from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification
@@ -294,17 +295,7 @@ def test_slow_tokenizer_is_rejected():
 
 
 def test_encoding_feeds_the_model(processor, tokenizer):
-    config = LayoutLMRoIAlignConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        backbone="resnet18",
-        image_size=64,
-        num_labels=7,
-    )
+    config = LayoutLMRoIAlignConfig(**{**TINY, "vocab_size": len(tokenizer)})
     model = LayoutLMRoIAlignForTokenClassification(config).eval()
     words, boxes, labels = make_page(10)
     processor64 = LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=config.image_size), tokenizer)

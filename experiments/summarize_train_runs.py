@@ -1,7 +1,7 @@
-"""Table of the FUNSD runs of `experiments/funsd_train_runs.sh` and `funsd_backbone_runs.sh`: validation entity F1
-of the best epoch (the checkpoint `Trainer` keeps) per seed, its difference from the text-only run of the same seed,
-the last epoch's F1 (not selected), mean and sample standard deviation over seeds; and how training went (epoch-2
-F1, last-epoch train loss, largest logged gradient norm)."""
+"""Table of the FUNSD runs of `experiments/funsd_train_runs.sh`, `funsd_backbone_runs.sh` and `funsd_long_runs.sh`:
+validation entity F1 of the best epoch (the checkpoint `Trainer` keeps) per seed, its difference from the text-only
+run of the same seed and schedule, the last epoch's F1 (not selected), mean and sample standard deviation over seeds;
+and how training went (epoch-2 F1, last-epoch train loss, largest logged gradient norm)."""
 
 import json
 import statistics
@@ -9,14 +9,27 @@ import sys
 from pathlib import Path
 
 TEXT_ONLY = "funsd-minilm-text"
+# run-name prefix -> (row title, the text-only prefix of the same schedule that the row is compared with)
 ROWS = {
-    "funsd-minilm-text": "text only (`--use_visual_features false`)",
-    "funsd-minilm-mobilenet": "ImageNet MobileNetV2, frozen (frozen batch norm), zero gate",
+    TEXT_ONLY: ("text only (`--use_visual_features false`)", None),
+    "funsd-minilm-mobilenet": ("ImageNet MobileNetV2, frozen (frozen batch norm), zero gate", TEXT_ONLY),
     # experiments/funsd_backbone_runs.sh
-    "funsd-minilm-mobilenet-trained": "ImageNet MobileNetV2, trained at 1e-4 (frozen batch norm), zero gate",
-    "funsd-minilm-resnet101-frozen": "random ResNet-101, frozen (group norm), zero gate",
-    "funsd-minilm-resnet101-trained": "random ResNet-101, trained at 1e-4 (group norm), zero gate",
-    "funsd-minilm-resnet101-tutorial": "random ResNet-101, trained at 1e-4, tutorial init (`visual_init=normal`)",
+    "funsd-minilm-mobilenet-trained": (
+        "ImageNet MobileNetV2, trained at 1e-4 (frozen batch norm), zero gate",
+        TEXT_ONLY,
+    ),
+    "funsd-minilm-resnet101-frozen": ("random ResNet-101, frozen (group norm), zero gate", TEXT_ONLY),
+    "funsd-minilm-resnet101-trained": ("random ResNet-101, trained at 1e-4 (group norm), zero gate", TEXT_ONLY),
+    "funsd-minilm-resnet101-tutorial": (
+        "random ResNet-101, trained at 1e-4, tutorial init (`visual_init=normal`)",
+        TEXT_ONLY,
+    ),
+    # experiments/funsd_long_runs.sh
+    "funsd-minilm-text-12ep": ("**12 epochs:** text only", None),
+    "funsd-minilm-resnet101-trained-12ep": (
+        "**12 epochs:** random ResNet-101, trained at 1e-4 (group norm), zero gate",
+        "funsd-minilm-text-12ep",
+    ),
 }
 
 
@@ -31,13 +44,13 @@ def epoch_values(run: Path, key: str) -> list[float]:
 
 def main(root: str = "runs") -> None:
     print(
-        "| run | seeds | best-epoch F1 mean ± std | per seed | minus text only, same seed: mean (min, max) "
+        "| run | seeds | best-epoch F1 mean ± std | per seed | minus text only (same schedule and seed): mean (min, max) "
         "| last-epoch F1 mean ± std | epoch-2 F1 mean | last-epoch train loss "
         "| largest logged grad norm (last step of an epoch, before clipping) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    text_only: dict[str, float] = {}
-    for prefix, title in ROWS.items():
+    scores: dict[str, dict[str, float]] = {}
+    for prefix, (title, baseline) in ROWS.items():
         runs = sorted(
             (p for p in Path(root).glob(f"{prefix}-s*") if p.is_dir()), key=lambda p: int(p.name.rsplit("-s", 1)[1])
         )
@@ -46,14 +59,10 @@ def main(root: str = "runs") -> None:
             continue
         seeds = [r.name.rsplit("-s", 1)[1] for r in runs]
         best = [json.loads((r / "final" / "eval_results.json").read_text())["entity_scores"]["f1"] for r in runs]
-        if prefix == TEXT_ONLY:
-            text_only = dict(zip(seeds, best, strict=True))
-        paired = [f1 - text_only[seed] for seed, f1 in zip(seeds, best, strict=True) if seed in text_only]
-        versus = (
-            f"{statistics.mean(paired):+.3f} ({min(paired):+.3f}, {max(paired):+.3f})"
-            if paired and prefix != TEXT_ONLY
-            else "-"
-        )
+        scores[prefix] = dict(zip(seeds, best, strict=True))
+        reference = scores.get(baseline, {})
+        paired = [f1 - reference[seed] for seed, f1 in zip(seeds, best, strict=True) if seed in reference]
+        versus = f"{statistics.mean(paired):+.3f} ({min(paired):+.3f}, {max(paired):+.3f})" if paired else "-"
         last = [epoch_values(r, "eval_f1")[-1] for r in runs]
         early = statistics.mean(epoch_values(r, "eval_f1")[1] for r in runs)
         loss = statistics.mean(epoch_values(r, "loss")[-1] for r in runs)

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-__all__ = ["load_page"]
+from .image_processing_layoutlm_roialign import page_to_rgb
+
+__all__ = ["load_page", "page_to_rgb_image"]
 
 
 def _describe(source: Any, name: str | None) -> str:
@@ -74,8 +76,6 @@ def _from_array(array: np.ndarray, what: str) -> PIL.Image.Image:
         return PIL.Image.fromarray(array)
     if array.dtype == np.uint16 and array.ndim == 2:
         return PIL.Image.fromarray(array)
-    from .image_processing_layoutlm_roialign import page_to_rgb
-
     try:
         rgb = page_to_rgb(array)
     except ValueError as err:
@@ -112,3 +112,12 @@ def load_page(source: Any, *, name: str | None = None) -> PIL.Image.Image:
         f"The page {what!r} must be a path, a PIL image, a numpy array or a `datasets` image dict "
         f"(`{{'bytes': ..., 'path': ...}}`); got {type(source).__name__}."
     )
+
+
+def page_to_rgb_image(page: Any) -> PIL.Image.Image:
+    """A page (anything `load_page` takes) as an 8-bit RGB image for drawing on, converted as the image processor
+    converts it (16-bit scaled, transparency on white paper) rather than by PIL's `convert("RGB")`."""
+    page = load_page(page)
+    if page.mode == "RGB":
+        return page
+    return PIL.Image.fromarray(np.rint(page_to_rgb(page)).astype(np.uint8))

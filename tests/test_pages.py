@@ -1,0 +1,115 @@
+"""pages.load_page: one way to open a page, keeping its mode for the image processor, and clear errors for files
+that are missing, damaged, truncated or over PIL's pixel limit."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+import pytest
+import torch
+
+from layoutlm_roialign.image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
+from layoutlm_roialign.pages import load_page, page_to_rgb_image
+
+
+def ink_page(width: int = 240, height: int = 160) -> np.ndarray:
+    """An 8-bit grey page with black text and a grey bar: (H, W) uint8."""
+    page = PIL.Image.new("L", (width, height), 255)
+    draw = PIL.ImageDraw.Draw(page)
+    draw.text((10, 20), "INVOICE 42", fill=0, font=PIL.ImageFont.load_default(size=30))
+    draw.rectangle([10, 100, 200, 130], fill=128)
+    return np.asarray(page)
+
+
+def sixteen_bit(grey: np.ndarray) -> PIL.Image.Image:
+    image = PIL.Image.fromarray(grey.astype(np.uint16) * 257)
+    assert image.mode == "I;16"
+    return image
+
+
+def ink_on_transparent(grey: np.ndarray) -> PIL.Image.Image:
+    """Black ink whose coverage is the alpha channel, on a fully transparent page (as vector exports write it)."""
+    rgba = np.zeros((*grey.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = 255 - grey
+    return PIL.Image.fromarray(rgba, "RGBA")
+
+
+@pytest.fixture(scope="module")
+def processor() -> LayoutLMRoIAlignImageProcessor:
+    return LayoutLMRoIAlignImageProcessor(size=64)
+
+
+@pytest.mark.parametrize("variant", ["16-bit", "transparent"])
+def test_16_bit_and_transparent_files_give_the_8_bit_pixels(tmp_path, processor, variant):
+    grey = ink_page()
+    PIL.Image.fromarray(grey).save(tmp_path / "page8.png")
+    image = sixteen_bit(grey) if variant == "16-bit" else ink_on_transparent(grey)
+    image.save(tmp_path / "page.png")
+
+    page = load_page(tmp_path / "page.png")
+    assert page.mode == image.mode  # not converted: the image processor reads 16 bits and alpha itself
+    expected = processor(load_page(tmp_path / "page8.png"), return_tensors="pt")["pixel_values"]
+    got = processor(page, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # PIL's convert("RGB"), which predict.py used, loses the page: 16-bit clips to white, transparent turns black.
+    converted = processor(page.convert("RGB"), return_tensors="pt")["pixel_values"]
+    assert (converted - expected).abs().max() > 1.0
+    # The drawing of the page is the 8-bit page too.
+    drawn = np.asarray(page_to_rgb_image(tmp_path / "page.png"))
+    assert drawn.shape == (*grey.shape, 3) and np.abs(drawn[..., 0].astype(int) - grey).max() <= 1
+
+
+def test_every_source_kind(tmp_path):
+    grey = ink_page(40, 30)
+    path = tmp_path / "page.png"
+    PIL.Image.fromarray(grey).save(path)
+    image = PIL.Image.fromarray(grey)
+    assert load_page(image) is image
+    for source in (str(path), path, {"bytes": path.read_bytes(), "path": "page.png"}, {"bytes": None, "path": path}):
+        page = load_page(source)
+        assert page.mode == "L" and np.array_equal(np.asarray(page), grey)
+    assert load_page(grey.astype(np.uint16) * 257).mode == "I;16"  # (H, W) uint16 stays 16-bit
+    floats = load_page(np.stack([grey] * 3).astype(np.float32) / 255.0)  # (3, H, W) floats 0..1
+    assert floats.mode == "RGB" and np.abs(np.asarray(floats)[..., 1].astype(int) - grey).max() <= 1
+
+
+def test_multi_page_tiff_gives_its_first_page(tmp_path):
+    first, second = PIL.Image.new("L", (20, 10), 0), PIL.Image.new("L", (20, 10), 255)
+    first.save(tmp_path / "pages.tif", save_all=True, append_images=[second])
+    page = load_page(tmp_path / "pages.tif")
+    assert np.asarray(page).max() == 0
+
+
+def test_unreadable_pages_name_the_file(tmp_path):
+    good = io.BytesIO()
+    PIL.Image.fromarray(ink_page()).save(good, "PNG")
+    (tmp_path / "truncated.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    (tmp_path / "notes.png").write_text("not an image")
+    cases = [
+        (tmp_path / "truncated.png", r"truncated\.png.*damaged or incomplete"),
+        (tmp_path / "missing.png", r"missing\.png.*does not exist"),
+        (tmp_path / "notes.png", r"notes\.png.*not an image"),
+        (tmp_path, r"is a folder"),
+        ({"bytes": good.getvalue()[:100], "path": "rows/17.png"}, r"rows/17\.png.*damaged or incomplete"),
+        ({"bytes": None, "path": None}, r"neither `bytes` nor `path`"),
+        (3, r"must be a path, a PIL image"),
+    ]
+    for source, match in cases:
+        with pytest.raises(ValueError, match=match):
+            load_page(source)
+    with pytest.raises(ValueError, match=r"'scan 4'.*damaged"):
+        load_page(tmp_path / "truncated.png", name="scan 4")
+
+
+def test_decompression_bomb_says_the_pixels_and_how_to_raise_the_limit(tmp_path, monkeypatch):
+    PIL.Image.new("L", (100, 50), 255).save(tmp_path / "big.png")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 2000)  # PIL refuses pages over twice this
+    with pytest.raises(ValueError, match=r"big\.png.*5,000 pixels.*4,000.*PIL\.Image\.MAX_IMAGE_PIXELS") as info:
+        load_page(tmp_path / "big.png")
+    assert isinstance(info.value.__cause__, PIL.Image.DecompressionBombError)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", None)  # what the message tells a user who trusts the file
+    assert load_page(tmp_path / "big.png").size == (100, 50)

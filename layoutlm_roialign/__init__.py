@@ -22,6 +22,7 @@ from .modeling_layoutlm_roialign import (
     LayoutLMRoIAlignModel,
     LayoutLMRoIAlignModelOutput,
     LayoutLMRoIAlignPreTrainedModel,
+    backbone_weights_name,
     build_backbone,
     load_backbone_weights,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "LayoutLMRoIAlignForSequenceClassification",
     "LayoutLMRoIAlignImageProcessor",
     "LayoutLMRoIAlignProcessor",
+    "backbone_weights_name",
     "build_backbone",
     "load_backbone_weights",
     "merge_window_predictions",

@@ -33,6 +33,10 @@ DEFAULT_RETURN_NODES = {
 
 BACKBONE_NORMS = ("auto", "frozen_batch_norm", "batch_norm", "group_norm")
 VISUAL_INITS = ("zero_gate", "zero_projection", "normal")
+# Backbones whose normalization is not BatchNorm, which `backbone_norm` replaces: it must stay "auto" for them, and
+# `resolved_backbone_norm` reports what they are built with.
+LAYER_NORM_BACKBONES = ("convnext", "swin", "vit_", "maxvit")
+NORM_FREE_BACKBONES = ("alexnet", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16", "vgg19")
 
 
 class LayoutLMRoIAlignConfig(LayoutLMConfig):
@@ -49,16 +53,19 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
             The graph node the backbone is cut at (`torchvision.models.feature_extraction` naming). Defaults to the
             stride-16 stage of known backbones (`layer3` for ResNets, `features.13` for mobilenet_v2, ...).
         backbone_weights (`str`, *optional*):
-            Where the backbone's pretrained weights came from (a torchvision weight name such as `"IMAGENET1K_V2"`,
-            or a state-dict file). Written by [`LayoutLMRoIAlignForTokenClassification.from_pretrained_parts`];
-            `None` means randomly initialized. It only decides `backbone_norm="auto"`; weights always load from the
-            checkpoint.
+            Where the backbone's pretrained weights came from, as a name (a torchvision weight name such as
+            `"IMAGENET1K_V2"`, or a state-dict file's base name; never a local path). Written by
+            [`LayoutLMRoIAlignForTokenClassification.from_pretrained_parts`], which also writes the resolved
+            `backbone_norm`; `None` means randomly initialized. It only decides `backbone_norm="auto"` (configs
+            written before the norm was saved resolved); weights always load from the checkpoint.
         backbone_norm (`str`, defaults to `"auto"`):
             Normalization layers of the backbone: `"frozen_batch_norm"` (statistics and affine fixed, as torchvision's
             detection models do for pretrained backbones fine-tuned on a few images per batch), `"batch_norm"`,
             `"group_norm"` (32 groups; batch-independent and trainable, the right choice for a backbone trained from
             scratch, where a frozen never-trained BatchNorm would normalize nothing), or `"auto"`: frozen batch norm
-            when `backbone_weights` is set, group norm otherwise. Backbones without BatchNorm (ConvNeXt) ignore it.
+            when `backbone_weights` is set, group norm otherwise. It replaces every BatchNorm layer of the torchvision
+            model (ResNets, MobileNets, EfficientNets, RegNets, ...). Backbones built with LayerNorm (ConvNeXt) or
+            without normalization (VGG without `_bn`) keep their own and only accept `"auto"`.
         image_size (`int`, defaults to 224):
             Side of the square page image the processor produces and the backbone sees.
         roi_output_size (`int` or `(int, int)`, defaults to `(3, 3)`):
@@ -126,6 +133,11 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
             backbone_return_node = DEFAULT_RETURN_NODES[backbone]
         if backbone_norm not in BACKBONE_NORMS:
             raise ValueError(f"`backbone_norm` must be one of {BACKBONE_NORMS}, got {backbone_norm!r}.")
+        if backbone_norm != "auto" and _own_norm(backbone) is not None:
+            raise ValueError(
+                f"`backbone_norm`={backbone_norm!r} cannot be applied to {backbone}, which is built with "
+                f"{_own_norm(backbone)} (no BatchNorm layers to replace); leave it 'auto'."
+            )
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
             raise ValueError(f"`image_size` must be an int >= 32, got {image_size!r}.")
         if isinstance(roi_output_size, int):
@@ -170,7 +182,20 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
 
     @property
     def resolved_backbone_norm(self) -> str:
-        """The backbone normalization actually built (resolves `"auto"`)."""
+        """The backbone normalization actually built: `backbone_norm` with `"auto"` resolved, or the backbone's own
+        (`"layer_norm"`, `"none"`) where it has no BatchNorm to replace."""
+        own = _own_norm(self.backbone)
+        if own is not None:
+            return own
         if self.backbone_norm != "auto":
             return self.backbone_norm
         return "frozen_batch_norm" if self.backbone_weights else "group_norm"
+
+
+def _own_norm(backbone: str) -> str | None:
+    """`"layer_norm"` or `"none"` for backbones without BatchNorm layers; `None` for the others."""
+    if backbone.startswith(LAYER_NORM_BACKBONES):
+        return "layer_norm"
+    if backbone in NORM_FREE_BACKBONES:
+        return "none"
+    return None

@@ -32,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import can_return_tuple, logging
 
-from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
+from .configuration_layoutlm_roialign import BACKBONE_NORMS, LayoutLMRoIAlignConfig
 
 logger = logging.get_logger(__name__)
 
@@ -43,12 +43,11 @@ __all__ = [
     "LayoutLMRoIAlignForSequenceClassification",
     "LayoutLMRoIAlignModelOutput",
     "LayoutLMRoIAlignVisualEmbeddings",
+    "backbone_weights_name",
     "build_backbone",
     "load_backbone_weights",
 ]
 
-# Backbone families whose torchvision constructors take `norm_layer` for their BatchNorm layers.
-_NORM_LAYER_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2")
 _TEXT_KEYS = (
     "vocab_size",
     "hidden_size",
@@ -66,15 +65,23 @@ _TEXT_KEYS = (
 )
 
 
-def _norm_layer(kind: str):
-    if kind == "frozen_batch_norm":
-        return FrozenBatchNorm2d
-    if kind == "batch_norm":
-        return nn.BatchNorm2d
-    if kind == "group_norm":
-        # 32 groups where the channel count allows (ResNet stems have 64), fewer for narrow MobileNet layers.
-        return lambda channels: nn.GroupNorm(math.gcd(32, channels), channels)
-    raise ValueError(f"Unknown backbone_norm {kind!r}.")
+def _replace_batch_norms(module: nn.Module, kind: str) -> int:
+    """Replace every `BatchNorm2d` below `module` by the `kind` of `config.backbone_norm`, in place (keeping each
+    layer's eps: MobileNetV3 and EfficientNet-V2 use 1e-3). Returns how many layers there were."""
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            count += 1
+            if kind == "frozen_batch_norm":
+                setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=child.eps))
+            elif kind == "group_norm":
+                # 32 groups where the channel count allows (ResNet stems have 64), fewer for narrow MobileNet layers.
+                setattr(module, name, nn.GroupNorm(math.gcd(32, child.num_features), child.num_features))
+            elif kind != "batch_norm":
+                raise ValueError(f"Unknown backbone_norm {kind!r}.")
+        else:
+            count += _replace_batch_norms(child, kind)
+    return count
 
 
 def build_backbone(config: LayoutLMRoIAlignConfig) -> tuple[nn.Module, int, int]:
@@ -90,10 +97,12 @@ def build_backbone(config: LayoutLMRoIAlignConfig) -> tuple[nn.Module, int, int]
             f"`config.backbone`={config.backbone!r} is not a torchvision classification model; choose one of "
             f"torchvision.models.list_models(torchvision.models), e.g. 'resnet101'."
         )
-    kwargs = {}
-    if config.backbone.startswith(_NORM_LAYER_FAMILIES):
-        kwargs["norm_layer"] = _norm_layer(config.resolved_backbone_norm)
-    net = builder(weights=None, **kwargs)
+    net = builder(weights=None)
+    norm = config.resolved_backbone_norm
+    if norm not in ("layer_norm", "none") and _replace_batch_norms(net, norm) == 0:
+        raise ValueError(
+            f"`config.backbone_norm` resolves to {norm!r}, but {config.backbone} has no BatchNorm layers to replace."
+        )
     try:
         extractor = create_feature_extractor(net, return_nodes={config.backbone_return_node: "features"})
     except ValueError as err:
@@ -116,19 +125,19 @@ def build_backbone(config: LayoutLMRoIAlignConfig) -> tuple[nn.Module, int, int]
     return extractor, out.shape[1], probe // out.shape[-1]
 
 
-def _map_state_dict_by_position(source: dict, target: dict) -> dict:
-    """Map a state dict saved under other key names onto `target`'s keys, in order, checking every shape."""
-    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
-    tgt = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
-    if len(src) < len(tgt):
-        raise ValueError(f"Backbone weights have {len(src)} tensors, the backbone needs {len(tgt)}.")
-    mapped = {}
-    # The source may go on past the return node (e.g. layer4, fc): those extra tensors are ignored.
-    for (sk, sv), (tk, tv) in zip(src, tgt, strict=False):
-        if sv.shape != tv.shape:
-            raise ValueError(f"Backbone weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
-        mapped[tk] = sv
-    return mapped
+def _torchvision_weights(weights: str, backbone_name: str):
+    """The torchvision weights enum member named `weights` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...), or `None`."""
+    try:
+        return torchvision.models.get_model_weights(backbone_name)[str(weights)]
+    except (KeyError, ValueError):
+        return None
+
+
+def backbone_weights_name(weights: str | os.PathLike, backbone_name: str) -> str:
+    """What `config.backbone_weights` records for `weights`: the torchvision weight name (`"DEFAULT"` resolved, e.g.
+    `"IMAGENET1K_V2"`) or the state-dict file's base name, never a local path (the config is published)."""
+    member = None if os.path.isfile(str(weights)) else _torchvision_weights(str(weights), backbone_name)
+    return member.name if member is not None else os.path.basename(str(weights))
 
 
 def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict, backbone_name: str) -> None:
@@ -137,9 +146,11 @@ def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict
     Args:
         backbone: the feature extractor (its keys are the torchvision model's, cut at the return node).
         weights: a torchvision weight name of `backbone_name` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
-            torchvision), a path to a state-dict file, or a state dict. Keys of layers after the return node (e.g.
-            `layer4`, `fc`) are ignored; a state dict under other key names (e.g. an older `features` export) is
-            mapped by position with every shape checked.
+            torchvision), a path to a state-dict file, or a state dict, under torchvision's key names. Keys of
+            layers after the return node (e.g. `layer4`, `fc`) are ignored.
+
+    Raises:
+        ValueError: for an unknown weight name, or weights that lack a tensor of the backbone or do not fit it.
     """
     if isinstance(weights, dict):
         state = weights
@@ -148,25 +159,28 @@ def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
     else:
-        try:
-            enum = torchvision.models.get_model_weights(backbone_name)
-            state = enum[str(weights)].get_state_dict(progress=True)
-        except KeyError as err:
+        member = _torchvision_weights(str(weights), backbone_name)
+        if member is None:
             raise ValueError(
                 f"`backbone_weights`={weights!r} is neither a file nor a weight of {backbone_name} "
                 f"(known: {[w.name for w in torchvision.models.get_model_weights(backbone_name)]} or 'DEFAULT')."
-            ) from err
+            )
+        state = member.get_state_dict(progress=True)
     target = backbone.state_dict()
-    matched = {k: v for k, v in state.items() if k in target}
-    needed = [k for k in target if not k.endswith("num_batches_tracked")]
-    if all(k in matched for k in needed):
-        state = matched
-    else:
-        state = _map_state_dict_by_position(state, target)
-    missing, _ = backbone.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"Backbone weights miss {len(missing)} tensors, e.g. {missing[:3]}.")
+        raise ValueError(
+            f"Backbone weights miss {len(missing)} of the {backbone_name} backbone's tensors, e.g. {missing[:3]} "
+            "(they must use torchvision's key names; `layoutlm_roialign.pretrained_parts.map_state_dict_by_position` "
+            "renames an export under other names)."
+        )
+    for key in target:
+        if key in state and state[key].shape != target[key].shape:
+            raise ValueError(
+                f"Backbone weight {key!r} {tuple(state[key].shape)} does not fit the backbone's "
+                f"{tuple(target[key].shape)}."
+            )
+    backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
 
 
 @dataclass
@@ -397,8 +411,6 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_attention_backend = True
     _no_split_modules = ["LayoutLMLayer", "LayoutLMRoIAlignVisualEmbeddings"]
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -453,9 +465,12 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
                 text_state = LayoutLMModel.from_pretrained(text_model_name_or_path).state_dict()
             else:
                 text_state = AutoModel.from_pretrained(text_model_name_or_path).state_dict()
-        if backbone_weights is not None:
-            config_kwargs["backbone_weights"] = str(backbone_weights)
         config = LayoutLMRoIAlignConfig(**config_kwargs)
+        if backbone_weights is not None:
+            config.backbone_weights = backbone_weights_name(backbone_weights, config.backbone)
+        if config.resolved_backbone_norm in BACKBONE_NORMS:
+            # Published configs say which norm was built instead of leaving it to the weights' name.
+            config.backbone_norm = config.resolved_backbone_norm
         model = cls(config)
         # Pretrained parts load after `post_init`, which would otherwise re-initialize them.
         base = getattr(model, model.base_model_prefix, model)
@@ -474,6 +489,36 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         if backbone_weights is not None:
             load_backbone_weights(base.visual_embeddings.backbone, backbone_weights, config.backbone)
         return model
+
+    def parameter_groups(self) -> dict[str, str]:
+        """Each parameter's part of the model, by name (as `named_parameters` gives it): `"backbone"`, `"visual"`
+        (the rest of the visual branch: projection, norms, gate), `"text"` (the LayoutLM encoder) or `"head"`
+        (everything else: the classifier). Training code gives each part its own learning rate from this."""
+        base = getattr(self, self.base_model_prefix, self)
+        part = {id(p): "text" for p in base.layoutlm.parameters()}
+        if base.visual_embeddings is not None:
+            part.update({id(p): "visual" for p in base.visual_embeddings.parameters()})
+            part.update({id(p): "backbone" for p in base.visual_embeddings.backbone.parameters()})
+        return {name: part.get(id(p), "head") for name, p in self.named_parameters()}
+
+    def backbone_stages(self) -> dict[str, list[str]]:
+        """The backbone's stages in input-to-output order, each with its parameters' names (as `named_parameters`
+        gives them): top-level modules (`conv1`, `bn1`, `layer1`, ... for ResNets) and the blocks of a `features`
+        sequence (`features.0`, `features.1`, ... for MobileNets, EfficientNets, ConvNeXt). Empty without the visual
+        branch."""
+        base = getattr(self, self.base_model_prefix, self)
+        if base.visual_embeddings is None:
+            return {}
+        backbone = base.visual_embeddings.backbone
+        names = {id(p): n for n, p in self.named_parameters()}
+        stages = {}
+        for name, child in backbone.named_children():
+            parts = child.named_children() if name == "features" else [("", child)]
+            for index, block in parts:
+                params = [names[id(p)] for p in block.parameters() if id(p) in names]
+                if params:
+                    stages[f"{name}.{index}" if index else name] = params
+        return stages
 
 
 class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):

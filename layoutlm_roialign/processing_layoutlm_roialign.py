@@ -251,6 +251,7 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                 raise ValueError("Pass the words as `text` or as `words`, not both.")
             text = words
         label_all_tokens = self.label_all_tokens if label_all_tokens is None else label_all_tokens
+        self._check_window(max_length, stride, truncation, return_overflowing_tokens, add_special_tokens)
         use_ocr = text is None
         if use_ocr:
             if not self.image_processor.apply_ocr:
@@ -357,6 +358,27 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values"]
+
+    def _check_window(
+        self, max_length: int | None, stride: int, truncation: Any, overflowing: bool, add_special_tokens: bool
+    ) -> None:
+        """Refuse windows that cannot hold a word (the tokenizer would return empty windows or panic in Rust)."""
+        if max_length is None or truncation in (None, False, "do_not_truncate", TruncationStrategy.DO_NOT_TRUNCATE):
+            return
+        specials = self.tokenizer.num_special_tokens_to_add(pair=False) if add_special_tokens else 0
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < specials + 1:
+            raise ValueError(
+                f"`max_length` is {max_length!r}, but a window needs at least {specials + 1} tokens: {specials} "
+                "special ([CLS], [SEP]) and one of a word. Use a larger `max_length` (512, the model's, by default)."
+            )
+        if overflowing and (
+            not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride < max_length - specials
+        ):
+            raise ValueError(
+                f"`stride` is {stride!r}, but with `max_length` {max_length} it must be at least 0 and less than "
+                f"{max_length - specials} (`max_length` minus {specials} special tokens): the windows must move "
+                "forward. Use a smaller `stride` (e.g. a quarter of `max_length`)."
+            )
 
     def _special_box(self, token_id: int) -> list[int]:
         if token_id == self.tokenizer.sep_token_id:

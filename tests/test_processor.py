@@ -260,6 +260,28 @@ def test_empty_page_is_an_empty_encoding(processor):
         (lambda p, img: p("/nonexistent/page.png", ["a"], [[0, 0, 1, 1]]), r"`images`.*/nonexistent/page\.png"),
         (lambda p, img: p(img), r"`text` \(the words of each page\) is required"),
         (lambda p, img: p(img, ["a"], [[0, 0, 1, 1]], words=["a"]), r"`text` or as `words`, not both"),
+        (
+            lambda p, img: p(img, ["total"], [[0, 0, 1, 1]], truncation=True, max_length=2),
+            r"`max_length` is 2, but a window needs at least 3 tokens",
+        ),
+        (
+            lambda p, img: p(
+                img, ["total"], [[0, 0, 1, 1]], truncation=True, max_length=6, stride=4, return_overflowing_tokens=True
+            ),
+            r"`stride` is 4, but with `max_length` 6 it must be at least 0 and less than 4",
+        ),
+        (
+            lambda p, img: p(
+                img,
+                ["total"],
+                [[0, 0, 1, 1]],
+                truncation=True,
+                max_length=6,
+                stride=-1,
+                return_overflowing_tokens=True,
+            ),
+            r"`stride` is -1",
+        ),
     ],
 )
 def test_bad_inputs_raise_value_errors_naming_the_argument(processor, call, match):

@@ -1,16 +1,23 @@
 """Predict the entities of a page and draw them: the logic behind `scripts/predict.py`.
 
-`predict_page` runs a token-classification checkpoint over a page (words and 0-1000 boxes given, or read by OCR),
-splitting long pages into overlapping windows and reading each word once (its first sub-token, in the window where
-it has the most context: `merge_window_predictions`). It returns every word with its box, label and score, and the
-entities: runs of words joined by the BIO labels. `draw_entities` draws each entity's box in its label's colour on
-the page, with a legend.
+`load_model_and_processor` loads a checkpoint folder or Hub id, saying which path is missing or which file is
+damaged. `predict_page` runs a token-classification checkpoint over a page (words and 0-1000 boxes given, or read by
+OCR), splitting long pages into overlapping windows (`predict_windows`, the one window loop of the package) and
+reading each word once (its first sub-token, in the window where it has the most context:
+`merge_window_predictions`). It returns every word with its box, label and score, and the entities: runs of words
+joined by the BIO labels. `draw_entities` draws each entity's box in its label's colour on the page, with a legend.
+`load_words_json` reads a `--words` file.
 """
 
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -19,22 +26,178 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import torch
 
+from .image_processing_layoutlm_roialign import normalize_box
+from .pages import load_page, page_to_rgb_image
 from .processing_layoutlm_roialign import merge_window_predictions
 
-__all__ = ["predict_page", "group_entities", "draw_entities", "label_colours", "load_words_json"]
+__all__ = [
+    "load_model_and_processor",
+    "predict_page",
+    "predict_windows",
+    "group_entities",
+    "draw_entities",
+    "label_colours",
+    "load_words_json",
+]
 
-MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
 # Colours of FUNSD's entity types; other types get evenly spaced hues.
 KNOWN_COLOURS = {"QUESTION": (31, 119, 180), "ANSWER": (44, 160, 44), "HEADER": (214, 39, 40), "O": (150, 150, 150)}
+# A pixel box may cross the page edge by this fraction of the page side (at least `BOX_TOLERANCE_PX` pixels) before
+# `load_words_json` refuses it: OCR and annotation boxes often overshoot by a few pixels, while boxes measured on a
+# different size of the image overshoot by far more.
+BOX_TOLERANCE = 0.02
+BOX_TOLERANCE_PX = 2.0
 
 
-def _load_page(image: Any) -> PIL.Image.Image:
-    if isinstance(image, PIL.Image.Image):
-        return image.convert("RGB")
-    return PIL.Image.open(image).convert("RGB")
+def load_model_and_processor(
+    model: str | os.PathLike, trust_remote_code: bool = False, *, task: str = "token-classification"
+) -> tuple[Any, Any]:
+    """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) and its processor.
+
+    Args:
+        model: the folder or Hub id (`user/name`).
+        trust_remote_code: run the checkpoint's own code (needed where this package is not installed).
+        task: `"token-classification"` (the model with its head) or `"feature-extraction"` (the bare model).
+
+    Raises:
+        ValueError: naming `--model` and the path, when a local path does not exist (rather than a message about
+            reaching huggingface.co), the folder holds no saved model, or a weights file is damaged or incomplete.
+    """
+    from transformers import AutoModel, AutoModelForTokenClassification, AutoProcessor
+
+    classes = {"token-classification": AutoModelForTokenClassification, "feature-extraction": AutoModel}
+    if task not in classes:
+        raise ValueError(f"`task` must be one of {sorted(classes)}, got {task!r}.")
+    model = os.fspath(model)
+    local = os.path.isdir(model)
+    if local:
+        _check_model_folder(model)
+    elif os.path.exists(model):
+        raise ValueError(f"--model {model!r} is a file; give the folder that holds its config.json.")
+    elif _looks_like_a_path(model):
+        raise ValueError(
+            f"--model {model!r} does not exist (no folder {os.path.abspath(model)!r}). Give the folder that "
+            "scripts/train.py wrote (e.g. runs/main/final) or a Hub id (user/name)."
+        )
+    try:
+        net = classes[task].from_pretrained(model, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as err:
+        if local:
+            raise ValueError(f"--model {model!r}: the folder cannot be loaded ({_first_line(err)}).") from err
+        raise ValueError(
+            f"--model {model!r}: no folder of that name exists here ({os.path.abspath(model)!r} does not exist), "
+            f"and as a Hub id it could not be loaded ({_first_line(err)})."
+        ) from err
+    return net, processor
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _looks_like_a_path(model: str) -> bool:
+    """Whether `model` can only be a local path: a Hub id is `name` or `user/name`, of letters, digits, `-_.`."""
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) or model.startswith((".", "~")) or ".." in model:
+        return True
+    return "/" in model and os.path.isdir(model.split("/")[0])  # `models/nope` while `models/` exists here
+
+
+def _check_model_folder(folder: str) -> None:
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        inside = sorted(d for d in os.listdir(folder) if os.path.isfile(os.path.join(folder, d, "config.json")))
+        hint = f" It holds saved models in {inside}: give one of them." if inside else ""
+        raise ValueError(
+            f"--model {folder!r} has no config.json: it is not a folder written by `save_pretrained`.{hint}"
+        )
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index) as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"--model {folder!r}: {index} is damaged ({err}); save or copy the model again.") from err
+        files = [os.path.join(folder, shard) for shard in shards]
+        for file in files:
+            if not os.path.isfile(file):
+                raise ValueError(f"--model {folder!r}: the weights file {file} listed in {index} is missing.")
+    else:
+        files = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".safetensors")]
+        if not files and not any(n.endswith(".bin") for n in os.listdir(folder)):
+            raise ValueError(f"--model {folder!r} has no weights (model.safetensors): save or copy the model again.")
+    for file in files:
+        _check_safetensors(file)
+
+
+def _check_safetensors(file: str) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header giving each tensor's byte range, and the bytes:
+    a file cut short (an interrupted copy, download or save) is shorter than its header says."""
+    size = os.path.getsize(file)
+    problem = None
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if length < 2 or 8 + length > size:
+                problem = f"it is {size} bytes, too short for its header"
+            else:
+                header = json.loads(f.read(length))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                if size < 8 + length + end:
+                    problem = f"it is {size} bytes but its header describes {8 + length + end}"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        problem = f"its header cannot be read ({err})"
+    if problem:
+        raise ValueError(
+            f"The weights file {file} is damaged or incomplete: {problem} (an interrupted save, copy or download?). "
+            "Copy or download the model again, or save it again."
+        )
 
 
 @torch.inference_mode()
+def predict_windows(
+    model: torch.nn.Module,
+    windows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    input_names: Sequence[str],
+    batch_size: int = 8,
+    collate: Callable[[list], Mapping[str, torch.Tensor]] | None = None,
+) -> list[torch.Tensor]:
+    """Run a token-classification model over windows, `batch_size` at a time: the one window loop of the package
+    (`predict_page`, the evaluation and the experiments all call it).
+
+    Args:
+        model: the model (any device; put in eval mode here).
+        windows: a padded encoding (name -> tensor with one row per window, e.g. the processor's output with
+            `return_tensors="pt"`), or a list of per-window dicts that `collate` pads into one batch.
+        input_names: the model inputs to pass (`processor.model_input_names`); other keys are ignored.
+        batch_size: windows per forward pass.
+        collate: pads a list of windows into a batch of tensors; required for a list of windows.
+
+    Returns:
+        One float32 CPU tensor of logits `(length, num_labels)` per window, cut to the window's own length (its
+        `attention_mask` sum for an encoding, the length of its `input_ids` for a list of windows).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    padded = isinstance(windows, Mapping)
+    if not padded and collate is None:
+        raise ValueError("`collate` is required to batch a list of windows (or pass a padded encoding).")
+    num_windows = len(windows["input_ids"]) if padded else len(windows)
+    out: list[torch.Tensor] = []
+    for start in range(0, num_windows, batch_size):
+        stop = min(start + batch_size, num_windows)
+        if padded:
+            batch = {k: windows[k][start:stop] for k in input_names if k in windows}
+            lengths = [int(n) for n in batch["attention_mask"].sum(-1)]
+        else:
+            rows = [windows[i] for i in range(start, stop)]
+            batch = {k: v for k, v in collate(rows).items() if k in input_names}
+            lengths = [len(row["input_ids"]) for row in rows]
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()  # (B, L, num_labels)
+        out.extend(logits[i, :n] for i, n in enumerate(lengths))
+    return out
+
+
 def predict_page(
     model: torch.nn.Module,
     processor: Any,
@@ -51,7 +214,7 @@ def predict_page(
     Args:
         model: a LayoutLM-RoIAlign token-classification model (any device; put in eval mode here).
         processor: its processor.
-        image: the page (PIL image or path).
+        image: the page (anything `pages.load_page` takes: a path, PIL image, numpy array).
         words, boxes: the page's words and their 0-1000 boxes; both `None` to OCR the page with Tesseract.
         max_length, stride: window size and overlap in tokens for pages longer than one window.
         batch_size: windows per forward pass.
@@ -64,7 +227,7 @@ def predict_page(
     """
     if (words is None) != (boxes is None):
         raise ValueError("Give both `words` and `boxes` (0-1000), or neither to OCR the page.")
-    page = _load_page(image)
+    page = load_page(image)  # in its own mode: the image processor converts 16-bit and transparent pages correctly
     width, height = page.size
     if words is None:
         ocr = processor.image_processor(page, apply_ocr=True, ocr_lang=ocr_lang)
@@ -85,15 +248,11 @@ def predict_page(
         padding="longest",
         return_tensors="pt",
     )
-    model.eval()
-    device = next(model.parameters()).device
-    probabilities = []
-    for start in range(0, len(encoding["input_ids"]), batch_size):
-        inputs = {k: encoding[k][start : start + batch_size].to(device) for k in MODEL_INPUTS if k in encoding}
-        logits = model(**inputs).logits  # (windows, L, num_labels)
-        probabilities.append(logits.float().softmax(-1).cpu())
-    probabilities = torch.cat(probabilities)  # (num_windows, L, num_labels)
-    num_windows, seq_len, _ = probabilities.shape
+    logits = predict_windows(model, encoding, processor.model_input_names, batch_size)
+    num_windows, seq_len = encoding["input_ids"].shape
+    probabilities = torch.zeros(num_windows, seq_len, logits[0].shape[-1])
+    for i, window in enumerate(logits):
+        probabilities[i, : len(window)] = window.softmax(-1)
     # Merge windows on flat token positions, then read label and score at the position chosen for each word: the
     # same rule as `merge_window_predictions` on label ids, with the score coming from the same window.
     flat_positions = torch.arange(num_windows * seq_len).view(num_windows, seq_len)
@@ -176,12 +335,12 @@ def draw_entities(
     """Draw each entity's box in its type's colour on the page, with a legend panel on the right.
 
     Args:
-        image: the page (PIL image or path).
+        image: the page (anything `pages.load_page` takes).
         prediction: `predict_page` output.
         labels: every label of the model (so the legend lists every type, found or not); default: the types found.
         line_width: box outline width in pixels (default: scaled to the page).
     """
-    page = _load_page(image)
+    page = page_to_rgb_image(image)
     width, height = page.size
     types = labels if labels is not None else [e["label"] for e in prediction["entities"]]
     colours = label_colours(list(types))
@@ -216,21 +375,88 @@ def draw_entities(
     return canvas
 
 
-def load_words_json(path: str, width: int, height: int) -> tuple[list[str], list[list[int]]]:
-    """Read `{"words": [...], "boxes": [...]}` (0-1000 boxes) or `{"words": [...], "pixel_boxes": [...]}` (page
-    pixels, normalized here with the page's `width` and `height`)."""
-    import json
+def load_words_json(path: str, width: int, height: int, clamp: bool = False) -> tuple[list[str], list[list[int]]]:
+    """Read a `--words` file: `{"words": [...], "boxes": [...]}` (0-1000 boxes) or `{"words": [...],
+    "pixel_boxes": [...]}` (page pixels, normalized here with the page's `width` and `height`).
 
-    from .image_processing_layoutlm_roialign import normalize_boxes
+    A pixel box may cross the page edge by `BOX_TOLERANCE` of the page side (at least `BOX_TOLERANCE_PX` pixels) and
+    is then clamped to it; a box past that, or a 0-1000 box outside 0..1000, is an error (boxes measured on another
+    size of the image would otherwise be pinned to the page edge), unless `clamp` is set.
 
-    with open(path) as f:
-        data = json.load(f)
+    Raises:
+        ValueError: naming the file, the field and the word, for unreadable JSON, a missing field, `words` that are
+            not a list of non-empty strings, boxes that are not 4 numbers or are inverted, lengths that differ, and
+            boxes that do not fit the page.
+    """
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as err:
+        raise ValueError(f"--words {path}: cannot read the file ({err.strerror or err}).") from err
+    except ValueError as err:
+        raise ValueError(f"--words {path}: not valid JSON ({err}).") from err
     if not isinstance(data, dict) or "words" not in data or ("boxes" in data) == ("pixel_boxes" in data):
         raise ValueError(
             f"--words {path}: expected a JSON object with `words` and either `boxes` (0-1000) or `pixel_boxes`."
         )
-    words = list(data["words"])
-    boxes = normalize_boxes(data["pixel_boxes"], width, height) if "pixel_boxes" in data else data["boxes"]
+    field = "pixel_boxes" if "pixel_boxes" in data else "boxes"
+    words, boxes = data["words"], data[field]
+    for name, values in (("words", words), (field, boxes)):
+        if not isinstance(values, list):
+            raise ValueError(
+                f"--words {path}: `{name}` must be a list, one entry per word; got {type(values).__name__}."
+            )
     if len(boxes) != len(words):
-        raise ValueError(f"--words {path}: {len(words)} words but {len(boxes)} boxes.")
-    return words, [list(b) for b in boxes]
+        raise ValueError(f"--words {path}: {len(words)} `words` but {len(boxes)} `{field}`: give one box per word.")
+    for i, word in enumerate(words):
+        if not isinstance(word, str) or not word.strip():
+            raise ValueError(f"--words {path}: `words`[{i}] is {word!r}; every word must be a non-empty string.")
+    for i, box in enumerate(boxes):
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        ):
+            raise ValueError(
+                f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}) is {box!r}; expected 4 numbers "
+                "[x0, y0, x1, y1]."
+            )
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ValueError(
+                f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}) is {box!r}, inverted; boxes are "
+                "[x0, y0, x1, y1] with x1 >= x0 and y1 >= y0."
+            )
+    if field == "boxes":
+        limits, unit = (1000, 1000, 0.0, 0.0), "the 0-1000 grid"
+    else:
+        tolerance = (max(BOX_TOLERANCE_PX, BOX_TOLERANCE * width), max(BOX_TOLERANCE_PX, BOX_TOLERANCE * height))
+        limits, unit = (width, height, *tolerance), f"the {width} x {height} page"
+    if not clamp:
+        _check_boxes_fit(path, field, words, boxes, *limits, unit)
+    if field == "pixel_boxes":
+        boxes = [normalize_box(box, width, height) for box in boxes]  # clamps to the page
+    return list(words), [[min(1000, max(0, int(round(v)))) for v in box] for box in boxes]
+
+
+def _check_boxes_fit(
+    path: str, field: str, words: list, boxes: list, width: float, height: float, tol_x: float, tol_y: float, unit: str
+) -> None:
+    def outside(box: list) -> bool:
+        x0, y0, x1, y1 = box
+        return x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y
+
+    bad = [i for i, box in enumerate(boxes) if outside(box)]
+    if not bad:
+        return
+    i = bad[0]
+    slack = f" (by more than {tol_x:g} x {tol_y:g} px)" if field == "pixel_boxes" else ""
+    more = f" {len(bad) - 1} more of the {len(words)} words do too." if len(bad) > 1 else ""
+    hint = (
+        "Were the boxes measured on another size of this image? Give boxes of this image's pixels"
+        if field == "pixel_boxes"
+        else "Give boxes on the 0-1000 grid (or page pixels under `pixel_boxes`)"
+    )
+    raise ValueError(
+        f"--words {path}: word {i} ({words[i]!r}) has `{field}` {boxes[i]} outside {unit}{slack}.{more} {hint}, "
+        "or pass --clamp_boxes (`clamp=True`) to pin them to the page edge."
+    )

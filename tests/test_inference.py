@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -13,10 +15,33 @@ import torch
 from conftest import TINY_TRAINING_MODEL
 
 from layoutlm_roialign.data import FUNSD_LABELS
-from layoutlm_roialign.inference import draw_entities, group_entities, label_colours, load_words_json, predict_page
+from layoutlm_roialign.inference import (
+    draw_entities,
+    group_entities,
+    label_colours,
+    load_model_and_processor,
+    load_words_json,
+    predict_page,
+)
 from layoutlm_roialign.training import ModelArguments, build_model_and_processor
 
 LABELS = FUNSD_LABELS
+
+
+def tesseract_available() -> bool:
+    """pytesseract importable and the tesseract binary it calls found (the binary is apt's, not pip's)."""
+    try:
+        import pytesseract
+
+        pytesseract.get_tesseract_version()
+    except (ImportError, OSError, RuntimeError):  # TesseractNotFoundError is an OSError
+        return False
+    return True
+
+
+requires_tesseract = pytest.mark.skipif(
+    not tesseract_available(), reason="OCR needs pytesseract and the tesseract binary (apt-get install tesseract-ocr)"
+)
 VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
 
 
@@ -83,8 +108,8 @@ def test_empty_page_gives_no_words(model_and_processor):
         predict_page(model, processor, PIL.Image.new("RGB", (50, 50)), ["a"], None)
 
 
+@requires_tesseract
 def test_ocr_path_reads_the_words_from_the_page(model_and_processor):
-    pytest.importorskip("pytesseract")
     model, processor = model_and_processor
     image = PIL.Image.new("RGB", (600, 120), "white")
     draw = PIL.ImageDraw.Draw(image)
@@ -140,3 +165,169 @@ def test_words_json_in_pixels_is_normalized(tmp_path):
     path.write_text(json.dumps({"words": ["a"]}))
     with pytest.raises(ValueError, match="`boxes`"):
         load_words_json(str(path), 200, 100)
+
+
+def ink_page(width: int = 400, height: int = 500) -> np.ndarray:
+    """An 8-bit grey page with dark words and bars, so the pixels change the predictions: (H, W) uint8."""
+    page = PIL.Image.new("L", (width, height), 255)
+    draw = PIL.ImageDraw.Draw(page)
+    for i in range(6):
+        draw.rectangle([20 + 60 * i, 30 + 70 * i, 140 + 40 * i, 60 + 70 * i], fill=40 * i)
+    draw.text((30, 440), "INVOICE TOTAL", fill=0, font=PIL.ImageFont.load_default(size=36))
+    return np.asarray(page)
+
+
+def page_variants(tmp_path) -> dict[str, str]:
+    """The same page as 8-bit grey, 16-bit grey ("I;16") and black ink on a transparent RGBA page, as PNG files."""
+    grey = ink_page()
+    rgba = np.zeros((*grey.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = 255 - grey
+    images = {
+        "8-bit": PIL.Image.fromarray(grey),
+        "16-bit": PIL.Image.fromarray(grey.astype(np.uint16) * 257),
+        "transparent": PIL.Image.fromarray(rgba, "RGBA"),
+    }
+    paths = {}
+    for name, image in images.items():
+        paths[name] = str(tmp_path / f"{name}.png")
+        image.save(paths[name])
+    return paths
+
+
+def test_16_bit_and_transparent_pages_predict_as_the_8_bit_page(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    words, boxes, _ = make_page(12)
+    paths = page_variants(tmp_path)
+    expected = predict_page(model, processor, paths["8-bit"], words, boxes)
+    for name in ("16-bit", "transparent"):
+        got = predict_page(model, processor, paths[name], words, boxes)
+        assert [w["label"] for w in got["words"]] == [w["label"] for w in expected["words"]], name
+        for a, b in zip(got["words"], expected["words"], strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4), name
+    # The page's pixels matter here: PIL's convert("RGB") (what predict used) gives other scores.
+    converted = PIL.Image.open(paths["16-bit"]).convert("RGB")
+    scores = [w["score"] for w in predict_page(model, processor, converted, words, boxes)["words"]]
+    assert max(abs(a - w["score"]) for a, w in zip(scores, expected["words"], strict=True)) > 1e-3
+
+
+@requires_tesseract
+def test_ocr_reads_16_bit_and_transparent_pages_as_the_8_bit_page(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    paths = page_variants(tmp_path)
+    expected = [w["text"] for w in predict_page(model, processor, paths["8-bit"])["words"]]
+    assert "INVOICE" in expected and "TOTAL" in expected
+    for name in ("16-bit", "transparent"):
+        assert [w["text"] for w in predict_page(model, processor, paths[name])["words"]] == expected, name
+
+
+def write_words(tmp_path, **data) -> str:
+    path = tmp_path / "words.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_pixel_boxes_past_the_page_are_refused_or_clamped(tmp_path):
+    # Boxes measured on a 400 x 200 scan, given with the page at half size: most words fall off the page.
+    words = ["name", "date", "total"]
+    pixel_boxes = [[10, 10, 60, 30], [250, 40, 380, 60], [100, 150, 180, 190]]
+    path = write_words(tmp_path, words=words, pixel_boxes=pixel_boxes)
+    with pytest.raises(ValueError, match=r"words\.json: word 1 \('date'\).*\[250, 40, 380, 60\].*200 x 100 page") as e:
+        load_words_json(path, 200, 100)
+    assert "1 more of the 3 words" in str(e.value) and "--clamp_boxes" in str(e.value)
+    _, clamped = load_words_json(path, 200, 100, clamp=True)
+    assert clamped == [[50, 100, 300, 300], [1000, 400, 1000, 600], [500, 1000, 900, 1000]]
+    # Within the tolerance (2% of the side, at least 2 px) a box is clamped to the page edge without a word.
+    path = write_words(tmp_path, words=["a", "b"], pixel_boxes=[[-2, 0, 50, 20], [150, 50, 203, 101]])
+    assert load_words_json(path, 200, 100)[1] == [[0, 0, 250, 200], [750, 500, 1000, 1000]]
+    path = write_words(tmp_path, words=["a"], pixel_boxes=[[0, 0, 50, 20]])
+    with pytest.raises(ValueError, match=r"word 0 \('a'\).*1 x 1 page"):
+        load_words_json(path, 1, 1)
+
+
+def test_0_1000_boxes_out_of_range_are_refused_or_clamped(tmp_path):
+    path = write_words(tmp_path, words=["a", "b"], boxes=[[0, 0, 10, 10], [900, 5, 1200, 40]])
+    with pytest.raises(ValueError, match=r"word 1 \('b'\).*`boxes` \[900, 5, 1200, 40\] outside the 0-1000 grid"):
+        load_words_json(path, 200, 100)
+    assert load_words_json(path, 200, 100, clamp=True)[1] == [[0, 0, 10, 10], [900, 5, 1000, 40]]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"words": ["a", "b"], "boxes": [[0, 0, 1, 1], ["0", 0, 1, 1]]}, r"`boxes`\[1\] \(word 1, 'b'\).*4 numbers"),
+        ({"words": ["a"], "pixel_boxes": [[0, None, 1, 1]]}, r"`pixel_boxes`\[0\] \(word 0, 'a'\).*4 numbers"),
+        ({"words": ["a"], "boxes": [[0, 0, 1]]}, r"`boxes`\[0\].*4 numbers"),
+        ({"words": ["a"], "boxes": [[5, 0, 1, 1]]}, r"`boxes`\[0\].*inverted"),
+        ({"words": "ab", "boxes": [[0, 0, 1, 1]] * 2}, r"`words` must be a list.*got str"),
+        ({"words": ["a"], "boxes": {"a": [0, 0, 1, 1]}}, r"`boxes` must be a list"),
+        ({"words": ["a", "b"], "boxes": [[0, 0, 1, 1]]}, r"2 `words` but 1 `boxes`"),
+        ({"words": ["a", 7], "boxes": [[0, 0, 1, 1]] * 2}, r"`words`\[1\] is 7"),
+        ({"words": ["a", " "], "boxes": [[0, 0, 1, 1]] * 2}, r"`words`\[1\] is ' '.*non-empty"),
+        ({"words": ["a"]}, r"expected a JSON object.*either `boxes` \(0-1000\) or `pixel_boxes`"),
+    ],
+)
+def test_bad_word_files_name_the_file_the_field_and_the_word(tmp_path, data, match):
+    path = write_words(tmp_path, **data)
+    with pytest.raises(ValueError, match=r"--words .*words\.json: " + match):
+        load_words_json(path, 200, 100)
+
+
+def test_unreadable_word_files_name_the_file(tmp_path):
+    (tmp_path / "words.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"words\.json: not valid JSON"):
+        load_words_json(str(tmp_path / "words.json"), 10, 10)
+    with pytest.raises(ValueError, match=r"missing\.json: cannot read the file"):
+        load_words_json(str(tmp_path / "missing.json"), 10, 10)
+
+
+def test_window_too_small_for_a_word_is_refused_by_the_processor(model_and_processor):
+    model, processor = model_and_processor
+    words, boxes, image = make_page(5)
+    with pytest.raises(ValueError, match=r"`max_length` is 2, but a window needs at least 3 tokens"):
+        predict_page(model, processor, image, words, boxes, max_length=2, stride=0)
+    with pytest.raises(ValueError, match=r"`stride` is 8.*less than 8"):
+        predict_page(model, processor, image, words, boxes, max_length=10, stride=8)
+
+
+@pytest.fixture(scope="module")
+def saved_model(model_and_processor, tmp_path_factory):
+    model, processor = model_and_processor
+    folder = tmp_path_factory.mktemp("ckpt") / "final"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_load_model_and_processor_loads_a_saved_folder(saved_model, model_and_processor):
+    model, processor = load_model_and_processor(str(saved_model))
+    assert type(model).__name__ == "LayoutLMRoIAlignForTokenClassification"
+    assert processor.model_input_names == model_and_processor[1].model_input_names
+    torch.testing.assert_close(model.classifier.weight, model_and_processor[0].classifier.weight)
+    base, _ = load_model_and_processor(saved_model, task="feature-extraction")
+    assert type(base).__name__ == "LayoutLMRoIAlignModel"
+
+
+def test_missing_model_folder_says_the_path_does_not_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # `models/nope` could be a Hub id, and no `models/` folder exists here: tried on the Hub (offline in tests).
+    with pytest.raises(ValueError, match=r"--model 'models/nope'.*does not exist") as info:
+        load_model_and_processor("models/nope")
+    assert "huggingface.co" not in str(info.value).split("(")[0]
+    (tmp_path / "models").mkdir()  # now `models/nope` is plainly a path here: refused without asking the Hub
+    for path in ("models/nope", "./nope", str(tmp_path / "nope"), "runs/a/b/final"):
+        with pytest.raises(ValueError, match=r"does not exist"):
+            load_model_and_processor(path)
+
+
+def test_damaged_model_folders_name_the_file(saved_model, tmp_path):
+    broken = tmp_path / "final"
+    shutil.copytree(saved_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: os.path.getsize(weights) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"model\.safetensors is damaged or incomplete: it is \d+ bytes but its"):
+        load_model_and_processor(str(broken))
+    weights.write_bytes(b"\x05")
+    with pytest.raises(ValueError, match=r"model\.safetensors is damaged or incomplete"):
+        load_model_and_processor(str(broken))
+    with pytest.raises(ValueError, match=r"has no config\.json.*\['final'\]"):
+        load_model_and_processor(str(tmp_path))  # the run folder instead of its final/

@@ -5,7 +5,9 @@
     python scripts/predict.py ... --words page_words.json   # {"words": [...], "boxes": [[x0, y0, x1, y1], ...]}
 
 Without `--words` the page is OCR'd with Tesseract. Boxes in `--words` are on LayoutLM's 0-1000 grid, or in page
-pixels under the key `"pixel_boxes"`.
+pixels under the key `"pixel_boxes"`; a box that does not fit the page is an error unless `--clamp_boxes`.
+Everything that can be checked is checked before the model loads, and the JSON and the drawing are written together
+(temporary files renamed once both are ready): a failure leaves earlier outputs as they were.
 """
 
 import json
@@ -18,7 +20,14 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from layoutlm_roialign.inference import draw_entities, load_words_json, predict_page  # noqa: E402
+from layoutlm_roialign.inference import (  # noqa: E402
+    draw_entities,
+    load_model_and_processor,
+    load_words_json,
+    predict_page,
+)
+from layoutlm_roialign.outputs import check_output_paths, write_files  # noqa: E402
+from layoutlm_roialign.pages import load_page  # noqa: E402
 
 
 @dataclass
@@ -27,42 +36,57 @@ class PredictArguments:
     image: str = field(metadata={"help": "The page image."})
     words: str | None = field(default=None, metadata={"help": "JSON with words and boxes; default: OCR."})
     output_json: str = field(default="prediction.json", metadata={"help": "Where to write the words and entities."})
-    output_png: str | None = field(default="prediction.png", metadata={"help": "Where to draw the entities."})
+    output_png: str | None = field(
+        default="prediction.png", metadata={"help": "Where to draw the entities (PNG, JPEG, ...); '' for none."}
+    )
     ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language, e.g. eng."})
     max_length: int = field(default=512, metadata={"help": "Tokens per window."})
     stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows."})
+    clamp_boxes: bool = field(
+        default=False, metadata={"help": "Pin --words boxes that cross the page edge to it, instead of refusing them."}
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
 
 
 def main(argv=None) -> dict:
     parser = HfArgumentParser(PredictArguments)
     (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
-    import PIL.Image
-    from transformers import AutoModelForTokenClassification, AutoProcessor
-
     try:
-        page = PIL.Image.open(args.image).convert("RGB")
-        words, boxes = load_words_json(args.words, *page.size) if args.words else (None, None)
-    except (OSError, ValueError) as err:
-        parser.error(str(err))
-    model = AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    try:
+        check_output_paths({"--output_json": args.output_json, "--output_png": args.output_png})
+        png_format = _image_format(args.output_png) if args.output_png else None
+        page = load_page(args.image, name=args.image)
+        words, boxes = (None, None)
+        if args.words:
+            words, boxes = load_words_json(args.words, *page.size, clamp=args.clamp_boxes)
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code)
         prediction = predict_page(
             model, processor, page, words, boxes, args.max_length, args.stride, ocr_lang=args.ocr_lang
         )
-    except ValueError as err:
+    except (ValueError, ImportError, OSError) as err:  # OCR without pytesseract or the tesseract binary
         parser.error(str(err))
-    with open(args.output_json, "w") as f:
-        json.dump(prediction, f, indent=2)
+    writers = {args.output_json: lambda f: f.write(json.dumps(prediction, indent=2).encode())}
     if args.output_png:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        draw_entities(page, prediction, labels).save(args.output_png)
+        drawing = draw_entities(page, prediction, labels)
+        writers[args.output_png] = lambda f: drawing.save(f, format=png_format)
+    write_files(writers)
     print(
         f"{len(prediction['words'])} words, {len(prediction['entities'])} entities -> {args.output_json}"
         + (f", {args.output_png}" if args.output_png else "")
     )
     return prediction
+
+
+def _image_format(path: str) -> str:
+    import PIL.Image
+
+    extension = os.path.splitext(path)[1].lower()
+    fmt = PIL.Image.registered_extensions().get(extension)
+    if fmt is None or fmt not in PIL.Image.SAVE:
+        raise ValueError(
+            f"--output_png {path!r}: PIL cannot write {extension or 'files without an extension'}; use .png."
+        )
+    return fmt
 
 
 if __name__ == "__main__":

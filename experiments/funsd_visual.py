@@ -58,6 +58,7 @@ from layoutlm_roialign import (
     merge_window_predictions,
 )
 from layoutlm_roialign.data import load_funsd_folder, split_train_validation
+from layoutlm_roialign.inference import predict_windows
 from layoutlm_roialign.pretrained_parts import minilm_path, mobilenet_v2_weights_path
 
 MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
@@ -197,15 +198,8 @@ def parameter_groups(model: LayoutLMRoIAlignForTokenClassification, row: str, ar
     return groups
 
 
-@torch.no_grad()
 def evaluate(model, windows: list[dict], pages: list[dict], batch_size: int) -> dict:
-    model.eval()
-    logits = []
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i : i + batch_size]
-        batch = {k: v for k, v in collate(chunk).items() if k in MODEL_INPUTS}
-        out = model(**batch).logits
-        logits += [out[j, : len(w["input_ids"])] for j, w in enumerate(chunk)]
+    logits = predict_windows(model, windows, MODEL_INPUTS, batch_size, collate=collate)
     page_ids = sorted({w["page"] for w in windows})
     index = {p: k for k, p in enumerate(page_ids)}
     merged = merge_window_predictions(

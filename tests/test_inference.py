@@ -22,6 +22,7 @@ from layoutlm_roialign.inference import (
     load_model_and_processor,
     load_words_json,
     predict_page,
+    predict_windows,
 )
 from layoutlm_roialign.training import ModelArguments, build_model_and_processor
 
@@ -331,3 +332,35 @@ def test_damaged_model_folders_name_the_file(saved_model, tmp_path):
         load_model_and_processor(str(broken))
     with pytest.raises(ValueError, match=r"has no config\.json.*\['final'\]"):
         load_model_and_processor(str(tmp_path))  # the run folder instead of its final/
+
+
+def test_predict_windows_gives_each_windows_own_logits_from_an_encoding_or_a_list(model_and_processor):
+    model, processor = model_and_processor
+    words, boxes, image = make_page(40)
+    names = processor.model_input_names
+    call = dict(truncation=True, max_length=24, stride=6, return_overflowing_tokens=True)
+    encoding = processor(image, words, boxes, padding="longest", return_tensors="pt", **call)
+    windows = processor(image, words, boxes, **call)
+    rows = [{k: torch.as_tensor(windows[k][i]) for k in names} | {"page": 0} for i in range(len(windows["input_ids"]))]
+    assert len(rows) >= 3 and len({len(r["input_ids"]) for r in rows}) > 1  # windows of different lengths
+
+    def collate(chunk):
+        length = max(len(r["input_ids"]) for r in chunk)
+        padded = {
+            k: torch.stack([torch.cat([r[k], r[k].new_zeros(length - len(r[k]), *r[k].shape[1:])]) for r in chunk])
+            for k in names
+            if k != "pixel_values"
+        }
+        return padded | {"pixel_values": torch.stack([r["pixel_values"] for r in chunk]), "page": None}
+
+    from_encoding = predict_windows(model, encoding, names, batch_size=3)
+    from_list = predict_windows(model, rows, names, batch_size=2, collate=collate)
+    assert len(from_encoding) == len(from_list) == len(rows)
+    for row, a, b in zip(rows, from_encoding, from_list, strict=True):
+        with torch.no_grad():
+            alone = model(**{k: row[k][None] for k in names}).logits[0]  # the window on its own, unpadded
+        assert a.shape == b.shape == alone.shape and a.dtype == torch.float32
+        torch.testing.assert_close(a, alone, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b, alone, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="`collate` is required"):
+        predict_windows(model, rows, names)

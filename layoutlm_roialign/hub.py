@@ -1,8 +1,8 @@
 """Model card and Hub publication of a trained folder.
 
 `write_model_card` fills the `model_card.md` template (metrics per entity type, data, hyper-parameters, how to load
-with `trust_remote_code`, intended use and limits, FUNSD's non-commercial terms when it was trained on FUNSD) into
-the folder's `README.md`. `push_folder_to_hub` publishes the complete folder (model, processor, code, card) in one
+with `trust_remote_code`, intended use and limits, and the terms of the training data's licence as the data loader
+reported it: FUNSD's non-commercial terms for FUNSD) into the folder's `README.md`. `push_folder_to_hub` publishes the complete folder (model, processor, code, card) in one
 commit with `huggingface_hub`.
 """
 
@@ -13,13 +13,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_model_card", "write_model_card", "push_folder_to_hub", "find_model_card_template"]
+__all__ = [
+    "render_model_card",
+    "write_model_card",
+    "push_folder_to_hub",
+    "find_model_card_template",
+    "training_data_terms",
+]
 
 FUNSD_NOTE = (
     "**License of the training data.** FUNSD (Jaume, Ekenel, Thiran, ICDAR-OST 2019) is licensed for "
     "non-commercial, research and educational purposes only; this model was trained on it, so use it under the "
     "same terms.\n"
 )
+# Dataset licences under which the model may carry the code's own licence; any other puts `license: other` and the
+# data's terms on the card.
+PERMISSIVE_DATA_LICENSES = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "unlicense"}
 NOT_PUBLISHED = {"training_args.bin"}  # a pickle of the run's arguments: not needed to load, flagged by the Hub
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -45,6 +54,32 @@ def render_model_card(template: str, fields: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(fields[m.group(1)]), template)
 
 
+def training_data_terms(name: str | None, license: str | None) -> dict[str, str]:
+    """The card's `license`, `license_note` and `datasets_yaml` for a model trained on dataset `name` under `license`
+    (as the data loader reported them, or `--dataset_license`).
+
+    FUNSD (the release folder or a Hub copy, without another licence given) -> `other` with FUNSD's non-commercial
+    terms; a permissive licence -> `apache-2.0` (the code's); any other or none -> `other` with a note that says so.
+    """
+    from .data import FUNSD_LICENSE
+
+    if license == FUNSD_LICENSE:
+        return {"license": "other", "license_note": FUNSD_NOTE, "datasets_yaml": "datasets:\n- nielsr/funsd\n"}
+    if license and license.strip().lower() in PERMISSIVE_DATA_LICENSES:
+        return {"license": "apache-2.0", "license_note": "", "datasets_yaml": ""}
+    if license:
+        note = (
+            f"**License of the training data.** `{name}` is licensed under: {license}. This model was trained on it, "
+            "so use it under the same terms.\n"
+        )
+    else:
+        note = (
+            f"**License of the training data.** The licence of `{name}` is not known (`scripts/train.py "
+            "--dataset_license` records it); check its terms before using this model.\n"
+        )
+    return {"license": "other", "license_note": note, "datasets_yaml": ""}
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
@@ -54,7 +89,6 @@ def write_model_card(
     scores: dict | None,
     data: dict,
     hyperparameters: dict,
-    model_args: Any = None,
     repo_id: str | None = None,
     template: str | os.PathLike | None = None,
 ) -> Path:
@@ -63,9 +97,9 @@ def write_model_card(
     Args:
         folder: the saved model folder (its `config.json` gives labels, backbone and image size).
         scores: `metrics.entity_scores` output on the validation pages (`None`: not evaluated).
-        data: `dataset`, `is_funsd`, `train_pages`, `validation_pages`, `split` (see `training.describe_data`).
+        data: `dataset` (what `--dataset` said), `name` and `license` (what the loader reported, see
+            `training_data_terms`), `train_pages`, `validation_pages`, `split` (see `describe_data`).
         hyperparameters: name -> value rows of the hyper-parameter table.
-        model_args: unused beyond the name (kept for callers that pass it).
         repo_id: the Hub repository the card is for (used in the loading snippet).
         template: path of another template.
     """
@@ -86,7 +120,7 @@ def write_model_card(
             rows.append(f"| {name} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {v['number']} |")
     else:
         rows.append("| (not evaluated) | | | | |")
-    funsd = bool(data.get("is_funsd"))
+    terms = training_data_terms(data.get("name") or data.get("dataset"), data.get("license"))
     data_text = f"`{data.get('dataset', '?')}`: {data.get('train_pages', '?')} training pages"
     data_text += f"; {data['split']}." if data.get("split") else "."
     if config.get("use_visual_features", True):
@@ -94,15 +128,13 @@ def write_model_card(
     else:
         backbone = f"`{config['backbone']}` (switched off in this model: `use_visual_features=False`)"
     fields = {
-        "license": "other" if funsd else "apache-2.0",
-        "datasets_yaml": "datasets:\n- nielsr/funsd\n" if funsd else "",
+        **terms,
         "model_name": repo_id.split("/")[-1] if repo_id else "LayoutLM-RoIAlign for form entity labelling",
         "labels": ", ".join(f"`{label}`" for label in labels),
         "backbone": backbone,
         "metrics_table": "\n".join(rows),
         "accuracy": _fmt(scores["accuracy"]) if scores else "-",
         "data": data_text,
-        "license_note": FUNSD_NOTE if funsd else "",
         "hyperparameters_table": "\n".join(f"| {k} | {v} |" for k, v in hyperparameters.items()),
         "repo_id": repo_id or "path/to/this/folder",
         "train_pages": data.get("train_pages", "?"),

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -181,6 +182,14 @@ class DataArguments:
         },
     )
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/validation split."})
+    dataset_license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Licence of the dataset, for the model card (e.g. cc-by-4.0). Default: what its loader reports "
+            "(FUNSD's non-commercial terms for a FUNSD folder, apache-2.0 for synthetic forms; Hub datasets: "
+            "their metadata)."
+        },
+    )
     synthetic_pages: int = field(default=240, metadata={"help": "Number of synthetic pages (dataset=synthetic)."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic forms."})
     max_length: int = field(default=512, metadata={"help": "Tokens per window (long pages overflow)."})
@@ -194,7 +203,8 @@ class DataArguments:
 
 
 def load_training_data(data_args: DataArguments) -> DatasetDict:
-    """Load `--dataset` as a `DatasetDict` with `train` and `validation` (split off `train` by `--split_seed`)."""
+    """Load `--dataset` as a `DatasetDict` with every split it has, plus `validation` split off `train` (by
+    `--split_seed`) when it has none: a FUNSD release root gives `train`, `validation` and `test`."""
     from . import data
 
     spec = data_args.dataset
@@ -215,7 +225,8 @@ def load_training_data(data_args: DataArguments) -> DatasetDict:
     if "validation" not in ds:
         size = data_args.validation_size
         size = int(size) if size >= 1 else size
-        ds = data.split_train_validation(ds["train"], validation_size=size, seed=data_args.split_seed)
+        split = data.split_train_validation(ds["train"], validation_size=size, seed=data_args.split_seed)
+        ds = DatasetDict({**split, **{name: part for name, part in ds.items() if name != "train"}})
     if data_args.max_train_pages is not None:
         ds["train"] = ds["train"].select(range(min(data_args.max_train_pages, len(ds["train"]))))
     if data_args.max_eval_pages is not None:
@@ -624,12 +635,36 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
+def remove_stale_temporary_folders(destination: str | os.PathLike) -> list[Path]:
+    """Clean up after an interrupted `save_folder_atomically(destination)`: remove the `.<name>.tmp-<pid>` folders
+    beside `destination`, and its `.<name>.old-<pid>` ones (the previous folder, moved aside just before the new one
+    took its place), but put such a previous folder back if `destination` itself is missing. Nothing else is
+    touched. Returns the removed folders."""
+    destination = Path(destination)
+    if not destination.parent.is_dir():
+        return []
+    stale = re.compile(rf"\.{re.escape(destination.name)}\.(tmp|old)-\d+")
+    removed = []
+    for path in sorted(destination.parent.iterdir()):
+        if not stale.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        if path.name.startswith(f".{destination.name}.old-") and not destination.exists():
+            os.replace(path, destination)
+            logger.warning(f"Restored {destination} from {path.name}, left by an interrupted save.")
+            continue
+        shutil.rmtree(path)
+        removed.append(path)
+        logger.warning(f"Removed {path}, left by an interrupted save.")
+    return removed
+
+
 def save_folder_atomically(destination: str | os.PathLike, write: Any) -> Path:
     """Call `write(folder)` on a fresh temporary folder beside `destination`, then rename it to `destination`
     (replacing an older one). An interruption leaves at most a `.<name>.tmp-*` folder, never a half-written
-    `destination`."""
+    `destination`; the next call (or `remove_stale_temporary_folders`) removes it."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_folders(destination)
     tmp = destination.parent / f".{destination.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -649,13 +684,40 @@ def save_folder_atomically(destination: str | os.PathLike, write: Any) -> Path:
     return destination
 
 
+def completed_run(output_dir: str | os.PathLike, training_args: TrainingArguments) -> dict | None:
+    """The results of a run in `output_dir` that already trained as far as `training_args` ask and saved its final
+    folder, or `None`. Complete means: `final/` exists and the last complete checkpoint reached the end of its own
+    schedule, which is no shorter than the one asked for now (a longer `--max_steps` or `--num_train_epochs`
+    continues the run)."""
+    final_dir = Path(output_dir) / FINAL_FOLDER
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is None or not (final_dir / "config.json").is_file():
+        return None
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    step, last = state.get("global_step", 0), state.get("max_steps", 0)
+    if not 0 < last <= step:
+        return None
+    if training_args.max_steps > 0 and training_args.max_steps > step:
+        return None
+    if training_args.max_steps <= 0 and training_args.num_train_epochs > state.get("num_train_epochs", 0):
+        return None
+    results = Path(output_dir) / "all_results.json"
+    if results.is_file():
+        result = json.loads(results.read_text())
+    else:  # interrupted between the final folder and the results file
+        evaluated = json.loads((final_dir / "eval_results.json").read_text())
+        result = {"eval": evaluated["eval"], "entity_scores": evaluated["entity_scores"], "final_dir": str(final_dir)}
+    return {**result, "global_step": step, "already_complete": True}
+
+
 def describe_data(data_args: DataArguments, raw: DatasetDict) -> dict:
-    """What the model card says about the data."""
-    spec = data_args.dataset
-    funsd = "funsd" in spec.lower()
+    """What the model card says about the data: what `--dataset` was, the dataset's name and licence as its loader
+    reported them (`--dataset_license` overrides the licence), page counts and the split."""
+    info = raw["train"].info
     return {
-        "dataset": spec,
-        "is_funsd": funsd,
+        "dataset": data_args.dataset,
+        "name": info.dataset_name or data_args.dataset,
+        "license": data_args.dataset_license or info.license or None,
         "train_pages": len(raw["train"]),
         "validation_pages": len(raw["validation"]),
         "split": (
@@ -706,6 +768,18 @@ def run_training(
     """
     token = check_push_arguments(training_args)
     push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the final folder ourselves
+    if training_args.should_save:
+        remove_stale_temporary_folders(Path(training_args.output_dir) / FINAL_FOLDER)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        done = completed_run(training_args.output_dir, training_args)
+        if done is not None:
+            logger.warning(
+                f"The run in {training_args.output_dir} is complete (step {done['global_step']}; its final folder is "
+                f"{done['final_dir']}): nothing to resume. Ask for more steps or epochs to continue it, or give "
+                "another --output_dir to train again."
+            )
+            return done
     set_seed(training_args.seed)
 
     raw = load_training_data(data_args)
@@ -739,7 +813,6 @@ def run_training(
         },
     )
 
-    resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = last_complete_checkpoint(training_args.output_dir)
         if resume is None:
@@ -773,7 +846,6 @@ def run_training(
                 scores=scores,
                 data=data_info,
                 hyperparameters=hyper,
-                model_args=model_args,
                 repo_id=training_args.hub_model_id,
             )
             (folder / "eval_results.json").write_text(
@@ -800,7 +872,7 @@ def _hyperparameters(
     hyper = {
         "text encoder": model_args.text_model or model_args.model_name_or_path or "random init (no --text_model)",
         "backbone": f"{config.backbone} cut at {config.backbone_return_node}" if config.use_visual_features else "-",
-        "backbone weights": (model_args.backbone_weights or "random init") if config.use_visual_features else "-",
+        "backbone weights": (config.backbone_weights or "random init") if config.use_visual_features else "-",
         "visual branch": config.use_visual_features,
         "image size": config.image_size,
         "hidden size / layers / heads": f"{config.hidden_size} / {config.num_hidden_layers} / "

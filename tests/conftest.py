@@ -135,3 +135,32 @@ def config() -> LayoutLMRoIAlignConfig:
 @pytest.fixture
 def batch() -> dict:
     return random_batch()
+
+
+def make_funsd_release_root(root: Path, train_pages: int = 5, test_pages: int = 2) -> Path:
+    """A tiny stand-in for FUNSD's release root: `training_data/` and `testing_data/`, each with `annotations/*.json`
+    (FUNSD's format, pixel boxes) and `images/*.png` (blank pages), every entity type on every page."""
+    import json
+
+    import PIL.Image
+
+    entities = [("header", ["FORM"]), ("question", ["Date:"]), ("answer", ["1998", "May"]), ("other", ["x"])]
+    for split, count in (("training_data", train_pages), ("testing_data", test_pages)):
+        (root / split / "annotations").mkdir(parents=True)
+        (root / split / "images").mkdir()
+        for page in range(count):
+            form, y = [], 10
+            for e, (label, words) in enumerate(entities):
+                boxes = [[10 + 60 * i, y, 60 + 60 * i, y + 20] for i in range(len(words))]
+                form.append(
+                    {
+                        "id": e,
+                        "label": label,
+                        "words": [{"text": w, "box": b} for w, b in zip(words, boxes, strict=True)],
+                    }
+                )
+                y += 30
+            name = f"{split[:4]}{page:04d}"
+            (root / split / "annotations" / f"{name}.json").write_text(json.dumps({"form": form}))
+            PIL.Image.new("RGB", (200, 150), "white").save(root / split / "images" / f"{name}.png")
+    return root

@@ -11,17 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_TRAINING_MODEL
+from conftest import TINY_TRAINING_MODEL, make_funsd_release_root
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
-from layoutlm_roialign.data import FUNSD_LABELS
+from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE
 from layoutlm_roialign.hub import push_folder_to_hub, render_model_card, write_model_card
 from layoutlm_roialign.training import (
     TRAIN_SCRIPT_DEFAULTS,
     DataArguments,
     ModelArguments,
     build_model_and_processor,
+    describe_data,
+    load_training_data,
     run_training,
 )
 
@@ -74,8 +76,9 @@ def test_render_model_card_requires_every_field():
 @pytest.mark.parametrize("funsd", [True, False])
 def test_model_card_has_metrics_per_type_loading_code_and_funsd_terms(saved_folder, funsd):
     data = {
-        "dataset": "nielsr/funsd" if funsd else "synthetic",
-        "is_funsd": funsd,
+        "dataset": "dataset" if funsd else "synthetic",
+        "name": "funsd" if funsd else "synthetic-forms",
+        "license": FUNSD_LICENSE if funsd else "apache-2.0",
         "train_pages": 119,
         "validation_pages": 30,
         "split": "30 validation pages (--split_seed 0)",
@@ -91,15 +94,46 @@ def test_model_card_has_metrics_per_type_loading_code_and_funsd_terms(saved_fold
     assert "{{" not in card
 
 
+def card_metadata(card: str) -> dict:
+    return yaml.safe_load(card.split("---")[1])
+
+
+def test_the_licence_comes_from_the_loader_not_from_the_folder_name(saved_folder, tmp_path):
+    """The README's FUNSD command names its folder `dataset`: the loader knows it is FUNSD."""
+    root = make_funsd_release_root(tmp_path / "dataset")
+    args = DataArguments(dataset=str(root), validation_size=2)
+    card = write_model_card(saved_folder, SCORES, describe_data(args, load_training_data(args)), {}).read_text()
+    assert card_metadata(card)["license"] == "other" and card_metadata(card)["datasets"] == ["nielsr/funsd"]
+    assert "non-commercial, research and educational purposes only" in card
+
+    synthetic = DataArguments(dataset="synthetic", synthetic_pages=6, validation_size=2)
+    data = describe_data(synthetic, load_training_data(synthetic))
+    card = write_model_card(saved_folder, SCORES, data, {}).read_text()
+    assert card_metadata(card)["license"] == "apache-2.0" and "non-commercial" not in card
+
+    # --dataset_license overrides what the loader says, both ways.
+    args.dataset_license = "cc-by-4.0"
+    card = write_model_card(saved_folder, SCORES, describe_data(args, load_training_data(args)), {}).read_text()
+    assert card_metadata(card)["license"] == "apache-2.0" and "non-commercial" not in card
+    synthetic.dataset_license = "cc-by-nc-4.0"
+    card = write_model_card(saved_folder, SCORES, describe_data(synthetic, load_training_data(synthetic)), {})
+    card = card.read_text()
+    assert card_metadata(card)["license"] == "other" and "licensed under: cc-by-nc-4.0" in card
+    # A dataset whose licence nobody reported is not published as apache-2.0.
+    card = write_model_card(saved_folder, SCORES, {"dataset": "me/forms", "train_pages": 3}, {}).read_text()
+    assert card_metadata(card)["license"] == "other" and "is not known" in card
+
+
 def test_push_sends_the_complete_folder_in_one_commit(saved_folder, monkeypatch):
-    write_model_card(saved_folder, SCORES, {"dataset": "synthetic", "train_pages": 8}, {}, repo_id="me/model")
+    data = {"dataset": "synthetic", "license": "apache-2.0", "train_pages": 8}
+    write_model_card(saved_folder, SCORES, data, {}, repo_id="me/model")
     (saved_folder / "training_args.bin").write_bytes(b"pickle")  # never published
     hub = Intercepted(monkeypatch)
     push_folder_to_hub(saved_folder, "me/model", token="hf_fake", private=True)
 
     assert hub.repos == [("me/model", {"private": True, "exist_ok": True, "repo_type": "model"})]
     card = next(op for op in hub.commits[0]["operations"] if op.path_in_repo == "README.md")
-    metadata = yaml.safe_load(open(card.path_or_fileobj).read().split("---")[1])  # the card's YAML header parses
+    metadata = card_metadata(open(card.path_or_fileobj).read())  # the card's YAML header parses
     assert metadata["library_name"] == "transformers" and "custom_code" in metadata["tags"]
     assert len(hub.commits) == 1
     expected = set(os.listdir(saved_folder)) - {"training_args.bin"}

@@ -4,11 +4,12 @@ interruption, atomic final folder, clear errors, and the visual branch beating t
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAINING_MODEL, tiny_config
+from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
 from seqeval.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
 
@@ -27,6 +28,7 @@ from layoutlm_roialign.training import (
     freeze_backbone_until,
     last_complete_checkpoint,
     load_training_data,
+    remove_stale_temporary_folders,
     run_training,
     save_folder_atomically,
 )
@@ -155,6 +157,39 @@ def test_num_labels_mismatch_names_the_flag():
         build_model_and_processor(ModelArguments(num_labels=5, **TINY_MODEL), LABELS, [["a", "b"]])
 
 
+def test_a_release_root_keeps_its_test_split(tmp_path):
+    """The README's FUNSD layout (training_data/ + testing_data/): validation comes out of train, test stays."""
+    root = make_funsd_release_root(tmp_path / "dataset", train_pages=5, test_pages=2)
+    raw = load_training_data(DataArguments(dataset=str(root), validation_size=2))
+    assert {name: len(split) for name, split in raw.items()} == {"train": 3, "validation": 2, "test": 2}
+    assert raw["test"]["id"] == ["test0000", "test0001"]
+    assert raw["test"].info.dataset_name == "funsd"
+
+
+def test_evaluate_scores_the_test_split_of_a_release_root(tmp_path):
+    """The README's FUNSD evaluation: `scripts/evaluate.py --dataset <release root> --split test`."""
+    root = make_funsd_release_root(tmp_path / "dataset", train_pages=5, test_pages=2)
+    model, processor = build_model_and_processor(ModelArguments(**TINY_MODEL), LABELS, [["FORM", "Date:", "1998"]])
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]
+    argv = [
+        "--model",
+        str(tmp_path / "model"),
+        "--dataset",
+        str(root),
+        "--split",
+        "test",
+        "--max_length",
+        "64",
+        "--stride",
+        "16",
+    ]
+    report = evaluate([*argv, "--output", str(tmp_path / "report.json")])
+    assert report["split"] == "test" and report["pages"] == 2 and 0 <= report["f1"] <= 1
+    assert json.loads((tmp_path / "report.json").read_text())["pages"] == 2
+
+
 def test_unknown_dataset_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--dataset"):
         load_training_data(DataArguments(dataset=str(tmp_path / "no-such-folder")))
@@ -198,6 +233,22 @@ def test_final_folder_is_replaced_atomically(tmp_path):
     save_folder_atomically(destination, lambda folder: (folder / "config.json").write_text("new"))
     assert (destination / "config.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_left_overs_of_an_interrupted_final_save_are_removed_and_nothing_else(tmp_path):
+    final = tmp_path / "final"
+    save_folder_atomically(final, lambda folder: (folder / "config.json").write_text("kept"))
+    for name in (".final.tmp-4242", ".final.old-4243", ".final.tmp-notes", ".other.tmp-1", "final.tmp-7"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_text("partial")
+    assert remove_stale_temporary_folders(final) == [tmp_path / ".final.old-4243", tmp_path / ".final.tmp-4242"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".final.tmp-notes", ".other.tmp-1", "final", "final.tmp-7"]
+    assert (final / "config.json").read_text() == "kept"
+    # Killed between moving the old folder aside and renaming the new one in: the old folder comes back.
+    final.rename(tmp_path / ".final.old-99")
+    (tmp_path / ".final.tmp-99").mkdir()
+    remove_stale_temporary_folders(final)
+    assert (final / "config.json").read_text() == "kept" and not (tmp_path / ".final.tmp-99").exists()
 
 
 def test_last_complete_checkpoint_skips_an_interrupted_save(tmp_path):
@@ -298,6 +349,19 @@ def test_resume_after_an_interruption_reaches_the_same_steps_and_weights(tmp_pat
     b = AutoModelForTokenClassification.from_pretrained(resumed["final_dir"]).state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+    # The README's command after a kill, run once more on the finished run: a no-op that says so, and that clears
+    # what an interrupted final save left behind.
+    final = interrupted / "final"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in final.iterdir()}
+    checkpoints = sorted(p.name for p in interrupted.glob("checkpoint-*"))
+    (interrupted / ".final.tmp-4242").mkdir()
+    again = run_training(model_args, data_args, training_args(interrupted, resume_from_checkpoint="true", **steps))
+    assert again["already_complete"] and again["global_step"] == 6
+    assert again["entity_scores"] == resumed["entity_scores"] and again["final_dir"] == str(final)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in final.iterdir()} == before
+    assert sorted(p.name for p in interrupted.glob("checkpoint-*")) == checkpoints
+    assert not (interrupted / ".final.tmp-4242").exists()
 
 
 @pytest.mark.slow

@@ -4,8 +4,10 @@ folder, Hub copies, `save_to_disk` folders, and synthetic forms whose labels nee
 from .funsd import (
     FUNSD_ENTITY_TYPES,
     FUNSD_LABELS,
+    FUNSD_LICENSE,
     funsd_features,
     funsd_folder_statistics,
+    funsd_info,
     load_dataset_spec,
     load_funsd_folder,
     load_hub_funsd,
@@ -18,7 +20,9 @@ from .synthetic import generate_synthetic_forms, render_synthetic_form
 __all__ = [
     "FUNSD_ENTITY_TYPES",
     "FUNSD_LABELS",
+    "FUNSD_LICENSE",
     "funsd_features",
+    "funsd_info",
     "funsd_folder_statistics",
     "generate_synthetic_forms",
     "load_dataset_spec",

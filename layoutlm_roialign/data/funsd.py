@@ -1,7 +1,9 @@
 """FUNSD-schema datasets: the original release folder, Hub copies, and the train/validation split.
 
 Every loader returns rows of one schema (`funsd_features`): `id`, `words`, `bboxes` (0-1000 per word), IOB
-`ner_tags` (a `Sequence(ClassLabel)`) and the page `image`, which is what `layoutlm_roialign.training` encodes.
+`ner_tags` (a `Sequence(ClassLabel)`) and the page `image`, which is what `layoutlm_roialign.data.encoding` encodes.
+Each also says what it loaded in the dataset's `info`: `dataset_name` and `license` (FUNSD's own terms for the
+release folder, whatever the folder is called), which the model card reads.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import PIL.Image
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value, load_dataset, load_from_disk
 from datasets import Image as ImageFeature
 from datasets import Sequence as SequenceFeature
 
@@ -23,7 +25,9 @@ from ..image_processing_layoutlm_roialign import normalize_box
 __all__ = [
     "FUNSD_LABELS",
     "FUNSD_ENTITY_TYPES",
+    "FUNSD_LICENSE",
     "funsd_features",
+    "funsd_info",
     "parse_funsd_annotation",
     "funsd_folder_statistics",
     "load_funsd_folder",
@@ -36,6 +40,18 @@ __all__ = [
 # The label order of the Hub's `nielsr/funsd` (and of LayoutLM's FUNSD notebooks), so checkpoints agree.
 FUNSD_LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 FUNSD_ENTITY_TYPES = ("question", "answer", "header", "other")  # "other" is labelled O
+FUNSD_LICENSE = "FUNSD license: non-commercial, research and educational purposes only"
+
+
+def funsd_info() -> DatasetInfo:
+    """What the FUNSD folder loader reports about its data (`dataset_name`, `license`, ...)."""
+    return DatasetInfo(
+        dataset_name="funsd",
+        description="FUNSD: Form Understanding in Noisy Scanned Documents (Jaume, Ekenel, Thiran, ICDAR-OST 2019).",
+        homepage="https://guillaumejaume.github.io/FUNSD/",
+        license=FUNSD_LICENSE,
+        features=funsd_features(),
+    )
 
 
 def funsd_features(label_names: Sequence[str] = FUNSD_LABELS) -> Features:
@@ -163,7 +179,8 @@ def load_funsd_folder(folder: str | os.PathLike, skip_empty_words: bool = True) 
         rows["bboxes"].append(page["bboxes"])
         rows["ner_tags"].append([FUNSD_LABELS.index(label) for label in page["labels"]])
         rows["image"].append(str(image.resolve()))
-    return Dataset.from_dict(rows, features=funsd_features())
+    info = funsd_info()
+    return Dataset.from_dict(rows, features=info.features, info=info)
 
 
 def to_funsd_schema(dataset: Dataset | DatasetDict, image_root: str | os.PathLike | None = None) -> Any:
@@ -233,6 +250,8 @@ def load_hub_funsd(
                 f"Hub dataset {repo_id!r} could not be loaded (revision {revision!r}: {first}; main: {second}). "
                 "Offline, give a local FUNSD-layout folder or a `save_to_disk` folder instead."
             ) from second
+    for split in ds.values():  # the Hub's own licence is kept; the name says which copy it was
+        split.info.dataset_name = split.info.dataset_name or repo_id
     return to_funsd_schema(ds)
 
 

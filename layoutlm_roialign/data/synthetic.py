@@ -21,7 +21,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
-from datasets import Dataset
+from datasets import Dataset, DatasetInfo
 
 from .funsd import FUNSD_LABELS, funsd_features
 
@@ -174,4 +174,10 @@ def generate_synthetic_forms(num_pages: int = 240, seed: int = 0) -> Dataset:
         rows["bboxes"].append(boxes)
         rows["ner_tags"].append([FUNSD_LABELS.index(label) for label in labels])
         rows["image"].append(image)
-    return Dataset.from_dict(rows, features=funsd_features())
+    info = DatasetInfo(
+        dataset_name="synthetic-forms",
+        description=f"{num_pages} synthetic forms made by layoutlm_roialign.data.generate_synthetic_forms (seed {seed}).",
+        license="apache-2.0",
+        features=funsd_features(),
+    )
+    return Dataset.from_dict(rows, features=info.features, info=info)

@@ -119,7 +119,8 @@ def _pil_to_float_rgb(image: PIL.Image.Image) -> np.ndarray:
         return _array_to_float_rgb(np.clip(np.asarray(image), 0, 65535).astype(np.uint16))
     if image.mode == "F":
         return _array_to_float_rgb(np.asarray(image, dtype=np.float32) / 255.0)
-    if image.mode == "P" and "transparency" in image.info:
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
+        # a palette entry or a colour key (PNG tRNS) marks transparent pixels: composite them on white like alpha
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         return _array_to_float_rgb(np.asarray(image.convert("RGBA")))

@@ -82,8 +82,12 @@ def test_transparent_pixels_become_white_paper(processor):
     palette = PIL.Image.new("P", (40, 40), 0)
     palette.putpalette([0, 0, 0] * 256)
     palette.info["transparency"] = 0
+    keyed_grey = PIL.Image.new("L", (40, 40), 0)  # a PNG colour key (tRNS): black is transparent
+    keyed_grey.info["transparency"] = 0
+    keyed_rgb = PIL.Image.new("RGB", (40, 40), (0, 0, 0))
+    keyed_rgb.info["transparency"] = (0, 0, 0)
     white = processor(PIL.Image.new("RGB", (40, 40), "white"), return_tensors="pt")["pixel_values"]
-    for page in (transparent, palette):
+    for page in (transparent, palette, keyed_grey, keyed_rgb):
         torch.testing.assert_close(processor(page, return_tensors="pt")["pixel_values"], white)
 
 

@@ -177,6 +177,8 @@ def predict_windows(
         One float32 CPU tensor of logits `(length, num_labels)` per window, cut to the window's own length (its
         `attention_mask` sum for an encoding, the length of its `input_ids` for a list of windows).
     """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int (windows per forward pass), got {batch_size!r}.")
     model.eval()
     device = next(model.parameters()).device
     padded = isinstance(windows, Mapping)
@@ -188,7 +190,10 @@ def predict_windows(
         stop = min(start + batch_size, num_windows)
         if padded:
             batch = {k: windows[k][start:stop] for k in input_names if k in windows}
-            lengths = [int(n) for n in batch["attention_mask"].sum(-1)]
+            if "attention_mask" in windows:  # right padding: a window's length is its mask's sum
+                lengths = [int(n) for n in windows["attention_mask"][start:stop].sum(-1)]
+            else:
+                lengths = [windows["input_ids"].shape[1]] * (stop - start)
         else:
             rows = [windows[i] for i in range(start, stop)]
             batch = {k: v for k, v in collate(rows).items() if k in input_names}

@@ -364,3 +364,5 @@ def test_predict_windows_gives_each_windows_own_logits_from_an_encoding_or_a_lis
         torch.testing.assert_close(b, alone, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="`collate` is required"):
         predict_windows(model, rows, names)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
+        predict_windows(model, encoding, names, batch_size=0)

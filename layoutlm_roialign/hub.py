@@ -19,6 +19,7 @@ __all__ = [
     "push_folder_to_hub",
     "find_model_card_template",
     "training_data_terms",
+    "check_push_arguments",
 ]
 
 FUNSD_NOTE = (
@@ -144,6 +145,23 @@ def write_model_card(
     card = render_model_card(path.read_text(), fields)
     (folder / "README.md").write_text(card)
     return folder / "README.md"
+
+
+def check_push_arguments(training_args: Any) -> str | None:
+    """With `--push_to_hub` (a `TrainingArguments`), return the token to push with; raise a `ValueError` naming the
+    missing flag. Called before training, so a run never ends unable to publish."""
+    if not training_args.push_to_hub:
+        return None
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (the repository to create or update, e.g. user/name).")
+    from huggingface_hub import get_token
+
+    token = training_args.hub_token or get_token()
+    if not token:
+        raise ValueError(
+            "--push_to_hub needs a Hugging Face token: pass --hub_token, set HF_TOKEN, or run `hf auth login`."
+        )
+    return token
 
 
 def push_folder_to_hub(

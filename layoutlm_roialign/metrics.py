@@ -1,4 +1,8 @@
-"""Entity-level precision, recall and F1 (seqeval), overall and per entity type, computed offline.
+"""Word-level entity metrics: precision, recall and F1 (seqeval), overall and per entity type, computed offline.
+
+`entity_scores` scores label sequences; `WordLevelEntityMetrics` is `Trainer`'s `compute_metrics`: it turns the
+token predictions of every window back into one label per word of each page before scoring, so that a word split
+over two windows or into several sub-tokens counts once.
 
 `evaluate.load("seqeval")` fetches its script from the Hub, which is not always reachable; this module calls the
 `seqeval` package directly with the same defaults as that metric (conlleval-style chunking, not strict IOB2 mode),
@@ -8,10 +12,18 @@ so the numbers are the ones the Hub metric would report.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+import torch
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
-__all__ = ["entity_scores", "flatten_entity_scores"]
+from .processing_layoutlm_roialign import IGNORE_INDEX, merge_window_predictions
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import EvalPrediction
+
+__all__ = ["entity_scores", "flatten_entity_scores", "WordLevelEntityMetrics", "argmax_logits"]
 
 
 def entity_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict:
@@ -63,3 +75,53 @@ def flatten_entity_scores(scores: dict) -> dict[str, float]:
         for key, value in values.items():
             flat[f"{name}_{key}"] = value
     return flat
+
+
+def argmax_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`preprocess_logits_for_metrics`: keep label ids, not logits, across evaluation batches."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(-1)
+
+
+class WordLevelEntityMetrics:
+    """`compute_metrics` for `Trainer`: token predictions of every window -> one label per word of each page (read
+    on the word's first sub-token, from the window where it has the most context, as `merge_window_predictions`
+    does) -> seqeval entity precision/recall/F1, overall and per type.
+
+    Args:
+        encoded: the encoded evaluation dataset (`encode_dataset` output), in evaluation order.
+        pages: the evaluation pages it came from (their `ner_tags` are the references).
+        id2label: the model's label names.
+    """
+
+    def __init__(self, encoded: Dataset, pages: Dataset, id2label: dict[int, str]):
+        self.word_ids = [[None if w < 0 else w for w in row] for row in encoded["word_ids"]]
+        self.page_of_row = list(encoded["page"])
+        self.id2label = {int(k): v for k, v in id2label.items()}
+        self.references = [[self.id2label[int(t)] for t in tags] for tags in pages["ner_tags"]]
+        self.last_scores: dict | None = None
+
+    def word_predictions(self, token_predictions: Any) -> list[list[str]]:
+        """Token label ids (or logits) of every window -> label names per word of each page (uncovered words
+        count as O)."""
+        merged = merge_window_predictions(
+            self.word_ids,
+            token_predictions,
+            self.page_of_row,
+            [len(page) for page in self.references],
+            fill_value=IGNORE_INDEX,
+        )
+        return [[self.id2label.get(i, "O") if i != IGNORE_INDEX else "O" for i in page] for page in merged]
+
+    def __call__(self, eval_prediction: EvalPrediction) -> dict[str, float]:
+        predictions = eval_prediction.predictions
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        if len(predictions) != len(self.word_ids):
+            raise ValueError(
+                f"Got predictions for {len(predictions)} windows, the evaluation set has {len(self.word_ids)}."
+            )
+        self.last_scores = entity_scores(self.references, self.word_predictions(predictions))
+        return flatten_entity_scores(self.last_scores)
+

@@ -1,46 +1,90 @@
 #!/usr/bin/env python
 """Score a LayoutLM-RoIAlign checkpoint on a dataset split: entity P/R/F1 overall and per type, as JSON.
 
-python scripts/evaluate.py --model runs/main/final --dataset synthetic --split validation --output report.json
+    python scripts/evaluate.py --model runs/main/final --dataset synthetic --split validation --output report.json
+
+The data flags are `scripts/train.py`'s (`layoutlm_roialign.data.DataArguments`), and the dataset is loaded the same
+way, so the same `--split_seed` scores the same validation pages; a dataset's own splits (a FUNSD release root's
+`test`) are kept.
 """
 
+from __future__ import annotations
+
 import json
-import os
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-# This folder holds `evaluate.py`: keep it off the import path so that `import evaluate` means the library.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-from dataclasses import dataclass, field  # noqa: E402
+import torch
+from transformers import HfArgumentParser
 
-from transformers import HfArgumentParser  # noqa: E402
-
-from layoutlm_roialign.training import evaluate_checkpoint  # noqa: E402
+from layoutlm_roialign.checkpoints import load_checkpoint_for_labels
+from layoutlm_roialign.data import DataArguments, label_names_of, load_training_data
+from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
+from layoutlm_roialign.inference import predict_windows
+from layoutlm_roialign.metrics import WordLevelEntityMetrics, entity_scores
 
 
 @dataclass
 class EvaluateArguments:
+    """Which checkpoint to score on which split, and where the report goes."""
+
     model: str = field(metadata={"help": "Checkpoint folder or Hub id."})
-    dataset: str = field(default="synthetic", metadata={"help": "Hub dataset id, FUNSD-layout folder or synthetic."})
     split: str = field(
         default="validation",
-        metadata={"help": "Split to score (validation is split off train by --split_seed when the dataset has none)."},
+        metadata={
+            "help": "Split to score: one of the dataset's own (e.g. test), or validation (split off train by "
+            "--split_seed when the dataset has none)."
+        },
     )
-    validation_size: float = field(default=0.2, metadata={"help": "As in train.py."})
-    split_seed: int = field(default=0, metadata={"help": "As in train.py."})
-    synthetic_pages: int = field(default=240, metadata={"help": "As in train.py."})
-    synthetic_seed: int = field(default=0, metadata={"help": "As in train.py."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per window."})
-    stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows."})
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
     output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
 
 
-def main(argv=None) -> dict:
-    parser = HfArgumentParser(EvaluateArguments)
-    (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
+def evaluate_checkpoint(
+    model: str,
+    data_args: DataArguments,
+    split: str = "validation",
+    batch_size: int = 8,
+    trust_remote_code: bool = False,
+    return_predictions: bool = False,
+) -> dict:
+    """Score checkpoint `model` on `split` of `data_args.dataset`. Returns the JSON report: entity
+    precision/recall/F1 overall and per type, word accuracy, page and window counts (and the per-page word labels
+    with `return_predictions`)."""
+    raw = load_training_data(data_args)
+    if split not in raw:
+        raise ValueError(f"--split {split!r} is not a split of --dataset {data_args.dataset!r}: {sorted(raw)}.")
+    pages = raw[split]
+    net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
+    if torch.cuda.is_available():
+        net = net.cuda()
+    encoded = encode_dataset(pages, processor, data_args.max_length, data_args.stride, desc=f"Encoding {split}")
+    inputs = [name for name in processor.model_input_names if name in encoded.column_names]
+    collate = DataCollatorForLayoutLMRoIAlign(pad_token_id=processor.tokenizer.pad_token_id, pad_to_multiple_of=None)
+    logits = predict_windows(net, encoded.select_columns(inputs), inputs, batch_size, collate=collate)
+    metrics = WordLevelEntityMetrics(encoded, pages, net.config.id2label)
+    predictions = metrics.word_predictions([window.argmax(-1).numpy() for window in logits])
+    report = {
+        "model": model,
+        "dataset": data_args.dataset,
+        "split": split,
+        "pages": len(pages),
+        "windows": len(encoded),
+        **entity_scores(metrics.references, predictions),
+    }
+    if return_predictions:
+        report["predictions"] = predictions
+        report["references"] = metrics.references
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = HfArgumentParser((EvaluateArguments, DataArguments))
+    args, data_args = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else list(argv))
     try:
-        report = evaluate_checkpoint(**vars(args))
+        report = evaluate_checkpoint(args.model, data_args, args.split, args.batch_size, args.trust_remote_code)
     except ValueError as err:
         parser.error(str(err))
     text = json.dumps(report, indent=2)

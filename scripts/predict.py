@@ -13,21 +13,18 @@ Everything that can be checked is checked before the model loads, and the JSON a
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 
-# This folder holds `evaluate.py`: keep it off the import path so that `import evaluate` means the library.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-from dataclasses import dataclass, field  # noqa: E402
+from transformers import HfArgumentParser
 
-from transformers import HfArgumentParser  # noqa: E402
-
-from layoutlm_roialign.inference import (  # noqa: E402
+from layoutlm_roialign.inference import (
     draw_entities,
     load_model_and_processor,
     load_words_json,
     predict_page,
 )
-from layoutlm_roialign.outputs import check_output_paths, write_files  # noqa: E402
-from layoutlm_roialign.pages import load_page  # noqa: E402
+from layoutlm_roialign.outputs import check_output_paths, write_files
+from layoutlm_roialign.pages import load_page
 
 
 @dataclass

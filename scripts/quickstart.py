@@ -24,9 +24,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-# This folder holds `evaluate.py`: keep it off the import path so that `import evaluate` means the library.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 LOAD_AS_REMOTE_CODE = """
 import json, sys
 sys.modules["layoutlm_roialign"] = None  # the package must not be needed: only the folder's own code
@@ -54,9 +51,10 @@ def main(argv=None) -> None:
     import transformers
     from transformers import AutoModelForTokenClassification, AutoProcessor, TrainingArguments
 
-    from layoutlm_roialign.data import render_synthetic_form
+    from layoutlm_roialign.data import DataArguments, render_synthetic_form
     from layoutlm_roialign.inference import draw_entities, predict_page
-    from layoutlm_roialign.training import TRAIN_SCRIPT_DEFAULTS, DataArguments, ModelArguments, run_training
+
+    from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training  # scripts/train.py, beside this file
 
     transformers.utils.logging.set_verbosity_warning()
     torch.manual_seed(0)

@@ -3,35 +3,302 @@
 
     python scripts/train.py --dataset synthetic --output_dir runs/main ...   # see the README for full commands
 
-Arguments: `--help` lists the model and data arguments (`layoutlm_roialign.training.ModelArguments`,
-`DataArguments`) and every `TrainingArguments` flag. The logic lives in `layoutlm_roialign.training`.
+Arguments: `--help` lists the model arguments (`ModelArguments`, below), the data arguments shared with
+`scripts/evaluate.py` (`layoutlm_roialign.data.DataArguments`) and every `TrainingArguments` flag; a single `.json`
+argument is read as a file of them. `run_training` is the run: it loads the data, builds the model and processor
+(`layoutlm_roialign.checkpoints`), encodes the pages (`layoutlm_roialign.data.encoding`), trains with a learning rate
+per part of the model (`layoutlm_roialign.trainer`), scores entities word by word (`layoutlm_roialign.metrics`), and
+writes the final folder (model + processor + code + model card) beside its destination, renamed into place so that an
+interruption never leaves a half-written folder that loads. Only the main process writes and pushes it.
+
+In-process use (tests, `scripts/quickstart.py`): with this folder on `sys.path`, `from train import run_training`.
 """
 
+from __future__ import annotations
+
+import inspect
 import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-# This folder holds `evaluate.py`: keep it off the import path so that `import evaluate` means the library.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import torch
+import transformers
+from transformers import HfArgumentParser, PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
-import transformers  # noqa: E402
-from transformers import HfArgumentParser, TrainingArguments  # noqa: E402
+from layoutlm_roialign import LayoutLMRoIAlignConfig
+from layoutlm_roialign.checkpoints import (
+    FINAL_FOLDER,
+    build_model_and_processor,
+    completed_run,
+    last_complete_checkpoint,
+    remove_stale_temporary_folders,
+    save_folder_atomically,
+)
+from layoutlm_roialign.configuration_layoutlm_roialign import VISUAL_INITS
+from layoutlm_roialign.data import DataArguments, describe_data, label_names_of, load_training_data
+from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
+from layoutlm_roialign.hub import check_push_arguments, push_folder_to_hub, write_model_card
+from layoutlm_roialign.metrics import WordLevelEntityMetrics, argmax_logits
+from layoutlm_roialign.trainer import PARAMETER_GROUPS, LayoutLMRoIAlignTrainer, freeze_backbone_until
 
-from layoutlm_roialign.training import (  # noqa: E402
-    TRAIN_SCRIPT_DEFAULTS,
-    DataArguments,
-    ModelArguments,
-    run_training,
-    use_cpu_processes_without_gpus,
+logger = logging.getLogger("train")
+
+# TrainingArguments defaults of the train script: evaluate and save every epoch, keep the best by entity F1.
+TRAIN_SCRIPT_DEFAULTS = dict(
+    output_dir="runs/layoutlm-roialign",
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    logging_strategy="epoch",
+    load_best_model_at_end=True,
+    metric_for_best_model="f1",
+    greater_is_better=True,
+    save_total_limit=2,
+    report_to="none",
 )
 
 
-def main(argv=None) -> dict:
+def _config_default(name: str):
+    """The default of a `LayoutLMRoIAlignConfig` field, so the flags follow the config instead of repeating it."""
+    return inspect.signature(LayoutLMRoIAlignConfig.__init__).parameters[name].default
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune: pretrained parts (or none, for a from-scratch run) or one of our checkpoints."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A LayoutLM-RoIAlign checkpoint (folder or Hub id) to continue from; its label set must "
+            "equal the dataset's. Leave unset to build the model from --text_model and --backbone_weights."
+        },
+    )
+    text_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained text encoder (LayoutLM or BERT checkpoint, Hub id or folder), e.g. "
+            "microsoft/layoutlm-base-uncased; its tokenizer is used. Unset: a random encoder of the sizes "
+            "below and a WordPiece tokenizer trained on the training words (fully offline)."
+        },
+    )
+    backbone_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Backbone weights: a torchvision weight name (DEFAULT, IMAGENET1K_V2, ...) or a "
+            "state-dict file. Unset: a random backbone."
+        },
+    )
+    backbone: str = field(
+        default=_config_default("backbone"),
+        metadata={"help": "torchvision backbone: resnet18/50/101, mobilenet_v2, ..."},
+    )
+    image_size: int = field(
+        default=_config_default("image_size"), metadata={"help": "Side of the square page image the backbone sees."}
+    )
+    use_visual_features: bool = field(
+        default=True, metadata={"help": "Use the visual branch; false gives the text-only ablation."}
+    )
+    visual_init: str = field(
+        default=_config_default("visual_init"),
+        metadata={"help": f"How the visual term starts (the config's `visual_init`): {', '.join(VISUAL_INITS)}."},
+    )
+    hidden_size: int | None = field(default=None, metadata={"help": "Text encoder size (without --text_model)."})
+    num_hidden_layers: int | None = field(
+        default=None, metadata={"help": "Text encoder layers (without --text_model)."}
+    )
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Attention heads (without --text_model)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Feed-forward size (without --text_model)."})
+    tokenizer_vocab_size: int = field(
+        default=1000, metadata={"help": "Vocabulary size of the WordPiece tokenizer trained without --text_model."}
+    )
+    num_labels: int | None = field(
+        default=None, metadata={"help": "Expected number of labels; checked against the dataset's label set."}
+    )
+    backbone_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the backbone (default --learning_rate; 0 freezes it)."}
+    )
+    visual_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the visual projection, its layer norm and gate (default "
+            "--learning_rate; 0 freezes them)."
+        },
+    )
+    text_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the text encoder (default --learning_rate; 0 freezes)."}
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the classifier (default --learning_rate; 0 freezes)."}
+    )
+    freeze_backbone_until: str | None = field(
+        default=None,
+        metadata={
+            "help": "Freeze the backbone up to and including this stage (e.g. layer2 for ResNets, "
+            "features.7 for MobileNetV2); later stages train at the backbone learning rate."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow the code of a --model_name_or_path checkpoint from the Hub to run."}
+    )
+
+
+
+    def model_kwargs(self) -> dict:
+        """The fields that say which model to build (`build_model_and_processor`'s keywords), without those that
+        say how to train it (learning rates, freezing)."""
+        training = {f"{part}_learning_rate" for part in PARAMETER_GROUPS}
+        return {k: v for k, v in asdict(self).items() if k not in training | {"freeze_backbone_until"}}
+
+
+def use_cpu_processes_without_gpus() -> None:
+    """Under a multi-process launcher (`accelerate launch --multi_gpu --num_processes N`, `torchrun`) on a machine
+    without GPUs, make `TrainingArguments` set up DDP over CPU processes (gloo) instead of N unrelated single-process
+    runs. Call before parsing the arguments (their device is fixed when they are created)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> dict:
+    """Fine-tune, evaluate, save the final folder (`<output_dir>/final`: model, processor, code, model card) and
+    push it with `--push_to_hub`. Returns `{"train": ..., "eval": ..., "entity_scores": ..., "final_dir": ...}`.
+
+    `--resume_from_checkpoint` continues from a checkpoint folder, or with `true` from the last complete
+    `checkpoint-N` of `--output_dir`.
+    """
+    token = check_push_arguments(training_args)
+    push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the final folder ourselves
+    if training_args.should_save:
+        remove_stale_temporary_folders(Path(training_args.output_dir) / FINAL_FOLDER)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        done = completed_run(training_args.output_dir, training_args)
+        if done is not None:
+            logger.warning(
+                f"The run in {training_args.output_dir} is complete (step {done['global_step']}; its final folder is "
+                f"{done['final_dir']}): nothing to resume. Ask for more steps or epochs to continue it, or give "
+                "another --output_dir to train again."
+            )
+            return done
+    set_seed(training_args.seed)
+
+    raw = load_training_data(data_args)
+    label_names = label_names_of(raw["train"])
+    model, processor = build_model_and_processor(label_names, raw["train"]["words"], **model_args.model_kwargs())
+    if model_args.freeze_backbone_until:
+        freeze_backbone_until(model, model_args.freeze_backbone_until)
+    with training_args.main_process_first(desc="encoding"):
+        train_set = encode_dataset(
+            raw["train"], processor, data_args.max_length, data_args.stride, data_args.preprocessing_num_workers
+        )
+        eval_set = encode_dataset(
+            raw["validation"], processor, data_args.max_length, data_args.stride, data_args.preprocessing_num_workers
+        )
+    metrics = WordLevelEntityMetrics(eval_set, raw["validation"], model.config.id2label)
+    trainer = LayoutLMRoIAlignTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorForLayoutLMRoIAlign(pad_token_id=processor.tokenizer.pad_token_id),
+        processing_class=processor,
+        compute_metrics=metrics,
+        preprocess_logits_for_metrics=argmax_logits,
+        callbacks=list(callbacks),
+        learning_rates={part: getattr(model_args, f"{part}_learning_rate") for part in PARAMETER_GROUPS},
+    )
+
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = last_complete_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint: no complete checkpoint in {training_args.output_dir}.")
+    elif isinstance(resume, str) and not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+        raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    eval_metrics = trainer.evaluate()
+    scores = metrics.last_scores
+
+    final_dir = Path(training_args.output_dir) / FINAL_FOLDER
+    result = {
+        "train": train_result.metrics,
+        "eval": eval_metrics,
+        "entity_scores": scores,
+        "global_step": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "final_dir": str(final_dir),
+        "parameter_groups": trainer.parameter_groups_summary,
+    }
+    if trainer.is_world_process_zero():
+        data_info = describe_data(data_args, raw)
+        hyper = _hyperparameters(model_args, data_args, training_args, model)
+
+        def write(folder: Path) -> None:
+            trainer.save_model(str(folder))  # model (+ code, auto_map) and processor (+ code)
+            write_model_card(
+                folder,
+                scores=scores,
+                data=data_info,
+                hyperparameters=hyper,
+                repo_id=training_args.hub_model_id,
+            )
+            (folder / "eval_results.json").write_text(
+                json.dumps({"eval": eval_metrics, "entity_scores": scores}, indent=2)
+            )
+
+        save_folder_atomically(final_dir, write)
+        (Path(training_args.output_dir) / "all_results.json").write_text(json.dumps(result, indent=2, default=str))
+        logger.info(f"Saved the final model, processor, code and model card to {final_dir}")
+        if push:
+            commit = push_folder_to_hub(
+                final_dir, training_args.hub_model_id, token=token, private=training_args.hub_private_repo
+            )
+            result["pushed"] = str(getattr(commit, "commit_url", commit))
+    return result
+
+
+def _hyperparameters(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments, model: PreTrainedModel
+) -> dict:
+    config = model.config
+    hyper = {
+        "text encoder": model_args.text_model or model_args.model_name_or_path or "random init (no --text_model)",
+        "backbone": f"{config.backbone} cut at {config.backbone_return_node}" if config.use_visual_features else "-",
+        "backbone weights": (config.backbone_weights or "random init") if config.use_visual_features else "-",
+        "visual branch": config.use_visual_features,
+        "image size": config.image_size,
+        "hidden size / layers / heads": f"{config.hidden_size} / {config.num_hidden_layers} / "
+        f"{config.num_attention_heads}",
+        "epochs": training_args.num_train_epochs
+        if training_args.max_steps <= 0
+        else f"{training_args.max_steps} steps",
+        "batch size per device": training_args.per_device_train_batch_size,
+        "learning rate": training_args.learning_rate,
+        f"learning rates ({' / '.join(PARAMETER_GROUPS)})": " / ".join(
+            str(training_args.learning_rate if rate is None else rate)
+            for rate in (getattr(model_args, f"{part}_learning_rate") for part in PARAMETER_GROUPS)
+        ),
+        "warmup": training_args.warmup_steps,
+        "weight decay": training_args.weight_decay,
+        "window / stride (tokens)": f"{data_args.max_length} / {data_args.stride}",
+        "seed": training_args.seed,
+    }
+    return hyper
+
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
     use_cpu_processes_without_gpus()
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.set_defaults(**TRAIN_SCRIPT_DEFAULTS)
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
     else:
@@ -46,18 +313,11 @@ def main(argv=None) -> dict:
         parser.error(str(err))
     if training_args.should_log:
         scores = result["entity_scores"]
-        print(
-            json.dumps(
-                {
-                    "f1": scores["f1"],
-                    "precision": scores["precision"],
-                    "recall": scores["recall"],
-                    "per_type": scores["per_type"],
-                    "final_dir": result["final_dir"],
-                },
-                indent=2,
-            )
-        )
+        summary = {key: scores[key] for key in ("f1", "precision", "recall", "per_type")}
+        summary["final_dir"] = result["final_dir"]
+        if result.get("already_complete"):
+            summary["already_complete"] = True
+        print(json.dumps(summary, indent=2))
     return result
 
 

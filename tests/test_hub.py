@@ -15,17 +15,11 @@ from conftest import TINY_TRAINING_MODEL, make_funsd_release_root
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
-from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE
+from layoutlm_roialign.checkpoints import build_model_and_processor
+from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE, DataArguments, describe_data, load_training_data
 from layoutlm_roialign.hub import push_folder_to_hub, render_model_card, write_model_card
-from layoutlm_roialign.training import (
-    TRAIN_SCRIPT_DEFAULTS,
-    DataArguments,
-    ModelArguments,
-    build_model_and_processor,
-    describe_data,
-    load_training_data,
-    run_training,
-)
+
+from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = {**TINY_TRAINING_MODEL, "num_hidden_layers": 1}
@@ -60,7 +54,7 @@ class Intercepted:
 
 @pytest.fixture
 def saved_folder(tmp_path):
-    model, processor = build_model_and_processor(ModelArguments(**TINY_MODEL), LABELS, [["date", "name", "total"]])
+    model, processor = build_model_and_processor(LABELS, [["date", "name", "total"]], **TINY_MODEL)
     folder = tmp_path / "final"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -14,24 +14,20 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
 
 from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
-from layoutlm_roialign.data import FUNSD_LABELS
-from layoutlm_roialign.training import (
-    TRAIN_SCRIPT_DEFAULTS,
-    DataArguments,
-    DataCollatorForLayoutLMRoIAlign,
-    LayoutLMRoIAlignTrainer,
-    ModelArguments,
+from layoutlm_roialign.checkpoints import (
     build_model_and_processor,
     check_label_set,
-    check_push_arguments,
-    evaluate_checkpoint,
-    freeze_backbone_until,
     last_complete_checkpoint,
-    load_training_data,
     remove_stale_temporary_folders,
-    run_training,
     save_folder_atomically,
 )
+from layoutlm_roialign.data import FUNSD_LABELS, DataArguments, load_training_data
+from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign
+from layoutlm_roialign.hub import check_push_arguments
+from layoutlm_roialign.trainer import LayoutLMRoIAlignTrainer, freeze_backbone_until
+
+from evaluate import evaluate_checkpoint
+from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = TINY_TRAINING_MODEL
@@ -60,7 +56,7 @@ def training_args(output_dir, **overrides) -> TrainingArguments:
 
 
 def test_parameter_groups_get_their_learning_rates(tmp_path):
-    model = LayoutLMRoIAlignForTokenClassification(tiny_config())
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_init="zero_gate"))  # gate and layer norm
     trainer = LayoutLMRoIAlignTrainer(
         model=model,
         args=training_args(tmp_path, learning_rate=1e-4, weight_decay=0.01, **NO_EVAL),
@@ -94,7 +90,9 @@ def test_freeze_backbone_until_a_stage():
     model = LayoutLMRoIAlignForTokenClassification(tiny_config())
     frozen = freeze_backbone_until(model, "layer2")
     backbone = model.layoutlm_roialign.visual_embeddings.backbone
-    assert {name.split(".")[0] for name in frozen} == {"conv1", "bn1", "layer1", "layer2"}
+    prefix = "layoutlm_roialign.visual_embeddings.backbone."
+    assert {name.removeprefix(prefix).split(".")[0] for name in frozen} == {"conv1", "bn1", "layer1", "layer2"}
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n in frozen)
     assert all(p.requires_grad for n, p in backbone.named_parameters() if n.startswith("layer3"))
     with pytest.raises(ValueError, match="--freeze_backbone_until 'layer9'.*stages"):
         freeze_backbone_until(model, "layer9")
@@ -154,7 +152,7 @@ def test_label_set_mismatch_names_the_labels():
 
 def test_num_labels_mismatch_names_the_flag():
     with pytest.raises(ValueError, match="--num_labels 5 does not match the dataset, which has 7 labels"):
-        build_model_and_processor(ModelArguments(num_labels=5, **TINY_MODEL), LABELS, [["a", "b"]])
+        build_model_and_processor(LABELS, [["a", "b"]], num_labels=5, **TINY_MODEL)
 
 
 def test_a_release_root_keeps_its_test_split(tmp_path):
@@ -169,10 +167,10 @@ def test_a_release_root_keeps_its_test_split(tmp_path):
 def test_evaluate_scores_the_test_split_of_a_release_root(tmp_path):
     """The README's FUNSD evaluation: `scripts/evaluate.py --dataset <release root> --split test`."""
     root = make_funsd_release_root(tmp_path / "dataset", train_pages=5, test_pages=2)
-    model, processor = build_model_and_processor(ModelArguments(**TINY_MODEL), LABELS, [["FORM", "Date:", "1998"]])
+    model, processor = build_model_and_processor(LABELS, [["FORM", "Date:", "1998"]], **TINY_MODEL)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]
+    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]  # as run
     argv = [
         "--model",
         str(tmp_path / "model"),
@@ -208,11 +206,11 @@ def test_push_to_hub_needs_a_repo_id_and_a_token(tmp_path, monkeypatch):
 
 
 def test_checkpoint_with_another_label_set_is_refused(tmp_path):
-    model, processor = build_model_and_processor(ModelArguments(**TINY_MODEL), ["O", "B-DATE", "I-DATE"], [["a"]])
+    model, processor = build_model_and_processor(["O", "B-DATE", "I-DATE"], [["a"]], **TINY_MODEL)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"only in the checkpoint \['B-DATE', 'I-DATE'\]"):
-        build_model_and_processor(ModelArguments(model_name_or_path=str(tmp_path)), LABELS)
+        build_model_and_processor(LABELS, model_name_or_path=str(tmp_path))
 
 
 # ------------------------------------------------------------------------------------------ folders on disk
@@ -305,7 +303,7 @@ def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
         if "eval_f1" in log
     )
     # scripts/evaluate.py's function scores the saved folder the same way.
-    report = evaluate_checkpoint(str(final), **{k: v for k, v in vars(data_args).items() if k != "max_train_pages"})
+    report = evaluate_checkpoint(str(final), data_args)
     assert report["f1"] == pytest.approx(result["eval"]["eval_f1"], abs=1e-9)
     assert report["pages"] == len(pages)
 

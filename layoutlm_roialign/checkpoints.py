@@ -1,0 +1,253 @@
+"""Models to fine-tune and the folders a run writes.
+
+`build_model_and_processor` gives the model and processor a run starts from: one of our checkpoints (whose label set
+must equal the dataset's; `check_label_set`) or pretrained parts. `last_complete_checkpoint` and `completed_run` read
+what an earlier run in the same output folder left (to resume it, or to see that it is finished), and
+`save_folder_atomically` writes the final folder so that an interruption never leaves a half-written one that loads;
+`remove_stale_temporary_folders` clears what an interrupted save left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer, PreTrainedModel, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
+from .modeling_layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
+from .wordpiece import train_wordpiece_tokenizer
+
+__all__ = [
+    "FINAL_FOLDER",
+    "build_model_and_processor",
+    "check_label_set",
+    "completed_run",
+    "last_complete_checkpoint",
+    "load_checkpoint_for_labels",
+    "remove_stale_temporary_folders",
+    "save_folder_atomically",
+]
+
+logger = logging.getLogger(__name__)
+
+FINAL_FOLDER = "final"
+TEXT_SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def check_label_set(model_labels: Sequence[str], dataset_labels: Sequence[str], source: str) -> None:
+    """Raise a `ValueError` that names the differing labels if a checkpoint and a dataset have different label sets.
+
+    Args:
+        model_labels: the checkpoint's labels in id order (`config.id2label`).
+        dataset_labels: the dataset's labels in id order.
+        source: what the checkpoint is, for the message (e.g. `"--model_name_or_path runs/x"`).
+    """
+    if list(model_labels) == list(dataset_labels):
+        return
+    only_model = [name for name in model_labels if name not in dataset_labels]
+    only_data = [name for name in dataset_labels if name not in model_labels]
+    if only_model or only_data:
+        raise ValueError(
+            f"The label set of {source} differs from the dataset's: only in the checkpoint {only_model}, only in the "
+            f"dataset {only_data}. Fine-tune from pretrained parts (--text_model, --backbone_weights) for a new label "
+            "set."
+        )
+    raise ValueError(
+        f"{source} numbers its labels {list(model_labels)} but the dataset numbers them {list(dataset_labels)}: "
+        "same labels, different ids."
+    )
+
+
+
+
+def load_checkpoint_for_labels(
+    path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, Any]:
+    """Load checkpoint `path` (a folder or Hub id) and its processor, and check that its label set is
+    `label_names` (`source` names the flag for the messages)."""
+    from .inference import load_model_and_processor
+
+    model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code)
+    check_label_set([model.config.id2label[i] for i in range(model.config.num_labels)], label_names, source)
+    return model, processor
+
+
+def build_model_and_processor(
+    label_names: Sequence[str],
+    training_words: Sequence[Sequence[str]] = (),
+    *,
+    model_name_or_path: str | None = None,
+    trust_remote_code: bool = False,
+    text_model: str | None = None,
+    backbone_weights: str | None = None,
+    tokenizer_vocab_size: int = 1000,
+    num_labels: int | None = None,
+    **config_kwargs: Any,
+) -> tuple[PreTrainedModel, LayoutLMRoIAlignProcessor]:
+    """The model and processor to fine-tune on a dataset with labels `label_names`.
+
+    Args:
+        label_names: the dataset's labels in id order.
+        training_words: the training pages' words; without `text_model` a WordPiece tokenizer is trained on them.
+        model_name_or_path: one of our checkpoints to continue from (its label set is checked); the arguments
+            below are then unused.
+        trust_remote_code: run that checkpoint's own code.
+        text_model: a pretrained LayoutLM or BERT checkpoint for the text encoder and its tokenizer (`None`: a
+            random encoder of the sizes in `config_kwargs`).
+        backbone_weights: torchvision weight name or state-dict file of the backbone (`None`: random).
+        tokenizer_vocab_size: size of the WordPiece vocabulary trained without `text_model`.
+        num_labels: the expected number of labels, checked against `label_names`.
+        config_kwargs: fields of `LayoutLMRoIAlignConfig` (`backbone`, `image_size`, `visual_init`, text sizes,
+            ...); `None` values keep the config's defaults.
+
+    Raises:
+        ValueError: naming the flag, for a label set or size that does not fit, or a checkpoint path that is not a
+            folder.
+    """
+    label_names = list(label_names)
+    if num_labels is not None and num_labels != len(label_names):
+        raise ValueError(
+            f"--num_labels {num_labels} does not match the dataset, which has {len(label_names)} labels: "
+            f"{label_names}."
+        )
+    if model_name_or_path is not None:
+        if os.path.sep in model_name_or_path and not os.path.isdir(model_name_or_path):
+            raise ValueError(f"--model_name_or_path {model_name_or_path!r} is not a folder.")
+        return load_checkpoint_for_labels(
+            model_name_or_path, label_names, f"--model_name_or_path {model_name_or_path}", trust_remote_code
+        )
+
+    config_kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
+    sizes = {k: config_kwargs[k] for k in TEXT_SIZE_FIELDS if k in config_kwargs}
+    if text_model is not None:
+        if sizes:
+            raise ValueError(f"--{', --'.join(sizes)} cannot be combined with --text_model (it sets the sizes).")
+        tokenizer = AutoTokenizer.from_pretrained(text_model, use_fast=True)
+    else:
+        corpus = [" ".join(words) for words in training_words]
+        if not corpus:
+            raise ValueError(
+                "Without --text_model a WordPiece tokenizer is trained on the training words: none given."
+            )
+        tokenizer = train_wordpiece_tokenizer(corpus, vocab_size=tokenizer_vocab_size)
+        config_kwargs["vocab_size"] = len(tokenizer)
+        config_kwargs["pad_token_id"] = tokenizer.pad_token_id
+    if backbone_weights is not None and not config_kwargs.get("use_visual_features", True):
+        logger.warning("--backbone_weights is ignored with --use_visual_features false.")
+        backbone_weights = None
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        text_model,
+        backbone_weights,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        **config_kwargs,
+    )
+    image_processor = LayoutLMRoIAlignImageProcessor(size=model.config.image_size)
+    return model, LayoutLMRoIAlignProcessor(image_processor, tokenizer)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The latest `checkpoint-N` of `output_dir` that was saved completely, or `None`.
+
+    `Trainer` writes `trainer_state.json` last (after model, optimizer, scheduler and RNG states), so a folder
+    without it was interrupted while saving and is skipped.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    candidates = []
+    for name in os.listdir(output_dir):
+        prefix, _, step = name.partition("-")
+        if prefix != PREFIX_CHECKPOINT_DIR or not step.isdigit():
+            continue
+        folder = os.path.join(output_dir, name)
+        if os.path.isfile(os.path.join(folder, "trainer_state.json")):
+            candidates.append((int(step), folder))
+        else:
+            logger.warning(f"Skipping {folder}: it has no trainer_state.json (interrupted while saving).")
+    return max(candidates)[1] if candidates else None
+
+
+def remove_stale_temporary_folders(destination: str | os.PathLike) -> list[Path]:
+    """Clean up after an interrupted `save_folder_atomically(destination)`: remove the `.<name>.tmp-<pid>` folders
+    beside `destination`, and its `.<name>.old-<pid>` ones (the previous folder, moved aside just before the new one
+    took its place), but put such a previous folder back if `destination` itself is missing. Nothing else is
+    touched. Returns the removed folders."""
+    destination = Path(destination)
+    if not destination.parent.is_dir():
+        return []
+    stale = re.compile(rf"\.{re.escape(destination.name)}\.(tmp|old)-\d+")
+    removed = []
+    for path in sorted(destination.parent.iterdir()):
+        if not stale.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        if path.name.startswith(f".{destination.name}.old-") and not destination.exists():
+            os.replace(path, destination)
+            logger.warning(f"Restored {destination} from {path.name}, left by an interrupted save.")
+            continue
+        shutil.rmtree(path)
+        removed.append(path)
+        logger.warning(f"Removed {path}, left by an interrupted save.")
+    return removed
+
+
+def save_folder_atomically(destination: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call `write(folder)` on a fresh temporary folder beside `destination`, then rename it to `destination`
+    (replacing an older one). An interruption leaves at most a `.<name>.tmp-*` folder, never a half-written
+    `destination`; the next call (or `remove_stale_temporary_folders`) removes it."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_folders(destination)
+    tmp = destination.parent / f".{destination.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if destination.exists():
+        old = destination.parent / f".{destination.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(destination, old)
+    os.replace(tmp, destination)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return destination
+
+
+def completed_run(output_dir: str | os.PathLike, training_args: TrainingArguments) -> dict | None:
+    """The results of a run in `output_dir` that already trained as far as `training_args` ask and saved its final
+    folder, or `None`. Complete means: `final/` exists and the last complete checkpoint reached the end of its own
+    schedule, which is no shorter than the one asked for now (a longer `--max_steps` or `--num_train_epochs`
+    continues the run)."""
+    final_dir = Path(output_dir) / FINAL_FOLDER
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is None or not (final_dir / "config.json").is_file():
+        return None
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    step, last = state.get("global_step", 0), state.get("max_steps", 0)
+    if not 0 < last <= step:
+        return None
+    if training_args.max_steps > 0 and training_args.max_steps > step:
+        return None
+    if training_args.max_steps <= 0 and training_args.num_train_epochs > state.get("num_train_epochs", 0):
+        return None
+    results = Path(output_dir) / "all_results.json"
+    if results.is_file():
+        result = json.loads(results.read_text())
+    else:  # interrupted between the final folder and the results file
+        evaluated = json.loads((final_dir / "eval_results.json").read_text())
+        result = {"eval": evaluated["eval"], "entity_scores": evaluated["entity_scores"], "final_dir": str(final_dir)}
+    return {**result, "global_step": step, "already_complete": True}
+

@@ -1,0 +1,119 @@
+"""Pages -> model windows for `Trainer`: `encode_dataset` runs the processor over a FUNSD-schema dataset with
+`datasets.map` (long pages split into overlapping windows, each row keeping which page and words it holds), and
+`DataCollatorForLayoutLMRoIAlign` pads windows into batches."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from datasets import Array3D, Dataset, Features, Value
+from datasets import Sequence as SequenceFeature
+
+from ..pages import load_page
+from ..processing_layoutlm_roialign import IGNORE_INDEX, LayoutLMRoIAlignProcessor
+
+__all__ = ["encode_dataset", "DataCollatorForLayoutLMRoIAlign"]
+
+# How each token-level column is stored (the processor's `model_input_names` say which exist).
+_TOKEN_COLUMNS = {
+    "input_ids": SequenceFeature(Value("int32")),
+    "bbox": SequenceFeature(SequenceFeature(Value("int16"), length=4)),
+    "attention_mask": SequenceFeature(Value("int8")),
+    "token_type_ids": SequenceFeature(Value("int8")),
+    "labels": SequenceFeature(Value("int32")),
+}
+
+
+def encode_dataset(
+    dataset: Dataset,
+    processor: LayoutLMRoIAlignProcessor,
+    max_length: int = 512,
+    stride: int = 128,
+    num_proc: int | None = None,
+    desc: str = "Encoding pages",
+) -> Dataset:
+    """Pages (`words`, `bboxes` 0-1000, `ner_tags`, `image`) -> one row per window with the model inputs, plus
+    `word_ids` (-1 for special tokens and padding) and `page` (the row's page index in `dataset`), which
+    `WordLevelEntityMetrics` uses to score each word once."""
+    size = processor.image_processor.size
+    token_columns = [name for name in (*processor.model_input_names, "labels") if name != "pixel_values"]
+    features = Features(
+        {
+            **{name: _TOKEN_COLUMNS[name] for name in token_columns},
+            "pixel_values": Array3D(shape=(3, size, size), dtype="float32"),
+            "word_ids": SequenceFeature(Value("int32")),
+            "page": Value("int32"),
+        }
+    )
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        encoded = processor(
+            [load_page(image) for image in batch["image"]],
+            batch["words"],
+            batch["bboxes"],
+            word_labels=batch["ner_tags"],
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_tensors=None,
+        )
+        mapping = list(encoded["overflow_to_sample_mapping"])
+        rows = len(encoded["input_ids"])
+        out = {key: encoded[key] for key in token_columns}
+        out["pixel_values"] = [np.asarray(encoded["pixel_values"][i], dtype=np.float32) for i in range(rows)]
+        out["word_ids"] = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(rows)]
+        out["page"] = [indices[m] for m in mapping]
+        return out
+
+    return dataset.map(
+        encode,
+        batched=True,
+        batch_size=16,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        features=features,
+        num_proc=num_proc,
+        desc=desc,
+    )
+
+
+@dataclass
+class DataCollatorForLayoutLMRoIAlign:
+    """Pads windows to the longest of the batch (rounded up to `pad_to_multiple_of`) and stacks the pages.
+
+    Padding tokens get `pad_token_id`, box (0, 0, 0, 0), attention 0 and label -100; keys other than the model's
+    inputs (`word_ids`, `page`, ...) are dropped.
+    """
+
+    pad_token_id: int = 0
+    pad_to_multiple_of: int | None = 8
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            length = int(math.ceil(length / self.pad_to_multiple_of) * self.pad_to_multiple_of)
+        pads = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "labels": IGNORE_INDEX}
+        batch: dict[str, torch.Tensor] = {}
+        for key, value in pads.items():
+            if key not in features[0]:
+                continue
+            rows = [torch.as_tensor(f[key], dtype=torch.long) for f in features]
+            padded = torch.full((len(rows), length), value, dtype=torch.long)
+            for i, row in enumerate(rows):
+                padded[i, : len(row)] = row
+            batch[key] = padded
+        boxes = torch.zeros(len(features), length, 4, dtype=torch.long)
+        for i, f in enumerate(features):
+            row = torch.as_tensor(f["bbox"], dtype=torch.long).reshape(-1, 4)
+            boxes[i, : len(row)] = row
+        batch["bbox"] = boxes
+        if "pixel_values" in features[0]:
+            batch["pixel_values"] = torch.stack(
+                [torch.as_tensor(np.asarray(f["pixel_values"]), dtype=torch.float32) for f in features]
+            )
+        return batch
+

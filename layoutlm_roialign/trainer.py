@@ -1,0 +1,123 @@
+"""`Trainer` with one learning rate per part of the model, and freezing the backbone up to a stage.
+
+The model says which parameters form each part (`parameter_groups()`: backbone, visual, text, head) and what the
+backbone's stages are (`backbone_stages()`); this module only turns that into optimizer groups and frozen
+parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import PreTrainedModel, Trainer
+
+__all__ = ["LayoutLMRoIAlignTrainer", "freeze_backbone_until", "PARAMETER_GROUPS"]
+
+logger = logging.getLogger(__name__)
+
+PARAMETER_GROUPS = ("backbone", "visual", "text", "head")
+
+
+def _parameter_groups(model: torch.nn.Module) -> dict[str, str]:
+    if not hasattr(model, "parameter_groups"):
+        raise ValueError(
+            f"{type(model).__name__} does not say which parameters form its parts (no `parameter_groups()`): load "
+            "the checkpoint with this package's classes (without --trust_remote_code) to fine-tune it."
+        )
+    return model.parameter_groups()
+
+
+def freeze_backbone_until(model: PreTrainedModel, stage: str) -> list[str]:
+    """Freeze the backbone's parameters up to and including stage `stage` (e.g. `"layer2"`: conv1, bn1, layer1,
+    layer2; the stages are the model's `backbone_stages()`). Returns the frozen parameter names.
+
+    Raises:
+        ValueError: naming `--freeze_backbone_until` and the known stages, if `stage` is not one.
+    """
+    stages = model.backbone_stages()
+    if not stages:
+        raise ValueError("--freeze_backbone_until needs the visual branch (--use_visual_features true).")
+    if stage not in stages:
+        raise ValueError(f"--freeze_backbone_until {stage!r} is not a stage of the backbone; stages: {list(stages)}.")
+    names = list(stages)
+    frozen = [name for s in names[: names.index(stage) + 1] for name in stages[s]]
+    parameters = dict(model.named_parameters())
+    for name in frozen:
+        parameters[name].requires_grad_(False)
+    return frozen
+
+
+class LayoutLMRoIAlignTrainer(Trainer):
+    """`Trainer` whose optimizer gives each part of the model its own learning rate.
+
+    Args:
+        learning_rates: `{"backbone", "visual", "text", "head"}` -> learning rate; a missing or `None` entry takes
+            `args.learning_rate`, and 0 freezes that part (its parameters stop requiring gradients and stay out of
+            the optimizer). Weight decay follows `Trainer`'s rule (none on biases and norms).
+        All other arguments are `Trainer`'s.
+    """
+
+    def __init__(self, *args, learning_rates: dict[str, float | None] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.learning_rates = {
+            part: (self.args.learning_rate if (learning_rates or {}).get(part) is None else learning_rates[part])
+            for part in PARAMETER_GROUPS
+        }
+        unknown = set(learning_rates or {}) - set(PARAMETER_GROUPS)
+        if unknown:
+            raise ValueError(f"Unknown learning-rate groups {sorted(unknown)}; known: {PARAMETER_GROUPS}.")
+        for part, lr in self.learning_rates.items():
+            if lr < 0:
+                raise ValueError(f"--{part}_learning_rate must be >= 0 (0 freezes), got {lr}.")
+        # Freeze before the model is wrapped for DDP, which must know which parameters get gradients.
+        parts = _parameter_groups(self.model)
+        for name, param in self.model.named_parameters():
+            if self.learning_rates[parts[name]] == 0:
+                param.requires_grad_(False)
+        self.parameter_groups_summary: list[dict] = []
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        parts = _parameter_groups(opt_model)
+        groups = []
+        self.parameter_groups_summary = []
+        for part in PARAMETER_GROUPS:
+            for with_decay in (True, False):
+                params = [
+                    p
+                    for n, p in opt_model.named_parameters()
+                    if parts.get(n) == part and p.requires_grad and (n in decay) == with_decay
+                ]
+                if not params:
+                    continue
+                weight_decay = self.args.weight_decay if with_decay else 0.0
+                groups.append(
+                    {"params": params, "lr": self.learning_rates[part], "weight_decay": weight_decay, "name": part}
+                )
+        for part in PARAMETER_GROUPS:
+            total = sum(p.numel() for n, p in opt_model.named_parameters() if parts.get(n) == part)
+            trained = sum(
+                p.numel() for n, p in opt_model.named_parameters() if parts.get(n) == part and p.requires_grad
+            )
+            if total:
+                self.parameter_groups_summary.append(
+                    {"group": part, "lr": self.learning_rates[part], "parameters": total, "trained": trained}
+                )
+        if self.args.should_log:  # once, at train start
+            logger.info(
+                "Learning rates per parameter group (0 = frozen):\n"
+                + "\n".join(
+                    f"  {s['group']:<9} lr {s['lr']:.2e}: {s['trained']:,} of {s['parameters']:,} parameters trained"
+                    for s in self.parameter_groups_summary
+                )
+            )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs.pop("lr", None)  # each group has its own
+        self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+

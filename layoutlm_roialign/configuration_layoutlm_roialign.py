@@ -32,11 +32,11 @@ DEFAULT_RETURN_NODES = {
 }
 
 BACKBONE_NORMS = ("auto", "frozen_batch_norm", "batch_norm", "group_norm")
-VISUAL_INITS = ("zero_gate", "zero_projection", "normal")
 # Backbones whose normalization is not BatchNorm, which `backbone_norm` replaces: it must stay "auto" for them, and
 # `resolved_backbone_norm` reports what they are built with.
 LAYER_NORM_BACKBONES = ("convnext", "swin", "vit_", "maxvit")
 NORM_FREE_BACKBONES = ("alexnet", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16", "vgg19")
+VISUAL_INITS = ("normed_zero_projection", "zero_gate", "zero_projection", "normal")
 
 
 class LayoutLMRoIAlignConfig(LayoutLMConfig):
@@ -80,11 +80,24 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
             (0 is the page's left edge, `image_size` its right edge) while feature cell `j` is centred at
             `(j + 0.5) * stride`; without the shift every RoI samples half a cell (8 px at stride 16) to the
             bottom-right of the word. The FUNSD tutorial's "+0.5 px widening with aligned=False" approximates this.
-        visual_init (`str`, defaults to `"zero_gate"`):
-            How the visual term starts, so that at initialization the fused token representations equal LayoutLM's:
-            `"zero_gate"` (a learned per-channel gate, initialized to zero, on the layer-normalized projected
-            feature), `"zero_projection"` (projection weights start at zero; no gate, no norm) or `"normal"` (the
-            tutorial's raw projection, added as is; not text-equal at init).
+        visual_init (`str`, defaults to `"normed_zero_projection"`):
+            How the visual term starts. Every choice but `"normal"` makes the fused token representations equal
+            LayoutLM's at initialization:
+            `"normed_zero_projection"` (default): LayerNorm the pooled RoI features (`visual_feature_norm`), then a
+            projection whose weights and bias start at zero. A zero *layer* moves through its whole fan-in (as
+            ControlNet's zero convolutions do), so the visual term grows at the learning rate people train with
+            (5e-5 included); the norm keeps its gradients bounded whatever the backbone's scale (a random
+            ResNet-101 included), and its weight starts at `sqrt(hidden_size / (C * oh * ow))` so that the visual term
+            grows at the pace of LayoutLM's own hidden-to-hidden layers, not in proportion to its 9,216 inputs.
+            `"zero_gate"` (the earlier default; checkpoints saved with it keep it): a learned per-channel gate, initialized
+            to zero, on the layer-normalized projected feature. Under Adam a zero gate moves about one learning rate
+            per step, so at 5e-5 it stays near zero for a whole fine-tune unless the visual parameters get a larger
+            learning rate (`--visual_learning_rate`).
+            `"zero_projection"`: projection weights start at zero; no norm, no gate.
+            `"normal"`: the FUNSD tutorial's raw projection, added as is (not text-equal at init).
+        visual_feature_norm (`bool`, *optional*):
+            LayerNorm the pooled RoI features (`C * oh * ow` values per box) before the projection. Defaults to
+            `True` with `"normed_zero_projection"`, `False` otherwise.
         visual_layer_norm (`bool`, *optional*):
             LayerNorm the projected visual feature before the gate, so its scale matches LayoutLM's (layer-normalized)
             output whatever the backbone's. Defaults to `True` with `"zero_gate"`, `False` otherwise.
@@ -112,7 +125,8 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         roi_spatial_scale: float | None = None,
         roi_sampling_ratio: int = 2,
         roi_aligned: bool = True,
-        visual_init: str = "zero_gate",
+        visual_init: str = "normed_zero_projection",
+        visual_feature_norm: bool | None = None,
         visual_layer_norm: bool | None = None,
         visual_dropout: float = 0.1,
         visual_cls_is_page: bool = True,
@@ -174,6 +188,9 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         self.roi_sampling_ratio = roi_sampling_ratio
         self.roi_aligned = roi_aligned
         self.visual_init = visual_init
+        self.visual_feature_norm = (
+            (visual_init == "normed_zero_projection") if visual_feature_norm is None else visual_feature_norm
+        )
         self.visual_layer_norm = (visual_init == "zero_gate") if visual_layer_norm is None else visual_layer_norm
         self.visual_dropout = visual_dropout
         self.visual_cls_is_page = visual_cls_is_page

@@ -223,9 +223,18 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         self.backbone, self.out_channels, self.stride = build_backbone(config)
         self.spatial_scale = config.roi_spatial_scale if config.roi_spatial_scale is not None else 1.0 / self.stride
         self.output_size = tuple(config.roi_output_size)
+        pooled_size = self.out_channels * self.output_size[0] * self.output_size[1]
+        # eps 1e-5, not LayoutLM's 1e-12: pooled features of blank paper can vary very little across channels.
+        self.feature_norm = nn.LayerNorm(pooled_size, eps=1e-5) if config.visual_feature_norm else None
+        if self.feature_norm is not None and config.visual_init == "normed_zero_projection":
+            # The norm's weight starts at sqrt(hidden / pooled): under Adam a zero layer's output moves in proportion
+            # to its fan-in, and a pooled RoI feature has 9,216 inputs (ResNet `layer3`, 3x3) where LayoutLM's own
+            # layers have `hidden_size`; this makes the visual term grow at their pace. Read by `_init_weights`.
+            self.feature_norm.init_scale = math.sqrt(config.hidden_size / pooled_size)
         self.dropout = nn.Dropout(config.visual_dropout)
-        self.projection = nn.Linear(self.out_channels * self.output_size[0] * self.output_size[1], config.hidden_size)
-        self.projection.zero_init = config.visual_init == "zero_projection"  # read by `_init_weights`
+        self.projection = nn.Linear(pooled_size, config.hidden_size)
+        # Read by `_init_weights`.
+        self.projection.zero_init = config.visual_init in ("zero_projection", "normed_zero_projection")
         self.layer_norm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.visual_layer_norm else None
         )
@@ -279,8 +288,12 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         return pooled.flatten(1)
 
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Project pooled RoI features to the hidden size, normalize and gate them. `(N, C*oh*ow) -> (N, hidden)`."""
-        pooled = self.dropout(pooled.to(self.projection.weight.dtype))
+        """Normalize pooled RoI features, project them to the hidden size, then normalize and gate them as the config
+        says. `(N, C*oh*ow) -> (N, hidden)`."""
+        pooled = pooled.to(self.projection.weight.dtype)
+        if self.feature_norm is not None:
+            pooled = self.feature_norm(pooled)
+        pooled = self.dropout(pooled)
         embeddings = self.projection(pooled)
         if self.layer_norm is not None:
             embeddings = self.layer_norm(embeddings)
@@ -429,6 +442,9 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
             # Start as the text model (config.visual_init): the fused representation equals LayoutLM's at init.
             if module.gate is not None:
                 init.zeros_(module.gate)
+        elif isinstance(module, nn.LayerNorm) and hasattr(module, "init_scale"):
+            init.constant_(module.weight, module.init_scale)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
             # The projection is zeroed here, on the Linear itself: for remote code, transformers skips
             # `_init_weights` on a module without direct parameters (the visual module when it has no gate).

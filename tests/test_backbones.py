@@ -32,7 +32,7 @@ def page_like_batch(seed: int = 0, image_size: int = 64) -> dict:
 # --- equality with the text encoder at init -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("visual_init", ["zero_gate", "zero_projection"])
+@pytest.mark.parametrize("visual_init", ["normed_zero_projection", "zero_gate", "zero_projection"])
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
 def test_fused_equals_text_encoder_at_init(visual_init, backbone):
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def test_fused_equals_text_encoder_at_init(visual_init, backbone):
     assert torch.equal(fused.pooler_output, text.pooler_output)
 
 
-@pytest.mark.parametrize("visual_init", ["zero_gate", "zero_projection"])
+@pytest.mark.parametrize("visual_init", ["normed_zero_projection", "zero_gate", "zero_projection"])
 def test_token_logits_equal_text_only_twin_at_init(visual_init):
     """The whole token classifier with the visual branch equals the same weights without it."""
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_tutorial_init_is_not_text_equal():
 def test_zero_gate_opens_with_training():
     """Zero gate is not a dead end: the first step moves the gate (only), after which the projection learns too."""
     torch.manual_seed(0)
-    model = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_dropout=0.0))
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_init="zero_gate", visual_dropout=0.0))
     visual = model.layoutlm_roialign.visual_embeddings
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = page_like_batch()

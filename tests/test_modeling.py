@@ -21,12 +21,16 @@ from layoutlm_roialign import (
 
 
 def with_live_gate(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """The default zero gate hides the visual term at init; open it so tests can see the image's effect."""
+    """Every text-equal `visual_init` hides the visual term at init (a zero projection or a zero gate); give those
+    zeros random values so tests can see the image's effect."""
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if getattr(module, "gate", None) is not None:
             with torch.no_grad():
                 module.gate.copy_(torch.rand(module.gate.shape, generator=g) + 0.5)
+        if getattr(module, "zero_init", False):
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.02)
     return model
 
 
@@ -216,9 +220,12 @@ def test_changing_the_image_changes_the_logits(batch):
     assert (before - after).abs().max() > 1e-3
 
 
-def test_zero_gate_starts_as_the_text_model(batch):
+@pytest.mark.parametrize("visual_init", [None, "zero_gate"])
+def test_text_equal_inits_start_as_the_text_model(batch, visual_init):
+    """The default (and the old zero gate) start exactly as the text encoder."""
     torch.manual_seed(0)
-    model = LayoutLMRoIAlignModel(tiny_config()).eval()
+    config = tiny_config() if visual_init is None else tiny_config(visual_init=visual_init)
+    model = LayoutLMRoIAlignModel(config).eval()
     with torch.no_grad():
         fused = model(**inputs(batch)).last_hidden_state
         text = model.layoutlm(**{k: batch[k] for k in ("input_ids", "bbox", "attention_mask", "token_type_ids")})
@@ -230,15 +237,22 @@ def test_gradients_reach_backbone_and_projection(batch):
     model(**inputs(batch, labels=True)).loss.backward()
     visual = model.layoutlm_roialign.visual_embeddings
     assert visual.projection.weight.grad.abs().sum() > 0
-    assert visual.gate.grad.abs().sum() > 0
+    assert visual.feature_norm.weight.grad.abs().sum() > 0
     first_conv = next(p for n, p in visual.backbone.named_parameters() if n.startswith("conv1"))
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
 
 
-def test_gate_gets_gradient_at_init(batch):
-    """At init (gate 0) the backbone is silent, but the gate itself learns, so the branch can open."""
+def test_zero_projection_gets_gradient_at_init(batch):
+    """At init (projection 0) the backbone is silent, but the projection itself learns through its whole fan-in, so
+    the branch can open; the old zero gate likewise gets a gradient (only)."""
     torch.manual_seed(0)
     model = LayoutLMRoIAlignForTokenClassification(tiny_config()).train()
+    model(**inputs(batch, labels=True)).loss.backward()
+    visual = model.layoutlm_roialign.visual_embeddings
+    assert visual.projection.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in visual.backbone.parameters())
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(visual_init="zero_gate")).train()
     model(**inputs(batch, labels=True)).loss.backward()
     assert model.layoutlm_roialign.visual_embeddings.gate.grad.abs().sum() > 0
 

@@ -14,9 +14,10 @@ import PIL.ImageDraw
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_TRAINING_MODEL
+from test_inference import make_pixels_matter
 
+from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
-from layoutlm_roialign.training import ModelArguments, build_model_and_processor
 
 VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
 WORDS = {"words": ["date", "1998", "total"], "pixel_boxes": [[10, 10, 60, 30], [70, 10, 120, 30], [10, 50, 60, 70]]}
@@ -26,9 +27,9 @@ WORDS = {"words": ["date", "1998", "total"], "pixel_boxes": [[10, 10, 60, 30], [
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model, processor = build_model_and_processor(
-        ModelArguments(**{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120}), FUNSD_LABELS, [VOCAB * 3]
+        FUNSD_LABELS, [VOCAB * 3], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120}
     )
-    torch.nn.init.normal_(model.layoutlm_roialign.visual_embeddings.gate, std=1.0)  # the pixels matter
+    make_pixels_matter(model)
     folder = tmp_path_factory.mktemp("ckpt") / "final"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -165,3 +166,18 @@ def test_clamp_boxes_pins_off_page_boxes_to_the_edge(predict, checkpoint, page, 
     result = run(predict, checkpoint, page["8"], str(tmp_path / "off.json"), tmp_path / "p.json", "", "--clamp_boxes")
     assert result["words"][0]["box"] == [500, 0, 1000, 75]
     assert not (tmp_path / "p.png").exists()
+
+
+def test_an_unwritable_destination_folder_stops_before_the_model_loads(
+    predict, checkpoint, page, tmp_path, capsys, monkeypatch
+):
+    # Tests may run as root, for whom every folder is writable: make this one read-only as os.access sees it.
+    out_json, out_png = old_outputs(tmp_path)
+    (tmp_path / "locked").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: "locked" not in str(p) and real_access(p, mode))
+    predict["load_model_and_processor"] = lambda *a, **k: pytest.fail("the model loaded before the check")
+    with pytest.raises(SystemExit):
+        run(predict, checkpoint, page["8"], page["words"], out_json, tmp_path / "locked" / "pred.png")
+    assert re.search(r"--output_png .*locked.*is not writable", capsys.readouterr().err)
+    assert_untouched(tmp_path, out_json, out_png)

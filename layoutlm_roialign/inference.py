@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import colorsys
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -28,7 +26,7 @@ import torch
 
 from .image_processing_layoutlm_roialign import normalize_box
 from .pages import load_page, page_to_rgb_image
-from .processing_layoutlm_roialign import merge_window_predictions
+from .processing_layoutlm_roialign import box_problem, merge_window_predictions
 
 __all__ = [
     "load_model_and_processor",
@@ -417,20 +415,9 @@ def load_words_json(path: str, width: int, height: int, clamp: bool = False) -> 
         if not isinstance(word, str) or not word.strip():
             raise ValueError(f"--words {path}: `words`[{i}] is {word!r}; every word must be a non-empty string.")
     for i, box in enumerate(boxes):
-        if not (
-            isinstance(box, list)
-            and len(box) == 4
-            and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-        ):
-            raise ValueError(
-                f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}) is {box!r}; expected 4 numbers "
-                "[x0, y0, x1, y1]."
-            )
-        if box[2] < box[0] or box[3] < box[1]:
-            raise ValueError(
-                f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}) is {box!r}, inverted; boxes are "
-                "[x0, y0, x1, y1] with x1 >= x0 and y1 >= y0."
-            )
+        problem = box_problem(box)
+        if problem:
+            raise ValueError(f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}): {problem}.")
     if field == "boxes":
         limits, unit = (1000, 1000, 0.0, 0.0), "the 0-1000 grid"
     else:

@@ -21,6 +21,7 @@ labels, and merges back to an empty list. Empty *words* are rejected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from numbers import Real
 from typing import Any
@@ -33,6 +34,7 @@ from transformers.utils import TensorType
 
 __all__ = [
     "LayoutLMRoIAlignProcessor",
+    "box_problem",
     "first_subtoken_mask",
     "merge_window_predictions",
     "token_predictions_to_word_predictions",
@@ -138,6 +140,19 @@ def token_predictions_to_word_predictions(
     read on each word's first sub-token; words without a token (truncated) get `fill_value`."""
     per_page = None if num_words is None else [num_words]
     return merge_window_predictions([word_ids], [predictions], [0], per_page, fill_value)[0]
+
+
+def box_problem(box: Any) -> str | None:
+    """What is wrong with `box` as an `(x0, y0, x1, y1)` box (4 finite numbers, x1 >= x0, y1 >= y0), or `None`."""
+    if not (
+        isinstance(box, (list, tuple))
+        and len(box) == 4
+        and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    ):
+        return f"expected 4 numbers (x0, y0, x1, y1), got {box!r}"
+    if box[2] < box[0] or box[3] < box[1]:
+        return f"{list(box)} is inverted; boxes are (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0"
+    return None
 
 
 def _check_mapping(mapping: Sequence[int] | None, num_windows: int) -> list[int]:
@@ -444,21 +459,13 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
         checked = []
         for i, box in enumerate(page_boxes):
             box = box.tolist() if hasattr(box, "tolist") else box
-            if (
-                not isinstance(box, (list, tuple))
-                or len(box) != 4
-                or not all(isinstance(v, Real) and not isinstance(v, bool) for v in box)
-            ):
-                raise ValueError(f"`boxes` page {page}, word {i}: expected 4 numbers (x0, y0, x1, y1), got {box!r}.")
+            problem = box_problem(box)
+            if problem:
+                raise ValueError(f"`boxes` page {page}, word {i}: {problem}.")
             if not all(0 <= v <= 1000 for v in box):
                 raise ValueError(
                     f"`boxes` page {page}, word {i}: {list(box)} is outside 0..1000. LayoutLM boxes are on a 0-1000 "
                     "grid: convert pixel boxes with `normalize_box(box, width, height)`, which also clamps them."
-                )
-            if box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(
-                    f"`boxes` page {page}, word {i}: {list(box)} is inverted; boxes are (x0, y0, x1, y1) with "
-                    "x1 >= x0 and y1 >= y0."
                 )
             checked.append([int(round(v)) for v in box])
         return checked

@@ -79,13 +79,19 @@ def load_model_and_processor(
         )
     try:
         net = classes[task].from_pretrained(model, trust_remote_code=trust_remote_code)
-        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError) as err:
         if local:
             raise ValueError(f"--model {model!r}: the folder cannot be loaded ({_first_line(err)}).") from err
         raise ValueError(
             f"--model {model!r}: no folder of that name exists here ({os.path.abspath(model)!r} does not exist), "
             f"and as a Hub id it could not be loaded ({_first_line(err)})."
+        ) from err
+    try:
+        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"--model {model!r}: the model loads but its processor does not ({_first_line(err)}). The folders "
+            "scripts/train.py writes hold both; save one beside the model with `processor.save_pretrained(folder)`."
         ) from err
     return net, processor
 

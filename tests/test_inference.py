@@ -341,6 +341,12 @@ def test_damaged_model_folders_name_the_file(saved_model, tmp_path):
         load_model_and_processor(str(broken))
     with pytest.raises(ValueError, match=r"has no config\.json.*\['final'\]"):
         load_model_and_processor(str(tmp_path))  # the run folder instead of its final/
+    model_only = tmp_path / "model_only"
+    model_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(saved_model / name, model_only / name)
+    with pytest.raises(ValueError, match=r"model_only'?: the model loads but its processor does not"):
+        load_model_and_processor(str(model_only))
 
 
 def test_predict_windows_gives_each_windows_own_logits_from_an_encoding_or_a_list(model_and_processor):

@@ -20,6 +20,7 @@ __all__ = [
     "find_model_card_template",
     "training_data_terms",
     "check_push_arguments",
+    "model_index_yaml",
 ]
 
 FUNSD_NOTE = (
@@ -85,6 +86,45 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _hub_dataset_id(spec: str | None) -> str | None:
+    """`spec` if it names a Hub dataset (`owner/name`, not a local path), else `None`."""
+    if spec and not os.path.exists(spec) and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return spec
+    return None
+
+
+def model_index_yaml(scores: dict | None, data: dict, model_name: str, dataset_id: str | None = None) -> str:
+    """The card's `model-index` block: the validation scores as evaluation results, which the Hub shows on the model
+    page (entity precision, recall and F1 by seqeval, and word accuracy). Empty without scores.
+
+    Args:
+        scores: `metrics.entity_scores` output. data: as `write_model_card` takes it (`name`, `dataset`).
+        model_name: the model's name in the index. dataset_id: the Hub dataset the scores are on, if any.
+    """
+    if not scores:
+        return ""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    name = str(data.get("name") or data.get("dataset") or "unknown")
+    dataset_type = dataset_id or re.sub(r"[^\w.-]+", "-", str(data.get("dataset") or name)).strip("-").lower()
+    metrics = [("precision", "Entity precision"), ("recall", "Entity recall"), ("f1", "Entity F1")]
+    metrics += [("accuracy", "Word accuracy")] if "accuracy" in scores else []
+    results = [
+        EvalResult(
+            task_type="token-classification",
+            task_name="Form entity labelling",
+            dataset_type=dataset_type,
+            dataset_name=name,
+            dataset_split="validation",  # pages held out of the training pages (the card's Data section says how)
+            metric_type=key,
+            metric_name=label,
+            metric_value=round(float(scores[key]), 4),
+        )
+        for key, label in metrics
+    ]
+    return ModelCardData(model_name=model_name, eval_results=results).to_yaml() + "\n"
+
+
 def write_model_card(
     folder: str | os.PathLike,
     scores: dict | None,
@@ -122,15 +162,20 @@ def write_model_card(
     else:
         rows.append("| (not evaluated) | | | | |")
     terms = training_data_terms(data.get("name") or data.get("dataset"), data.get("license"))
+    if not terms["datasets_yaml"] and _hub_dataset_id(data.get("dataset")):  # trained on a Hub dataset: link it
+        terms["datasets_yaml"] = f"datasets:\n- {data['dataset']}\n"
     data_text = f"`{data.get('dataset', '?')}`: {data.get('train_pages', '?')} training pages"
     data_text += f"; {data['split']}." if data.get("split") else "."
     if config.get("use_visual_features", True):
         backbone = f"`{config['backbone']}` (cut at `{config['backbone_return_node']}`)"
     else:
         backbone = f"`{config['backbone']}` (switched off in this model: `use_visual_features=False`)"
+    model_name = repo_id.split("/")[-1] if repo_id else "LayoutLM-RoIAlign for form entity labelling"
+    listed = re.findall(r"^- (\S+)$", terms["datasets_yaml"], flags=re.M)
     fields = {
         **terms,
-        "model_name": repo_id.split("/")[-1] if repo_id else "LayoutLM-RoIAlign for form entity labelling",
+        "model_index_yaml": model_index_yaml(scores, data, model_name, listed[0] if listed else None),
+        "model_name": model_name,
         "labels": ", ".join(f"`{label}`" for label in labels),
         "backbone": backbone,
         "metrics_table": "\n".join(rows),

@@ -165,6 +165,23 @@ def test_missing_ocr_and_unexpected_errors_give_a_message(app, labeller, form, m
     assert result["status"] == "Labelling failed (ZeroDivisionError: division by zero)." and result["picture"] is None
 
 
+@pytest.mark.skipif(
+    not shutil.which("tesseract"), reason="OCR needs the tesseract binary (apt-get install tesseract-ocr)"
+)
+def test_a_page_image_alone_is_read_by_ocr(app, labeller, form, tmp_path):
+    png, _, words = form
+    result = app.analyse(labeller, str(png), 1, None, tmp_path)
+    assert " words from OCR, " in result["status"], result["status"]
+    read = [row[1] for row in result["words"]]
+    # Tesseract misses some words (on the shaded header bands, for one): at least half of them are read.
+    assert len(set(read) & set(words)) >= 0.5 * len(set(words)), (read, words)
+
+
+def test_a_checkpoint_that_cannot_be_loaded_stops_the_app_with_a_message(app, tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        app.main(["--model", str(tmp_path / "no-such-run" / "final")])
+
+
 def test_pairs_are_listed_and_drawn_when_the_prediction_has_them(app, labeller, form, monkeypatch, tmp_path):
     png, words_json, _ = form
     predict_page = app.predict_page
@@ -317,3 +334,15 @@ def _use_the_app(driver, png, words_json, words, tmp_path) -> None:
     assert "form.prediction.json" in _text(driver, "download")
     driver.save_screenshot(str(tmp_path / "demo.png"))
     print(f"screenshot: {tmp_path / 'demo.png'}")
+
+    # An example form is one click away: clicking its row labels it.
+    example = render_synthetic_form(seed=12345, index=1)[1]
+    assert example[:3] != words[:3]
+    driver.find_element(By.XPATH, "//*[normalize-space(text())='synthetic_form_2.png']").click()
+
+    def first_words(d) -> list[str]:
+        cells = d.find_element(By.ID, "words").text.splitlines()
+        return cells[cells.index("box (0-1000)") + 1 :][1::5][:3]
+
+    wait.until(lambda d: first_words(d) == example[:3])
+    assert f"{len(example)}wordsfromthewordsfile" in _text(driver, "status")

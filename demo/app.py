@@ -134,9 +134,7 @@ def read_page(
         try:
             page = page_to_rgb_image(load_page(path, name=name))
         except ValueError as err:
-            raise BadInput(
-                f"{name} cannot be read: it is neither a page image (PNG, JPEG, TIFF, ...) nor a PDF."
-            ) from err
+            raise BadInput(f"{name} cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: {err}") from err
         words, boxes, source = None, None, "OCR"
     if words_path:
         try:

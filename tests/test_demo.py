@@ -130,7 +130,10 @@ def _bad_inputs(tmp_path):
     (tmp_path / "wrong.json").write_text(json.dumps({"words": ["a", "b"], "boxes": [[0, 0, 10, 10]]}))
     return {
         "empty page": ((blank, None), "The page of blank.png is empty"),
-        "unreadable file": ((text, None), "notes.png cannot be read: it is neither a page image"),
+        "unreadable file": (
+            (text, None),
+            "notes.png cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: ",
+        ),
         "damaged PDF": ((broken_pdf, None), "broken.pdf cannot be read as a PDF"),
         "no words": ((tmp_path / "page.png", tmp_path / "none.json"), "No words were found on this page"),
         "bad words file": (

@@ -186,6 +186,7 @@ def test_channels_and_stride_are_inferred(backbone, node, channels, stride):
         assert visual.projection.in_features == channels * 9
 
 
+@pytest.mark.slow  # eight training steps and a remote-code load in a subprocess, per backbone
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "convnext_tiny"])
 def test_light_backbone_trains_and_round_trips(tmp_path, backbone):
     torch.manual_seed(0)

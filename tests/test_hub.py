@@ -182,6 +182,7 @@ def test_train_with_push_to_hub_publishes_the_final_folder(tmp_path, monkeypatch
     assert "me/forms" in card and "| **overall** |" in card
 
 
+@pytest.mark.slow  # builds a wheel with pip
 def test_wheel_ships_the_model_card_template(tmp_path):
     """An installed wheel has no repository root: the top-level template must travel inside the package."""
     root = Path(__file__).resolve().parents[1]

@@ -71,6 +71,7 @@ print(json.dumps({"model": type(model).__module__, "processor": type(processor).
 """
 
 
+@pytest.mark.slow  # a train.py run in a subprocess (the `trained` fixture)
 def test_train_writes_a_folder_that_loads_as_remote_code_without_the_package(trained, tmp_path):
     out, printed = trained
     final = out / "final"
@@ -111,6 +112,7 @@ def test_train_writes_a_folder_that_loads_as_remote_code_without_the_package(tra
     torch.testing.assert_close(torch.tensor(loaded["logits"]), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # a train.py run in a subprocess (the `trained` fixture)
 def test_evaluate_reports_the_training_scores_as_json(trained, tmp_path):
     out, printed = trained
     report_path = tmp_path / "report.json"
@@ -125,6 +127,7 @@ def test_evaluate_reports_the_training_scores_as_json(trained, tmp_path):
     assert report["per_type"] == printed["per_type"]
 
 
+@pytest.mark.slow  # a train.py run in a subprocess (the `trained` fixture)
 def test_predict_writes_json_and_a_png(trained, tmp_path):
     out, _ = trained
     image = tmp_path / "page.png"

@@ -17,6 +17,7 @@ from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
 from layoutlm_roialign.checkpoints import (
     build_model_and_processor,
     check_label_set,
+    completed_run,
     last_complete_checkpoint,
     remove_stale_temporary_folders,
     save_folder_atomically,
@@ -249,6 +250,34 @@ def test_left_overs_of_an_interrupted_final_save_are_removed_and_nothing_else(tm
     assert (final / "config.json").read_text() == "kept" and not (tmp_path / ".final.tmp-99").exists()
 
 
+def finished_run(output_dir: Path, step: int = 6) -> None:
+    """What a run that trained `step` of `max_steps=step` steps leaves: checkpoints, final/, all_results.json."""
+    for n in (step // 2, step):
+        (output_dir / f"checkpoint-{n}").mkdir(parents=True)
+        state = {"global_step": n, "max_steps": step, "num_train_epochs": 2, "log_history": []}
+        (output_dir / f"checkpoint-{n}" / "trainer_state.json").write_text(json.dumps(state))
+    (output_dir / "final").mkdir()
+    (output_dir / "final" / "config.json").write_text("{}")
+    scores = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_type": {}}
+    results = {"entity_scores": scores, "final_dir": str(output_dir / "final"), "global_step": step}
+    (output_dir / "all_results.json").write_text(json.dumps(results))
+
+
+def test_resuming_a_finished_run_is_a_no_op(tmp_path):
+    """The README's command after a kill, on a run that had finished: says so, trains nothing, leaves final alone."""
+    finished_run(tmp_path)
+    (tmp_path / ".final.tmp-4242").mkdir()  # an interrupted save of another run in this folder
+    before = (tmp_path / "final" / "config.json").stat().st_mtime_ns
+    resume = {"resume_from_checkpoint": "true", "max_steps": 6, **NO_EVAL}
+    result = run_training(ModelArguments(**TINY_MODEL), DataArguments(**SMALL_DATA), training_args(tmp_path, **resume))
+    assert result["already_complete"] and result["global_step"] == 6 and result["entity_scores"]["f1"] == 0.5
+    assert (tmp_path / "final" / "config.json").stat().st_mtime_ns == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all_results.json", "checkpoint-3", "checkpoint-6", "final"]
+    # A longer schedule continues the run instead (it then trains, which needs real checkpoints: see the slow test).
+    assert completed_run(tmp_path, training_args(tmp_path, max_steps=8)) is None
+    assert completed_run(tmp_path, training_args(tmp_path, max_steps=6)) is not None
+
+
 def test_last_complete_checkpoint_skips_an_interrupted_save(tmp_path):
     for step in (2, 4):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -280,6 +309,7 @@ def _first_subtoken_predictions(model, processor, pages) -> list[list[str]]:
     return predictions
 
 
+@pytest.mark.slow
 def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
     data_args = DataArguments(**{**SMALL_DATA, "max_length": 512})  # one window per page: a plain reference
     result = run_training(ModelArguments(**TINY_MODEL), data_args, training_args(tmp_path, num_train_epochs=2))
@@ -321,6 +351,7 @@ class InterruptAfterSave(TrainerCallback):
             raise Interrupt(f"killed after saving step {state.global_step}")
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_reaches_the_same_steps_and_weights(tmp_path):
     model_args, data_args = ModelArguments(**TINY_MODEL), DataArguments(**SMALL_DATA)
     steps = dict(

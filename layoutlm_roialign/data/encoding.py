@@ -49,18 +49,12 @@ def encode_dataset(
         }
     )
 
+    # Long pages overflow into windows of `max_length` tokens that share `stride` tokens.
+    windows = {"truncation": True, "max_length": max_length, "stride": stride, "return_overflowing_tokens": True}
+
     def encode(batch: dict, indices: list[int]) -> dict:
-        encoded = processor(
-            [load_page(image) for image in batch["image"]],
-            batch["words"],
-            batch["bboxes"],
-            word_labels=batch["ner_tags"],
-            truncation=True,
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            return_tensors=None,
-        )
+        images = [load_page(image) for image in batch["image"]]
+        encoded = processor(images, batch["words"], batch["bboxes"], word_labels=batch["ner_tags"], **windows)
         mapping = list(encoded["overflow_to_sample_mapping"])
         rows = len(encoded["input_ids"])
         out = {key: encoded[key] for key in token_columns}

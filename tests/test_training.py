@@ -99,6 +99,30 @@ def test_freeze_backbone_until_a_stage():
         freeze_backbone_until(model, "layer9")
 
 
+def test_the_model_names_its_parameter_groups_and_backbone_stages():
+    """One source for the trainer's groups and the freezing code: the model's own structure, not name prefixes."""
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config(backbone="mobilenet_v2"))
+    base = model.layoutlm_roialign
+    groups = model.parameter_groups()
+    assert list(groups) == [name for name, _ in model.named_parameters()]
+    named = dict(model.named_parameters())
+    backbone = {id(p) for p in base.visual_embeddings.backbone.parameters()}
+    assert {groups[n] for n, p in named.items() if id(p) in backbone} == {"backbone"}
+    assert {groups[n] for n in named if n.startswith("layoutlm_roialign.layoutlm.")} == {"text"}
+    assert groups["layoutlm_roialign.visual_embeddings.projection.weight"] == "visual"
+    assert groups["classifier.weight"] == "head"
+    stages = model.backbone_stages()
+    assert list(stages) == [f"features.{i}" for i in range(14)]  # cut at features.13
+    assert sum(len(names) for names in stages.values()) == sum(1 for g in groups.values() if g == "backbone")
+    frozen = freeze_backbone_until(model, "features.7")
+    assert frozen == [name for stage in list(stages)[:8] for name in stages[stage]]
+    assert all(named[n].requires_grad for n in stages["features.8"])
+    text_only = LayoutLMRoIAlignForTokenClassification(tiny_config(use_visual_features=False))
+    assert text_only.backbone_stages() == {} and "backbone" not in text_only.parameter_groups().values()
+    with pytest.raises(ValueError, match="needs the visual branch"):
+        freeze_backbone_until(text_only, "layer1")
+
+
 def test_unknown_learning_rate_group_and_negative_rate_are_refused(tmp_path):
     model = LayoutLMRoIAlignForTokenClassification(tiny_config())
     with pytest.raises(ValueError, match="Unknown learning-rate groups"):

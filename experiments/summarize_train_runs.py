@@ -1,7 +1,11 @@
-"""Table of the FUNSD runs of `experiments/funsd_train_runs.sh`, `funsd_backbone_runs.sh` and `funsd_long_runs.sh`:
-validation entity F1 of the best epoch (the checkpoint `Trainer` keeps) per seed, its difference from the text-only
-run of the same seed and schedule, the last epoch's F1 (not selected), mean and sample standard deviation over seeds;
-and how training went (epoch-2 F1, last-epoch train loss, largest logged gradient norm)."""
+"""Table of the FUNSD runs of `experiments/funsd_train_runs.sh`, `funsd_backbone_runs.sh`, `funsd_long_runs.sh` and
+`funsd_single_lr_runs.sh`: validation entity F1 of the best epoch (the checkpoint `Trainer` keeps) per seed, its
+difference from the text-only run of the same seed and schedule, the last epoch's F1 (not selected), mean and sample
+standard deviation over seeds; per-entity F1 of the best epoch; and how training went (epoch-2 F1, last-epoch train
+loss, largest logged gradient norm).
+
+    python experiments/summarize_train_runs.py [runs] [run-name prefix filter, e.g. funsd-1lr]
+"""
 
 import json
 import statistics
@@ -30,6 +34,16 @@ ROWS = {
         "**12 epochs:** random ResNet-101, trained at 1e-4 (group norm), zero gate",
         "funsd-minilm-text-12ep",
     ),
+    # experiments/funsd_single_lr_runs.sh: ONE learning rate (5e-5) for every parameter, default visual_init
+    "funsd-1lr-text": ("**one lr 5e-5:** text only", None),
+    "funsd-1lr-mobilenet": (
+        "**one lr 5e-5:** ImageNet MobileNetV2, trained (frozen batch norm), `normed_zero_projection`",
+        "funsd-1lr-text",
+    ),
+    "funsd-1lr-resnet101": (
+        "**one lr 5e-5:** random ResNet-101, trained (group norm), `normed_zero_projection`",
+        "funsd-1lr-text",
+    ),
 }
 
 
@@ -42,15 +56,17 @@ def epoch_values(run: Path, key: str) -> list[float]:
     return [entry[key] for entry in history(run) if key in entry]
 
 
-def main(root: str = "runs") -> None:
+def main(root: str = "runs", only: str = "") -> None:
     print(
         "| run | seeds | best-epoch F1 mean ± std | per seed | minus text only (same schedule and seed): mean (min, max) "
-        "| last-epoch F1 mean ± std | epoch-2 F1 mean | last-epoch train loss "
-        "| largest logged grad norm (last step of an epoch, before clipping) |"
+        "| last-epoch F1 mean ± std | best-epoch F1 QUESTION / ANSWER / HEADER | epoch-2 F1 mean "
+        "| last-epoch train loss | largest logged grad norm (last step of an epoch, before clipping) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     scores: dict[str, dict[str, float]] = {}
     for prefix, (title, baseline) in ROWS.items():
+        if not prefix.startswith(only):
+            continue
         runs = sorted(
             (p for p in Path(root).glob(f"{prefix}-s*") if p.is_dir()), key=lambda p: int(p.name.rsplit("-s", 1)[1])
         )
@@ -58,7 +74,12 @@ def main(root: str = "runs") -> None:
         if not runs:
             continue
         seeds = [r.name.rsplit("-s", 1)[1] for r in runs]
-        best = [json.loads((r / "final" / "eval_results.json").read_text())["entity_scores"]["f1"] for r in runs]
+        results = [json.loads((r / "final" / "eval_results.json").read_text())["entity_scores"] for r in runs]
+        best = [result["f1"] for result in results]
+        per_type = " / ".join(
+            f"{statistics.mean(result['per_type'][name]['f1'] for result in results):.3f}"
+            for name in ("QUESTION", "ANSWER", "HEADER")
+        )
         scores[prefix] = dict(zip(seeds, best, strict=True))
         reference = scores.get(baseline, {})
         paired = [f1 - reference[seed] for seed, f1 in zip(seeds, best, strict=True) if seed in reference]
@@ -74,7 +95,7 @@ def main(root: str = "runs") -> None:
 
         per_seed = ", ".join(f"{v:.3f}" for v in best)
         print(
-            f"| {title} | {', '.join(seeds)} | {spread(best)} | {per_seed} | {versus} | {spread(last)} "
+            f"| {title} | {', '.join(seeds)} | {spread(best)} | {per_seed} | {versus} | {spread(last)} | {per_type} "
             f"| {early:.3f} | {loss:.3f} | {grad:.1f} |"
         )
 

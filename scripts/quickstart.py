@@ -66,9 +66,7 @@ def main(argv=None) -> None:
         num_attention_heads=4,
         intermediate_size=128,
         tokenizer_vocab_size=400,
-        backbone_learning_rate=0.0,  # a random backbone is a fixed feature extractor here
-        visual_learning_rate=1e-2,  # the zero-initialized gate and the projection
-        use_visual_features=not args.text_only,
+        use_visual_features=not args.text_only,  # one learning rate for every part, as users train
     )
     data_args = DataArguments(
         dataset="synthetic", synthetic_pages=args.pages, validation_size=0.2, max_length=128, stride=32

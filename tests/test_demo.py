@@ -116,6 +116,26 @@ def test_a_pdf_page_is_read_from_its_text_layer(app, labeller, tmp_path):
     assert missing["status"] == "form.pdf has 1 page(s): choose a page from 1 to 1." and missing["picture"] is None
 
 
+def test_the_page_picker_chooses_a_page_of_a_longer_pdf(app, labeller, tmp_path):
+    pypdfium2 = pytest.importorskip("pypdfium2")
+    from layoutlm_roialign.pdf import write_pdf
+
+    pages = []
+    for index in range(2):
+        image, words, boxes, _ = render_synthetic_form(seed=8, index=index)
+        w, h = image.size
+        write_pdf(tmp_path / f"{index}.pdf", image, words, [[b[0] * w / 1000, b[1] * h / 1000, b[2] * w / 1000, b[3] * h / 1000] for b in boxes], dpi=72)  # fmt: skip
+        pages.append(words)
+    document = pypdfium2.PdfDocument(str(tmp_path / "0.pdf"))
+    document.import_pages(pypdfium2.PdfDocument(str(tmp_path / "1.pdf")))
+    document.save(str(tmp_path / "two.pdf"))
+    assert app.pdf_pages(str(tmp_path / "two.pdf")) == 2
+    for number in (1, 2):
+        result = app.analyse(labeller, str(tmp_path / "two.pdf"), number, None, tmp_path)
+        assert [row[1] for row in result["words"]] == pages[number - 1]
+        assert os.path.basename(result["json"]) == f"two.page{number}.prediction.json"
+
+
 def _bad_inputs(tmp_path):
     blank = tmp_path / "blank.png"
     PIL.Image.new("RGB", (300, 400), "white").save(blank)

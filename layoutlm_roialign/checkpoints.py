@@ -67,8 +67,6 @@ def check_label_set(model_labels: Sequence[str], dataset_labels: Sequence[str], 
     )
 
 
-
-
 def load_checkpoint_for_labels(
     path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, Any]:
@@ -250,4 +248,3 @@ def completed_run(output_dir: str | os.PathLike, training_args: TrainingArgument
         evaluated = json.loads((final_dir / "eval_results.json").read_text())
         result = {"eval": evaluated["eval"], "entity_scores": evaluated["entity_scores"], "final_dir": str(final_dir)}
     return {**result, "global_step": step, "already_complete": True}
-

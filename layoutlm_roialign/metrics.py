@@ -124,4 +124,3 @@ class WordLevelEntityMetrics:
             )
         self.last_scores = entity_scores(self.references, self.word_predictions(predictions))
         return flatten_entity_scores(self.last_scores)
-

@@ -119,5 +119,3 @@ class LayoutLMRoIAlignTrainer(Trainer):
         optimizer_kwargs.pop("lr", None)  # each group has its own
         self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
         return self.optimizer
-
-

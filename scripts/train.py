@@ -145,8 +145,6 @@ class ModelArguments:
         default=False, metadata={"help": "Allow the code of a --model_name_or_path checkpoint from the Hub to run."}
     )
 
-
-
     def model_kwargs(self) -> dict:
         """The fields that say which model to build (`build_model_and_processor`'s keywords), without those that
         say how to train it (learning rates, freezing)."""
@@ -291,7 +289,6 @@ def _hyperparameters(
         "seed": training_args.seed,
     }
     return hyper
-
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

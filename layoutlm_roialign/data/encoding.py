@@ -110,4 +110,3 @@ class DataCollatorForLayoutLMRoIAlign:
                 [torch.as_tensor(np.asarray(f["pixel_values"]), dtype=torch.float32) for f in features]
             )
         return batch
-

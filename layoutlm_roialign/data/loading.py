@@ -51,7 +51,6 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
 
 
-
 def load_training_data(data_args: DataArguments) -> DatasetDict:
     """Load `--dataset` as a `DatasetDict` with every split it has, plus `validation` split off `train` (by
     `--split_seed`) when it has none: a FUNSD release root gives `train`, `validation` and `test`."""
@@ -92,7 +91,6 @@ def label_names_of(dataset: Dataset) -> list[str]:
     return list(names)
 
 
-
 def describe_data(data_args: DataArguments, raw: DatasetDict) -> dict:
     """What the model card says about the data: what `--dataset` was, the dataset's name and licence as its loader
     reported them (`--dataset_license` overrides the licence), page counts and the split."""
@@ -108,4 +106,3 @@ def describe_data(data_args: DataArguments, raw: DatasetDict) -> dict:
             f"(--validation_size {data_args.validation_size}, --split_seed {data_args.split_seed})"
         ),
     }
-

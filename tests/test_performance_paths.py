@@ -23,8 +23,8 @@ SWITCHES = ("skip_padding", "share_boxes", "channels_last")
 def make_model(**overrides) -> LayoutLMRoIAlignForTokenClassification:
     torch.manual_seed(0)
     model = LayoutLMRoIAlignForTokenClassification(tiny_config(**overrides)).eval()
-    # The gate starts at zero, which would hide any difference in the visual term: give it trained-like values.
-    torch.nn.init.normal_(model.layoutlm_roialign.visual_embeddings.gate, std=1.0)
+    # The projection starts at zero, which would hide any difference in the visual term: give it trained-like values.
+    torch.nn.init.normal_(model.layoutlm_roialign.visual_embeddings.projection.weight, std=0.05)
     return model
 
 
@@ -115,7 +115,7 @@ def test_fast_and_straightforward_paths_give_the_same_gradients(batch):
         model.zero_grad()
         model(**batch).loss.backward()
         visual = model.layoutlm_roialign.visual_embeddings
-        grads.append([p.grad.clone() for p in (visual.projection.weight, visual.gate, visual.backbone.conv1.weight)])
+        grads.append([p.grad.clone() for p in (visual.projection.weight, visual.feature_norm.weight, visual.backbone.conv1.weight)])
     set_switches(model)
     for fast, slow in zip(*grads, strict=True):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)

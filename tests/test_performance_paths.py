@@ -115,7 +115,12 @@ def test_fast_and_straightforward_paths_give_the_same_gradients(batch):
         model.zero_grad()
         model(**batch).loss.backward()
         visual = model.layoutlm_roialign.visual_embeddings
-        grads.append([p.grad.clone() for p in (visual.projection.weight, visual.feature_norm.weight, visual.backbone.conv1.weight)])
+        grads.append(
+            [
+                p.grad.clone()
+                for p in (visual.projection.weight, visual.feature_norm.weight, visual.backbone.conv1.weight)
+            ]
+        )
     set_switches(model)
     for fast, slow in zip(*grads, strict=True):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)

@@ -266,8 +266,11 @@ def _hyperparameters(
     model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments, model: PreTrainedModel
 ) -> dict:
     config = model.config
+    text = model_args.text_model or model_args.model_name_or_path
+    if text and os.path.exists(text):  # a card on the Hub names the folder, never this machine's path
+        text = f"{os.path.basename(os.path.normpath(text))} (a local folder)"
     hyper = {
-        "text encoder": model_args.text_model or model_args.model_name_or_path or "random init (no --text_model)",
+        "text encoder": text or "random init (no --text_model)",
         "backbone": f"{config.backbone} cut at {config.backbone_return_node}" if config.use_visual_features else "-",
         "backbone weights": (config.backbone_weights or "random init") if config.use_visual_features else "-",
         "visual branch": config.use_visual_features,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_TRAINING_MODEL, make_funsd_release_root
+from conftest import TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
@@ -209,3 +210,20 @@ def test_wheel_ships_the_model_card_template(tmp_path):
         check=True,
     )
     assert Path(found.stdout.strip()) == packaged.resolve()
+
+
+def test_the_card_names_a_local_text_encoder_folder_never_its_path(tmp_path):
+    """A model card goes to the Hub: `--text_model /home/me/models/minilm` must not publish this machine's path."""
+    from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+
+    from train import _hyperparameters
+
+    folder = tmp_path / "private" / "minilm"
+    folder.mkdir(parents=True)
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config())
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    rows = _hyperparameters(ModelArguments(text_model=str(folder)), DataArguments(), args, model)
+    assert rows["text encoder"] == "minilm (a local folder)"
+    assert str(tmp_path) not in json.dumps(rows, default=str)
+    rows = _hyperparameters(ModelArguments(text_model="microsoft/layoutlm-base-uncased"), DataArguments(), args, model)
+    assert rows["text encoder"] == "microsoft/layoutlm-base-uncased"

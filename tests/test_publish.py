@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, tiny_config
 from huggingface_hub import EvalResult, HfApi, ModelCard, SpaceCard
+from test_hub import SCORES  # the card tests' evaluation scores
 
 from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,
@@ -27,16 +28,6 @@ from layoutlm_roialign.space import add_space_link, build_space_folder
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
-SCORES = {
-    "precision": 0.5,
-    "recall": 0.25,
-    "f1": 1 / 3,
-    "accuracy": 0.75,
-    "per_type": {
-        "QUESTION": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "number": 4},
-        "ANSWER": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "number": 4},
-    },
-}
 HUB_DATA = {"dataset": "me/forms-data", "name": "me/forms-data", "license": "cc-by-4.0", "train_pages": 40,
             "validation_pages": 10, "split": "validation split of 10 pages held out of the training pages"}  # fmt: skip
 

@@ -89,11 +89,16 @@ def test_unknown_backbone_weight_name():
         )
 
 
+def from_resnet18_file(weights_path) -> LayoutLMRoIAlignForTokenClassification:
+    """A tiny token classifier whose ResNet-18 backbone comes from the state-dict file `weights_path`."""
+    return LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
+    )
+
+
 def test_pretrained_model_round_trips(tmp_path, resnet18_file):
     weights_path, _ = resnet18_file
-    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
-        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
-    ).eval()
+    model = from_resnet18_file(weights_path).eval()
     model.save_pretrained(tmp_path / "ckpt")
     loaded = LayoutLMRoIAlignForTokenClassification.from_pretrained(tmp_path / "ckpt").eval()
     expected, got = model.state_dict(), loaded.state_dict()
@@ -104,9 +109,7 @@ def test_pretrained_model_round_trips(tmp_path, resnet18_file):
 
 def test_published_config_names_the_weights_and_the_built_norm_never_a_local_path(tmp_path, resnet18_file):
     weights_path, _ = resnet18_file
-    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
-        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
-    )
+    model = from_resnet18_file(weights_path)
     model.save_pretrained(tmp_path / "ckpt")
     text = (tmp_path / "ckpt" / "config.json").read_text()
     saved = json.loads(text)
@@ -124,9 +127,7 @@ def test_published_config_names_the_weights_and_the_built_norm_never_a_local_pat
 def test_old_config_with_a_local_path_builds_the_same_model(tmp_path, resnet18_file):
     """Configs written before the norm was saved resolved hold a local path and "auto": same architecture, logits."""
     weights_path, _ = resnet18_file
-    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
-        None, backbone_weights=weights_path, backbone="resnet18", image_size=64, num_labels=7, **TEXT
-    ).eval()
+    model = from_resnet18_file(weights_path).eval()
     model.save_pretrained(tmp_path / "old")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
     config.update(backbone_weights="/home/someone/site-packages/weights/resnet18.pth", backbone_norm="auto")

@@ -245,9 +245,14 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         self.channels_last = True
 
     def rois(
-        self, bbox: torch.LongTensor, attention_mask: torch.Tensor | None, height: int, width: int
+        self,
+        bbox: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        height: int,
+        width: int,
+        image_index: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Turn LayoutLM boxes into RoIAlign boxes.
+        """Turn LayoutLM boxes into RoIAlign boxes; sequence `b` reads image `image_index[b]` (default: image `b`).
 
         Returns:
             `(rois, token_index, inverse)`: `rois` `(num_rois, 5)` float rows `(page, x0, y0, x1, y1)` in image
@@ -261,7 +266,9 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         if self.config.visual_cls_is_page:
             page = torch.tensor([0, 0, 1000, 1000], dtype=bbox.dtype, device=bbox.device)
             boxes = torch.cat([page.expand(batch_size, 1, 4), bbox[:, 1:]], dim=1)
-        page_index = torch.arange(batch_size, device=bbox.device).repeat_interleave(seq_len)  # (B*L,)
+        if image_index is None:
+            image_index = torch.arange(batch_size, device=bbox.device)
+        page_index = image_index.to(bbox.device, bbox.dtype).repeat_interleave(seq_len)  # (B*L,)
         rows = torch.cat([page_index[:, None], boxes.reshape(-1, 4)], dim=1)  # (B*L, 5) long
         if self.skip_padding and attention_mask is not None and not static:
             token_index = attention_mask.reshape(-1).nonzero().squeeze(1)
@@ -302,13 +309,18 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         return embeddings
 
     def _forward(
-        self, pixel_values: torch.Tensor, bbox: torch.LongTensor, attention_mask: torch.Tensor | None
+        self,
+        pixel_values: torch.Tensor,
+        bbox: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        image_index: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         batch_size, seq_len, _ = bbox.shape
         if self.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        feature_map = self.backbone(pixel_values)["features"]  # (B, C, H/stride, W/stride)
-        rois, token_index, inverse = self.rois(bbox, attention_mask, pixel_values.shape[-2], pixel_values.shape[-1])
+        feature_map = self.backbone(pixel_values)["features"]  # (num_images, C, H/stride, W/stride)
+        height, width = pixel_values.shape[-2:]
+        rois, token_index, inverse = self.rois(bbox, attention_mask, height, width, image_index)
         embeddings = self.embed(self.pool(feature_map, rois))  # (num_rois, hidden)
         embeddings = embeddings[inverse]  # (num_tokens, hidden)
         if token_index.shape[0] == batch_size * seq_len:
@@ -320,12 +332,20 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         return out.view(batch_size, seq_len, -1)  # (B, L, hidden)
 
     def forward(
-        self, pixel_values: torch.Tensor, bbox: torch.LongTensor, attention_mask: torch.Tensor | None = None
+        self,
+        pixel_values: torch.Tensor,
+        bbox: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        image_index: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        """`pixel_values` (B, 3, H, W), `bbox` (B, L, 4) in 0..1000 -> visual embeddings (B, L, hidden)."""
+        """`pixel_values` (B, 3, H, W), `bbox` (B, L, 4) in 0..1000 -> visual embeddings (B, L, hidden).
+
+        With `image_index` (B,), `pixel_values` holds `num_images` pages (num_images, 3, H, W) and sequence `b`
+        pools from page `image_index[b]`: the backbone runs once per page however many windows it has.
+        """
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return self._gradient_checkpointing_func(self._forward, pixel_values, bbox, attention_mask)
-        return self._forward(pixel_values, bbox, attention_mask)
+            return self._gradient_checkpointing_func(self._forward, pixel_values, bbox, attention_mask, image_index)
+        return self._forward(pixel_values, bbox, attention_mask, image_index)
 
 
 def _check_inputs(
@@ -335,6 +355,7 @@ def _check_inputs(
     bbox: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
     pixel_values: torch.Tensor | None,
+    image_index: torch.Tensor | None = None,
 ) -> None:
     """Raise a `ValueError` naming the argument for inputs that would otherwise fail deep inside torch."""
     if input_ids is not None:
@@ -372,11 +393,28 @@ def _check_inputs(
             raise ValueError(
                 f"`pixel_values` must be (batch_size, 3, height, width) RGB images, got shape {tuple(pixel_values.shape)}."
             )
-        if pixel_values.shape[0] != shape[0]:
+        if image_index is None and pixel_values.shape[0] != shape[0]:
             raise ValueError(
                 f"`pixel_values` holds {pixel_values.shape[0]} images for {shape[0]} sequences; give one image per "
-                "sequence (repeat a page's image for each of its windows, via `overflow_to_sample_mapping`)."
+                "sequence (repeat a page's image for each of its windows, via `overflow_to_sample_mapping`), or "
+                "one per page with `image_index` saying which page each sequence reads."
             )
+        if image_index is not None:
+            if tuple(image_index.shape) != shape[:1] or image_index.is_floating_point():
+                raise ValueError(
+                    f"`image_index` must be an integer tensor of shape (batch_size,) = {shape[:1]} (the image in "
+                    f"`pixel_values` of each sequence), got {image_index.dtype} of shape {tuple(image_index.shape)}."
+                )
+            if (
+                not torch.compiler.is_compiling()
+                and ((image_index < 0) | (image_index >= pixel_values.shape[0])).any()
+            ):
+                raise ValueError(
+                    f"`image_index` must be in 0..{pixel_values.shape[0] - 1} (`pixel_values` holds "
+                    f"{pixel_values.shape[0]} images), got {image_index.tolist()}."
+                )
+    elif image_index is not None:
+        raise ValueError("`image_index` was given to a text-only model (`use_visual_features=False`): drop it.")
 
     if torch.compiler.is_compiling():
         return  # value checks need a host sync; a compiled graph trusts its inputs
@@ -563,6 +601,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        image_index: torch.LongTensor | None = None,
         **kwargs,
     ) -> LayoutLMRoIAlignModelOutput:
         r"""
@@ -571,9 +610,14 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
             carries its word's box. The same boxes, scaled to the image, are the RoIs of the visual branch; the first
             token's RoI is the whole page (`config.visual_cls_is_page`).
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
-            The page images, ImageNet-normalized (see `LayoutLMRoIAlignImageProcessor`), one per sequence.
+            The page images, ImageNet-normalized (see `LayoutLMRoIAlignImageProcessor`), one per sequence; or one
+            per page `(num_images, 3, image_size, image_size)` with `image_index`.
+        image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The image of `pixel_values` that each sequence reads, so that the windows of one long page share one
+            image and one backbone run (e.g. `overflow_to_sample_mapping` with `pixel_values` per page). Default:
+            image `b` for sequence `b`.
         """
-        _check_inputs(self.config, input_ids, inputs_embeds, bbox, attention_mask, pixel_values)
+        _check_inputs(self.config, input_ids, inputs_embeds, bbox, attention_mask, pixel_values, image_index)
         text_outputs = self.layoutlm(
             input_ids=input_ids,
             bbox=bbox,
@@ -587,7 +631,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         sequence_output = text_outputs.last_hidden_state  # (B, L, hidden)
         visual = None
         if self.visual_embeddings is not None:
-            visual = self.visual_embeddings(pixel_values.to(self.dtype), bbox, attention_mask)  # (B, L, hidden)
+            visual = self.visual_embeddings(pixel_values.to(self.dtype), bbox, attention_mask, image_index)
             sequence_output = sequence_output + visual.to(sequence_output.dtype)
             pooled_output = self.layoutlm.pooler(sequence_output)
         else:
@@ -627,15 +671,18 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        image_index: torch.LongTensor | None = None,
         **kwargs,
     ) -> TokenClassifierOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
             Each token's box normalized to 0..1000; see [`LayoutLMRoIAlignModel.forward`].
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
-            The page images, ImageNet-normalized, one per sequence.
+            The page images, ImageNet-normalized, one per sequence (or one per page with `image_index`).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Token labels in `[0, num_labels - 1]`; -100 is ignored (padding, special and non-first sub-word tokens).
+        image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
         """
         if labels is not None:
             shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
@@ -648,6 +695,7 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
             position_ids=position_ids,
             pixel_values=pixel_values,
             inputs_embeds=inputs_embeds,
+            image_index=image_index,
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, L, num_labels)
@@ -688,16 +736,19 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
         pixel_values: torch.FloatTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        image_index: torch.LongTensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
             Each token's box normalized to 0..1000; see [`LayoutLMRoIAlignModel.forward`].
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
-            The page images, ImageNet-normalized, one per sequence.
+            The page images, ImageNet-normalized, one per sequence (or one per page with `image_index`).
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Document labels in `[0, num_labels - 1]` (cross-entropy), or floats for regression (`num_labels == 1`)
             or multi-label classification (`config.problem_type`).
+        image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
         """
         outputs = self.layoutlm_roialign(
             input_ids=input_ids,
@@ -707,6 +758,7 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
             position_ids=position_ids,
             pixel_values=pixel_values,
             inputs_embeds=inputs_embeds,
+            image_index=image_index,
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)

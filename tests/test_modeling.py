@@ -211,6 +211,47 @@ def test_logits_independent_of_batch_companions_and_padding():
             torch.testing.assert_close(model(**padded).logits[0, :n], logits[0], rtol=1e-5, atol=1e-5)
 
 
+def test_image_index_shares_one_page_image_and_one_backbone_run():
+    """Windows of one page given as one image + `image_index` give the logits of repeating the image per window,
+    with one backbone run per page instead of one per window."""
+    model = build()
+    batch = random_batch(batch_size=4, seq_len=12)
+    pages = batch["pixel_values"][:2]  # two pages; windows 0, 1, 3 read page 0, window 2 reads page 1
+    image_index = torch.tensor([0, 0, 1, 0])
+    calls = []
+    hook = model.layoutlm_roialign.visual_embeddings.backbone.register_forward_hook(
+        lambda module, args, out: calls.append(args[0].shape[0])
+    )
+    with torch.no_grad():
+        repeated = model(**dict(inputs(batch), pixel_values=pages[image_index])).logits
+        shared = model(**dict(inputs(batch), pixel_values=pages, image_index=image_index)).logits
+    hook.remove()
+    assert calls == [4, 2]
+    torch.testing.assert_close(shared, repeated, rtol=1e-5, atol=1e-5)
+    assert (repeated[0] - repeated[2]).abs().max() > 0  # the two pages do differ
+
+
+@pytest.mark.parametrize(
+    "image_index, match",
+    [
+        (torch.tensor([0, 1]), "image_index.*shape"),
+        (torch.tensor([0.0, 1.0, 1.0]), "image_index.*integer"),
+        (torch.tensor([0, 1, 2]), "image_index.*0..1"),
+        (torch.tensor([0, -1, 1]), "image_index.*0..1"),
+    ],
+)
+def test_bad_image_index(batch, image_index, match):
+    model = build()
+    with pytest.raises(ValueError, match=match):
+        model(**dict(inputs(batch), pixel_values=batch["pixel_values"][:2], image_index=image_index))
+
+
+def test_image_index_on_a_text_only_model(batch):
+    model = build(use_visual_features=False)
+    with pytest.raises(ValueError, match="image_index.*text-only"):
+        model(**dict(inputs(batch), image_index=torch.tensor([0, 1, 2])))
+
+
 def test_changing_the_image_changes_the_logits(batch):
     model = build()
     with torch.no_grad():

@@ -4,7 +4,8 @@
 damaged. `predict_page` runs a token-classification checkpoint over a page (words and 0-1000 boxes given, or read by
 OCR), splitting long pages into overlapping windows (`predict_windows`, the one window loop of the package) and
 reading each word once (its first sub-token, in the window where it has the most context:
-`merge_window_predictions`). It returns every word with its box, label and score, and the entities: runs of words
+`merge_window_predictions`); `encode_page` and `decode_page` are its two ends, shared with the batch labeller
+(`layoutlm_roialign.labelling`). It returns every word with its box, label and score, and the entities: runs of words
 joined by the BIO labels. `draw_entities` draws each entity's box in its label's colour on the page, with a legend.
 `load_words_json` reads a `--words` file.
 """
@@ -31,6 +32,8 @@ from .processing_layoutlm_roialign import box_problem, merge_window_predictions
 __all__ = [
     "load_model_and_processor",
     "predict_page",
+    "encode_page",
+    "decode_page",
     "predict_windows",
     "group_entities",
     "draw_entities",
@@ -242,14 +245,28 @@ def predict_page(
         ocr = processor.image_processor(page, apply_ocr=True, ocr_lang=ocr_lang)
         words, boxes = list(ocr["words"][0]), [list(b) for b in ocr["boxes"][0]]
     words, boxes = list(words), [[int(round(v)) for v in box] for box in boxes]
-    result = {"width": width, "height": height, "words": [], "entities": []}
     if not words:
-        return result
+        return decode_page([], [], [], [], width, height, model.config.id2label)
+    encoding = encode_page(processor, page, words, boxes, max_length, stride)
+    logits = predict_windows(model, encoding, processor.model_input_names, batch_size)
+    word_ids = [encoding.word_ids(i) for i in range(len(logits))]
+    return decode_page(words, boxes, word_ids, logits, width, height, model.config.id2label)
 
-    encoding = processor(
+
+def encode_page(
+    processor: Any,
+    page: Any,
+    words: Sequence[str],
+    boxes: Sequence[Sequence[int]],
+    max_length: int = 512,
+    stride: int = 128,
+) -> Any:
+    """One page's words (non-empty) and 0-1000 boxes -> its windows: a padded `BatchEncoding` of `return_tensors="pt"`,
+    one row per window of `max_length` tokens overlapping by `stride`, each with the page's `pixel_values`."""
+    return processor(
         page,
-        words,
-        boxes,
+        list(words),
+        [list(box) for box in boxes],
         truncation=True,
         max_length=max_length,
         stride=stride,
@@ -257,29 +274,55 @@ def predict_page(
         padding="longest",
         return_tensors="pt",
     )
-    logits = predict_windows(model, encoding, processor.model_input_names, batch_size)
-    num_windows, seq_len = encoding["input_ids"].shape
-    probabilities = torch.zeros(num_windows, seq_len, logits[0].shape[-1])
-    for i, window in enumerate(logits):
-        probabilities[i, : len(window)] = window.softmax(-1)
+
+
+def decode_page(
+    words: Sequence[str],
+    boxes: Sequence[Sequence[int]],
+    word_ids_per_window: Sequence[Sequence[int | None]],
+    logits_per_window: Sequence[torch.Tensor],
+    width: int,
+    height: int,
+    id2label: Mapping[int, str],
+) -> dict:
+    """The labelled words and entities of one page from its windows' logits: each word is read on its first sub-token
+    in the window where it has the most context (`merge_window_predictions`), its label the argmax and its score the
+    softmax probability there (`predict_page`'s result; the batch labeller decodes with it too).
+
+    Args:
+        words, boxes: the page's words and 0-1000 boxes.
+        word_ids_per_window: `encoding.word_ids(i)` of each window of the page.
+        logits_per_window: each window's logits `(length, num_labels)`, cut to its length or not.
+        width, height: the page's size in pixels, for `pixel_box`.
+        id2label: the model's label names.
+    """
+    result = {"width": width, "height": height, "words": [], "entities": []}
+    if not words:
+        return result
+    num_windows = len(word_ids_per_window)
+    seq_len = max(len(ids) for ids in word_ids_per_window)
+    probabilities = torch.zeros(num_windows, seq_len, logits_per_window[0].shape[-1])
+    for i, window in enumerate(logits_per_window):
+        n = min(len(window), seq_len)
+        probabilities[i, :n] = window[:n].float().softmax(-1)
     # Merge windows on flat token positions, then read label and score at the position chosen for each word: the
     # same rule as `merge_window_predictions` on label ids, with the score coming from the same window.
     flat_positions = torch.arange(num_windows * seq_len).view(num_windows, seq_len)
     chosen = merge_window_predictions(
-        [encoding.word_ids(i) for i in range(num_windows)],
+        [list(ids) + [None] * (seq_len - len(ids)) for ids in word_ids_per_window],
         flat_positions,
-        encoding["overflow_to_sample_mapping"],
+        [0] * num_windows,
         [len(words)],
         fill_value=-1,
     )[0]
     flat = probabilities.view(num_windows * seq_len, -1)
-    id2label = model.config.id2label
     for word, box, position in zip(words, boxes, chosen, strict=True):
         if position < 0:  # no window holds the word (the tokenizer dropped it)
             label, score = "O", 0.0
         else:
             score, label_id = flat[position].max(-1)
             label, score = id2label[int(label_id)], float(score)
+        box = [int(v) for v in box]
         pixel_box = [
             round(box[0] * width / 1000, 1),
             round(box[1] * height / 1000, 1),

@@ -10,6 +10,7 @@ from .funsd import (
     funsd_features,
     funsd_folder_statistics,
     funsd_info,
+    has_links,
     load_dataset_spec,
     load_funsd_folder,
     load_hub_funsd,
@@ -18,7 +19,7 @@ from .funsd import (
     to_funsd_schema,
 )
 from .loading import DataArguments, describe_data, label_names_of, load_training_data
-from .synthetic import generate_synthetic_forms, render_synthetic_form
+from .synthetic import generate_synthetic_forms, render_synthetic_form, render_synthetic_form_with_links
 
 __all__ = [
     "DataArguments",
@@ -32,11 +33,13 @@ __all__ = [
     "funsd_info",
     "funsd_folder_statistics",
     "generate_synthetic_forms",
+    "has_links",
     "load_dataset_spec",
     "load_funsd_folder",
     "load_hub_funsd",
     "parse_funsd_annotation",
     "render_synthetic_form",
+    "render_synthetic_form_with_links",
     "split_train_validation",
     "to_funsd_schema",
 ]

@@ -2,6 +2,10 @@
 
 Every loader returns rows of one schema (`funsd_features`): `id`, `words`, `bboxes` (0-1000 per word), IOB
 `ner_tags` (a `Sequence(ClassLabel)`) and the page `image`, which is what `layoutlm_roialign.data.encoding` encodes.
+Loaders whose source has FUNSD's entity links (the release folder, synthetic forms, a `save_to_disk` or Hub copy
+that carries the two columns) add `entities` (per entity: FUNSD `id`, `label` in capitals, `word_indices` into the
+kept words, 0-1000 `box`) and `links` (`[from_id, to_id]` pairs, deduplicated, oriented as FUNSD lists them:
+question -> answer, header -> question).
 Each also says what it loaded in the dataset's `info`: `dataset_name` and `license` (FUNSD's own terms for the
 release folder, whatever the folder is called), which the model card reads.
 """
@@ -27,6 +31,7 @@ __all__ = [
     "FUNSD_ENTITY_TYPES",
     "FUNSD_LICENSE",
     "funsd_features",
+    "has_links",
     "funsd_info",
     "parse_funsd_annotation",
     "funsd_folder_statistics",
@@ -50,21 +55,34 @@ def funsd_info() -> DatasetInfo:
         description="FUNSD: Form Understanding in Noisy Scanned Documents (Jaume, Ekenel, Thiran, ICDAR-OST 2019).",
         homepage="https://guillaumejaume.github.io/FUNSD/",
         license=FUNSD_LICENSE,
-        features=funsd_features(),
+        features=funsd_features(links=True),
     )
 
 
-def funsd_features(label_names: Sequence[str] = FUNSD_LABELS) -> Features:
-    """The schema every loader returns."""
-    return Features(
-        {
-            "id": Value("string"),
-            "words": SequenceFeature(Value("string")),
-            "bboxes": SequenceFeature(SequenceFeature(Value("int64"), length=4)),
-            "ner_tags": SequenceFeature(ClassLabel(names=list(label_names))),
-            "image": ImageFeature(),
+def funsd_features(label_names: Sequence[str] = FUNSD_LABELS, links: bool = False) -> Features:
+    """The schema every loader returns; `links=True` adds the `entities` and `links` columns."""
+    features = {
+        "id": Value("string"),
+        "words": SequenceFeature(Value("string")),
+        "bboxes": SequenceFeature(SequenceFeature(Value("int64"), length=4)),
+        "ner_tags": SequenceFeature(ClassLabel(names=list(label_names))),
+        "image": ImageFeature(),
+    }
+    if links:
+        entity = {
+            "id": Value("int64"),
+            "label": Value("string"),
+            "word_indices": SequenceFeature(Value("int64")),
+            "box": SequenceFeature(Value("int64"), length=4),
         }
-    )
+        features["entities"] = [entity]  # a list of structs (a `Sequence` of a dict would become a dict of lists)
+        features["links"] = SequenceFeature(SequenceFeature(Value("int64"), length=2))
+    return Features(features)
+
+
+def has_links(dataset: Dataset) -> bool:
+    """Whether a FUNSD-schema dataset carries `entities` and `links` (what the linking task trains on)."""
+    return {"entities", "links"} <= set(dataset.column_names)
 
 
 def _iob(entity_label: str, position: int) -> str:
@@ -77,10 +95,15 @@ def _iob(entity_label: str, position: int) -> str:
 def parse_funsd_annotation(
     annotation_file: str | os.PathLike, width: int, height: int, skip_empty_words: bool = True
 ) -> dict[str, Any]:
-    """One FUNSD annotation file -> `words`, 0-1000 `bboxes`, IOB `labels` and the `entities` (label, word count).
+    """One FUNSD annotation file -> `words`, 0-1000 `bboxes`, IOB `labels`, the `entities` (label, word count), the
+    `entity_records` (FUNSD `id`, `label` in capitals, `word_indices` into the kept words, 0-1000 `box`: the union
+    of its kept words' boxes) and the `links` (`[from_id, to_id]`, deduplicated: FUNSD lists each link in both of its
+    entities).
 
     Each entity's words are labelled B-/I-<LABEL> in reading order ("other" -> O). Words whose text is blank
-    (624 of FUNSD's 22,512 training words) are dropped by default: they have no tokens to label.
+    (624 of FUNSD's 22,512 training words) are dropped by default: they have no tokens to label. An entity left
+    without words (152 in the training split) has no record, and links to it are dropped (`dropped_links` counts
+    them); a link naming an id that no entity has is an error.
 
     Raises:
         ValueError: naming the file, if it is not JSON of FUNSD's form or a word's box is malformed.
@@ -94,6 +117,8 @@ def parse_funsd_annotation(
     boxes: list[list[int]] = []
     labels: list[str] = []
     entities: list[tuple[str, int]] = []
+    records: list[dict[str, Any]] = []
+    links: list[list[int]] = []
     for e, entity in enumerate(form):
         try:
             label = str(entity["label"]).lower()
@@ -104,15 +129,39 @@ def parse_funsd_annotation(
             raise ValueError(f"FUNSD annotation {path}: entity {e} has unknown label {label!r}.")
         kept = [w for w in entity_words if str(w.get("text", "")).strip()] if skip_empty_words else entity_words
         entities.append((label, len(kept)))
+        if kept:
+            records.append({"id": int(entity.get("id", e)), "label": label.upper(), "word_indices": []})
+        for pair in entity.get("linking") or []:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2) or [int(v) for v in pair] in links:
+                continue
+            links.append([int(pair[0]), int(pair[1])])
         for i, word in enumerate(kept):
             try:
                 box = normalize_box(word["box"], width, height)
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"FUNSD annotation {path}: entity {e} has a bad word box ({err}).") from err
+            records[-1]["word_indices"].append(len(words))
             words.append(str(word.get("text", "")))
             boxes.append(box)
             labels.append(_iob(label, i))
-    return {"words": words, "bboxes": boxes, "labels": labels, "entities": entities}
+    for record in records:
+        members = [boxes[i] for i in record["word_indices"]]
+        record["box"] = [*(min(b[k] for b in members) for k in (0, 1)), *(max(b[k] for b in members) for k in (2, 3))]
+    every_id = {int(entity.get("id", e)) for e, entity in enumerate(form)}
+    for pair in links:
+        if not set(pair) <= every_id:
+            raise ValueError(f"FUNSD annotation {path}: link {pair} names an entity id that no entity has.")
+    kept_ids = {record["id"] for record in records}
+    kept_links = [pair for pair in links if set(pair) <= kept_ids]
+    return {
+        "words": words,
+        "bboxes": boxes,
+        "labels": labels,
+        "entities": entities,
+        "entity_records": records,
+        "links": kept_links,
+        "dropped_links": len(links) - len(kept_links),
+    }
 
 
 def _annotation_pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -170,7 +219,8 @@ def load_funsd_folder(folder: str | os.PathLike, skip_empty_words: bool = True) 
     """
     folder = Path(folder)
     pairs = _annotation_pairs(folder)
-    rows: dict[str, list] = {"id": [], "words": [], "bboxes": [], "ner_tags": [], "image": []}
+    rows: dict[str, list] = {"id": [], "words": [], "bboxes": [], "ner_tags": [], "image": [], "entities": [],
+                             "links": []}  # fmt: skip
     for ann, image in pairs:
         width, height = _page_size(image)
         page = parse_funsd_annotation(ann, width, height, skip_empty_words=skip_empty_words)
@@ -179,6 +229,8 @@ def load_funsd_folder(folder: str | os.PathLike, skip_empty_words: bool = True) 
         rows["bboxes"].append(page["bboxes"])
         rows["ner_tags"].append([FUNSD_LABELS.index(label) for label in page["labels"]])
         rows["image"].append(str(image.resolve()))
+        rows["entities"].append(page["entity_records"])
+        rows["links"].append(page["links"])
     info = funsd_info()
     return Dataset.from_dict(rows, features=info.features, info=info)
 
@@ -188,7 +240,8 @@ def to_funsd_schema(dataset: Dataset | DatasetDict, image_root: str | os.PathLik
 
     Accepts the column names of the Hub copies: `tokens` or `words`; `bboxes`, `bbox` or `boxes` (0-1000);
     `ner_tags` or `labels` (a `Sequence(ClassLabel)`; its label names are kept); `image` or `image_path`
-    (a path, resolved against `image_root` when relative). Missing columns raise a `ValueError` naming them.
+    (a path, resolved against `image_root` when relative); `entities` and `links` in this package's schema are kept
+    when both are there (the Hub's `nielsr/funsd` has neither). Missing columns raise a `ValueError` naming them.
     """
     if isinstance(dataset, DatasetDict):
         return DatasetDict({name: to_funsd_schema(split, image_root) for name, split in dataset.items()})
@@ -224,9 +277,10 @@ def to_funsd_schema(dataset: Dataset | DatasetDict, image_root: str | os.PathLik
             return str(full)
 
         dataset = dataset.map(lambda row: {"image": resolve(row["image_path"])}, remove_columns=["image_path"])
-    keep = ["id", "words", "bboxes", "ner_tags", "image"]
+    links = {"entities", "links"} <= columns  # a copy in this schema (e.g. our `save_to_disk`) keeps its links
+    keep = ["id", "words", "bboxes", "ner_tags", "image"] + (["entities", "links"] if links else [])
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
-    return dataset.cast(funsd_features(names))
+    return dataset.cast(funsd_features(names, links=links))
 
 
 def load_hub_funsd(

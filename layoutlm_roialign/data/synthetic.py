@@ -8,6 +8,10 @@ boxes are computed from the same font metrics, so words and boxes carry no trace
 look of the page does (a header sits in a shaded band, in reversed or dark-on-grey type). A model that ignores the
 pixels can at best guess those lines; one that looks can label them all.
 
+Every page also carries its entities and their links, in FUNSD's form (`render_synthetic_form_with_links`, and the
+`entities` / `links` columns of `generate_synthetic_forms`): each question is linked to the answer beside it (a
+question without a value has no answer), so the linking task runs offline too.
+
 Pages are deterministic by `(seed, page index)`: the first `n` pages of a larger set equal a set of `n` pages.
 """
 
@@ -25,7 +29,7 @@ from datasets import Dataset, DatasetInfo
 
 from .funsd import FUNSD_LABELS, funsd_features
 
-__all__ = ["generate_synthetic_forms", "render_synthetic_form"]
+__all__ = ["generate_synthetic_forms", "render_synthetic_form", "render_synthetic_form_with_links"]
 
 FONT_FILES = (
     "DejaVuSans.ttf",
@@ -91,6 +95,15 @@ def _value(rng: random.Random) -> list[str]:
 
 def render_synthetic_form(seed: int, index: int) -> tuple[PIL.Image.Image, list[str], list[list[int]], list[str]]:
     """Page `index` of the set `seed`: (greyscale page, words, 0-1000 word boxes, IOB labels)."""
+    return render_synthetic_form_with_links(seed, index)[:4]
+
+
+def render_synthetic_form_with_links(
+    seed: int, index: int
+) -> tuple[PIL.Image.Image, list[str], list[list[int]], list[str], list[dict], list[list[int]]]:
+    """Page `index` of the set `seed` with its entities: (greyscale page, words, 0-1000 word boxes, IOB labels,
+    entities, links). Entities are FUNSD-like records (`id`, `label` QUESTION/ANSWER/HEADER, `word_indices`, 0-1000
+    `box`); links are `[question id, answer id]` pairs. The page is the one `render_synthetic_form` draws."""
     rng = random.Random(f"layoutlm-roialign-synthetic/{seed}/{index}")
     width, height = rng.choice(((612, 792), (560, 720), (640, 760), (595, 842)))
     fonts = _font_paths()
@@ -120,9 +133,19 @@ def render_synthetic_form(seed: int, index: int) -> tuple[PIL.Image.Image, list[
         labels.append(label)
         return x + font.getlength(text) + space
 
+    entities: list[dict] = []
+    links: list[list[int]] = []
+
     def put_entity(x: float, y: int, tokens: list[str], kind: str | None, fill: int) -> float:
+        first = len(words)
         for i, token in enumerate(tokens):
             x = put(x, y, token, "O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}", fill)
+        if kind is not None:
+            members = boxes[first:]
+            box = [min(b[0] for b in members), min(b[1] for b in members)]
+            box += [max(b[2] for b in members), max(b[3] for b in members)]
+            entities.append({"id": len(entities), "label": kind, "word_indices": list(range(first, len(words))),
+                             "box": box})  # fmt: skip
         return x
 
     y = margin + rng.randint(0, 20)
@@ -155,20 +178,26 @@ def render_synthetic_form(seed: int, index: int) -> tuple[PIL.Image.Image, list[
                 x += rng.randint(0, 3) * space
                 if x + sum(font.getlength(t) + space for t in value) < margin + (column + 1) * column_width:
                     put_entity(x, y, value, None if header else "ANSWER", ink)
+                    if not header:  # the question just drawn -> the answer beside it
+                        links.append([entities[-2]["id"], entities[-1]["id"]])
         y += line_height + 2 * band + rng.randint(2, line_height)
 
     noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, 6.0, size=(height, width))
     page = PIL.Image.fromarray(np.clip(np.asarray(page, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "L")
-    return page, words, boxes, labels
+    return page, words, boxes, labels, entities, links
 
 
 def generate_synthetic_forms(num_pages: int = 240, seed: int = 0) -> Dataset:
-    """`num_pages` synthetic forms as a FUNSD-schema `Dataset` (labels in `FUNSD_LABELS` order)."""
+    """`num_pages` synthetic forms as a FUNSD-schema `Dataset` (labels in `FUNSD_LABELS` order), with `entities` and
+    `links`."""
     if not isinstance(num_pages, int) or num_pages < 1:
         raise ValueError(f"`num_pages` must be a positive integer, got {num_pages!r}.")
-    rows: dict[str, list] = {"id": [], "words": [], "bboxes": [], "ner_tags": [], "image": []}
+    rows: dict[str, list] = {"id": [], "words": [], "bboxes": [], "ner_tags": [], "image": [], "entities": [],
+                             "links": []}  # fmt: skip
     for index in range(num_pages):
-        image, words, boxes, labels = render_synthetic_form(seed, index)
+        image, words, boxes, labels, entities, links = render_synthetic_form_with_links(seed, index)
+        rows["entities"].append(entities)
+        rows["links"].append(links)
         rows["id"].append(f"synthetic-{seed}-{index:05d}")
         rows["words"].append(words)
         rows["bboxes"].append(boxes)
@@ -178,6 +207,6 @@ def generate_synthetic_forms(num_pages: int = 240, seed: int = 0) -> Dataset:
         dataset_name="synthetic-forms",
         description=f"{num_pages} synthetic forms made by layoutlm_roialign.data.generate_synthetic_forms (seed {seed}).",
         license="apache-2.0",
-        features=funsd_features(),
+        features=funsd_features(links=True),
     )
     return Dataset.from_dict(rows, features=info.features, info=info)

@@ -17,11 +17,13 @@ from transformers import (
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor, normalize_box, normalize_boxes
 from .modeling_layoutlm_roialign import (
+    LayoutLMRoIAlignForRelationExtraction,
     LayoutLMRoIAlignForSequenceClassification,
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
     LayoutLMRoIAlignModelOutput,
     LayoutLMRoIAlignPreTrainedModel,
+    LayoutLMRoIAlignRelationExtractionOutput,
     backbone_weights_name,
     build_backbone,
     load_backbone_weights,
@@ -53,6 +55,10 @@ LayoutLMRoIAlignConfig.register_for_auto_class()
 LayoutLMRoIAlignModel.register_for_auto_class("AutoModel")
 LayoutLMRoIAlignForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 LayoutLMRoIAlignForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+# There is no Auto class for relation extraction. The linking model is a token classifier (its `logits` are the
+# token logits) with a second output, so its checkpoints map AutoModelForTokenClassification to it: with
+# `trust_remote_code=True` that loads the joint model, link head included (see `layoutlm_roialign.linking`).
+LayoutLMRoIAlignForRelationExtraction.register_for_auto_class("AutoModelForTokenClassification")
 LayoutLMRoIAlignImageProcessor.register_for_auto_class("AutoImageProcessor")
 LayoutLMRoIAlignProcessor.register_for_auto_class("AutoProcessor")
 
@@ -63,6 +69,8 @@ __all__ = [
     "LayoutLMRoIAlignModelOutput",
     "LayoutLMRoIAlignForTokenClassification",
     "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignForRelationExtraction",
+    "LayoutLMRoIAlignRelationExtractionOutput",
     "LayoutLMRoIAlignImageProcessor",
     "LayoutLMRoIAlignProcessor",
     "backbone_weights_name",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from transformers import LayoutLMConfig
 
-__all__ = ["LayoutLMRoIAlignConfig", "DEFAULT_RETURN_NODES", "BACKBONE_NORMS", "VISUAL_INITS"]
+__all__ = ["LayoutLMRoIAlignConfig", "DEFAULT_RETURN_NODES", "BACKBONE_NORMS", "VISUAL_INITS", "DEFAULT_LINK_TYPES"]
 
 # The node each known backbone is cut at: the last stage whose stride is 16, as in the paper's ResNet `layer3`.
 DEFAULT_RETURN_NODES = {
@@ -37,6 +37,8 @@ BACKBONE_NORMS = ("auto", "frozen_batch_norm", "batch_norm", "group_norm")
 LAYER_NORM_BACKBONES = ("convnext", "swin", "vit_", "maxvit")
 NORM_FREE_BACKBONES = ("alexnet", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16", "vgg19")
 VISUAL_INITS = ("normed_zero_projection", "zero_gate", "zero_projection", "normal")
+# The (key type, value type) pairs the linking head scores by default: FUNSD's question -> answer links.
+DEFAULT_LINK_TYPES = (("QUESTION", "ANSWER"),)
 
 
 class LayoutLMRoIAlignConfig(LayoutLMConfig):
@@ -110,6 +112,30 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
             Run the visual branch. `False` gives the text-only model with the same parameters (an ablation switch).
         classifier_dropout (`float`, *optional*):
             Dropout before the classification heads. Defaults to `hidden_dropout_prob`.
+
+    The key-value linking head ([`LayoutLMRoIAlignForRelationExtraction`]) adds:
+
+    Args:
+        entity_types (`list[str]`, *optional*):
+            The entity types that `entity_labels` index, in id order. Defaults to the types of the `B-`/`I-` labels
+            of `id2label` in label-id order (FUNSD's labels give `["HEADER", "QUESTION", "ANSWER"]`).
+        link_types (`list[[str, str]]`, defaults to `[["QUESTION", "ANSWER"]]`):
+            The candidate pairs: an entity of the first type (the key) may link to an entity of the second (the
+            value) in the same window. Pairs of other types are never scored or predicted.
+        link_hidden_size (`int`, *optional*):
+            Width of the key and value projections of the biaffine scorer. Defaults to `hidden_size // 2`.
+        link_threshold (`float`, defaults to 0.5):
+            A candidate pair is predicted when the sigmoid of its score exceeds this; a key with no pair above it
+            has no answer.
+        link_one_value_key (`bool`, defaults to `True`):
+            Keep, for each value, only its best-scoring key among the pairs above `link_threshold` (a FUNSD answer
+            answers one question); a key may still get several values.
+        link_entity_box_feature (`bool`, defaults to `True`):
+            Add to each entity's representation the RoIAlign feature of its whole box (the union of its words'
+            boxes), pooled from the same backbone feature map and projected by the visual branch. Only with
+            `use_visual_features`.
+        link_loss_weight (`float`, defaults to 1.0):
+            Weight of the link loss (binary cross-entropy over the candidate pairs) added to the token loss.
     """
 
     model_type = "layoutlm_roialign"
@@ -132,6 +158,13 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         visual_cls_is_page: bool = True,
         use_visual_features: bool = True,
         classifier_dropout: float | None = None,
+        entity_types: list[str] | None = None,
+        link_types: list[list[str]] | tuple = DEFAULT_LINK_TYPES,
+        link_hidden_size: int | None = None,
+        link_threshold: float = 0.5,
+        link_one_value_key: bool = True,
+        link_entity_box_feature: bool = True,
+        link_loss_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -178,6 +211,27 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
                 f"{self.max_2d_position_embeddings}."
             )
 
+        if entity_types is not None and (
+            not isinstance(entity_types, (list, tuple))
+            or not all(isinstance(t, str) and t for t in entity_types)
+            or len(set(entity_types)) != len(entity_types)
+        ):
+            raise ValueError(f"`entity_types` must be a list of distinct non-empty names, got {entity_types!r}.")
+        if not isinstance(link_types, (list, tuple)) or not all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) and t for t in pair)
+            for pair in link_types
+        ):
+            raise ValueError(
+                f"`link_types` must be a list of [key_type, value_type] name pairs, e.g. [['QUESTION', 'ANSWER']], "
+                f"got {link_types!r}."
+            )
+        if link_hidden_size is not None and (not isinstance(link_hidden_size, int) or link_hidden_size < 1):
+            raise ValueError(f"`link_hidden_size` must be a positive int (or None), got {link_hidden_size!r}.")
+        if not 0.0 < link_threshold < 1.0:
+            raise ValueError(f"`link_threshold` must be a probability in (0, 1), got {link_threshold!r}.")
+        if not link_loss_weight >= 0:
+            raise ValueError(f"`link_loss_weight` must be >= 0, got {link_loss_weight!r}.")
+
         self.backbone = backbone
         self.backbone_return_node = backbone_return_node
         self.backbone_weights = backbone_weights
@@ -196,6 +250,25 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         self.visual_cls_is_page = visual_cls_is_page
         self.use_visual_features = use_visual_features
         self.classifier_dropout = classifier_dropout
+        self.entity_types = list(entity_types) if entity_types is not None else None
+        self.link_types = [list(pair) for pair in link_types]
+        self.link_hidden_size = link_hidden_size
+        self.link_threshold = link_threshold
+        self.link_one_value_key = link_one_value_key
+        self.link_entity_box_feature = link_entity_box_feature
+        self.link_loss_weight = link_loss_weight
+
+    @property
+    def resolved_entity_types(self) -> list[str]:
+        """`entity_types`, or the types of the `B-`/`I-` labels of `id2label` in label-id order."""
+        if self.entity_types is not None:
+            return list(self.entity_types)
+        types: list[str] = []
+        for i in sorted(self.id2label, key=int):
+            label = str(self.id2label[i])
+            if label[:2] in ("B-", "I-") and label[2:] not in types:
+                types.append(label[2:])
+        return types
 
     @property
     def resolved_backbone_norm(self) -> str:

@@ -41,6 +41,8 @@ __all__ = [
     "LayoutLMRoIAlignModel",
     "LayoutLMRoIAlignForTokenClassification",
     "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignForRelationExtraction",
+    "LayoutLMRoIAlignRelationExtractionOutput",
     "LayoutLMRoIAlignModelOutput",
     "LayoutLMRoIAlignVisualEmbeddings",
     "backbone_weights_name",
@@ -192,9 +194,12 @@ class LayoutLMRoIAlignModelOutput(BaseModelOutputWithPooling):
         LayoutLM's pooler applied to the fused first token ([CLS], whose RoI is the whole page).
     visual_embeddings (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
         The visual term that was added (zeros on padding), or `None` when the visual branch is off.
+    feature_map (`torch.FloatTensor` of shape `(num_images, channels, height, width)`, *optional*):
+        The backbone's feature map, with `output_feature_map=True` (and the visual branch on).
     """
 
     visual_embeddings: torch.FloatTensor | None = None
+    feature_map: torch.FloatTensor | None = None
 
 
 class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
@@ -314,7 +319,8 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         bbox: torch.LongTensor,
         attention_mask: torch.Tensor | None,
         image_index: torch.LongTensor | None = None,
-    ) -> torch.Tensor:
+        return_feature_map: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch_size, seq_len, _ = bbox.shape
         if self.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
@@ -326,10 +332,11 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         if token_index.shape[0] == batch_size * seq_len:
             # Every token was pooled: zero padding, as the path that skips it does.
             out = embeddings.view(batch_size, seq_len, -1)  # (B, L, hidden)
-            return out if attention_mask is None else out * attention_mask[..., None].to(out.dtype)
-        out = embeddings.new_zeros(batch_size * seq_len, embeddings.shape[-1])
-        out = out.index_copy(0, token_index, embeddings)
-        return out.view(batch_size, seq_len, -1)  # (B, L, hidden)
+            out = out if attention_mask is None else out * attention_mask[..., None].to(out.dtype)
+        else:
+            out = embeddings.new_zeros(batch_size * seq_len, embeddings.shape[-1])
+            out = out.index_copy(0, token_index, embeddings).view(batch_size, seq_len, -1)  # (B, L, hidden)
+        return (out, feature_map) if return_feature_map else out
 
     def forward(
         self,
@@ -337,15 +344,19 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         bbox: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         image_index: torch.LongTensor | None = None,
-    ) -> torch.Tensor:
+        return_feature_map: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """`pixel_values` (B, 3, H, W), `bbox` (B, L, 4) in 0..1000 -> visual embeddings (B, L, hidden).
 
         With `image_index` (B,), `pixel_values` holds `num_images` pages (num_images, 3, H, W) and sequence `b`
         pools from page `image_index[b]`: the backbone runs once per page however many windows it has.
+        `return_feature_map=True` also returns the backbone's feature map `(num_images, C, h, w)` (the linking head
+        pools entity boxes from it).
         """
+        args = (pixel_values, bbox, attention_mask, image_index, return_feature_map)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return self._gradient_checkpointing_func(self._forward, pixel_values, bbox, attention_mask, image_index)
-        return self._forward(pixel_values, bbox, attention_mask, image_index)
+            return self._gradient_checkpointing_func(self._forward, *args)
+        return self._forward(*args)
 
 
 def _check_inputs(
@@ -602,6 +613,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         image_index: torch.LongTensor | None = None,
+        output_feature_map: bool = False,
         **kwargs,
     ) -> LayoutLMRoIAlignModelOutput:
         r"""
@@ -616,6 +628,8 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
             The image of `pixel_values` that each sequence reads, so that the windows of one long page share one
             image and one backbone run (e.g. `overflow_to_sample_mapping` with `pixel_values` per page). Default:
             image `b` for sequence `b`.
+        output_feature_map (`bool`, *optional*, defaults to `False`):
+            Also return the backbone's feature map (`feature_map`), for heads that pool other boxes from it.
         """
         _check_inputs(self.config, input_ids, inputs_embeds, bbox, attention_mask, pixel_values, image_index)
         text_outputs = self.layoutlm(
@@ -629,9 +643,13 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
             **kwargs,
         )
         sequence_output = text_outputs.last_hidden_state  # (B, L, hidden)
-        visual = None
+        visual = feature_map = None
         if self.visual_embeddings is not None:
-            visual = self.visual_embeddings(pixel_values.to(self.dtype), bbox, attention_mask, image_index)
+            visual = self.visual_embeddings(
+                pixel_values.to(self.dtype), bbox, attention_mask, image_index, return_feature_map=output_feature_map
+            )
+            if output_feature_map:
+                visual, feature_map = visual
             sequence_output = sequence_output + visual.to(sequence_output.dtype)
             pooled_output = self.layoutlm.pooler(sequence_output)
         else:
@@ -642,6 +660,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
             hidden_states=text_outputs.hidden_states,
             attentions=text_outputs.attentions,
             visual_embeddings=visual,
+            feature_map=feature_map,
         )
 
 
@@ -781,4 +800,285 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
                 loss = BCEWithLogitsLoss()(logits.float(), labels.float())
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+@dataclass
+class LayoutLMRoIAlignRelationExtractionOutput(TokenClassifierOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*):
+        The token cross-entropy (with `labels`) plus `config.link_loss_weight` times the link loss (with
+        `link_labels`).
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_labels)`):
+        Token classification scores, as [`LayoutLMRoIAlignForTokenClassification`] gives them.
+    link_logits (`torch.FloatTensor` of shape `(batch_size, num_entities, num_entities)`, *optional*):
+        `link_logits[b, k, v]`: the score (a logit; sigmoid > `config.link_threshold` predicts the pair) that entity
+        `v` is the value of key entity `k`. Pairs that are not candidates (types outside `config.link_types`, padding
+        rows, an entity with itself) hold `NOT_A_CANDIDATE` (-10000). `None` without `entity_spans`.
+    """
+
+    link_logits: torch.FloatTensor | None = None
+
+
+NOT_A_CANDIDATE = -1.0e4  # the link logit of pairs that are never scored (sigmoid 0; finite in float16)
+
+
+class LayoutLMRoIAlignBiaffine(nn.Module):
+    """Biaffine pair scorer (Dozat & Manning, 2017; LayoutXLM's relation-extraction decoder): key and value MLPs,
+    then `score(k, v) = k^T W v + u_k . k + u_v . v + b` for every (key, value) pair."""
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__()
+        size = config.link_hidden_size or max(1, config.hidden_size // 2)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.key = nn.Sequential(nn.Linear(config.hidden_size, size), nn.ReLU(), nn.Dropout(dropout))
+        self.value = nn.Sequential(nn.Linear(config.hidden_size, size), nn.ReLU(), nn.Dropout(dropout))
+        self.bilinear = nn.Linear(size, size, bias=False)
+        self.key_linear = nn.Linear(size, 1)
+        self.value_linear = nn.Linear(size, 1, bias=False)
+
+    def forward(self, entities: torch.Tensor) -> torch.Tensor:
+        """`(B, E, hidden)` entity representations -> `(B, E, E)` scores of (key row, value column)."""
+        keys, values = self.key(entities), self.value(entities)  # (B, E, size)
+        scores = self.bilinear(keys) @ values.transpose(1, 2)  # (B, E, E)
+        return scores + self.key_linear(keys) + self.value_linear(values).transpose(1, 2)
+
+
+def _check_entities(
+    entity_spans: torch.Tensor,
+    entity_labels: torch.Tensor | None,
+    link_labels: torch.Tensor | None,
+    shape: tuple[int, int],
+    num_types: int,
+) -> None:
+    """Raise a `ValueError` naming the argument for entity inputs the linking head cannot read."""
+    batch_size, seq_len = shape
+    if entity_spans.dim() != 3 or entity_spans.shape[0] != batch_size or entity_spans.shape[2] != 2:
+        raise ValueError(
+            f"`entity_spans` must have shape (batch_size, num_entities, 2) = ({batch_size}, E, 2), got "
+            f"{tuple(entity_spans.shape)}."
+        )
+    if entity_spans.is_floating_point():
+        raise ValueError("`entity_spans` must hold integer token positions (first, last + 1), not floats.")
+    num_entities = entity_spans.shape[1]
+    if entity_labels is not None and tuple(entity_labels.shape) != (batch_size, num_entities):
+        raise ValueError(
+            f"`entity_labels` must have shape (batch_size, num_entities) = {(batch_size, num_entities)}, got "
+            f"{tuple(entity_labels.shape)}."
+        )
+    if link_labels is not None and tuple(link_labels.shape) != (batch_size, num_entities, num_entities):
+        raise ValueError(
+            f"`link_labels` must have shape (batch_size, num_entities, num_entities) = "
+            f"{(batch_size, num_entities, num_entities)}, got {tuple(link_labels.shape)}."
+        )
+    if torch.compiler.is_compiling() or num_entities == 0:
+        return
+    start, end = entity_spans.unbind(-1)
+    padding = (start == 0) & (end == 0)
+    bad = ~padding & ((start < 1) | (end <= start) | (end > seq_len))
+    if bad.any():
+        b, e = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f"`entity_spans` sequence {b}, entity {e} is {entity_spans[b, e].tolist()}: a span is (first token, last "
+            f"token + 1) with 1 <= first < last + 1 <= sequence length {seq_len} (position 0 is [CLS]), or (0, 0) "
+            "for a padding row. An entity past the sequence belongs to another window (the processor keeps only "
+            "the entities whose tokens a window holds)."
+        )
+    if entity_labels is not None:
+        wrong = (entity_labels != -100) & ((entity_labels < 0) | (entity_labels >= num_types))
+        if wrong.any():
+            raise ValueError(
+                f"`entity_labels` must be in 0..{num_types - 1} (indices into `config.resolved_entity_types`) or "
+                f"-100, got {entity_labels[wrong].unique().tolist()}."
+            )
+    if link_labels is not None:
+        wrong = (link_labels != -100) & (link_labels != 0) & (link_labels != 1)
+        if wrong.any():
+            raise ValueError(
+                f"`link_labels` must be 1 (a gold pair), 0 (not a pair) or -100 (ignored), got "
+                f"{link_labels[wrong].unique().tolist()}."
+            )
+
+
+class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM + RoIAlign image embeddings with two heads: the token classifier of
+    [`LayoutLMRoIAlignForTokenClassification`] (same parameter names, so its checkpoints load into this class) and a
+    key-value linking head (LayoutXLM-style relation extraction).
+
+    One checkpoint does both tasks: label the words, group them into entities, then score (key, value) pairs among
+    those entities (or among gold entities, given as `entity_spans`). Each entity is represented by the mean of its
+    tokens' fused states, plus a learned embedding of its type (`entity_labels`), plus (`link_entity_box_feature`,
+    with the visual branch) the RoIAlign feature of its whole box, pooled from the same backbone feature map as the
+    token features; a biaffine layer scores every ordered pair. Candidates are the pairs whose types are in
+    `config.link_types` (default question -> answer), within one window; the other pairs get `NOT_A_CANDIDATE`. A pair
+    is predicted when sigmoid(score) > `config.link_threshold` ("no answer" is a key with no pair above it).
+    """
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        types = config.resolved_entity_types
+        unknown = sorted({t for pair in config.link_types for t in pair} - set(types))
+        if unknown:
+            raise ValueError(
+                f"`config.link_types` {config.link_types} names types {unknown} that are not entity types {types} "
+                "(`config.entity_types`, or the B-/I- labels of `id2label`)."
+            )
+        self.entity_type_embeddings = nn.Embedding(max(1, len(types)), config.hidden_size)
+        candidates = torch.zeros(max(1, len(types)), max(1, len(types)), dtype=torch.bool)
+        for key, value in config.link_types:
+            candidates[types.index(key), types.index(value)] = True
+        self.register_buffer("candidate_types", candidates, persistent=False)  # (T, T): key type -> value type
+        self.use_box_feature = config.use_visual_features and config.link_entity_box_feature
+        self.link_head = LayoutLMRoIAlignBiaffine(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.layoutlm_roialign.get_input_embeddings()
+
+    def candidate_mask(self, entity_spans: torch.Tensor, entity_labels: torch.Tensor | None) -> torch.Tensor:
+        """`(B, E, E)` bool: which (key, value) pairs are scored: both rows real entities, not the same entity, and
+        (with `entity_labels`) their types a pair of `config.link_types`; without labels every pair of real
+        entities is a candidate."""
+        real = entity_spans[..., 1] > entity_spans[..., 0]  # (B, E); padding rows are (0, 0)
+        mask = real[:, :, None] & real[:, None, :]
+        mask = mask & ~torch.eye(entity_spans.shape[1], dtype=torch.bool, device=entity_spans.device)
+        if entity_labels is not None:
+            known = entity_labels >= 0
+            types = entity_labels.clamp(min=0)
+            allowed = self.candidate_types[types[:, :, None], types[:, None, :]]  # (B, E, E)
+            mask = mask & allowed & known[:, :, None] & known[:, None, :]
+        return mask
+
+    def entity_representations(
+        self,
+        sequence_output: torch.Tensor,
+        bbox: torch.LongTensor | None,
+        entity_spans: torch.LongTensor,
+        entity_labels: torch.LongTensor | None,
+        feature_map: torch.Tensor | None,
+        image_index: torch.LongTensor | None,
+        image_size: tuple[int, int] | None,
+    ) -> torch.Tensor:
+        """Mean of each entity's token states + its type embedding + its box's RoIAlign feature. `(B, E, hidden)`."""
+        batch_size, seq_len, _ = sequence_output.shape
+        positions = torch.arange(seq_len, device=sequence_output.device)
+        start, end = entity_spans[..., 0:1], entity_spans[..., 1:2]  # (B, E, 1)
+        members = (positions >= start) & (positions < end)  # (B, E, L)
+        weights = members.to(sequence_output.dtype)
+        counts = weights.sum(-1, keepdim=True).clamp(min=1)
+        entities = (weights @ sequence_output) / counts  # (B, E, hidden)
+        if entity_labels is not None:
+            types = self.entity_type_embeddings(entity_labels.clamp(min=0))
+            entities = entities + types * (entity_labels >= 0)[..., None].to(types.dtype)
+        if self.use_box_feature and feature_map is not None and entity_spans.shape[1] > 0:
+            visual = self.layoutlm_roialign.visual_embeddings
+            inside = members[..., None]  # (B, E, L, 1)
+            boxes = bbox[:, None].expand(-1, entity_spans.shape[1], -1, -1)  # (B, E, L, 4)
+            low = torch.where(inside, boxes, torch.full_like(boxes, 1000)).amin(2)  # (B, E, 4)
+            high = torch.where(inside, boxes, torch.zeros_like(boxes)).amax(2)
+            union = torch.cat([low[..., :2], high[..., 2:]], dim=-1)  # (B, E, 4): the entity's box, 0..1000
+            real = (entity_spans[..., 1] > entity_spans[..., 0]).reshape(-1)
+            page = image_index if image_index is not None else torch.arange(batch_size, device=bbox.device)
+            page = page.to(bbox.device)[:, None].expand(-1, entity_spans.shape[1]).reshape(-1)
+            height, width = image_size
+            scale = torch.tensor([width / 1000, height / 1000, width / 1000, height / 1000], device=bbox.device)
+            rois = torch.cat([page[:, None].float(), union.reshape(-1, 4).float() * scale], dim=1)[real]
+            pooled = visual.embed(visual.pool(feature_map, rois))  # (num_entities, hidden)
+            box_features = pooled.new_zeros(real.shape[0], pooled.shape[-1]).index_copy(
+                0, real.nonzero()[:, 0], pooled
+            )
+            entities = entities + box_features.view(batch_size, -1, pooled.shape[-1]).to(entities.dtype)
+        return entities
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        image_index: torch.LongTensor | None = None,
+        entity_spans: torch.LongTensor | None = None,
+        entity_labels: torch.LongTensor | None = None,
+        link_labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> LayoutLMRoIAlignRelationExtractionOutput:
+        r"""
+        bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
+            Each token's box normalized to 0..1000; see [`LayoutLMRoIAlignModel.forward`].
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            The page images, ImageNet-normalized, one per sequence (or one per page with `image_index`).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Token labels in `[0, num_labels - 1]`; -100 is ignored.
+        image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
+        entity_spans (`torch.LongTensor` of shape `(batch_size, num_entities, 2)`, *optional*):
+            Each entity's token positions `(first, last + 1)` in its sequence (the processor's `entities=` writes
+            them); padding rows are `(0, 0)`. Without them only the token logits are computed.
+        entity_labels (`torch.LongTensor` of shape `(batch_size, num_entities)`, *optional*):
+            Each entity's type, an index into `config.resolved_entity_types` (-100: unknown or padding): gold types
+            at training, predicted ones end to end. They decide the candidate pairs (`config.link_types`); without
+            them every pair of entities is a candidate.
+        link_labels (`torch.LongTensor` of shape `(batch_size, num_entities, num_entities)`, *optional*):
+            1 where entity `v` is the value of key entity `k`, 0 where not, -100 to ignore. The link loss is the
+            binary cross-entropy over the candidate pairs (every other candidate is a negative); gold pairs that
+            are not candidates are ignored.
+        """
+        shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
+        if labels is not None:
+            _check_labels(labels, self.num_labels, shape)
+        if entity_spans is None and (entity_labels is not None or link_labels is not None):
+            raise ValueError("`entity_labels` and `link_labels` need `entity_spans` (which tokens form each entity).")
+        if entity_spans is not None:
+            _check_entities(entity_spans, entity_labels, link_labels, shape, len(self.config.resolved_entity_types))
+        want_map = entity_spans is not None and self.use_box_feature
+        outputs = self.layoutlm_roialign(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            image_index=image_index,
+            output_feature_map=want_map,
+            **kwargs,
+        )
+        sequence_output = outputs.last_hidden_state
+        logits = self.classifier(self.dropout(sequence_output))  # (B, L, num_labels)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels).float(), labels.view(-1))
+        link_logits = None
+        if entity_spans is not None:
+            entity_spans = entity_spans.long()
+            entity_labels = entity_labels.long() if entity_labels is not None else None
+            image_size = tuple(pixel_values.shape[-2:]) if pixel_values is not None else None
+            entities = self.entity_representations(
+                sequence_output, bbox, entity_spans, entity_labels, outputs.feature_map, image_index, image_size
+            )
+            scores = self.link_head(self.dropout(entities)).float()  # (B, E, E)
+            candidates = self.candidate_mask(entity_spans, entity_labels)
+            link_logits = scores.masked_fill(~candidates, NOT_A_CANDIDATE)
+            if link_labels is not None:
+                scored = candidates & (link_labels != -100)
+                link_loss = BCEWithLogitsLoss(reduction="sum")(scores[scored], link_labels[scored].float())
+                link_loss = link_loss / scored.sum().clamp(min=1) + 0.0 * scores.sum()  # 0 without candidates
+                link_loss = self.config.link_loss_weight * link_loss
+                loss = link_loss if loss is None else loss + link_loss
+        return LayoutLMRoIAlignRelationExtractionOutput(
+            loss=loss,
+            logits=logits,
+            link_logits=link_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )

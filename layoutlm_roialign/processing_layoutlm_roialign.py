@@ -17,6 +17,13 @@ labels this processor writes and by `merge_window_predictions`, make every word 
 
 An empty page (no words, e.g. a blank scan whose OCR found nothing) is valid: it encodes as `[CLS] [SEP]` with no
 labels, and merges back to an empty list. Empty *words* are rejected.
+
+**Entities and links** (the key-value linking head): `entities=` gives each page's entities (consecutive word
+indices, a type, an id) and `links=` the `[key id, value id]` pairs. An entity belongs to a window when the window
+holds every token of its words; its span is `(first token, last token + 1)`. A pair is scored in every window that
+holds both entities, and `merge_window_links` reads its score from the window where the pair has the most context
+(the nearer of the two entities to a window edge is farthest from it; ties to the earlier window). A pair whose
+entities never share a window is never scored (evaluation counts it as missed).
 """
 
 from __future__ import annotations
@@ -36,11 +43,14 @@ __all__ = [
     "LayoutLMRoIAlignProcessor",
     "box_problem",
     "first_subtoken_mask",
+    "merge_window_links",
     "merge_window_predictions",
+    "select_links",
     "token_predictions_to_word_predictions",
 ]
 
 IGNORE_INDEX = -100  # ignored by torch's cross-entropy
+NOT_A_CANDIDATE = -1.0e4  # the linking head's score of pairs it does not score (modeling's `NOT_A_CANDIDATE`)
 
 
 def first_subtoken_mask(
@@ -133,6 +143,70 @@ def merge_window_predictions(
     return merged
 
 
+def merge_window_links(
+    entity_index_per_window: Sequence[Sequence[int]],
+    entity_spans_per_window: Sequence[Sequence[Sequence[int]]],
+    link_logits_per_window: Any,
+    content_lengths: Sequence[int],
+    overflow_to_sample_mapping: Sequence[int] | None = None,
+    num_pages: int | None = None,
+) -> list[dict[tuple[int, int], float]]:
+    """Merge the link scores of (possibly overlapping) windows into one score per (key, value) entity pair of each
+    page: each pair's score comes from the window in which it has the most context (module docstring).
+
+    Args:
+        entity_index_per_window: per window, the page entity index of each of its entity rows (-1: padding).
+        entity_spans_per_window: per window, each entity row's `(first, last + 1)` token span.
+        link_logits_per_window: per window, `(E, E)` link logits (`NOT_A_CANDIDATE` or less: not scored).
+        content_lengths: per window, its number of word tokens (without [CLS], [SEP] and padding).
+        overflow_to_sample_mapping: page of each window; `None` means one window per page.
+        num_pages: number of pages (default: from the mapping).
+
+    Returns:
+        Per page, `{(key entity, value entity): logit}` for every scored candidate pair.
+    """
+    mapping = _check_mapping(overflow_to_sample_mapping, len(entity_index_per_window))
+    pages = num_pages if num_pages is not None else max(mapping, default=-1) + 1
+    best: list[dict[tuple[int, int], tuple[int, float]]] = [{} for _ in range(pages)]
+    for k, (index, spans) in enumerate(zip(entity_index_per_window, entity_spans_per_window, strict=True)):
+        logits = link_logits_per_window[k]
+        if isinstance(logits, torch.Tensor):
+            logits = logits.detach().float().cpu().numpy()
+        logits = np.asarray(logits, dtype=np.float32)
+        rows = [i for i, e in enumerate(index) if int(e) >= 0]
+        # distance of each entity to the window's nearer edge, in word tokens (position 0 is [CLS])
+        edge = {i: min(int(spans[i][0]) - 1, int(content_lengths[k]) - int(spans[i][1]) + 1) for i in rows}
+        for i in rows:
+            for j in rows:
+                if i == j or i >= logits.shape[0] or j >= logits.shape[1] or logits[i, j] <= NOT_A_CANDIDATE:
+                    continue
+                pair, context = (int(index[i]), int(index[j])), min(edge[i], edge[j])
+                page = best[mapping[k]]
+                if pair not in page or context > page[pair][0]:
+                    page[pair] = (context, float(logits[i, j]))
+    return [{pair: score for pair, (_, score) in page.items()} for page in best]
+
+
+def select_links(
+    scores: dict[tuple[int, int], float], threshold: float = 0.5, one_value_key: bool = True
+) -> list[tuple[int, int, float]]:
+    """Decide the pairs of one page from `merge_window_links` scores: `(key, value, probability)` for each pair whose
+    sigmoid exceeds `threshold`; with `one_value_key`, only each value's best key among those (a key may keep
+    several values). A key with no pair above the threshold has no answer. Sorted by key, then value."""
+    chosen = []
+    for (key, value), logit in scores.items():
+        probability = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+        if probability > threshold:
+            chosen.append((key, value, probability))
+    if one_value_key:
+        best: dict[int, tuple[int, int, float]] = {}
+        for pair in chosen:
+            if pair[1] not in best or pair[2] > best[pair[1]][2]:
+                best[pair[1]] = pair
+        chosen = list(best.values())
+    return sorted(chosen)
+
+
 def token_predictions_to_word_predictions(
     word_ids: Sequence[int | None], predictions: Any, num_words: int | None = None, fill_value: int = IGNORE_INDEX
 ) -> list[int]:
@@ -221,6 +295,9 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
         word_labels: Sequence[int] | Sequence[Sequence[int]] | None = None,
         *,
         words: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        entities: Sequence[dict] | Sequence[Sequence[dict]] | None = None,
+        links: Sequence[Sequence[int]] | Sequence[Sequence[Sequence[int]]] | None = None,
+        entity_types: Sequence[str] | None = None,
         label_all_tokens: bool | None = None,
         add_special_tokens: bool = True,
         padding: bool | str | PaddingStrategy = False,
@@ -249,6 +326,14 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                 boxes); same nesting as `text`.
             word_labels: one label id per word (optional); same nesting as `text`.
             label_all_tokens: overrides the processor's `label_all_tokens` for this call.
+            entities: the entities of the page (same nesting as `text`), for the linking head: dicts with
+                `word_indices` (consecutive indices into the page's words), optional `label` (a type name from
+                `entity_types`, or its index; other names, e.g. FUNSD's "OTHER", give -100: never a candidate) and
+                optional `id` (default: the entity's position). Gives `entity_spans`, `entity_labels`,
+                `entity_index` (the page entity of each row) and, with `links`, `link_labels` per window.
+            links: `[key id, value id]` pairs of each page (same nesting as `text`), naming entities by `id`.
+            entity_types: the type names `entity_labels` index (`model.config.resolved_entity_types`); needed when
+                entity labels are names.
             return_overflowing_tokens: split long pages into windows of `max_length` tokens overlapping by `stride`;
                 each window gets its page's `pixel_values` and `overflow_to_sample_mapping` says which page.
             Other arguments are the tokenizer's.
@@ -281,6 +366,8 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                 )
             if images is None:
                 raise ValueError("`images` is required to OCR the pages (`apply_ocr=True`).")
+            if entities is not None or links is not None:
+                raise ValueError("`entities` and `links` index the words of `text`: pass `text` and `boxes` too.")
         else:  # check the words before decoding any image: cheap, and where most mistakes are
             pages, batched = self._pages(text)
             boxes = [
@@ -339,6 +426,19 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                 ]
                 for i in range(num_rows)
             ]
+        if links is not None and entities is None:
+            raise ValueError("`links` name entities by id: pass `entities` too.")
+        if entities is not None:
+            page_entities = self._per_page(entities, "entities", pages, batched, required=True, per_word=False)
+            page_entities = [self._check_page_entities(e, p, len(pages[p]), entity_types) for p, e in
+                             enumerate(page_entities)]  # fmt: skip
+            page_links = None
+            if links is not None:
+                page_links = self._per_page(links, "links", pages, batched, required=True, per_word=False)
+                page_links = [self._check_page_links(pl, p, page_entities[p]) for p, pl in enumerate(page_links)]
+            encoded.update(
+                self._encode_entities(word_ids_rows, mapping, page_entities, page_links, return_tensors is not None)
+            )
         encoded.convert_to_tensors(tensor_type=return_tensors)
 
         if features is not None:
@@ -351,6 +451,138 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                     pixel_values = [pixel_values[p] for p in mapping]
             encoded["pixel_values"] = pixel_values
         return encoded
+
+    @staticmethod
+    def _check_page_entities(
+        page_entities: list, page: int, num_words: int, entity_types: Sequence[str] | None
+    ) -> list[tuple[int, int, int, int]]:
+        """`(id, first word, last word + 1, type id or -100)` per entity, checked."""
+        checked, ids = [], set()
+        for e, entity in enumerate(page_entities):
+            where = f"`entities` page {page}, entity {e}"
+            if not isinstance(entity, dict) or "word_indices" not in entity:
+                raise ValueError(f"{where} is {entity!r}: expected a dict with `word_indices` (and `label`, `id`).")
+            indices = [int(i) for i in entity["word_indices"]]
+            if not indices:
+                raise ValueError(f"{where} has no `word_indices`: drop entities without words.")
+            if indices != list(range(indices[0], indices[0] + len(indices))):
+                raise ValueError(f"{where}: `word_indices` {indices} must be consecutive word indices in order.")
+            if indices[0] < 0 or indices[-1] >= num_words:
+                raise ValueError(
+                    f"{where}: `word_indices` {indices} reach past the page's {num_words} words (0..{num_words - 1})."
+                )
+            label = entity.get("label")
+            if label is None:
+                type_id = IGNORE_INDEX
+            elif isinstance(label, str):
+                if entity_types is None:
+                    raise ValueError(
+                        f"{where} has the label {label!r}: pass `entity_types` (the model's "
+                        "`config.resolved_entity_types`) to turn names into type ids, or give ids."
+                    )
+                type_id = list(entity_types).index(label) if label in entity_types else IGNORE_INDEX
+            elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+                type_id = int(label)
+            else:
+                raise ValueError(f"{where} has the label {label!r}: expected a type name or id.")
+            entity_id = int(entity.get("id", e))
+            if entity_id in ids:
+                raise ValueError(f"{where} repeats the id {entity_id}: entity ids must be distinct within a page.")
+            ids.add(entity_id)
+            checked.append((entity_id, indices[0], indices[-1] + 1, type_id))
+        return checked
+
+    @staticmethod
+    def _check_page_links(page_links: list, page: int, page_entities: list) -> set[tuple[int, int]]:
+        """The links of a page as `(key entity position, value entity position)`."""
+        position = {entity[0]: i for i, entity in enumerate(page_entities)}
+        pairs = set()
+        for n, link in enumerate(page_links):
+            link = link.tolist() if hasattr(link, "tolist") else link
+            if not isinstance(link, (list, tuple)) or len(link) != 2:
+                raise ValueError(f"`links` page {page}, link {n} is {link!r}: expected [key id, value id].")
+            missing = [int(v) for v in link if int(v) not in position]
+            if missing:
+                raise ValueError(
+                    f"`links` page {page}, link {n} {list(link)} names entity id {missing[0]}, which no entity of "
+                    f"the page has (ids: {sorted(position)[:20]}). Drop links to entities that were removed."
+                )
+            pairs.add((position[int(link[0])], position[int(link[1])]))
+        return pairs
+
+    @staticmethod
+    def _encode_entities(
+        word_ids_rows: list, mapping: list[int], page_entities: list, page_links: list | None, pad: bool
+    ) -> dict[str, list]:
+        """Per window: the entities all of whose tokens it holds, as token spans, types, page indices and links."""
+        counts = [{} for _ in word_ids_rows]  # window -> word -> tokens of the word in the window
+        first, last = [{} for _ in word_ids_rows], [{} for _ in word_ids_rows]
+        most: dict[tuple[int, int], int] = {}  # (page, word) -> most tokens any window holds
+        for k, word_ids in enumerate(word_ids_rows):
+            for pos, w in enumerate(word_ids):
+                if w is None:
+                    continue
+                counts[k][w] = counts[k].get(w, 0) + 1
+                first[k].setdefault(w, pos)
+                last[k][w] = pos
+            for w, n in counts[k].items():
+                most[mapping[k], w] = max(most.get((mapping[k], w), 0), n)
+        out: dict[str, list] = {"entity_spans": [], "entity_labels": [], "entity_index": []}
+        if page_links is not None:
+            out["link_labels"] = []
+        for k in range(len(word_ids_rows)):
+            p = mapping[k]
+            rows = [
+                (e, first[k][start], last[k][end - 1] + 1, type_id)
+                for e, (_, start, end, type_id) in enumerate(page_entities[p])
+                if all(counts[k].get(w, 0) == most.get((p, w), -1) for w in range(start, end))
+            ]
+            out["entity_spans"].append([[s, t] for _, s, t, _ in rows])
+            out["entity_labels"].append([type_id for *_, type_id in rows])
+            out["entity_index"].append([e for e, *_ in rows])
+            if page_links is not None:
+                out["link_labels"].append([[int((a, b) in page_links[p]) for b, *_ in rows] for a, *_ in rows])
+        if pad:  # tensors need one entity count for every window: pad rows with (0, 0), -100 and -1
+            size = max((len(r) for r in out["entity_index"]), default=0)
+            for i in range(len(word_ids_rows)):
+                n = len(out["entity_index"][i])
+                out["entity_spans"][i] += [[0, 0]] * (size - n)
+                out["entity_labels"][i] += [IGNORE_INDEX] * (size - n)
+                out["entity_index"][i] += [-1] * (size - n)
+                if page_links is not None:
+                    out["link_labels"][i] = [row + [IGNORE_INDEX] * (size - n) for row in out["link_labels"][i]]
+                    out["link_labels"][i] += [[IGNORE_INDEX] * size] * (size - n)
+            if size == 0:  # keep the shapes (windows, 0, 2) and (windows, 0, 0) through tensor conversion
+                out = {key: [np.zeros((0, 2) if key == "entity_spans" else (0, 0) if key == "link_labels" else 0,
+                                      dtype=np.int64)] * len(word_ids_rows) for key in out}  # fmt: skip
+        return out
+
+    def post_process_relation_extraction(
+        self,
+        encoding: BatchEncoding,
+        link_logits: Any,
+        threshold: float = 0.5,
+        one_value_key: bool = True,
+        num_pages: int | None = None,
+    ) -> list[list[dict]]:
+        """Link logits (one `(E, E)` per row of `encoding`, made with `entities=`) -> per page, the predicted pairs
+        `{"key": entity, "value": entity, "score": probability}` (entities by their position in `entities`), merged
+        over windows by `merge_window_links` and decided by `select_links`."""
+        num_rows = len(encoding["input_ids"])
+        spans = encoding["entity_spans"]
+        content = [sum(w is not None for w in encoding.word_ids(i)) for i in range(num_rows)]
+        scores = merge_window_links(
+            [list(map(int, row)) for row in encoding["entity_index"]],
+            [s.tolist() if hasattr(s, "tolist") else s for s in spans],
+            link_logits,
+            content,
+            encoding.get("overflow_to_sample_mapping"),
+            num_pages,
+        )
+        return [
+            [{"key": k, "value": v, "score": p} for k, v, p in select_links(page, threshold, one_value_key)]
+            for page in scores
+        ]
 
     def post_process_token_classification(
         self,
@@ -427,8 +659,11 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
         return [list(page) for page in pages], batched
 
     @staticmethod
-    def _per_page(values: Any, name: str, pages: list[list[str]], batched: bool, required: bool = True) -> list | None:
-        """`boxes`/`word_labels`, nested like `text`, as a list of pages with one entry per word."""
+    def _per_page(
+        values: Any, name: str, pages: list[list[str]], batched: bool, required: bool = True, per_word: bool = True
+    ) -> list | None:
+        """`boxes`/`word_labels` (`per_word`: one entry per word), `entities`/`links`, nested like `text`, as a list
+        of pages."""
         if values is None:
             if required:
                 raise ValueError(
@@ -445,6 +680,11 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
         checked = []
         for p, (page_values, page_words) in enumerate(zip(values, pages, strict=True)):
             page_values = page_values.tolist() if hasattr(page_values, "tolist") else page_values
+            if not per_word:
+                if not isinstance(page_values, (list, tuple)):
+                    raise ValueError(f"`{name}` page {p} is a {type(page_values).__name__}: expected a list.")
+                checked.append(list(page_values))
+                continue
             if not isinstance(page_values, (list, tuple)) or len(page_values) != len(page_words):
                 got = len(page_values) if isinstance(page_values, (list, tuple)) else type(page_values).__name__
                 raise ValueError(

@@ -22,12 +22,13 @@ from transformers import AutoTokenizer, PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
-from .modeling_layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+from .modeling_layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction, LayoutLMRoIAlignForTokenClassification
 from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
 from .wordpiece import train_wordpiece_tokenizer
 
 __all__ = [
     "FINAL_FOLDER",
+    "TASK_MODELS",
     "build_model_and_processor",
     "check_label_set",
     "completed_run",
@@ -40,6 +41,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FINAL_FOLDER = "final"
+# `--task` -> the model class a run trains: the linking model is the token classifier plus a link head.
+TASK_MODELS = {
+    "token-classification": LayoutLMRoIAlignForTokenClassification,
+    "linking": LayoutLMRoIAlignForRelationExtraction,
+}
 TEXT_SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
@@ -89,6 +95,7 @@ def build_model_and_processor(
     backbone_weights: str | None = None,
     tokenizer_vocab_size: int = 1000,
     num_labels: int | None = None,
+    task: str = "token-classification",
     **config_kwargs: Any,
 ) -> tuple[PreTrainedModel, LayoutLMRoIAlignProcessor]:
     """The model and processor to fine-tune on a dataset with labels `label_names`.
@@ -104,6 +111,8 @@ def build_model_and_processor(
         backbone_weights: torchvision weight name or state-dict file of the backbone (`None`: random).
         tokenizer_vocab_size: size of the WordPiece vocabulary trained without `text_model`.
         num_labels: the expected number of labels, checked against `label_names`.
+        task: `"token-classification"` or `"linking"` (the token classifier plus the key-value link head; a
+            token-classification checkpoint given as `model_name_or_path` then gets a fresh link head).
         config_kwargs: fields of `LayoutLMRoIAlignConfig` (`backbone`, `image_size`, `visual_init`, text sizes,
             ...); `None` values keep the config's defaults.
 
@@ -112,6 +121,8 @@ def build_model_and_processor(
             folder.
     """
     label_names = list(label_names)
+    if task not in TASK_MODELS:
+        raise ValueError(f"--task must be one of {sorted(TASK_MODELS)}, got {task!r}.")
     if num_labels is not None and num_labels != len(label_names):
         raise ValueError(
             f"--num_labels {num_labels} does not match the dataset, which has {len(label_names)} labels: "
@@ -120,9 +131,12 @@ def build_model_and_processor(
     if model_name_or_path is not None:
         if os.path.sep in model_name_or_path and not os.path.isdir(model_name_or_path):
             raise ValueError(f"--model_name_or_path {model_name_or_path!r} is not a folder.")
-        return load_checkpoint_for_labels(
+        model, processor = load_checkpoint_for_labels(
             model_name_or_path, label_names, f"--model_name_or_path {model_name_or_path}", trust_remote_code
         )
+        if task == "linking" and not hasattr(model, "link_head"):
+            model = LayoutLMRoIAlignForRelationExtraction.from_pretrained(model_name_or_path)
+        return model, processor
 
     config_kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
     sizes = {k: config_kwargs[k] for k in TEXT_SIZE_FIELDS if k in config_kwargs}
@@ -142,7 +156,7 @@ def build_model_and_processor(
     if backbone_weights is not None and not config_kwargs.get("use_visual_features", True):
         logger.warning("--backbone_weights is ignored with --use_visual_features false.")
         backbone_weights = None
-    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+    model = TASK_MODELS[task].from_pretrained_parts(
         text_model,
         backbone_weights,
         num_labels=len(label_names),

@@ -21,6 +21,7 @@ __all__ = [
     "training_data_terms",
     "check_push_arguments",
     "model_index_yaml",
+    "link_metrics_section",
 ]
 
 FUNSD_NOTE = (
@@ -132,6 +133,7 @@ def write_model_card(
     hyperparameters: dict,
     repo_id: str | None = None,
     template: str | os.PathLike | None = None,
+    link_scores: dict | None = None,
 ) -> Path:
     """Write `<folder>/README.md` from the template.
 
@@ -143,6 +145,8 @@ def write_model_card(
         hyperparameters: name -> value rows of the hyper-parameter table.
         repo_id: the Hub repository the card is for (used in the loading snippet).
         template: path of another template.
+        link_scores: for a linking checkpoint, `{"gold_entities": ..., "end_to_end": ...}` pair scores
+            (`metrics.link_scores` output) on the validation pages; adds their table and how to get the pairs.
     """
     import json
 
@@ -185,11 +189,39 @@ def write_model_card(
         "repo_id": repo_id or "path/to/this/folder",
         "train_pages": data.get("train_pages", "?"),
         "image_size": config.get("image_size", "?"),
+        "link_metrics": link_metrics_section(link_scores, config),
     }
     path = Path(template) if template is not None else find_model_card_template()
     card = render_model_card(path.read_text(), fields)
     (folder / "README.md").write_text(card)
     return folder / "README.md"
+
+
+def link_metrics_section(link_scores: dict | None, config: dict) -> str:
+    """The card's key-value section of a linking checkpoint: pair scores with gold entities and end to end, and how
+    to get the pairs; empty for a token-classification checkpoint."""
+    if not link_scores:
+        return ""
+    rows = []
+    for key, name in (("gold_entities", "gold entities"), ("end_to_end", "end to end (predicted entities)")):
+        if link_scores.get(key):
+            v = link_scores[key]
+            rows.append(
+                f"| {name} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | **{_fmt(v['f1'])}** | {v['gold']} |"
+            )
+    types = ", ".join(f"{k} -> {v}" for k, v in config.get("link_types", []))
+    return (
+        "\n## Key-value pairs\n\n"
+        f"This checkpoint also links entities ({types}; a pair is predicted when its probability exceeds "
+        f"{config.get('link_threshold')}, each value keeping its best key: "
+        f"{config.get('link_one_value_key')}). Pair scores on the validation pages (end to end: a pair counts when "
+        "both predicted entities have exactly a gold entity's words and those form a gold pair):\n\n"
+        "| entities | precision | recall | F1 | gold pairs |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        '`scripts/predict.py` writes the pairs (`"pairs"` in the JSON, arrows in the picture); in Python, '
+        "`layoutlm_roialign.linking.predict_pairs(model, processor, page, words, boxes)`. Loaded with "
+        "`AutoModelForTokenClassification` and `trust_remote_code=True`, the model is the joint class "
+        "(`LayoutLMRoIAlignForRelationExtraction`): `logits` are the token logits and `link_logits` the pair scores.\n"
+    )
 
 
 def check_push_arguments(training_args: Any) -> str | None:

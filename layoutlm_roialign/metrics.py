@@ -4,6 +4,11 @@
 token predictions of every window back into one label per word of each page before scoring, so that a word split
 over two windows or into several sub-tokens counts once.
 
+Key-value links (the linking head): `gold_links` reads a page's gold pairs, `link_scores` scores pairs with gold
+entities (the common FUNSD "RE" setting: pair precision / recall / F1, micro over pages), `end_to_end_link_scores`
+scores pairs between predicted entities (a predicted pair counts when each of its entities has exactly the words of
+a gold entity and those two form a gold pair), and `LinkingMetrics` is the linking task's `compute_metrics`.
+
 `evaluate.load("seqeval")` fetches its script from the Hub, which is not always reachable; this module calls the
 `seqeval` package directly with the same defaults as that metric (conlleval-style chunking, not strict IOB2 mode),
 so the numbers are the ones the Hub metric would report.
@@ -17,13 +22,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
-from .processing_layoutlm_roialign import IGNORE_INDEX, merge_window_predictions
+from .processing_layoutlm_roialign import IGNORE_INDEX, merge_window_links, merge_window_predictions, select_links
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import EvalPrediction
 
-__all__ = ["entity_scores", "flatten_entity_scores", "WordLevelEntityMetrics", "argmax_logits"]
+__all__ = [
+    "entity_scores",
+    "flatten_entity_scores",
+    "WordLevelEntityMetrics",
+    "argmax_logits",
+    "argmax_logits_keep_links",
+    "gold_links",
+    "link_scores",
+    "end_to_end_link_scores",
+    "LinkingMetrics",
+]
 
 
 def entity_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict:
@@ -124,3 +139,117 @@ class WordLevelEntityMetrics:
             )
         self.last_scores = entity_scores(self.references, self.word_predictions(predictions))
         return flatten_entity_scores(self.last_scores)
+
+
+def argmax_logits_keep_links(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """`preprocess_logits_for_metrics` of the linking task: token label ids, and the link logits as they are."""
+    return logits[0].argmax(-1), logits[1]
+
+
+def gold_links(entities: Sequence[dict], links: Sequence[Sequence[int]], link_types: Sequence[Sequence[str]]) -> set:
+    """A page's gold `(key, value)` pairs, entities by position in `entities` (FUNSD-schema records with `id` and
+    `label`), kept where their types are a pair of `link_types` (a link listed value -> key is turned around)."""
+    position = {int(e["id"]): i for i, e in enumerate(entities)}
+    allowed = {tuple(pair) for pair in link_types}
+    pairs = set()
+    for a, b in links:
+        if int(a) not in position or int(b) not in position:
+            continue
+        i, j = position[int(a)], position[int(b)]
+        types = (entities[i]["label"], entities[j]["label"])
+        if types in allowed:
+            pairs.add((i, j))
+        elif types[::-1] in allowed:
+            pairs.add((j, i))
+    return pairs
+
+
+def _prf(correct: int, predicted: int, gold: int) -> dict:
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "predicted": predicted, "gold": gold,
+            "correct": correct}  # fmt: skip
+
+
+def link_scores(gold: Sequence[set], predicted: Sequence[set]) -> dict:
+    """Pair precision, recall and F1 over pages (micro: every pair of every page counts once), with the counts.
+
+    Args:
+        gold: per page, the gold `(key, value)` pairs. predicted: per page, the predicted pairs.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold pages but {len(predicted)} predicted pages.")
+    correct = sum(len(set(g) & set(p)) for g, p in zip(gold, predicted, strict=True))
+    return _prf(correct, sum(len(set(p)) for p in predicted), sum(len(set(g)) for g in gold))
+
+
+def end_to_end_link_scores(
+    gold_entities: Sequence[Sequence[Sequence[int]]],
+    gold: Sequence[set],
+    predicted_entities: Sequence[Sequence[Sequence[int]]],
+    predicted: Sequence[set],
+) -> dict:
+    """Pair scores between predicted entities: a predicted `(key, value)` pair is correct when each predicted entity
+    has exactly the words (`word_indices`) of a gold entity and those gold entities form a gold pair; types are not
+    compared (the pair's types were predicted to be a candidate pair).
+
+    Args:
+        gold_entities: per page, each gold entity's word indices. gold: per page, gold pairs (positions in it).
+        predicted_entities: per page, each predicted entity's word indices. predicted: per page, predicted pairs.
+    """
+    mapped = []
+    for g_entities, p_entities, pairs in zip(gold_entities, predicted_entities, predicted, strict=True):
+        by_words = {frozenset(map(int, words)): i for i, words in enumerate(g_entities)}
+        to_gold = [by_words.get(frozenset(map(int, words)), -1) for words in p_entities]
+        mapped.append({(to_gold[k], to_gold[v]) if to_gold[k] >= 0 and to_gold[v] >= 0 else (-1 - k, -1 - v)
+                       for k, v in pairs})  # fmt: skip
+    return link_scores(gold, mapped)
+
+
+class LinkingMetrics:
+    """`compute_metrics` for the linking task: the entity scores of `WordLevelEntityMetrics` (`f1`, ...), plus link
+    scores with gold entities (`link_precision`, `link_recall`, `link_f1`; also `link_f1_threshold_only`, the same
+    without keeping one key per value, and `link_gold_unreachable`: gold pairs whose entities share no window, which
+    count as missed).
+
+    Args:
+        encoded: the encoded evaluation dataset (`encode_dataset(..., entity_types=...)`), in evaluation order.
+        pages: the evaluation pages (their `entities` and `links` are the references).
+        config: the model's config (`id2label`, `link_types`, `link_threshold`, `link_one_value_key`).
+    """
+
+    def __init__(self, encoded: Dataset, pages: Dataset, config: Any):
+        self.entity_metrics = WordLevelEntityMetrics(encoded, pages, config.id2label)
+        self.entity_index = [list(row) for row in encoded["entity_index"]]
+        self.entity_spans = [list(row) for row in encoded["entity_spans"]]
+        self.content = [sum(w >= 0 for w in row) for row in encoded["word_ids"]]
+        self.page_of_row = list(encoded["page"])
+        self.threshold, self.one_value_key = config.link_threshold, config.link_one_value_key
+        self.gold = [gold_links(e, links, config.link_types) for e, links in zip(pages["entities"], pages["links"],
+                                                                                 strict=True)]  # fmt: skip
+        together = [set() for _ in self.gold]  # the pairs that some window holds both entities of
+        for page, index in zip(self.page_of_row, self.entity_index, strict=True):
+            present = set(index)
+            together[page] |= {pair for pair in self.gold[page] if set(pair) <= present}
+        self.unreachable = sum(len(g - t) for g, t in zip(self.gold, together, strict=True))
+        self.last_scores: dict | None = None
+
+    def predicted_pairs(self, link_logits: Any, one_value_key: bool) -> list[set]:
+        """Link logits of every window -> the predicted pairs of each page."""
+        merged = merge_window_links(
+            self.entity_index, self.entity_spans, link_logits, self.content, self.page_of_row, len(self.gold)
+        )
+        return [{(k, v) for k, v, _ in select_links(page, self.threshold, one_value_key)} for page in merged]
+
+    def __call__(self, eval_prediction: EvalPrediction) -> dict[str, float]:
+        token_predictions, link_logits = eval_prediction.predictions[:2]
+        flat = self.entity_metrics(type(eval_prediction)(predictions=token_predictions, label_ids=None))
+        scores = link_scores(self.gold, self.predicted_pairs(link_logits, self.one_value_key))
+        loose = link_scores(self.gold, self.predicted_pairs(link_logits, False))
+        self.last_scores = {"gold_entities": scores, "gold_entities_threshold_only": loose,
+                            "gold_unreachable": self.unreachable}  # fmt: skip
+        flat.update({f"link_{key}": value for key, value in scores.items()})
+        flat["link_f1_threshold_only"] = loose["f1"]
+        flat["link_gold_unreachable"] = self.unreachable
+        return flat

@@ -11,6 +11,12 @@ per part of the model (`layoutlm_roialign.trainer`), scores entities word by wor
 writes the final folder (model + processor + code + model card) beside its destination, renamed into place so that an
 interruption never leaves a half-written folder that loads. Only the main process writes and pushes it.
 
+`--task linking` trains the key-value linking model instead (`LayoutLMRoIAlignForRelationExtraction`: the token
+classifier plus a link head, one checkpoint for both; token loss + link loss on the gold entities and links of a
+dataset that has them: a FUNSD release folder or `synthetic`). It keeps the best epoch by link F1 with gold entities
+(unless `--metric_for_best_model` says otherwise), and after training also scores pairs end to end (entities
+predicted by the same checkpoint, then linked) on the validation pages.
+
 In-process use (tests, `scripts/quickstart.py`): with this folder on `sys.path`, `from train import run_training`.
 """
 
@@ -39,10 +45,10 @@ from layoutlm_roialign.checkpoints import (
     save_folder_atomically,
 )
 from layoutlm_roialign.configuration_layoutlm_roialign import VISUAL_INITS
-from layoutlm_roialign.data import DataArguments, describe_data, label_names_of, load_training_data
+from layoutlm_roialign.data import DataArguments, describe_data, has_links, label_names_of, load_training_data
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
 from layoutlm_roialign.hub import check_push_arguments, push_folder_to_hub, write_model_card
-from layoutlm_roialign.metrics import WordLevelEntityMetrics, argmax_logits
+from layoutlm_roialign.metrics import LinkingMetrics, WordLevelEntityMetrics, argmax_logits, argmax_logits_keep_links
 from layoutlm_roialign.trainer import PARAMETER_GROUPS, LayoutLMRoIAlignTrainer, freeze_backbone_until
 
 logger = logging.getLogger("train")
@@ -144,6 +150,13 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow the code of a --model_name_or_path checkpoint from the Hub to run."}
     )
+    task: str = field(
+        default="token-classification",
+        metadata={
+            "help": "token-classification (label words), or linking (label words and link question -> answer "
+            "entities: one checkpoint for both; needs a dataset with entity links)."
+        },
+    )
 
     def model_kwargs(self) -> dict:
         """The fields that say which model to build (`build_model_and_processor`'s keywords), without those that
@@ -189,27 +202,48 @@ def run_training(
     set_seed(training_args.seed)
 
     raw = load_training_data(data_args)
+    linking = model_args.task == "linking"
+    if linking and not all(has_links(raw[name]) for name in ("train", "validation")):
+        raise ValueError(
+            f"--task linking needs entity links in the data; --dataset {data_args.dataset!r} has none (use a FUNSD "
+            "release folder, a save_to_disk copy of one, or 'synthetic')."
+        )
     label_names = label_names_of(raw["train"])
     model, processor = build_model_and_processor(label_names, raw["train"]["words"], **model_args.model_kwargs())
     if model_args.freeze_backbone_until:
         freeze_backbone_until(model, model_args.freeze_backbone_until)
+    entity_types = model.config.resolved_entity_types if linking else None
     with training_args.main_process_first(desc="encoding"):
-        train_set = encode_dataset(
-            raw["train"], processor, data_args.max_length, data_args.stride, data_args.preprocessing_num_workers
+        train_set, eval_set = (
+            encode_dataset(
+                raw[name],
+                processor,
+                data_args.max_length,
+                data_args.stride,
+                data_args.preprocessing_num_workers,
+                entity_types=entity_types,
+            )
+            for name in ("train", "validation")
         )
-        eval_set = encode_dataset(
-            raw["validation"], processor, data_args.max_length, data_args.stride, data_args.preprocessing_num_workers
-        )
-    metrics = WordLevelEntityMetrics(eval_set, raw["validation"], model.config.id2label)
+    collator = DataCollatorForLayoutLMRoIAlign(pad_token_id=processor.tokenizer.pad_token_id)
+    if linking:
+        # One entity count for every batch, so that evaluation's link logits concatenate across batches.
+        collator.max_entities = max(len(row) for part in (train_set, eval_set) for row in part["entity_index"])
+        metrics = LinkingMetrics(eval_set, raw["validation"], model.config)
+        training_args.label_names = ["labels", "link_labels"]
+        if training_args.metric_for_best_model in ("f1", "eval_f1"):
+            training_args.metric_for_best_model = "link_f1"
+    else:
+        metrics = WordLevelEntityMetrics(eval_set, raw["validation"], model.config.id2label)
     trainer = LayoutLMRoIAlignTrainer(
         model=model,
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorForLayoutLMRoIAlign(pad_token_id=processor.tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=processor,
         compute_metrics=metrics,
-        preprocess_logits_for_metrics=argmax_logits,
+        preprocess_logits_for_metrics=argmax_logits_keep_links if linking else argmax_logits,
         callbacks=list(callbacks),
         learning_rates={part: getattr(model_args, f"{part}_learning_rate") for part in PARAMETER_GROUPS},
     )
@@ -222,13 +256,22 @@ def run_training(
         raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
     train_result = trainer.train(resume_from_checkpoint=resume)
     eval_metrics = trainer.evaluate()
-    scores = metrics.last_scores
+    scores = metrics.entity_metrics.last_scores if linking else metrics.last_scores
+    link_scores = None
+    if linking:
+        from layoutlm_roialign.linking import end_to_end_scores
+
+        link_scores = dict(metrics.last_scores)
+        link_scores["end_to_end"] = end_to_end_scores(
+            trainer.model, processor, raw["validation"], data_args.max_length, data_args.stride
+        )
 
     final_dir = Path(training_args.output_dir) / FINAL_FOLDER
     result = {
         "train": train_result.metrics,
         "eval": eval_metrics,
         "entity_scores": scores,
+        "link_scores": link_scores,
         "global_step": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "final_dir": str(final_dir),
@@ -246,9 +289,10 @@ def run_training(
                 data=data_info,
                 hyperparameters=hyper,
                 repo_id=training_args.hub_model_id,
+                link_scores=link_scores,
             )
             (folder / "eval_results.json").write_text(
-                json.dumps({"eval": eval_metrics, "entity_scores": scores}, indent=2)
+                json.dumps({"eval": eval_metrics, "entity_scores": scores, "link_scores": link_scores}, indent=2)
             )
 
         save_folder_atomically(final_dir, write)
@@ -291,6 +335,11 @@ def _hyperparameters(
         "window / stride (tokens)": f"{data_args.max_length} / {data_args.stride}",
         "seed": training_args.seed,
     }
+    if model_args.task == "linking":
+        hyper["task"] = "linking (token labels + key-value links, one checkpoint)"
+        hyper["link types / threshold / one key per value"] = (
+            f"{config.link_types} / {config.link_threshold} / {config.link_one_value_key}"
+        )
     return hyper
 
 
@@ -314,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if training_args.should_log:
         scores = result["entity_scores"]
         summary = {key: scores[key] for key in ("f1", "precision", "recall", "per_type")}
+        if result.get("link_scores"):
+            summary["link_scores"] = result["link_scores"]
         summary["final_dir"] = result["final_dir"]
         if result.get("already_complete"):
             summary["already_complete"] = True

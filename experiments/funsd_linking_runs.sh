@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Issue 11: the key-value linking model (`scripts/train.py --task linking`: token classifier + link head, one
+# checkpoint) on FUNSD's training split (119 train / 30 validation pages, split seed 0), ONE learning rate 5e-5 for
+# every parameter, MiniLM-L6-H384 text encoder; text only vs. ImageNet MobileNetV2 (trained, frozen batch norm), for
+# the given seeds, two runs at a time (one thread each). Each run reports validation link F1 with gold entities (every
+# epoch; the best epoch is kept by it) and end-to-end pair F1 (entities predicted by the same checkpoint):
+#
+#     experiments/funsd_linking_runs.sh 0 1 2 && .venv/bin/python experiments/summarize_linking_runs.py
+#
+# EPOCHS (default 6), PREFIX (default funsd-link) and EXTRA (more train.py flags) come from the environment.
+# Needs the `experiments` extra (MiniLM-L6-H384, ImageNet MobileNetV2 features) and ../shared/data/funsd.
+set -e
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-.venv/bin/python}
+EPOCHS=${EPOCHS:-6}
+PREFIX=${PREFIX:-funsd-link}
+OUT=${OUT:-runs}
+mkdir -p "$OUT"
+MINILM=$($PY -c "from layoutlm_roialign.pretrained_parts import minilm_path as m; print(m())")
+MOB=$($PY -c "from layoutlm_roialign.pretrained_parts import mobilenet_v2_weights_path as m; print(m())")
+
+train() {
+  local name=$1 seed=$2
+  shift 2
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $PY scripts/train.py --task linking \
+    --dataset ../shared/data/funsd/training_data --validation_size 30 --split_seed 0 --text_model "$MINILM" \
+    --learning_rate 5e-5 --num_train_epochs "$EPOCHS" --per_device_train_batch_size 4 \
+    --per_device_eval_batch_size 8 --warmup_steps 0.1 --weight_decay 0.01 --seed "$seed" --disable_tqdm true \
+    --dataloader_pin_memory false --save_total_limit 1 $EXTRA "$@" --output_dir "$OUT/$name-s$seed" \
+    > "$OUT/$name-s$seed.log" 2>&1
+}
+
+JOBS=()
+for SEED in "$@"; do
+  JOBS+=("train $PREFIX-text $SEED --use_visual_features false")
+  JOBS+=("train $PREFIX-mobilenet $SEED --backbone mobilenet_v2 --backbone_weights $MOB")
+done
+for JOB in "${JOBS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+  $JOB &
+done
+wait

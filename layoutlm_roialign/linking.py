@@ -1,0 +1,230 @@
+"""Key-value pairs of a page: the logic behind `scripts/predict.py`'s `"pairs"` and the arrows it draws.
+
+One checkpoint does both tasks (`LayoutLMRoIAlignForRelationExtraction`): `predict_pairs` labels the words and groups
+them into entities (`inference.predict_page`), then scores the candidate (key, value) pairs among those entities
+(or among entities you give, e.g. gold ones) window by window, merges the windows (`merge_window_links`: each pair
+from the window where it has the most context) and keeps the pairs above `config.link_threshold` (with
+`config.link_one_value_key`, only each value's best key). `draw_pairs` draws the entities as `draw_entities` does and
+an arrow from each key to its value. `load_linking_model` loads a checkpoint with its link head;
+`end_to_end_scores` scores the pairs predicted from predicted entities against a dataset's gold links.
+
+Cost: labelling and linking are two passes of the encoder over the page (the entities are only known after the
+first).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import torch
+
+from .inference import draw_entities, load_model_and_processor, predict_page
+from .metrics import end_to_end_link_scores, gold_links
+from .pages import load_page
+
+__all__ = [
+    "LINKING_ARCHITECTURE",
+    "PAIR_COLOUR",
+    "has_link_head",
+    "load_linking_model",
+    "with_link_head",
+    "predict_pairs",
+    "link_entities",
+    "draw_pairs",
+    "end_to_end_scores",
+]
+
+LINKING_ARCHITECTURE = "LayoutLMRoIAlignForRelationExtraction"
+PAIR_COLOUR = (230, 120, 0)
+ENTITY_INPUTS = ("entity_spans", "entity_labels")
+
+
+def has_link_head(model: torch.nn.Module) -> bool:
+    """Whether `model` scores key-value pairs (a `LayoutLMRoIAlignForRelationExtraction`, local or remote code)."""
+    return hasattr(model, "link_head") and hasattr(model, "candidate_mask")
+
+
+def with_link_head(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """The checkpoint at `path` with its link head when it has one: `model` itself if it already has it (remote
+    code maps AutoModelForTokenClassification to the joint class), else the joint class loaded from `path` (this
+    package's AutoModelForTokenClassification gives the token classifier alone); `model` for checkpoints without
+    one."""
+    if has_link_head(model) or LINKING_ARCHITECTURE not in (getattr(model.config, "architectures", None) or []):
+        return model
+    from .modeling_layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
+
+    return LayoutLMRoIAlignForRelationExtraction.from_pretrained(os.fspath(path)).to(next(model.parameters()).device)
+
+
+def load_linking_model(path: str | os.PathLike, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load a linking checkpoint and its processor (with `load_model_and_processor`'s checks and messages).
+
+    Raises:
+        ValueError: naming `--model`, for a checkpoint without a link head (a token-classification one).
+    """
+    model, processor = load_model_and_processor(path, trust_remote_code)
+    model = with_link_head(model, path)
+    if not has_link_head(model):
+        raise ValueError(
+            f"--model {os.fspath(path)!r} has no link head (it is a {type(model).__name__}): train one with "
+            "`scripts/train.py --task linking`."
+        )
+    return model, processor
+
+
+@torch.inference_mode()
+def link_entities(
+    model: torch.nn.Module,
+    processor: Any,
+    image: Any,
+    words: Sequence[str],
+    boxes: Sequence[Sequence[int]],
+    entities: Sequence[dict],
+    max_length: int = 512,
+    stride: int = 128,
+    batch_size: int = 8,
+    threshold: float | None = None,
+    one_value_key: bool | None = None,
+) -> list[dict]:
+    """Score the candidate pairs among `entities` of one page (`word_indices` and `label`, a type name) and decide
+    them. Returns `[{"key": entity position, "value": entity position, "score": probability}]` (empty without
+    entities or candidates)."""
+    config = model.config
+    threshold = config.link_threshold if threshold is None else threshold
+    one_value_key = config.link_one_value_key if one_value_key is None else one_value_key
+    if not words or not entities:
+        return []
+    encoding = processor(
+        load_page(image),
+        list(words),
+        [list(b) for b in boxes],
+        entities=[{"word_indices": e["word_indices"], "label": e.get("label")} for e in entities],
+        entity_types=config.resolved_entity_types,
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        padding="longest",
+        return_tensors="pt",
+    )
+    model.eval()
+    device = next(model.parameters()).device
+    names = [*processor.model_input_names, *ENTITY_INPUTS]
+    link_logits = []
+    for start in range(0, len(encoding["input_ids"]), batch_size):
+        batch = {k: encoding[k][start : start + batch_size].to(device) for k in names if k in encoding}
+        link_logits.extend(model(**batch).link_logits.float().cpu())
+    return processor.post_process_relation_extraction(encoding, link_logits, threshold, one_value_key, 1)[0]
+
+
+def _end(entity: dict, index: int) -> dict:
+    return {"entity": index, **{k: entity[k] for k in ("label", "text", "box", "pixel_box") if k in entity}}
+
+
+def predict_pairs(
+    model: torch.nn.Module,
+    processor: Any,
+    image: Any,
+    words: Sequence[str] | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
+    entities: Sequence[dict] | None = None,
+    max_length: int = 512,
+    stride: int = 128,
+    batch_size: int = 8,
+    ocr_lang: str | None = None,
+    threshold: float | None = None,
+    one_value_key: bool | None = None,
+) -> dict:
+    """Label the words of a page, group them into entities and link them.
+
+    Args:
+        model: a `LayoutLMRoIAlignForRelationExtraction` (token classifier + link head).
+        processor: its processor.
+        image, words, boxes, max_length, stride, batch_size, ocr_lang: as `inference.predict_page` takes them.
+        entities: link these entities (`word_indices`, `label`) instead of the predicted ones (e.g. gold entities);
+            `"entities"` of the result are then these, with `text` and boxes filled in.
+        threshold, one_value_key: override `config.link_threshold` / `config.link_one_value_key`.
+
+    Returns:
+        `predict_page`'s result plus `"pairs"`: `[{"key": {...}, "value": {...}, "score": float}]`, each end an
+        entity as `{"entity": its index in "entities", "label", "text", "box", "pixel_box"}`, sorted by key.
+    """
+    if not has_link_head(model):
+        raise ValueError(f"`model` ({type(model).__name__}) has no link head; load it with `load_linking_model`.")
+    prediction = predict_page(model, processor, image, words, boxes, max_length, stride, batch_size, ocr_lang)
+    words = [w["text"] for w in prediction["words"]]
+    boxes = [w["box"] for w in prediction["words"]]
+    if entities is not None:
+        prediction["entities"] = [_describe(e, prediction["words"]) for e in entities]
+    pairs = link_entities(
+        model, processor, image, words, boxes, prediction["entities"], max_length, stride, batch_size, threshold,
+        one_value_key,
+    )  # fmt: skip
+    entities = prediction["entities"]
+    prediction["pairs"] = [
+        {"key": _end(entities[p["key"]], p["key"]), "value": _end(entities[p["value"]], p["value"]),
+         "score": round(float(p["score"]), 4)}
+        for p in pairs
+    ]  # fmt: skip
+    return prediction
+
+
+def _describe(entity: dict, words: Sequence[dict]) -> dict:
+    """A given entity with its text and boxes filled in from the page's words."""
+    indices = [int(i) for i in entity["word_indices"]]
+    if not indices or min(indices) < 0 or max(indices) >= len(words):
+        raise ValueError(f"`entities`: word_indices {indices} do not index the page's {len(words)} words.")
+    members = [words[i] for i in indices]
+    out = {"label": entity.get("label"), "word_indices": indices, "text": " ".join(w["text"] for w in members)}
+    for key in ("box", "pixel_box"):
+        out[key] = [min(w[key][0] for w in members), min(w[key][1] for w in members),
+                    max(w[key][2] for w in members), max(w[key][3] for w in members)]  # fmt: skip
+    return out
+
+
+def draw_pairs(
+    image: Any, prediction: dict, labels: Sequence[str] | None = None, line_width: int | None = None
+) -> PIL.Image.Image:
+    """The entities as `draw_entities` draws them, and an arrow from the centre of each pair's key to its value.
+
+    `prediction["pairs"]` ends are entity indices or entity-like dicts with `pixel_box` (or a 0-1000 `box`)."""
+    picture = draw_entities(image, prediction, labels, line_width)
+    page = load_page(image)
+    width, height = page.size
+    draw = PIL.ImageDraw.Draw(picture)
+    line = line_width or max(2, round(min(width, height) / 300))
+    for pair in prediction.get("pairs") or []:
+        ends = []
+        for end in (pair["key"], pair["value"]):
+            entity = prediction["entities"][end] if isinstance(end, int) else end
+            box = entity.get("pixel_box") or [v * s / 1000 for v, s in zip(entity["box"], (width, height) * 2,
+                                                                             strict=True)]  # fmt: skip
+            ends.append(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        (x0, y0), (x1, y1) = ends
+        draw.line([x0, y0, x1, y1], fill=PAIR_COLOUR, width=line)
+        angle, size = np.arctan2(y1 - y0, x1 - x0), 4 * line
+        head = [(x1 - size * np.cos(angle + s), y1 - size * np.sin(angle + s)) for s in (0.45, -0.45)]
+        draw.polygon([(x1, y1), *head], fill=PAIR_COLOUR)
+    return picture
+
+
+def end_to_end_scores(
+    model: torch.nn.Module, processor: Any, pages: Any, max_length: int = 512, stride: int = 128
+) -> dict:
+    """Pairs predicted from predicted entities (`predict_pairs` on each page) against the pages' gold links
+    (`metrics.end_to_end_link_scores`: both entities must have exactly a gold entity's words). `pages`: a
+    FUNSD-schema dataset with `entities` and `links`."""
+    gold_entities, gold, predicted_entities, predicted = [], [], [], []
+    for row in pages:
+        prediction = predict_pairs(model, processor, row["image"], row["words"], row["bboxes"],
+                                   max_length=max_length, stride=stride)  # fmt: skip
+        gold_entities.append([e["word_indices"] for e in row["entities"]])
+        gold.append(gold_links(row["entities"], row["links"], model.config.link_types))
+        predicted_entities.append([e["word_indices"] for e in prediction["entities"]])
+        predicted.append({(p["key"]["entity"], p["value"]["entity"]) for p in prediction["pairs"]})
+    return end_to_end_link_scores(gold_entities, gold, predicted_entities, predicted)

@@ -1,0 +1,33 @@
+"""Label documents at scale: folders, globs, list files, PDFs and datasets in; batched, resumable JSON Lines out.
+
+`scripts/label.py` is the command. The modules, one job each: `sources` (inputs -> documents -> page jobs, the
+split between processes), `reading` (a page job -> its words and encoded windows, in `DataLoader` workers),
+`runner` (windows of several pages per forward pass, each page's backbone run once, decoded as `predict_page`
+does), `jsonl` (append-only, fsync'd records; a torn last line cut off on resume), `shards` (per-process output names
+and their merge), `pipeline` (one run: plan, stream, write, summarize).
+"""
+
+from .jsonl import JsonlWriter, read_complete, recover
+from .pipeline import LabelRun, plan_run, process_share
+from .reading import PageReader
+from .runner import PageLabeller, group_pages
+from .shards import merge_shards, output_paths
+from .sources import PageJob, expand_inputs, page_jobs, shard
+
+__all__ = [
+    "JsonlWriter",
+    "LabelRun",
+    "PageJob",
+    "PageLabeller",
+    "PageReader",
+    "expand_inputs",
+    "group_pages",
+    "merge_shards",
+    "output_paths",
+    "page_jobs",
+    "plan_run",
+    "process_share",
+    "read_complete",
+    "recover",
+    "shard",
+]

@@ -1,0 +1,249 @@
+"""One labelling run: inputs -> this process's page jobs -> reader workers -> batched model -> JSON Lines.
+
+`plan_run` does everything that can fail on bad arguments before a model is loaded: it checks the destinations,
+expands the inputs, takes this process's share (`process_index` of `num_processes`, round-robin over documents, or
+over a dataset's rows), reads which pages the outputs already hold (cutting off a torn last line), and counts the
+pages still to do. `LabelRun.run` then streams them: a `DataLoader` of `PageReader` workers reads, OCRs and encodes
+pages ahead of the model, `group_pages` + `PageLabeller` label them in batches, and every batch's records are
+appended and fsync'd before the next is taken, with a progress bar (tqdm; off under `quiet` and when stderr is not a
+terminal). Failures go to the failures file, which each run starts afresh, since every run retries every page
+without a record: after a complete run it lists exactly the pages that have none. Nothing is held per page but its
+key, so memory stays flat however many pages there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..inference import draw_entities
+from ..outputs import check_output_paths, write_files
+from ..pdf import DEFAULT_DPI
+from .jsonl import JsonlWriter, read_complete, record_key, recover
+from .reading import WORDS_FROM, PageReader, worker_init
+from .runner import PageLabeller, group_pages
+from .shards import output_paths, record_files
+from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
+
+__all__ = ["LabelRun", "plan_run", "process_share"]
+
+
+def process_share() -> tuple[int, int]:
+    """`(process_index, num_processes)` of this process: accelerate's `PartialState` under `accelerate launch` (or
+    torchrun), `(0, 1)` otherwise (accelerate is then not needed)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    try:
+        from accelerate import PartialState
+    except ImportError as err:
+        raise ImportError(
+            'Labelling with several processes needs accelerate: pip install "layoutlm-roialign[train]".'
+        ) from err
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+@dataclass
+class LabelRun:
+    """The pages one process labels and where it writes them (made by `plan_run`)."""
+
+    jobs: list[PageJob]
+    failures: list[dict]  # documents that could not be opened
+    output: str
+    failures_output: str
+    skipped: int  # pages the outputs already hold
+    process_index: int = 0
+    num_processes: int = 1
+    dataset: Any = None
+    reader_options: dict = field(default_factory=dict)
+    png_dir: str | None = None
+
+    def run(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        device: str | None = None,
+        dtype: str = "float32",
+        compile: bool = False,
+        quiet: bool = False,
+        link_pairs: Any = None,
+    ) -> dict:
+        """Label the planned pages and return the summary (`pages`, `failed`, `skipped`, `words`, `entities`,
+        `seconds`, `pages_per_second`, `input_wait_share`: the share of the time the model waited for pages)."""
+        from tqdm.auto import tqdm
+
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"--batch_size must be a positive int (windows per forward pass), got {batch_size!r}.")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"--num_workers must be 0 (read pages in this process) or more, got {num_workers!r}.")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
+        options = dict(self.reader_options)
+        max_length = options.pop("max_length", None) or min(512, model.config.max_position_embeddings)
+        stride = options.pop("stride", None)
+        stride = max_length // 4 if stride is None else stride
+        reader = PageReader(
+            self.jobs,
+            processor,
+            max_length=max_length,
+            stride=stride,
+            dataset=self.dataset,
+            keep_image=bool(self.png_dir),
+            **options,
+        )
+        labeller = PageLabeller(model, processor.tokenizer.pad_token_id, device, dtype, compile, link_pairs)
+        loader = torch.utils.data.DataLoader(
+            reader,
+            batch_size=None,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=_as_is,
+            worker_init_fn=worker_init if num_workers else None,
+            prefetch_factor=4 if num_workers else None,
+            pin_memory=labeller.device.type == "cuda",
+        )
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        summary = {"pages": 0, "failed": 0, "skipped": self.skipped, "words": 0, "entities": 0}
+        bar = tqdm(
+            total=len(self.jobs) + len(self.failures),
+            unit="page",
+            desc="labelling",
+            dynamic_ncols=True,
+            disable=True if quiet or self.process_index else None,
+        )
+        start = time.perf_counter()
+        waited = 0.0
+        with JsonlWriter(self.output) as records, JsonlWriter(self.failures_output, truncate=True) as failures:
+            failures.write(self.failures)
+            summary["failed"] += len(self.failures)
+            bar.update(len(self.failures))
+            batches = group_pages(iter(loader), batch_size)
+            while True:
+                tick = time.perf_counter()
+                pages = next(batches, None)
+                waited += time.perf_counter() - tick
+                if pages is None:
+                    break
+                done = labeller(pages)
+                labelled = [r for r in done if "error" not in r]
+                if self.png_dir:
+                    by_key = {(p["source"], p["page"]): p for p in pages}
+                    for record in labelled:
+                        record["png"] = self._draw(by_key[record_key(record)]["image"], record, labels)
+                records.write(labelled)
+                failures.write([r for r in done if "error" in r])
+                summary["pages"] += len(labelled)
+                summary["failed"] += len(done) - len(labelled)
+                summary["words"] += sum(len(r["words"]) for r in labelled)
+                summary["entities"] += sum(len(r["entities"]) for r in labelled)
+                bar.update(len(done))
+        bar.close()
+        seconds = time.perf_counter() - start
+        summary.update(
+            seconds=round(seconds, 3),
+            pages_per_second=round(summary["pages"] / seconds, 3) if seconds > 0 else 0.0,
+            input_wait_share=round(waited / seconds, 3) if seconds > 0 else 0.0,
+            output=self.output,
+            failures_output=self.failures_output,
+            process=f"{self.process_index + 1}/{self.num_processes}",
+        )
+        return summary
+
+    def _draw(self, image: Any, record: dict, labels: list[str]) -> str:
+        """Draw the page's entities into `png_dir` (written whole, then renamed) and return the file's path."""
+        stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(record["source"]))[0])[:80] or "page"
+        digest = hashlib.sha1(record["source"].encode("utf-8")).hexdigest()[:8]
+        path = os.path.join(self.png_dir, f"{stem}-{digest}.p{record['page']}.png")
+        drawing = draw_entities(image, record, labels)
+        write_files({path: lambda f: drawing.save(f, format="PNG")})
+        return path
+
+
+def _as_is(item: dict) -> dict:
+    return item
+
+
+def plan_run(
+    output: str,
+    inputs: list[str] | None = None,
+    dataset: str | None = None,
+    split: str = "train",
+    image_column: str = "image",
+    words_column: str | None = None,
+    boxes_column: str | None = None,
+    words_from: str = "auto",
+    png_dir: str | None = None,
+    max_length: int | None = None,
+    stride: int | None = None,
+    ocr_lang: str | None = None,
+    dpi: float = DEFAULT_DPI,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+) -> LabelRun:
+    """Check the arguments and plan this process's pages (module docstring); nothing is labelled yet.
+
+    Raises:
+        ValueError: naming the argument, for missing inputs, an unusable destination, an unknown `words_from`,
+            a dataset, split or column that does not exist, or an output file that is not the labeller's.
+    """
+    if not inputs and not dataset:
+        raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
+    if words_from not in WORDS_FROM:
+        raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
+    if (words_column is None) != (boxes_column is None):
+        raise ValueError("Give --words_column and --boxes_column together (the words and their 0-1000 boxes).")
+    if process_index is None or num_processes is None:
+        process_index, num_processes = process_share()
+    records_path, failures_path = output_paths(output, process_index, num_processes)
+    check_output_paths({"--output": records_path, "--output (failures)": failures_path})
+    if png_dir:
+        if os.path.exists(png_dir) and not os.path.isdir(png_dir):
+            raise ValueError(f"--png_dir {png_dir!r} is a file; give a folder (it is created if missing).")
+        os.makedirs(png_dir, exist_ok=True)
+
+    jobs, failures = [], []
+    if inputs:
+        files = shard(expand_inputs(inputs), process_index, num_processes)
+        jobs, failures = page_jobs(files)
+    pages = None
+    if dataset:
+        pages = load_page_dataset(dataset, split, image_column)
+        for name, column in (("--words_column", words_column), ("--boxes_column", boxes_column)):
+            if column is not None and column not in pages.column_names:
+                raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")
+        jobs += shard(dataset_documents(dataset, split, len(pages)), process_index, num_processes)
+
+    done = {record_key(r) for r in recover(records_path)}
+    for path in record_files(output):
+        if os.path.abspath(path) != os.path.abspath(records_path):
+            done.update(record_key(r) for r in read_complete(path))
+    todo = [job for job in jobs if job.key not in done]
+    failures = [f for f in failures if record_key(f) not in done]
+    return LabelRun(
+        jobs=todo,
+        failures=failures,
+        output=records_path,
+        failures_output=failures_path,
+        skipped=len(jobs) - len(todo),
+        process_index=process_index,
+        num_processes=num_processes,
+        dataset=pages,
+        reader_options=dict(
+            words_from=words_from,
+            max_length=max_length,
+            stride=stride,
+            ocr_lang=ocr_lang,
+            dpi=dpi,
+            image_column=image_column,
+            words_column=words_column,
+            boxes_column=boxes_column,
+        ),
+        png_dir=png_dir,
+    )

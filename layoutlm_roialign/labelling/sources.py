@@ -1,0 +1,204 @@
+"""What to label: folders, globs, list files and `datasets` datasets -> documents -> page jobs, in a fixed order.
+
+A *document* is a file (an image, a multi-page TIFF, a PDF) or one row of a dataset. `expand_inputs` turns the
+`--inputs` into files: a folder gives every page file under it (recursively, sorted; PIL image extensions and
+`.pdf`, hidden files skipped), a glob its matches (sorted), a list file (`.txt`, `.lst`, `.list`) the paths on its
+lines (relative ones from the list file's folder; blank lines and `#` comments skipped), a file itself; inputs keep
+the order given and a file named twice is labelled once. `shard` splits documents round-robin between processes,
+so every process of a launch derives the same split from the same inputs. `page_jobs` opens each document just far
+enough to count its pages (a PDF's page count, a TIFF's frames) and turns a document that cannot be opened (empty,
+corrupt, encrypted) into a failure record instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import PIL.Image
+
+__all__ = [
+    "PageJob",
+    "expand_inputs",
+    "shard",
+    "page_jobs",
+    "dataset_documents",
+    "load_page_dataset",
+    "PAGE_EXTENSIONS",
+    "LIST_EXTENSIONS",
+]
+
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+PAGE_EXTENSIONS = frozenset(
+    ext for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN and ext != ".ps"
+) | {".pdf"}
+
+
+@dataclass(frozen=True)
+class PageJob:
+    """One page to label. `source` is the file (as given) or `<dataset>[<split>]`; `page` counts from 1 (a dataset's
+    row `page - 1`); `kind` is `"pdf"`, `"image"` (a frame of an image file) or `"dataset"`."""
+
+    source: str
+    page: int
+    num_pages: int
+    kind: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.source, self.page)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _folder_files(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in PAGE_EXTENSIONS:
+                found.append(os.path.join(root, name))
+    return found
+
+
+def _list_file(path: str) -> list[str]:
+    base = os.path.dirname(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--inputs {path!r}: the list file cannot be read ({err}).") from err
+    return [
+        os.path.normpath(os.path.join(base, os.path.expanduser(line))) for line in lines if line and line[0] != "#"
+    ]
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """The files that `inputs` (folders, globs, list files, files) name, in a deterministic order (module docstring).
+
+    Raises:
+        ValueError: naming `--inputs` and the entry, for a path that does not exist or a glob or folder that matches
+            no page file.
+    """
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    files: list[str] = []
+    for entry in inputs:
+        path = os.path.expanduser(entry)
+        if os.path.isdir(path):
+            found = _folder_files(path)
+            if not found:
+                raise ValueError(
+                    f"--inputs {entry!r}: the folder holds no page files (images or PDFs: "
+                    f"{', '.join(sorted(e for e in PAGE_EXTENSIONS if e in ('.pdf', '.png', '.jpg', '.tif')))}, ...)."
+                )
+        elif os.path.isfile(path):
+            found = _list_file(path) if path.lower().endswith(LIST_EXTENSIONS) else [path]
+        elif _is_glob(path):
+            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise ValueError(f"--inputs {entry!r}: the pattern matches no file (quote it so the shell leaves it).")
+        else:
+            raise ValueError(f"--inputs {entry!r} does not exist: give a folder, a glob, a list file or a file.")
+        files.extend(os.path.normpath(p) for p in found)
+    return list(dict.fromkeys(files))
+
+
+def shard(items: Sequence[Any], index: int, count: int) -> list[Any]:
+    """Process `index`'s share of `items` out of `count` processes: every `count`-th item from `index` (round-robin,
+    so long and short documents spread evenly, and the shares together are `items` exactly once)."""
+    if not 0 <= index < count:
+        raise ValueError(f"process index {index} is outside 0..{count - 1}.")
+    return list(items[index::count])
+
+
+def _is_pdf(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(5) == b"%PDF-"
+
+
+def _document_pages(path: str) -> tuple[str, int]:
+    """`(kind, number of pages)` of one file; `ValueError` with the reason when it cannot be opened."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise ValueError("the file is empty (0 bytes)")
+        if _is_pdf(path):
+            from ..pdf import pdf_page_count
+
+            count = pdf_page_count(path)  # ValueError for damaged and encrypted PDFs
+            if count == 0:
+                raise ValueError("the PDF has no pages")
+            return "pdf", count
+        with PIL.Image.open(path) as image:  # the header only: pixels are read by the workers
+            return "image", int(getattr(image, "n_frames", 1))
+    except PIL.UnidentifiedImageError as err:
+        raise ValueError("not an image PIL can read, nor a PDF") from err
+    except OSError as err:
+        raise ValueError(f"cannot be read ({err.strerror or err})") from err
+
+
+def page_jobs(files: Iterable[str]) -> tuple[list[PageJob], list[dict]]:
+    """Every page of `files`, and a failure record (`{"source", "page": null, "error"}`) for each file that cannot
+    be opened. Only headers are read here (a PDF's page count, an image's frame count)."""
+    jobs, failures = [], []
+    for path in files:
+        try:
+            kind, count = _document_pages(path)
+        except (ValueError, ImportError) as err:  # ImportError: a PDF without pypdfium2 installed
+            failures.append({"source": path, "page": None, "error": str(err)})
+            continue
+        jobs.extend(PageJob(path, page, count, kind) for page in range(1, count + 1))
+    return jobs, failures
+
+
+def load_page_dataset(spec: str, split: str = "train", image_column: str = "image") -> Any:
+    """A `datasets.Dataset` of pages: a `save_to_disk` folder or a Hub id (its parquet export when the repository
+    holds a loading script), split `split`, with `image_column` left undecoded (the workers decode it).
+
+    Raises:
+        ValueError: naming `--dataset`, `--split` or `--image_column` when the dataset cannot be loaded, has no
+            such split or no such column.
+    """
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError('--dataset needs the datasets library: pip install "layoutlm-roialign[train]".') from err
+    path = os.path.expanduser(spec)
+    try:
+        if os.path.isdir(path):
+            loaded = datasets.load_from_disk(path)
+        elif os.path.exists(path):
+            raise ValueError(f"--dataset {spec!r} is a file; give a `save_to_disk` folder or a Hub dataset id.")
+        else:
+            try:
+                loaded = datasets.load_dataset(spec)
+            except (RuntimeError, ValueError) as err:
+                if "script" not in str(err).lower():
+                    raise
+                loaded = datasets.load_dataset(spec, revision="refs/convert/parquet")
+    except (OSError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError, RuntimeError) as err:
+        raise ValueError(f"--dataset {spec!r} cannot be loaded ({err}).") from err
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"--split {split!r}: --dataset {spec!r} has the splits {sorted(loaded)}; choose one.")
+        loaded = loaded[split]
+    if image_column not in loaded.column_names:
+        raise ValueError(
+            f"--image_column {image_column!r}: --dataset {spec!r} has the columns {loaded.column_names}; name the one "
+            "holding the page images."
+        )
+    if isinstance(loaded.features[image_column], datasets.Image):
+        loaded = loaded.cast_column(image_column, datasets.Image(decode=False))
+    return loaded
+
+
+def dataset_documents(spec: str, split: str, num_rows: int) -> list[PageJob]:
+    """One page job per row of a dataset: source `<spec>[<split>]`, page `row + 1`."""
+    source = f"{spec}[{split}]"
+    return [PageJob(source, row + 1, num_rows, "dataset") for row in range(num_rows)]

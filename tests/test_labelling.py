@@ -1,0 +1,400 @@
+"""Labelling an archive (scripts/label.py, layoutlm_roialign.labelling): a mixed folder in, one record per readable
+page and the failures with reasons out; text-layer words; batching matches predict_page; the backbone runs once per
+page; resume after a kill or a torn line; shards merge to the single-process output; datasets in."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+import pytest
+import torch
+from conftest import REPO_ROOT, TINY_TRAINING_MODEL
+from test_inference import make_pixels_matter, requires_tesseract
+
+pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
+
+from layoutlm_roialign.checkpoints import build_model_and_processor  # noqa: E402
+from layoutlm_roialign.data import FUNSD_LABELS  # noqa: E402
+from layoutlm_roialign.inference import predict_page  # noqa: E402
+from layoutlm_roialign.labelling import (  # noqa: E402
+    PageLabeller,
+    PageReader,
+    expand_inputs,
+    group_pages,
+    merge_shards,
+    page_jobs,
+    plan_run,
+    read_complete,
+    recover,
+)
+from layoutlm_roialign.pdf import write_pdf  # noqa: E402
+
+VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
+TEXT_PAGES = [["date", "name", "total"], ["invoice", "amount", "signature", "phone", "received"]]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    model, processor = build_model_and_processor(
+        FUNSD_LABELS, [VOCAB * 3], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120}
+    )
+    make_pixels_matter(model)
+    folder = tmp_path_factory.mktemp("ckpt") / "final"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(checkpoint):
+    from layoutlm_roialign.inference import load_model_and_processor
+
+    return load_model_and_processor(checkpoint)
+
+
+def draw_words(words: list[str], seed=0) -> tuple[PIL.Image.Image, list[list[float]]]:
+    """A page (400 x 300 pixels, taller for more than 6 words) with `words` written on it in a line each, and their
+    pixel boxes."""
+    image = PIL.Image.new("RGB", (400, max(300, 40 + 40 * len(words))), "white")
+    draw = PIL.ImageDraw.Draw(image)
+    font = PIL.ImageFont.load_default(size=24)
+    boxes = []
+    for i, word in enumerate(words):
+        x, y = 30 + 40 * (seed % 3), 20 + 40 * i
+        draw.text((x, y), word, fill="black", font=font)
+        boxes.append([float(v) for v in draw.textbbox((x, y), word, font=font)])
+    return image, boxes
+
+
+def write_text_pdf(path, pages: list[list[str]]) -> None:
+    """A PDF with one page per word list, each word drawn and in the text layer."""
+    import pypdfium2
+
+    merged = pypdfium2.PdfDocument.new()
+    for i, words in enumerate(pages):
+        image, boxes = draw_words(words, seed=i)
+        single = path.parent / f".{path.stem}-{i}.pdf"
+        write_pdf(single, image, words, boxes, dpi=72)
+        source = pypdfium2.PdfDocument(str(single))
+        merged.import_pages(source)
+        source.close()
+        single.unlink()
+    merged.save(str(path))
+    merged.close()
+
+
+def make_archive(folder) -> dict[str, int]:
+    """The acceptance folder: PNG, JPEG, a 2-page PDF with a text layer, a scanned-only PDF, a 3-page TIFF, a corrupt
+    PNG and an empty PDF; returns the readable files and their page counts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    draw_words(["total", "amount"])[0].save(folder / "a.png")
+    draw_words(["name", "date"], seed=1)[0].save(folder / "b.jpg", quality=90)
+    write_text_pdf(folder / "c_text.pdf", TEXT_PAGES)
+    write_pdf(folder / "d_scan.pdf", draw_words(["received"])[0], dpi=72)  # pixels only, no text layer
+    frames = [draw_words([w], seed=i)[0] for i, w in enumerate(["phone", "invoice", "date"])]
+    frames[0].save(folder / "e.tif", save_all=True, append_images=frames[1:])
+    png = (folder / "a.png").read_bytes()
+    (folder / "f_corrupt.png").write_bytes(png[: len(png) // 3])  # cut short: the header reads, the pixels do not
+    (folder / "g_empty.pdf").write_bytes(b"")
+    (folder / "notes.md").write_text("not a page: folders give only image and PDF files")
+    return {"a.png": 1, "b.jpg": 1, "c_text.pdf": 2, "d_scan.pdf": 1, "e.tif": 3}
+
+
+def run_script(*argv: str, check_exit: int | None = 0) -> tuple[int, str]:
+    """scripts/label.py in a subprocess: (exit status, stderr then stdout, whose last line is the JSON summary)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "label.py"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if check_exit is not None:
+        assert out.returncode == check_exit, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.returncode, out.stderr + out.stdout
+
+
+def by_key(records: list[dict]) -> dict:
+    return {(r["source"], r["page"]): r for r in records}
+
+
+def label_in_process(checkpoint, argv: list[str]) -> dict:
+    """scripts/label.py's `main` in this process (no exit on success); returns the summary."""
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    return main(["--model", checkpoint, "--quiet", "--num_workers", "0", *argv])
+
+
+def test_a_mixed_folder_gives_one_record_per_readable_page_and_the_failures_with_reasons(checkpoint, tmp_path):
+    pages = make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    status, log = run_script(
+        "--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--words_from", "text",
+        "--num_workers", "2", "--quiet", check_exit=1,
+    )  # fmt: skip
+    records = read_complete(output)
+    keys = sorted((os.path.basename(r["source"]), r["page"]) for r in records)
+    assert keys == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))
+    assert all(r["num_pages"] == pages[os.path.basename(r["source"])] for r in records)
+    failures = {os.path.basename(r["source"]): r for r in read_complete(tmp_path / "labels.failures.jsonl")}
+    assert sorted(failures) == ["f_corrupt.png", "g_empty.pdf"]
+    assert "empty" in failures["g_empty.pdf"]["error"]
+    assert "damaged or incomplete" in failures["f_corrupt.png"]["error"]
+    summary = json.loads(log.strip().splitlines()[-1])
+    assert (summary["pages"], summary["failed"], summary["skipped"]) == (8, 2, 0)
+
+    # Text-layer words equal the words drawn into the PDF; pages without a text layer get none (no OCR asked for).
+    text = by_key(records)
+    for page, words in enumerate(TEXT_PAGES, start=1):
+        record = text[(str(tmp_path / "in" / "c_text.pdf"), page)]
+        assert record["words_from"] == "text" and [w["text"] for w in record["words"]] == words
+        assert all(w["label"] in FUNSD_LABELS and 0 < w["score"] <= 1 for w in record["words"])
+        assert all(0 <= v <= 1000 for w in record["words"] for v in w["box"])
+    assert text[(str(tmp_path / "in" / "d_scan.pdf"), 1)]["words"] == []
+    tiff = [text[(str(tmp_path / "in" / "e.tif"), p)] for p in (1, 2, 3)]
+    assert [(r["width"], r["height"]) for r in tiff] == [(400, 300)] * 3
+
+    # A rerun labels nothing again (and retries the two failures, which fail again: exit status 1 again).
+    status, log = run_script(
+        "--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--words_from", "text",
+        "--quiet", check_exit=1,
+    )  # fmt: skip
+    assert json.loads(log.strip().splitlines()[-1])["skipped"] == 8
+    assert len(read_complete(output)) == 8 and len(read_complete(tmp_path / "labels.failures.jsonl")) == 2
+
+
+@requires_tesseract
+def test_pages_without_a_text_layer_are_ocrd_and_text_layers_are_not(checkpoint, tmp_path):
+    make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    run_script("--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), check_exit=1)
+    records = by_key(read_complete(output))
+    assert [w["text"] for w in records[(str(tmp_path / "in" / "a.png"), 1)]["words"]] == ["total", "amount"]
+    scan = records[(str(tmp_path / "in" / "d_scan.pdf"), 1)]
+    assert scan["words_from"] == "ocr" and [w["text"] for w in scan["words"]] == ["received"]
+    text = records[(str(tmp_path / "in" / "c_text.pdf"), 1)]
+    assert text["words_from"] == "text" and [w["text"] for w in text["words"]] == TEXT_PAGES[0]
+    assert [w["text"] for w in records[(str(tmp_path / "in" / "e.tif"), 2)]["words"]] == ["invoice"]
+
+
+def test_batched_pages_get_the_labels_and_scores_of_predict_page(model_and_processor, tmp_path):
+    """Windows of several pages in one padded batch, one image per page: the same answers as one page at a time."""
+    model, processor = model_and_processor
+    write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES + [VOCAB * 3])
+    jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
+    reader = PageReader(jobs, processor, words_from="text", max_length=16, stride=4, keep_image=True)
+    items = [reader[i] for i in range(len(reader))]
+    windows = [len(i["windows"]["input_ids"]) for i in items]
+    assert windows[:2] == [1, 1] and windows[2] >= 2  # the long page has windows
+    records = PageLabeller(model, processor.tokenizer.pad_token_id)(items)
+    for item, record in zip(items, records, strict=True):
+        alone = predict_page(model, processor, item["image"], item["words"], item["boxes"], max_length=16, stride=4)
+        assert [w["label"] for w in record["words"]] == [w["label"] for w in alone["words"]]
+        assert [w["score"] for w in record["words"]] == pytest.approx([w["score"] for w in alone["words"]], abs=1e-5)
+        assert [(e["label"], e["text"]) for e in record["entities"]] == [
+            (e["label"], e["text"]) for e in alone["entities"]
+        ]
+
+
+def test_a_page_split_into_windows_runs_the_backbone_once(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    write_text_pdf(tmp_path / "doc.pdf", [VOCAB * 3, ["date", "total"]])
+    jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
+    reader = PageReader(jobs, processor, words_from="text", max_length=12, stride=3)
+    items = [reader[i] for i in range(len(reader))]
+    windows = [len(i["windows"]["input_ids"]) for i in items]
+    assert windows[0] >= 2 and windows[1] == 1
+    calls = []
+    backbone = model.layoutlm_roialign.visual_embeddings.backbone
+    handle = backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        PageLabeller(model, processor.tokenizer.pad_token_id)(items)
+    finally:
+        handle.remove()
+    assert calls == [2]  # one backbone run for the batch, over the two pages' images, for all its windows
+
+
+def test_group_pages_keeps_pages_whole_and_near_the_batch_size():
+    def page(n):
+        return {"windows": {"input_ids": [0] * n}} if n else {"error": "x"}
+
+    sizes = [[len(p["windows"]["input_ids"]) if "windows" in p else 0 for p in b] for b in group_pages(
+        [page(1), page(2), page(0), page(3), page(9), page(1), page(1)], 4
+    )]  # fmt: skip
+    assert sizes == [[1, 2, 0], [3], [9], [1, 1]]  # in order; pages without windows cost a batch nothing
+
+
+def test_a_killed_run_resumes_and_writes_every_page_exactly_once(checkpoint, tmp_path):
+    """SIGKILL in the middle of writing the 4th record (half a line on disk), then a rerun."""
+    pages = make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    killer = f"""
+import os, signal, sys
+sys.argv = ["label.py", "--model", {checkpoint!r}, "--inputs", {str(tmp_path / "in")!r}, "--output", {str(output)!r},
+            "--words_from", "text", "--batch_size", "1", "--num_workers", "1", "--quiet"]
+from layoutlm_roialign.labelling import jsonl
+written = []
+original = jsonl.JsonlWriter.write
+def write(self, records):
+    for record in records:
+        if self.path.endswith("labels.jsonl") and len(written) == 3:
+            self._file.write(jsonl.json.dumps(record).encode()[:40])
+            self._file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        original(self, [record])
+        if self.path.endswith("labels.jsonl"):
+            written.append(record)
+jsonl.JsonlWriter.write = write
+import runpy
+runpy.run_path({str(REPO_ROOT / "scripts" / "label.py")!r}, run_name="__main__")
+"""
+    killed = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    data = output.read_bytes()
+    assert data.count(b"\n") == 3 and not data.endswith(b"\n")  # three records and a torn fourth
+    run_script(
+        "--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--words_from", "text",
+        "--quiet", check_exit=1,
+    )  # fmt: skip
+    keys = [(os.path.basename(r["source"]), r["page"]) for r in read_complete(output)]
+    assert sorted(keys) == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))
+    assert output.read_bytes().endswith(b"\n")
+
+
+def test_recover_cuts_a_torn_line_and_refuses_a_foreign_file(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(b'{"source": "a.png", "page": 1}\n{"source": "b.png", "pa')
+    assert [r["source"] for r in recover(path)] == ["a.png"]
+    assert path.read_bytes() == b'{"source": "a.png", "page": 1}\n'
+    path.write_bytes(b'{"source": "a.png", "page": 1}\nhello\n{"source": "b.png", "page": 1}\n')
+    with pytest.raises(ValueError, match="line 2 is not a JSON record"):
+        recover(path)
+
+
+def test_shards_of_two_processes_merge_to_the_single_process_output(checkpoint, tmp_path):
+    make_archive(tmp_path / "in")
+    common = ["--inputs", str(tmp_path / "in"), "--words_from", "text", "--max_length", "16", "--stride", "4"]
+    with pytest.raises(SystemExit) as exit_info:
+        label_in_process(checkpoint, [*common, "--output", str(tmp_path / "one.jsonl")])
+    assert exit_info.value.code == 1
+    from layoutlm_roialign.inference import load_model_and_processor
+
+    model, processor = load_model_and_processor(checkpoint)
+    for index in range(2):
+        plan = plan_run(
+            str(tmp_path / "two.jsonl"), [str(tmp_path / "in")], words_from="text", max_length=16, stride=4,
+            process_index=index, num_processes=2,
+        )  # fmt: skip
+        plan.run(model, processor, num_workers=0, quiet=True)
+    shard_names = sorted(p.name for p in tmp_path.glob("two.shard-*"))
+    assert shard_names == [
+        "two.shard-00000-of-00002.failures.jsonl",
+        "two.shard-00000-of-00002.jsonl",
+        "two.shard-00001-of-00002.failures.jsonl",
+        "two.shard-00001-of-00002.jsonl",
+    ]
+    merged = merge_shards(tmp_path / "two.jsonl")
+    assert merged["records"] == 8 and merged["failures"] == 2 and not list(tmp_path.glob("two.shard-*"))
+    assert_same_records(read_complete(tmp_path / "one.jsonl"), read_complete(tmp_path / "two.jsonl"))
+    assert (
+        by_key(read_complete(tmp_path / "one.failures.jsonl")).keys()
+        == by_key(read_complete(tmp_path / "two.failures.jsonl")).keys()
+    )
+
+
+def assert_same_records(one: list[dict], other: list[dict]) -> None:
+    one, other = by_key(one), by_key(other)
+    assert one.keys() == other.keys() and len(one) > 0
+    for key, record in one.items():
+        twin = other[key]
+        assert {k: v for k, v in record.items() if k not in ("words", "entities")} == {
+            k: v for k, v in twin.items() if k not in ("words", "entities")
+        }
+        assert [(w["text"], w["box"], w["label"]) for w in record["words"]] == [
+            (w["text"], w["box"], w["label"]) for w in twin["words"]
+        ]
+        assert [w["score"] for w in record["words"]] == pytest.approx([w["score"] for w in twin["words"]], abs=1e-5)
+
+
+def test_a_dataset_with_word_columns_is_labelled_without_ocr(checkpoint, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"image": [], "words": [], "bboxes": []}
+    for i, words in enumerate([["date", "total"], ["name"], []]):
+        image, boxes = draw_words(words, seed=i)
+        rows["image"].append(image)
+        rows["words"].append(words)
+        rows["bboxes"].append(
+            [[int(v * 1000 / s) for v, s in zip(b, (400, 300, 400, 300), strict=True)] for b in boxes]
+        )
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(tmp_path / "ds")
+    summary = label_in_process(
+        checkpoint, ["--dataset", str(tmp_path / "ds"), "--words_column", "words", "--boxes_column", "bboxes",
+                     "--output", str(tmp_path / "labels.jsonl"), "--png_dir", str(tmp_path / "png")],
+    )  # fmt: skip
+    assert summary["pages"] == 3 and summary["failed"] == 0
+    records = read_complete(tmp_path / "labels.jsonl")
+    assert [(r["source"], r["page"]) for r in records] == [(f"{tmp_path / 'ds'}[train]", p) for p in (1, 2, 3)]
+    assert [[w["text"] for w in r["words"]] for r in records] == [["date", "total"], ["name"], []]
+    assert all(r["words_from"] == "dataset" for r in records)
+    assert [PIL.Image.open(r["png"]).size[1] for r in records] == [300, 300, 300]
+
+
+def test_link_pairs_is_the_one_place_records_get_pairs(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES[:1])
+    jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
+    item = PageReader(jobs, processor, words_from="text")[0]
+    plain = PageLabeller(model, processor.tokenizer.pad_token_id)([item])[0]
+    assert "pairs" not in plain
+    linked = PageLabeller(
+        model, processor.tokenizer.pad_token_id, link_pairs=lambda record, item: [{"key": 0, "value": 1, "score": 1}]
+    )([item])[0]
+    assert linked["pairs"] == [{"key": 0, "value": 1, "score": 1}]
+
+
+def test_inputs_expand_in_a_fixed_order_from_folders_globs_and_list_files(tmp_path):
+    make_archive(tmp_path / "in")
+    (tmp_path / "in" / "sub").mkdir()
+    PIL.Image.new("L", (10, 10)).save(tmp_path / "in" / "sub" / "z.png")
+    (tmp_path / "list.txt").write_text("# pages to label\nin/b.jpg\n\nin/a.png\n")
+    files = expand_inputs([str(tmp_path / "list.txt"), str(tmp_path / "in"), str(tmp_path / "in" / "*.tif")])
+    names = [os.path.relpath(f, tmp_path) for f in files]
+    assert names == [
+        "in/b.jpg", "in/a.png", "in/c_text.pdf", "in/d_scan.pdf", "in/e.tif", "in/f_corrupt.png", "in/g_empty.pdf",
+        "in/sub/z.png",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"--inputs .*nope.* does not exist"):
+        expand_inputs([str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="matches no file"):
+        expand_inputs([str(tmp_path / "*.webp")])
+
+
+def test_bad_arguments_exit_with_status_2_and_name_the_flag(checkpoint, tmp_path):
+    status, log = run_script(
+        "--model", checkpoint, "--inputs", str(tmp_path / "nope"), "--output", "x.jsonl", check_exit=2
+    )
+    assert "--inputs" in log and "does not exist" in log
+    status, log = run_script("--inputs", str(tmp_path), "--output", str(tmp_path / "x.jsonl"), check_exit=2)
+    assert "--model is required" in log
+    status, log = run_script("--merge", "--output", str(tmp_path / "x.jsonl"), check_exit=2)
+    assert "no shard files" in log
+
+
+def test_pages_are_read_as_numpy_free_plain_json(model_and_processor, tmp_path):
+    """Records hold plain JSON types (ints, floats, strings), so they round-trip through the file unchanged."""
+    model, processor = model_and_processor
+    write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES[:1])
+    jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
+    record = PageLabeller(model, processor.tokenizer.pad_token_id)([PageReader(jobs, processor, "text")[0]])[0]
+    assert json.loads(json.dumps(record)) == record
+    assert not any(isinstance(v, np.generic) for w in record["words"] for v in w["box"])

@@ -398,3 +398,14 @@ def test_pages_are_read_as_numpy_free_plain_json(model_and_processor, tmp_path):
     record = PageLabeller(model, processor.tokenizer.pad_token_id)([PageReader(jobs, processor, "text")[0]])[0]
     assert json.loads(json.dumps(record)) == record
     assert not any(isinstance(v, np.generic) for w in record["words"] for v in w["box"])
+
+
+def test_the_process_share_comes_from_the_launchers_environment(monkeypatch):
+    from layoutlm_roialign.labelling import process_share
+
+    for name in ("WORLD_SIZE", "RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert process_share() == (0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "32")  # accelerate launch --num_machines 4 --num_processes 32, rank 13
+    monkeypatch.setenv("RANK", "13")
+    assert process_share() == (13, 32)

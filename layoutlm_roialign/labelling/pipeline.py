@@ -35,18 +35,18 @@ __all__ = ["LabelRun", "plan_run", "process_share"]
 
 
 def process_share() -> tuple[int, int]:
-    """`(process_index, num_processes)` of this process: accelerate's `PartialState` under `accelerate launch` (or
-    torchrun), `(0, 1)` otherwise (accelerate is then not needed)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    try:
-        from accelerate import PartialState
-    except ImportError as err:
-        raise ImportError(
-            'Labelling with several processes needs accelerate: pip install "layoutlm-roialign[train]".'
-        ) from err
-    state = PartialState()
-    return state.process_index, state.num_processes
+    """`(process_index, num_processes)` of this process, from its launcher's environment: `RANK` / `WORLD_SIZE`
+    (`accelerate launch` on GPUs and machines, torchrun), or MPI's (`accelerate launch --cpu` with a hostfile,
+    mpirun); `(0, 1)` for a plain `python`. Labelling needs no process group: each process reads this once."""
+    for rank, size in (
+        ("RANK", "WORLD_SIZE"),
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+        ("PMI_RANK", "PMI_SIZE"),
+        ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),
+    ):
+        if int(os.environ.get(size, "1")) > 1:
+            return int(os.environ.get(rank, "0")), int(os.environ[size])
+    return 0, 1
 
 
 @dataclass

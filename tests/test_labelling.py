@@ -42,17 +42,21 @@ VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", 
 TEXT_PAGES = [["date", "name", "total"], ["invoice", "amount", "signature", "phone", "received"]]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
+def save_tiny_checkpoint(folder) -> str:
+    """A tiny checkpoint whose pixels change its predictions, saved in `folder`."""
     torch.manual_seed(0)
     model, processor = build_model_and_processor(
         FUNSD_LABELS, [VOCAB * 3], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120}
     )
     make_pixels_matter(model)
-    folder = tmp_path_factory.mktemp("ckpt") / "final"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "final")
 
 
 @pytest.fixture(scope="module")
@@ -224,14 +228,20 @@ def test_a_page_split_into_windows_runs_the_backbone_once(model_and_processor, t
     assert calls == [2]  # one backbone run for the batch, over the two pages' images, for all its windows
 
 
-def test_group_pages_keeps_pages_whole_and_near_the_batch_size():
-    def page(n):
-        return {"windows": {"input_ids": [0] * n}} if n else {"error": "x"}
+def test_group_pages_keeps_pages_whole_and_batches_pages_of_similar_length():
+    def page(windows, length=20):
+        return {"windows": {"input_ids": torch.zeros(windows, length)}} if windows else {"error": "x"}
 
-    sizes = [[len(p["windows"]["input_ids"]) if "windows" in p else 0 for p in b] for b in group_pages(
-        [page(1), page(2), page(0), page(3), page(9), page(1), page(1)], 4
-    )]  # fmt: skip
-    assert sizes == [[1, 2, 0], [3], [9], [1, 1]]  # in order; pages without windows cost a batch nothing
+    def shape(batches):
+        return [[tuple(p["windows"]["input_ids"].shape) if "windows" in p else 0 for p in b] for b in batches]
+
+    pages = [page(1), page(2), page(0), page(3), page(9), page(1), page(1)]
+    assert shape(group_pages(pages, 4, lookahead=1)) == [
+        [0], [(1, 20), (2, 20)], [(3, 20)], [(9, 20)], [(1, 20), (1, 20)]
+    ]  # fmt: skip
+    pages = [page(1, n) for n in (10, 500, 12, 480, 11, 490)]
+    lengths = [[p["windows"]["input_ids"].shape[1] for p in b] for b in group_pages(pages, 2, lookahead=2)]
+    assert lengths == [[10, 12], [500, 490], [480, 11]]  # the oldest page with its nearest in length
 
 
 def test_a_killed_run_resumes_and_writes_every_page_exactly_once(checkpoint, tmp_path):
@@ -343,6 +353,7 @@ def test_a_dataset_with_word_columns_is_labelled_without_ocr(checkpoint, tmp_pat
     )  # fmt: skip
     assert summary["pages"] == 3 and summary["failed"] == 0
     records = read_complete(tmp_path / "labels.jsonl")
+    records = sorted(records, key=lambda r: r["page"])
     assert [(r["source"], r["page"]) for r in records] == [(f"{tmp_path / 'ds'}[train]", p) for p in (1, 2, 3)]
     assert [[w["text"] for w in r["words"]] for r in records] == [["date", "total"], ["name"], []]
     assert all(r["words_from"] == "dataset" for r in records)

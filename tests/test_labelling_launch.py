@@ -10,13 +10,17 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT
-from test_labelling import assert_same_records, make_archive, run_script
-from test_labelling import checkpoint  # noqa: F401 (the fixture)
+from test_labelling import assert_same_records, make_archive, run_script, save_tiny_checkpoint
 
 from layoutlm_roialign.labelling import read_complete
 
 pytest.importorskip("accelerate", reason="several processes need accelerate (the `train` extra)")
 pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "final")
 
 
 @pytest.mark.slow

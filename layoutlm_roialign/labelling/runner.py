@@ -1,7 +1,7 @@
 """The model side of the labeller: windows of several pages in one forward pass, each page's image once.
 
 `group_pages` gathers the pages that `PageReader` yields into batches of about `batch_size` windows, whole pages
-only: a page longer than a batch forms its own. `PageLabeller` stacks each page's image once and passes
+only (a page longer than a batch forms its own), of similar lengths. `PageLabeller` stacks each page's image once and passes
 `image_index` (which image each window reads), so the backbone runs once per page however many windows the page
 has; it pads the windows of all pages to the longest, runs the model (bf16 autocast and `torch.compile` on request),
 and decodes each page with `inference.decode_page`, the rules `predict_page` uses. A checkpoint whose model predates
@@ -31,23 +31,48 @@ def _num_windows(item: dict) -> int:
     return 0 if windows is None else len(windows["input_ids"])
 
 
-def group_pages(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
-    """Batches of whole pages, in their order, holding at most `batch_size` windows (a longer page alone); pages that
-    need no forward pass (failures, pages without words) ride along with the next batch."""
-    pending: list[dict] = []
+def _length(item: dict) -> int:
+    return item["windows"]["input_ids"].shape[1]
+
+
+def group_pages(items: Iterable[dict], batch_size: int, lookahead: int = 4) -> Iterator[list[dict]]:
+    """Batches of whole pages holding at most `batch_size` windows (a longer page alone), of similar lengths.
+
+    Every window of a batch is padded to its longest, and padding costs as much as text on a CPU: so the pages wait in
+    a pool of about `lookahead` batches, and each batch is the oldest page of the pool with the pages closest to it
+    in length (a page waits at most while the pool turns over `lookahead` times). Pages that need no forward pass
+    (failures, pages without words) come out at once, one per batch. `lookahead=1` keeps the arrival order.
+    """
+    pool: list[dict] = []
     count = 0
     for item in items:
         n = _num_windows(item)
-        if n and count and count + n > batch_size:
-            yield pending
-            pending, count = [], 0
-        pending.append(item)
+        if n == 0:
+            yield [item]
+            continue
+        pool.append(item)
         count += n
+        while count >= lookahead * batch_size:
+            batch = _take_batch(pool, batch_size)
+            count -= sum(_num_windows(p) for p in batch)
+            yield batch
+    while pool:
+        yield _take_batch(pool, batch_size)
+
+
+def _take_batch(pool: list[dict], batch_size: int) -> list[dict]:
+    """The oldest page of `pool` and the pages nearest to it in length that fit in `batch_size` windows (removed)."""
+    first = pool.pop(0)
+    batch, count = [first], _num_windows(first)
+    for item in sorted(pool, key=lambda p: abs(_length(p) - _length(first))):
         if count >= batch_size:
-            yield pending
-            pending, count = [], 0
-    if pending:
-        yield pending
+            break
+        if count + _num_windows(item) <= batch_size:
+            batch.append(item)
+            count += _num_windows(item)
+    chosen = {id(item) for item in batch[1:]}
+    pool[:] = [item for item in pool if id(item) not in chosen]
+    return batch
 
 
 class PageLabeller:

@@ -6,7 +6,11 @@ same weights, for each batch shape:
 - `text`: `transformers.LayoutLMForTokenClassification` (the floor);
 - `tutorial`: the FUNSD image-embedding tutorial's design as written (`TutorialLayoutLMWithImage` below): every
   token, padding included, pooled from a per-document list of boxes, `aligned=False`, raw projection added;
-- `ours`: `LayoutLMRoIAlignForTokenClassification` with its default fast path.
+- `ours`: `LayoutLMRoIAlignForTokenClassification` with its default fast path;
+- `layoutlmv3`: what a user would pick instead of this package for text + layout + pixels,
+  `transformers.LayoutLMv3ForTokenClassification` at base size (`LayoutLMv3Config()`'s defaults, with the base
+  checkpoint's 514 positions; random weights), the same batch with its page at 224 px: its 196 image patches (+1)
+  join every sequence, so the encoder attends over 709 tokens where the others attend over 512.
 
 Reported: inference time (forward under `torch.inference_mode`), training step time (forward + backward + AdamW)
 and peak memory, as medians over the repeats and as ratios to `text`. Peak memory is measured in a fresh
@@ -43,12 +47,18 @@ import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from torchvision.ops import RoIAlign  # noqa: E402
-from transformers import LayoutLMConfig, LayoutLMForTokenClassification, LayoutLMModel  # noqa: E402
+from transformers import (  # noqa: E402
+    LayoutLMConfig,
+    LayoutLMForTokenClassification,
+    LayoutLMModel,
+    LayoutLMv3Config,
+    LayoutLMv3ForTokenClassification,
+)
 
 from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification  # noqa: E402
-from layoutlm_roialign.modeling_layoutlm_roialign import _check_inputs, load_backbone_weights  # noqa: E402
+from layoutlm_roialign.modeling_layoutlm_roialign import _check_inputs  # noqa: E402
 
-VARIANTS = ("text", "tutorial", "ours")
+VARIANTS = ("text", "tutorial", "ours", "layoutlmv3")
 # Training only: `ours` with its backbone frozen (`--backbone_learning_rate 0`, what issue 6's measurements recommend
 # for small data), so backward stops at the RoI features instead of running through the backbone.
 FROZEN = "ours, backbone frozen"
@@ -57,6 +67,9 @@ BASE_TEXT = dict(
     vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
 )
 TINY_TEXT = dict(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+LAYOUTLMV3_IMAGE_SIZE = 224  # LayoutLMv3's input_size: 14 x 14 patches of 16 px
+# LayoutLMv3's 2-D position embeddings are concatenated: 4 * coordinate_size + 2 * shape_size == hidden_size.
+TINY_V3_SPATIAL = dict(coordinate_size=10, shape_size=12)
 
 
 @dataclass
@@ -146,8 +159,14 @@ def make_batch(shape: Shape, vocab_size: int, seed: int = 0) -> dict:
             x, j = x + width + 10, k
         bbox[i, length - 1] = 1000  # [SEP]
     pixel_values = torch.randn(b, 3, shape.image_size, shape.image_size, generator=g)
+    v3_pixel_values = torch.randn(b, 3, LAYOUTLMV3_IMAGE_SIZE, LAYOUTLMV3_IMAGE_SIZE, generator=g)
     return dict(
-        input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values, labels=labels
+        input_ids=input_ids,
+        bbox=bbox,
+        attention_mask=attention_mask,
+        pixel_values=pixel_values,
+        v3_pixel_values=v3_pixel_values,
+        labels=labels,
     )
 
 
@@ -158,6 +177,8 @@ def variant_inputs(name: str, batch: dict, image_size: int, labels: bool) -> dic
         inputs["resized_and_aligned_bounding_boxes"] = tutorial_boxes(batch["bbox"], image_size)
     elif name == "ours":
         inputs["pixel_values"] = batch["pixel_values"]
+    elif name == "layoutlmv3":
+        inputs["pixel_values"] = batch["v3_pixel_values"]
     if labels:
         inputs["labels"] = batch["labels"]
     return inputs
@@ -179,25 +200,46 @@ def build_models(quick: bool, names=VARIANTS, seed: int = 0) -> dict[str, nn.Mod
             backbone=backbone, backbone_norm="frozen_batch_norm", num_labels=NUM_LABELS, **text_kwargs
         )
         models["ours"] = LayoutLMRoIAlignForTokenClassification(config)
-        nn.init.normal_(models["ours"].layoutlm_roialign.visual_embeddings.gate, std=1.0)  # a trained gate is not 0
+        visual = models["ours"].layoutlm_roialign.visual_embeddings
+        if visual.gate is not None:  # `visual_init="zero_gate"`: a trained gate is not 0
+            nn.init.normal_(visual.gate, std=1.0)
+        else:  # the default zero-initialized projection: a trained one is not 0
+            nn.init.normal_(visual.projection.weight, std=0.02)
     if "text" in names:
         models["text"] = LayoutLMForTokenClassification(LayoutLMConfig(num_labels=NUM_LABELS, **text_kwargs))
     if "tutorial" in names:
         models["tutorial"] = TutorialLayoutLMWithImage(LayoutLMConfig(**text_kwargs), backbone)
+    if "layoutlmv3" in names:
+        v3_kwargs = {**TINY_TEXT, **TINY_V3_SPATIAL} if quick else {}  # full: LayoutLMv3Config()'s base sizes
+        config = LayoutLMv3Config(num_labels=NUM_LABELS, max_position_embeddings=514, **v3_kwargs)
+        models["layoutlmv3"] = LayoutLMv3ForTokenClassification(config)
     if "ours" in models:
         ours = models["ours"]
         visual = ours.layoutlm_roialign.visual_embeddings
         for name, model in models.items():
-            if name != "ours":
+            if name in ("text", "tutorial"):
                 model.layoutlm.load_state_dict(ours.layoutlm_roialign.layoutlm.state_dict())
                 model.classifier.load_state_dict(ours.classifier.state_dict())
         if "tutorial" in models:
-            load_backbone_weights(models["tutorial"].backbone, visual.backbone.state_dict(), backbone)
+            load_tutorial_backbone(models["tutorial"].backbone, visual.backbone.state_dict())
             models["tutorial"].projection.load_state_dict(visual.projection.state_dict())
     return {name: models[name] for name in names}
 
 
+def load_tutorial_backbone(sequential: nn.Module, state: dict) -> None:
+    """Our backbone's weights (torchvision names: `conv1`, `bn1`, `layer1`...) into the tutorial's
+    `nn.Sequential(*list(resnet.children())[:-3])`, whose children are numbered (`0` = conv1, ..., `6` = layer3)."""
+    numbers = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6"}
+    renamed = {numbers[k.split(".", 1)[0]] + "." + k.split(".", 1)[1]: v for k, v in state.items()}
+    result = sequential.load_state_dict(renamed, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]  # frozen batch norm has none
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"tutorial backbone: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+
+
 def attn_implementation(model: nn.Module) -> str:
+    if hasattr(model, "layoutlmv3"):
+        return model.layoutlmv3.config._attn_implementation
     inner = model.layoutlm_roialign.layoutlm if hasattr(model, "layoutlm_roialign") else model.layoutlm
     return inner.config._attn_implementation
 
@@ -568,7 +610,10 @@ def render(rows, ablation, diffs, budgets, check_cost, header, notes, shape0, ar
         + [
             "Times are medians over interleaved rounds (order rotated each round, one warm-up round); training is "
             "forward + backward + AdamW. `ours` uses frozen batch norm in the backbone (what a pretrained backbone "
-            "gets) and random weights; `tutorial` shares the text, backbone, projection and classifier weights.",
+            "gets) and random weights; `tutorial` shares the text, backbone, projection and classifier weights; "
+            f"`layoutlmv3` (LayoutLMv3-base sizes, random weights; tiny with --quick) reads each page at "
+            f"{LAYOUTLMV3_IMAGE_SIZE} px whatever the shape's image size, as {(LAYOUTLMV3_IMAGE_SIZE // 16) ** 2} "
+            "patches + 1 added to every sequence.",
             "",
         ]
     )

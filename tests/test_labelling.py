@@ -390,15 +390,19 @@ def test_inputs_expand_in_a_fixed_order_from_folders_globs_and_list_files(tmp_pa
         expand_inputs([str(tmp_path / "*.webp")])
 
 
-def test_bad_arguments_exit_with_status_2_and_name_the_flag(checkpoint, tmp_path):
-    status, log = run_script(
-        "--model", checkpoint, "--inputs", str(tmp_path / "nope"), "--output", "x.jsonl", check_exit=2
-    )
-    assert "--inputs" in log and "does not exist" in log
-    status, log = run_script("--inputs", str(tmp_path), "--output", str(tmp_path / "x.jsonl"), check_exit=2)
-    assert "--model is required" in log
-    status, log = run_script("--merge", "--output", str(tmp_path / "x.jsonl"), check_exit=2)
-    assert "no shard files" in log
+def test_bad_arguments_exit_with_status_2_and_name_the_flag(checkpoint, tmp_path, capsys):
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    for argv, message in (
+        (["--model", checkpoint, "--inputs", str(tmp_path / "nope"), "--output", "x.jsonl"], "does not exist"),
+        (["--inputs", str(tmp_path), "--output", str(tmp_path / "x.jsonl")], "--model is required"),
+        (["--merge", "--output", str(tmp_path / "x.jsonl")], "no shard files"),
+        (["--model", checkpoint, "--inputs", checkpoint, "--output", str(tmp_path)], "is a folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_pages_are_read_as_numpy_free_plain_json(model_and_processor, tmp_path):
@@ -420,3 +424,18 @@ def test_the_process_share_comes_from_the_launchers_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "32")  # accelerate launch --num_machines 4 --num_processes 32, rank 13
     monkeypatch.setenv("RANK", "13")
     assert process_share() == (13, 32)
+
+
+def test_bf16_autocast_labels_the_same_words_with_close_scores(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES)
+    jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
+    items = [PageReader(jobs, processor, "text")[i] for i in range(2)]
+    fp32 = PageLabeller(model, processor.tokenizer.pad_token_id)(items)
+    bf16 = PageLabeller(model, processor.tokenizer.pad_token_id, dtype="bfloat16")(items)
+    for a, b in zip(fp32, bf16, strict=True):
+        assert [w["text"] for w in a["words"]] == [w["text"] for w in b["words"]]
+        assert [w["score"] for w in a["words"]] == pytest.approx([w["score"] for w in b["words"]], abs=0.05)
+    assert next(model.parameters()).dtype == torch.float32  # autocast, not a cast of the weights
+    with pytest.raises(ValueError, match="--dtype must be one of"):
+        PageLabeller(model, processor.tokenizer.pad_token_id, dtype="float16")

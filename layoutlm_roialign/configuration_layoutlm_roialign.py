@@ -125,17 +125,22 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         link_hidden_size (`int`, *optional*):
             Width of the key and value projections of the biaffine scorer. Defaults to `hidden_size // 2`.
         link_threshold (`float`, defaults to 0.5):
-            A candidate pair is predicted when the sigmoid of its score exceeds this; a key with no pair above it
-            has no answer.
+            A candidate pair is predicted when p(key | value) exceeds this: the softmax over the value's candidate
+            keys and a learned "no key" option. A key that no value chose has no answer.
         link_one_value_key (`bool`, defaults to `True`):
-            Keep, for each value, only its best-scoring key among the pairs above `link_threshold` (a FUNSD answer
-            answers one question); a key may still get several values.
+            Keep, for each value, only its best key among the pairs above `link_threshold` (pairs of one value can
+            come from different windows; within a window a threshold >= 0.5 admits one key per value anyway).
         link_entity_box_feature (`bool`, defaults to `True`):
             Add to each entity's representation the RoIAlign feature of its whole box (the union of its words'
             boxes), pooled from the same backbone feature map and projected by the visual branch. Only with
             `use_visual_features`.
+        link_box_relation (`bool`, defaults to `True`):
+            Add to each pair's score a small MLP of the two entity boxes' relative geometry (centre offsets, gaps
+            between facing edges, the key's size): where an answer sits relative to its question, which the
+            entities' own representations carry only through LayoutLM's absolute 2-D position embeddings.
         link_loss_weight (`float`, defaults to 1.0):
-            Weight of the link loss (binary cross-entropy over the candidate pairs) added to the token loss.
+            Weight of the link loss (per value: cross-entropy of its gold key, or "no key", among its candidate
+            keys) added to the token loss.
     """
 
     model_type = "layoutlm_roialign"
@@ -164,6 +169,7 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         link_threshold: float = 0.5,
         link_one_value_key: bool = True,
         link_entity_box_feature: bool = True,
+        link_box_relation: bool = True,
         link_loss_weight: float = 1.0,
         **kwargs,
     ):
@@ -256,6 +262,7 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         self.link_threshold = link_threshold
         self.link_one_value_key = link_one_value_key
         self.link_entity_box_feature = link_entity_box_feature
+        self.link_box_relation = link_box_relation
         self.link_loss_weight = link_loss_weight
 
     @property

@@ -209,15 +209,17 @@ def end_to_end_link_scores(
 
 class LinkingMetrics:
     """`compute_metrics` for the linking task: the entity scores of `WordLevelEntityMetrics` (`f1`, ...), plus link
-    scores with gold entities (`link_precision`, `link_recall`, `link_f1`; also `link_f1_threshold_only`, the same
-    without keeping one key per value, and `link_gold_unreachable`: gold pairs whose entities share no window, which
-    count as missed).
+    scores with gold entities at the config's threshold (`link_precision`, `link_recall`, `link_f1`, ...), the F1 at
+    other thresholds (`link_f1_at_0.3`, ...: how the threshold was chosen) and `link_gold_unreachable` (gold pairs
+    whose entities share no window, which count as missed).
 
     Args:
         encoded: the encoded evaluation dataset (`encode_dataset(..., entity_types=...)`), in evaluation order.
         pages: the evaluation pages (their `entities` and `links` are the references).
         config: the model's config (`id2label`, `link_types`, `link_threshold`, `link_one_value_key`).
     """
+
+    THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
 
     def __init__(self, encoded: Dataset, pages: Dataset, config: Any):
         self.entity_metrics = WordLevelEntityMetrics(encoded, pages, config.id2label)
@@ -235,21 +237,21 @@ class LinkingMetrics:
         self.unreachable = sum(len(g - t) for g, t in zip(self.gold, together, strict=True))
         self.last_scores: dict | None = None
 
-    def predicted_pairs(self, link_logits: Any, one_value_key: bool) -> list[set]:
+    def predicted_pairs(self, link_logits: Any, threshold: float) -> list[set]:
         """Link logits of every window -> the predicted pairs of each page."""
         merged = merge_window_links(
             self.entity_index, self.entity_spans, link_logits, self.content, self.page_of_row, len(self.gold)
         )
-        return [{(k, v) for k, v, _ in select_links(page, self.threshold, one_value_key)} for page in merged]
+        return [{(k, v) for k, v, _ in select_links(page, threshold, self.one_value_key)} for page in merged]
 
     def __call__(self, eval_prediction: EvalPrediction) -> dict[str, float]:
         token_predictions, link_logits = eval_prediction.predictions[:2]
         flat = self.entity_metrics(type(eval_prediction)(predictions=token_predictions, label_ids=None))
-        scores = link_scores(self.gold, self.predicted_pairs(link_logits, self.one_value_key))
-        loose = link_scores(self.gold, self.predicted_pairs(link_logits, False))
-        self.last_scores = {"gold_entities": scores, "gold_entities_threshold_only": loose,
+        scores = link_scores(self.gold, self.predicted_pairs(link_logits, self.threshold))
+        by_threshold = {t: link_scores(self.gold, self.predicted_pairs(link_logits, t)) for t in self.THRESHOLDS}
+        self.last_scores = {"gold_entities": scores, "gold_entities_by_threshold": by_threshold,
                             "gold_unreachable": self.unreachable}  # fmt: skip
         flat.update({f"link_{key}": value for key, value in scores.items()})
-        flat["link_f1_threshold_only"] = loose["f1"]
+        flat.update({f"link_f1_at_{t}": s["f1"] for t, s in by_threshold.items()})
         flat["link_gold_unreachable"] = self.unreachable
         return flat

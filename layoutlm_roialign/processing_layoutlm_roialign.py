@@ -157,7 +157,8 @@ def merge_window_links(
     Args:
         entity_index_per_window: per window, the page entity index of each of its entity rows (-1: padding).
         entity_spans_per_window: per window, each entity row's `(first, last + 1)` token span.
-        link_logits_per_window: per window, `(E, E)` link logits (`NOT_A_CANDIDATE` or less: not scored).
+        link_logits_per_window: per window, `(E, E)` link logits, log p(key | value) (`NOT_A_CANDIDATE` or less:
+            not scored).
         content_lengths: per window, its number of word tokens (without [CLS], [SEP] and padding).
         overflow_to_sample_mapping: page of each window; `None` means one window per page.
         num_pages: number of pages (default: from the mapping).
@@ -190,12 +191,13 @@ def merge_window_links(
 def select_links(
     scores: dict[tuple[int, int], float], threshold: float = 0.5, one_value_key: bool = True
 ) -> list[tuple[int, int, float]]:
-    """Decide the pairs of one page from `merge_window_links` scores: `(key, value, probability)` for each pair whose
-    sigmoid exceeds `threshold`; with `one_value_key`, only each value's best key among those (a key may keep
-    several values). A key with no pair above the threshold has no answer. Sorted by key, then value."""
+    """Decide the pairs of one page from `merge_window_links` scores (the linking head's `link_logits`: log
+    p(key | value)): `(key, value, probability)` for each pair whose probability exceeds `threshold`; with
+    `one_value_key`, only each value's best key among those (a key may keep several values). A key with no pair
+    above the threshold has no answer. Sorted by key, then value."""
     chosen = []
-    for (key, value), logit in scores.items():
-        probability = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+    for (key, value), log_probability in scores.items():
+        probability = math.exp(min(0.0, log_probability))
         if probability > threshold:
             chosen.append((key, value, probability))
     if one_value_key:

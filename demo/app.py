@@ -31,15 +31,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # runs offline: no t
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
-import PIL.ImageDraw  # noqa: E402
 
 from layoutlm_roialign.image_processing_layoutlm_roialign import normalize_boxes  # noqa: E402
 from layoutlm_roialign.inference import (  # noqa: E402
-    draw_entities,
     load_model_and_processor,
     load_words_json,
     predict_page,
 )
+from layoutlm_roialign.linking import draw_pairs, has_link_head, predict_pairs  # noqa: E402
 from layoutlm_roialign.pages import load_page, page_to_rgb_image  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -159,7 +158,8 @@ def label_page(
     """
     page, words, boxes, source = read_page(path, page_number, words_path)
     try:
-        prediction = predict_page(
+        predict = predict_pairs if has_link_head(labeller.model) else predict_page  # a linking checkpoint: pairs
+        prediction = predict(
             labeller.model, labeller.processor, page, words, boxes, labeller.max_length, labeller.stride
         )
     except (ImportError, OSError) as err:  # pytesseract or the tesseract binary missing
@@ -206,21 +206,7 @@ def pair_rows(prediction: dict) -> list[list]:
 
 def draw_prediction(page: PIL.Image.Image, prediction: dict, labels: list[str]) -> PIL.Image.Image:
     """The entities as predict.py draws them, plus an arrow from each key to its value where there are pairs."""
-    picture = draw_entities(page, prediction, labels)
-    draw = PIL.ImageDraw.Draw(picture)
-    width, height = page.size
-    line = max(2, round(min(width, height) / 300))
-    for pair in prediction.get("pairs") or []:
-        ends = []
-        for end in (_pair_end(prediction, pair["key"]), _pair_end(prediction, pair["value"])):
-            box = end.get("pixel_box") or [v * s / 1000 for v, s in zip(end["box"], (width, height) * 2, strict=True)]
-            ends.append(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
-        (x0, y0), (x1, y1) = ends
-        draw.line([x0, y0, x1, y1], fill=(230, 120, 0), width=line)
-        angle, size = np.arctan2(y1 - y0, x1 - x0), 4 * line
-        head = [(x1 - size * np.cos(angle + s), y1 - size * np.sin(angle + s)) for s in (0.45, -0.45)]
-        draw.polygon([(x1, y1), *head], fill=(230, 120, 0))
-    return picture
+    return draw_pairs(page, prediction, labels)
 
 
 def write_json(prediction: dict, folder: str | os.PathLike) -> str:

@@ -4,7 +4,9 @@
     python scripts/predict.py --model runs/main/final --image page.png --output_json page.json --output_png page.pred.png
     python scripts/predict.py ... --words page_words.json   # {"words": [...], "boxes": [[x0, y0, x1, y1], ...]}
 
-Without `--words` the page is OCR'd with Tesseract. Boxes in `--words` are on LayoutLM's 0-1000 grid, or in page
+A linking checkpoint (`scripts/train.py --task linking`) also links the entities it finds: the JSON gets `"pairs"`
+(`{"key": {...}, "value": {...}, "score": ...}`, each end an entity with its text and boxes) and the PNG an arrow
+from each key to its value. Without `--words` the page is OCR'd with Tesseract. Boxes in `--words` are on LayoutLM's 0-1000 grid, or in page
 pixels under the key `"pixel_boxes"`; a box that does not fit the page is an error unless `--clamp_boxes`.
 Everything that can be checked is checked before the model loads, and the JSON and the drawing are written together
 (temporary files renamed once both are ready): a failure leaves earlier outputs as they were.
@@ -23,6 +25,7 @@ from layoutlm_roialign.inference import (
     load_words_json,
     predict_page,
 )
+from layoutlm_roialign.linking import draw_pairs, has_link_head, predict_pairs, with_link_head
 from layoutlm_roialign.outputs import check_output_paths, write_files
 from layoutlm_roialign.pages import load_page
 
@@ -56,7 +59,9 @@ def main(argv=None) -> dict:
         if args.words:
             words, boxes = load_words_json(args.words, *page.size, clamp=args.clamp_boxes)
         model, processor = load_model_and_processor(args.model, args.trust_remote_code)
-        prediction = predict_page(
+        model = with_link_head(model, args.model)  # a linking checkpoint: its link head too
+        predict = predict_pairs if has_link_head(model) else predict_page
+        prediction = predict(
             model, processor, page, words, boxes, args.max_length, args.stride, ocr_lang=args.ocr_lang
         )
     except (ValueError, ImportError, OSError) as err:  # OCR without pytesseract or the tesseract binary
@@ -64,11 +69,13 @@ def main(argv=None) -> dict:
     writers = {args.output_json: lambda f: f.write(json.dumps(prediction, indent=2).encode())}
     if args.output_png:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        drawing = draw_entities(page, prediction, labels)
+        drawing = (draw_pairs if "pairs" in prediction else draw_entities)(page, prediction, labels)
         writers[args.output_png] = lambda f: drawing.save(f, format=png_format)
     write_files(writers)
     print(
-        f"{len(prediction['words'])} words, {len(prediction['entities'])} entities -> {args.output_json}"
+        f"{len(prediction['words'])} words, {len(prediction['entities'])} entities"
+        + (f", {len(prediction['pairs'])} pairs" if "pairs" in prediction else "")
+        + f" -> {args.output_json}"
         + (f", {args.output_png}" if args.output_png else "")
     )
     return prediction

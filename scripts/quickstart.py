@@ -13,6 +13,10 @@
 3. Labels an unseen synthetic page and writes `prediction.json` and `prediction.png` (each entity's box in its
    label's colour).
 
+`--linking` runs the same three steps for the key-value linking model (`scripts/train.py --task linking`: labels
+and question -> answer links in one checkpoint, trained on the synthetic forms' links); step 3 then also writes the
+pairs (`"pairs"` in the JSON, an arrow from each question to its answer in the picture).
+
 The real run (FUNSD, LayoutLM-base, ImageNet ResNet-101) is `scripts/train.py`; see the README.
 """
 
@@ -45,6 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pages", type=int, default=128, help="synthetic pages (20%% held out for validation)")
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--text_only", action="store_true", help="the ablation: switch the visual branch off")
+    parser.add_argument("--linking", action="store_true", help="train and show the key-value linking model")
     args = parser.parse_args(argv)
 
     import torch
@@ -53,6 +58,7 @@ def main(argv=None) -> None:
 
     from layoutlm_roialign.data import DataArguments, render_synthetic_form
     from layoutlm_roialign.inference import draw_entities, predict_page
+    from layoutlm_roialign.linking import draw_pairs, has_link_head, predict_pairs
 
     from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training  # scripts/train.py, beside this file
 
@@ -67,6 +73,7 @@ def main(argv=None) -> None:
         intermediate_size=128,
         tokenizer_vocab_size=400,
         use_visual_features=not args.text_only,  # one learning rate for every part, as users train
+        task="linking" if args.linking else "token-classification",
     )
     data_args = DataArguments(
         dataset="synthetic", synthetic_pages=args.pages, validation_size=0.2, max_length=128, stride=32
@@ -89,6 +96,10 @@ def main(argv=None) -> None:
     for name, s in sorted(scores["per_type"].items()):
         print(f"  {name:10} {s['precision']:9.3f} {s['recall']:7.3f} {s['f1']:7.3f} {s['number']:8d}")
     print(f"  {'overall':10} {scores['precision']:9.3f} {scores['recall']:7.3f} {scores['f1']:7.3f}")
+    for name, key in (("gold entities", "gold_entities"), ("end to end", "end_to_end")):
+        if result.get("link_scores"):
+            s = result["link_scores"][key]
+            print(f"  pairs, {name}: precision {s['precision']:.3f} recall {s['recall']:.3f} F1 {s['f1']:.3f}")
 
     final = Path(result["final_dir"]).resolve()  # the check below runs in another working directory
     image, words, boxes, _ = render_synthetic_form(seed=12345, index=0)  # a page no run has seen
@@ -114,11 +125,13 @@ def main(argv=None) -> None:
 
     print("\n3/3 Labelling an unseen page ...", flush=True)
     with torch.no_grad():
-        prediction = predict_page(model, processor, image, words, boxes)
+        prediction = (predict_pairs if has_link_head(model) else predict_page)(model, processor, image, words, boxes)
     (out / "prediction.json").write_text(json.dumps(prediction, indent=2))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    draw_entities(image.convert("RGB"), prediction, labels).save(out / "prediction.png")
-    print(f"  {len(prediction['words'])} words, {len(prediction['entities'])} entities")
+    draw = draw_pairs if "pairs" in prediction else draw_entities
+    draw(image.convert("RGB"), prediction, labels).save(out / "prediction.png")
+    pairs = f", {len(prediction['pairs'])} pairs" if "pairs" in prediction else ""
+    print(f"  {len(prediction['words'])} words, {len(prediction['entities'])} entities{pairs}")
     print(f"  -> {out / 'prediction.json'}\n  -> {out / 'prediction.png'}")
 
 

@@ -494,12 +494,21 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm) and hasattr(module, "init_scale"):
             init.constant_(module.weight, module.init_scale)
             init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear) and getattr(module, "torch_default_init", False):
-            # PyTorch's own Linear init, for the small MLP on box geometry (inputs of order 1, not hidden states):
-            # N(0, 0.02) would start its output near zero through two layers.
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            bound = 1 / math.sqrt(module.in_features)
-            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, ScaledLinear):
+            # Parameters drawn divided by `scale`, so that `scale * weight` has the usual initial distribution.
+            scale = module.scale
+            if getattr(module, "torch_default_init", False):
+                # PyTorch's own Linear init (kaiming_uniform_ with a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))),
+                # for the small MLP on box geometry (inputs of order 1): N(0, 0.02) would start its output near zero
+                # through two layers.
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.weight, -bound / scale, bound / scale)
+                if module.bias is not None:
+                    init.uniform_(module.bias, -bound / scale, bound / scale)
+            else:
+                init.normal_(module.weight, mean=0.0, std=self.config.initializer_range / scale)
+                if module.bias is not None:
+                    init.zeros_(module.bias)
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
             # The projection is zeroed here, on the Linear itself: for remote code, transformers skips
             # `_init_weights` on a module without direct parameters (the visual module when it has no gate).
@@ -831,6 +840,21 @@ class LayoutLMRoIAlignRelationExtractionOutput(TokenClassifierOutput):
 NOT_A_CANDIDATE = -1.0e4  # the link log-probability of pairs that are never scored (probability 0; finite in fp16)
 
 
+class ScaledLinear(nn.Linear):
+    """A linear layer computing `x @ (scale * weight).T + scale * bias`: its parameters are stored divided by `scale`
+    (`_init_weights` draws them so), so the function at initialization is unchanged while Adam's steps, which are
+    about `lr` per parameter whatever its size, move the effective weights `scale` times faster (muP's output
+    multiplier). The link head uses it to learn from scratch at the pretrained encoder's learning rate."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: float = 1.0) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.scale = scale
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias * self.scale
+        return nn.functional.linear(input, self.weight * self.scale, bias)
+
+
 class LayoutLMRoIAlignBiaffine(nn.Module):
     """Biaffine pair scorer (Dozat & Manning, 2017; LayoutXLM's relation-extraction decoder): key and value MLPs,
     then `score(k, v) = k^T W v + u_k . k + u_v . v + b` for every (key, value) pair, and a "no key" score per value
@@ -840,17 +864,20 @@ class LayoutLMRoIAlignBiaffine(nn.Module):
         super().__init__()
         size = config.link_hidden_size or max(1, config.hidden_size // 2)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.key = nn.Sequential(nn.Linear(config.hidden_size, size), nn.ReLU(), nn.Dropout(dropout))
-        self.value = nn.Sequential(nn.Linear(config.hidden_size, size), nn.ReLU(), nn.Dropout(dropout))
-        self.bilinear = nn.Linear(size, size, bias=False)
-        self.key_linear = nn.Linear(size, 1)
-        self.value_linear = nn.Linear(size, 1, bias=False)
-        self.no_key = nn.Linear(size, 1)
+        scale = getattr(config, "link_head_scale", 1.0)
+
+        def linear(fan_in: int, fan_out: int, bias: bool = True) -> ScaledLinear:
+            return ScaledLinear(fan_in, fan_out, bias=bias, scale=scale)
+
+        self.key = nn.Sequential(linear(config.hidden_size, size), nn.ReLU(), nn.Dropout(dropout))
+        self.value = nn.Sequential(linear(config.hidden_size, size), nn.ReLU(), nn.Dropout(dropout))
+        self.bilinear = linear(size, size, bias=False)
+        self.key_linear = linear(size, 1)
+        self.value_linear = linear(size, 1, bias=False)
+        self.no_key = linear(size, 1)
         self.box_relation = None
         if config.link_box_relation:
-            self.box_relation = nn.Sequential(
-                nn.Linear(len(BOX_RELATION_FEATURES), size), nn.ReLU(), nn.Linear(size, 1)
-            )
+            self.box_relation = nn.Sequential(linear(len(BOX_RELATION_FEATURES), size), nn.ReLU(), linear(size, 1))
             for layer in (self.box_relation[0], self.box_relation[2]):
                 layer.torch_default_init = True  # read by `_init_weights`
 

@@ -24,7 +24,6 @@ import PIL.ImageDraw
 import torch
 
 from .inference import draw_entities, load_model_and_processor, predict_page
-from .metrics import end_to_end_link_scores, gold_links
 from .pages import load_page
 
 __all__ = [
@@ -132,11 +131,12 @@ def predict_pairs(
     image: Any,
     words: Sequence[str] | None = None,
     boxes: Sequence[Sequence[float]] | None = None,
-    entities: Sequence[dict] | None = None,
     max_length: int = 512,
     stride: int = 128,
     batch_size: int = 8,
     ocr_lang: str | None = None,
+    *,
+    entities: Sequence[dict] | None = None,
     threshold: float | None = None,
     one_value_key: bool | None = None,
 ) -> dict:
@@ -145,7 +145,8 @@ def predict_pairs(
     Args:
         model: a `LayoutLMRoIAlignForRelationExtraction` (token classifier + link head).
         processor: its processor.
-        image, words, boxes, max_length, stride, batch_size, ocr_lang: as `inference.predict_page` takes them.
+        image, words, boxes, max_length, stride, batch_size, ocr_lang: as `inference.predict_page` takes them (the
+            same positions, so the two are interchangeable).
         entities: link these entities (`word_indices`, `label`) instead of the predicted ones (e.g. gold entities);
             `"entities"` of the result are then these, with `text` and boxes filled in.
         threshold, one_value_key: override `config.link_threshold` / `config.link_one_value_key`.
@@ -219,6 +220,7 @@ def end_to_end_scores(
     """Pairs predicted from predicted entities (`predict_pairs` on each page) against the pages' gold links
     (`metrics.end_to_end_link_scores`: both entities must have exactly a gold entity's words). `pages`: a
     FUNSD-schema dataset with `entities` and `links`."""
+    from .metrics import end_to_end_link_scores, gold_links  # seqeval (the train extra): not needed to predict
     gold_entities, gold, predicted_entities, predicted = [], [], [], []
     for row in pages:
         prediction = predict_pairs(model, processor, row["image"], row["words"], row["bboxes"],

@@ -18,6 +18,7 @@ def test_inference_and_predict_script_need_no_training_dependency():
     code = (
         f"import sys\nfor m in ({blocked},): sys.modules[m] = None\n"
         "import layoutlm_roialign, layoutlm_roialign.inference, layoutlm_roialign.pages, layoutlm_roialign.hub\n"
+        "import layoutlm_roialign.linking\n"
         "sys.path.insert(0, 'scripts')\nimport predict\nprint('OK')\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -187,6 +187,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=20, help="pages per corpus")
     parser.add_argument("--subprocess_pages", type=int, default=10, help="pages for the predict.py-per-page loop")
+    parser.add_argument(
+        "--loop_pages", type=int, default=None, help="pages for the in-process predict_page loop (default: all)"
+    )
+    parser.add_argument(
+        "--small_run_pages",
+        type=int,
+        default=None,
+        help="pages of the labeller's smaller run, for peak memory against page count (default: half)",
+    )
     parser.add_argument("--model", default=None, help="a checkpoint folder (default: one built here)")
     parser.add_argument("--model_size", default="base", choices=("base", "small"))
     parser.add_argument("--num_workers", type=int, default=2)
@@ -212,9 +221,10 @@ def main() -> None:
             files = corpora[corpus]
             row = {"subprocess": predict_script_loop(model, files[: args.subprocess_pages], workdir)}
             print(corpus, "predict.py per page", row["subprocess"], flush=True)
-            row["loop"] = run_child({**common, "kind": "loop", "files": files})
+            row["loop"] = run_child({**common, "kind": "loop", "files": files[: args.loop_pages or len(files)]})
             print(corpus, "predict_page loop", row["loop"], flush=True)
-            for name, count in (("labeller_half", max(1, len(files) // 2)), ("labeller", len(files))):
+            small = max(1, min(len(files), args.small_run_pages or len(files) // 2))
+            for name, count in (("labeller_half", small), ("labeller", len(files))):
                 row[name] = run_child(
                     {
                         **common,
@@ -241,7 +251,18 @@ def main() -> None:
         "model": args.model or f"built here, random weights ({args.model_size})",
         "scan_source": corpora["scan_source"],
         "scan_size": corpora["scan_size"],
-        "settings": {k: getattr(args, k) for k in ("pages", "subprocess_pages", "num_workers", "batch_size", "dtype")},
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "pages",
+                "subprocess_pages",
+                "loop_pages",
+                "small_run_pages",
+                "num_workers",
+                "batch_size",
+                "dtype",
+            )
+        },
         "minutes": (time.perf_counter() - wall) / 60,
         "results": results,
     }
@@ -257,7 +278,8 @@ def render(report: dict) -> str:
         f"Command: `{report['command']}` ({report['minutes']:.1f} min). {report['hardware']}, torch {report['torch']}; "
         f"model: {report['model']}; scans: {report['scan_source']} ({report['scan_size'][0]}x{report['scan_size'][1]} "
         f"px), OCR'd; PDFs: synthetic forms with a text layer, rendered at 150 dpi. {s['pages']} pages per corpus "
-        f"(predict.py per page: {s['subprocess_pages']}); label.py with {s['num_workers']} workers, batches of "
+        f"(predict.py per page: {s['subprocess_pages']}; predict_page loop: {s.get('loop_pages') or s['pages']}; "
+        f"pages/s does not depend on the count for either); label.py with {s['num_workers']} workers, batches of "
         f"{s['batch_size']} windows, {s['dtype']}.",
         "",
         "| corpus | run | pages | pages/s | x predict.py per page | x predict_page loop | model waits on input "
@@ -267,7 +289,7 @@ def render(report: dict) -> str:
     names = {
         "subprocess": "predict.py per page (today)",
         "loop": "predict_page loop, model loaded once",
-        "labeller_half": "label.py, half the pages",
+        "labeller_half": "label.py, fewer pages",
         "labeller": "label.py",
     }
     for corpus, row in report["results"].items():
@@ -286,8 +308,8 @@ def render(report: dict) -> str:
         "",
         "Model waits on input: the share of label.py's run spent blocked on the DataLoader (reading, OCR, encoding "
         "not ready). Peak RSS: `VmHWM` of the measuring process (model included) and `RUSAGE_CHILDREN`'s largest "
-        "finished child (a reader worker, forked from the main process, so it counts the pages it shares with it); half the pages against all of them shows whether memory grows with the "
-        "number of pages.",
+        "finished child (a reader worker, forked from the main process, so it counts the pages it shares with it); "
+        "fewer pages against all of them shows whether memory grows with the number of pages.",
         "",
     ]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ score; bad input), the metrics, and the linking checkpoint's save / load / remot
 from __future__ import annotations
 
 import json
+import os
 import runpy
 
 import numpy as np
@@ -444,3 +445,23 @@ def test_offline_linking_run_then_predict_script_writes_pairs_and_arrows(tmp_pat
     assert found & {tuple(link) for link in links}  # some pairs of the unseen page are its gold links
     with PIL.Image.open(tmp_path / "p.png") as picture:
         assert np.all(np.asarray(picture.convert("RGB")) == (230, 120, 0), axis=-1).sum() > 50  # the arrows
+
+
+def test_a_linking_run_pushes_its_folder_with_the_pair_scores_on_the_card(tmp_path, monkeypatch):
+    from test_hub import Intercepted
+
+    hub = Intercepted(monkeypatch)
+    args = linking_training_args(tmp_path, max_steps=2, eval_strategy="no", save_strategy="no",
+                                 load_best_model_at_end=False, push_to_hub=True, hub_model_id="me/pairs",
+                                 hub_token="hf_fake")  # fmt: skip
+    data = DataArguments(dataset="synthetic", synthetic_pages=6, validation_size=2, max_length=64, stride=16)
+    result = run_training(ModelArguments(**TINY_TRAINING_MODEL, task="linking"), data, args)
+    final = tmp_path / "final"
+    assert result["pushed"] and hub.files() == set(os.listdir(final)) - {"training_args.bin"}
+    card = (final / "README.md").read_text()
+    gold = result["link_scores"]["gold_entities"]
+    assert "## Key-value pairs" in card and "QUESTION -> ANSWER" in card
+    assert (
+        f"| gold entities | {gold['precision']:.4f} | {gold['recall']:.4f} | **{gold['f1']:.4f}** | {gold['gold']} |"
+        in card
+    )

@@ -210,8 +210,9 @@ def end_to_end_link_scores(
 class LinkingMetrics:
     """`compute_metrics` for the linking task: the entity scores of `WordLevelEntityMetrics` (`f1`, ...), plus link
     scores with gold entities at the config's threshold (`link_precision`, `link_recall`, `link_f1`, ...), the F1 at
-    other thresholds (`link_f1_at_0.3`, ...: how the threshold was chosen) and `link_gold_unreachable` (gold pairs
-    whose entities share no window, which count as missed).
+    other thresholds (`link_f1_at_0.3`, ...: how the threshold was chosen), `link_gold_unreachable` (gold pairs
+    whose entities share no window, which count as missed) and `linking_f1`, the mean of entity F1 and link F1 (what
+    pairs between predicted entities need).
 
     Args:
         encoded: the encoded evaluation dataset (`encode_dataset(..., entity_types=...)`), in evaluation order.
@@ -254,4 +255,6 @@ class LinkingMetrics:
         flat.update({f"link_{key}": value for key, value in scores.items()})
         flat.update({f"link_f1_at_{t}": s["f1"] for t, s in by_threshold.items()})
         flat["link_gold_unreachable"] = self.unreachable
+        # what end-to-end pairs need: entities found and linked (train.py keeps the best epoch by it)
+        flat["linking_f1"] = (flat["f1"] + scores["f1"]) / 2
         return flat

@@ -38,7 +38,13 @@ from layoutlm_roialign.inference import (  # noqa: E402
     load_words_json,
     predict_page,
 )
-from layoutlm_roialign.linking import draw_pairs, has_link_head, predict_pairs  # noqa: E402
+from layoutlm_roialign.linking import (  # noqa: E402
+    draw_pairs,
+    has_link_head,
+    is_linking_checkpoint,
+    load_linking_model,
+    predict_pairs,
+)
 from layoutlm_roialign.pages import load_page, page_to_rgb_image  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -81,7 +87,10 @@ class Labeller:
         import torch
 
         self.model_id = model_id
-        self.model, self.processor = load_model_and_processor(model_id, trust_remote_code=True)
+        if is_linking_checkpoint(model_id):  # labels and key-value pairs
+            self.model, self.processor = load_linking_model(model_id, trust_remote_code=True)
+        else:
+            self.model, self.processor = load_model_and_processor(model_id, trust_remote_code=True)
         self.model.eval()
         if torch.cuda.is_available():
             self.model.cuda()

@@ -30,6 +30,7 @@ __all__ = [
     "LINKING_ARCHITECTURE",
     "PAIR_COLOUR",
     "has_link_head",
+    "is_linking_checkpoint",
     "load_linking_model",
     "with_link_head",
     "predict_pairs",
@@ -48,10 +49,22 @@ def has_link_head(model: torch.nn.Module) -> bool:
     return hasattr(model, "link_head") and hasattr(model, "candidate_mask")
 
 
+def is_linking_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint at `path` (a folder or Hub id) was saved by the linking model (`config.architectures`);
+    `False` when its config cannot be read (the regular loader then says why)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(os.fspath(path))
+    except (OSError, ValueError):
+        return False
+    return LINKING_ARCHITECTURE in (getattr(config, "architectures", None) or [])
+
+
 def with_link_head(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """The checkpoint at `path` with its link head when it has one: `model` itself if it already has it (remote
-    code maps AutoModelForTokenClassification to the joint class), else the joint class loaded from `path` (this
-    package's AutoModelForTokenClassification gives the token classifier alone); `model` for checkpoints without
+    """The checkpoint at `path` with its link head when it has one: `model` itself if it already has it, else the
+    joint class loaded from `path` (where this package is imported, `AutoModelForTokenClassification` gives its own
+    token classifier, without the link head, even with `trust_remote_code=True`); `model` for checkpoints without
     one."""
     if has_link_head(model) or LINKING_ARCHITECTURE not in (getattr(model.config, "architectures", None) or []):
         return model
@@ -61,18 +74,28 @@ def with_link_head(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.
 
 
 def load_linking_model(path: str | os.PathLike, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Load a linking checkpoint and its processor (with `load_model_and_processor`'s checks and messages).
+    """Load a linking checkpoint (the joint class, link head included) and its processor.
 
     Raises:
-        ValueError: naming `--model`, for a checkpoint without a link head (a token-classification one).
+        ValueError: naming `--model`, with `load_model_and_processor`'s messages for a missing, damaged or
+            incomplete checkpoint, or for a checkpoint without a link head (a token-classification one).
     """
-    model, processor = load_model_and_processor(path, trust_remote_code)
-    model = with_link_head(model, path)
-    if not has_link_head(model):
+    from transformers import AutoProcessor
+
+    from .modeling_layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
+
+    if not is_linking_checkpoint(path):
+        model, _ = load_model_and_processor(path, trust_remote_code)  # its errors name what is wrong
         raise ValueError(
             f"--model {os.fspath(path)!r} has no link head (it is a {type(model).__name__}): train one with "
             "`scripts/train.py --task linking`."
         )
+    try:
+        model = LayoutLMRoIAlignForRelationExtraction.from_pretrained(os.fspath(path))
+        processor = AutoProcessor.from_pretrained(os.fspath(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError):
+        load_model_and_processor(path, trust_remote_code)  # raises its message naming the damaged or missing part
+        raise
     return model, processor
 
 
@@ -221,6 +244,7 @@ def end_to_end_scores(
     (`metrics.end_to_end_link_scores`: both entities must have exactly a gold entity's words). `pages`: a
     FUNSD-schema dataset with `entities` and `links`."""
     from .metrics import end_to_end_link_scores, gold_links  # seqeval (the train extra): not needed to predict
+
     gold_entities, gold, predicted_entities, predicted = [], [], [], []
     for row in pages:
         prediction = predict_pairs(model, processor, row["image"], row["words"], row["bboxes"],

@@ -25,7 +25,13 @@ from layoutlm_roialign.inference import (
     load_words_json,
     predict_page,
 )
-from layoutlm_roialign.linking import draw_pairs, has_link_head, predict_pairs, with_link_head
+from layoutlm_roialign.linking import (
+    draw_pairs,
+    has_link_head,
+    is_linking_checkpoint,
+    load_linking_model,
+    predict_pairs,
+)
 from layoutlm_roialign.outputs import check_output_paths, write_files
 from layoutlm_roialign.pages import load_page
 
@@ -58,8 +64,10 @@ def main(argv=None) -> dict:
         words, boxes = (None, None)
         if args.words:
             words, boxes = load_words_json(args.words, *page.size, clamp=args.clamp_boxes)
-        model, processor = load_model_and_processor(args.model, args.trust_remote_code)
-        model = with_link_head(model, args.model)  # a linking checkpoint: its link head too
+        if is_linking_checkpoint(args.model):  # labels and pairs, one checkpoint
+            model, processor = load_linking_model(args.model, args.trust_remote_code)
+        else:
+            model, processor = load_model_and_processor(args.model, args.trust_remote_code)
         predict = predict_pairs if has_link_head(model) else predict_page
         prediction = predict(
             model, processor, page, words, boxes, args.max_length, args.stride, ocr_lang=args.ocr_lang

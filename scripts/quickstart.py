@@ -58,7 +58,7 @@ def main(argv=None) -> None:
 
     from layoutlm_roialign.data import DataArguments, render_synthetic_form
     from layoutlm_roialign.inference import draw_entities, predict_page
-    from layoutlm_roialign.linking import draw_pairs, has_link_head, predict_pairs
+    from layoutlm_roialign.linking import draw_pairs, has_link_head, load_linking_model, predict_pairs
 
     from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training  # scripts/train.py, beside this file
 
@@ -116,8 +116,12 @@ def main(argv=None) -> None:
         raise SystemExit(f"Loading the checkpoint as remote code failed:\n{child.stderr[-3000:]}")
     remote = json.loads(child.stdout.strip().splitlines()[-1])
 
-    model = AutoModelForTokenClassification.from_pretrained(final, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(final, trust_remote_code=True)
+    if args.linking:  # here the package's own AutoModelForTokenClassification would give the token head alone
+        model, processor = load_linking_model(final)
+        model.eval()
+    else:
+        model = AutoModelForTokenClassification.from_pretrained(final, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(final, trust_remote_code=True)
     with torch.no_grad():
         local = model(**processor(image, words, boxes, truncation=True, return_tensors="pt")).logits[0]
     difference = (local - torch.tensor(remote["logits"])).abs().max().item()

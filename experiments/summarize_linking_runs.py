@@ -32,7 +32,12 @@ def load(folder: Path) -> dict | None:
     result = json.loads(results.read_text())
     history = json.loads((sorted(folder.glob("checkpoint-*/trainer_state.json"))[-1]).read_text())["log_history"]
     evals = [h for h in history if "eval_link_f1" in h]
-    return {"result": result, "last_epoch_link_f1": evals[-1]["eval_link_f1"] if evals else None, "evals": evals}
+    e2e = result["link_scores"].get("end_to_end_by_threshold")
+    if e2e is None and (folder / "end_to_end_by_threshold.json").is_file():  # experiments/linking_thresholds.py
+        e2e = json.loads((folder / "end_to_end_by_threshold.json").read_text())
+    e2e = {float(t): v for t, v in (e2e or {}).items()}
+    return {"result": result, "last_epoch_link_f1": evals[-1]["eval_link_f1"] if evals else None, "evals": evals,
+            "e2e_by_threshold": e2e}  # fmt: skip
 
 
 def main() -> None:
@@ -53,8 +58,8 @@ def main() -> None:
     lines = [
         "| run | seeds | pair F1, gold entities (best epoch) | per seed | minus text only | pair F1, gold entities "
         "(last epoch) | pair P / R, gold entities | end-to-end pair F1 | end-to-end P / R | entity F1 | gold-entity F1 "
-        "at threshold 0.1 / 0.3 / 0.5 / 0.7 | gold pairs no window holds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "at threshold 0.1 / 0.3 / 0.5 / 0.7 | end-to-end F1 at 0.1 / 0.3 / 0.5 / 0.7 | gold pairs no window holds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     numbers = {}
     for row, seeds in table.items():
@@ -80,6 +85,13 @@ def main() -> None:
             f" | {fmt([e['f1'] for e in e2e])} | {statistics.mean(e['precision'] for e in e2e):.3f} / "
             f"{statistics.mean(e['recall'] for e in e2e):.3f} | {fmt(entity)} | "
             + " / ".join(f"{statistics.mean(b[t]['f1'] for b in by_t):.3f}" for t in thresholds)
+            + " | "
+            + " / ".join(
+                f"{statistics.mean(s['e2e_by_threshold'][float(t)]['f1'] for s in seeds.values()):.3f}"
+                if all(float(t) in s["e2e_by_threshold"] for s in seeds.values())
+                else "-"
+                for t in thresholds
+            )
             + f" | {seeds[next(iter(seeds))]['result']['link_scores']['gold_unreachable']} of {gold[0]['gold']} |"
         )
         numbers[row] = {
@@ -87,6 +99,8 @@ def main() -> None:
                 "link_scores": s["result"]["link_scores"],
                 "entity_f1": s["result"]["entity_scores"]["f1"],
                 "link_f1_per_epoch": [e["eval_link_f1"] for e in s["evals"]],
+                "entity_f1_per_epoch": [e["eval_f1"] for e in s["evals"]],
+                "end_to_end_by_threshold": s["e2e_by_threshold"],
             }
             for seed, s in seeds.items()
         }

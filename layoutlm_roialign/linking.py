@@ -238,19 +238,36 @@ def draw_pairs(
 
 
 def end_to_end_scores(
-    model: torch.nn.Module, processor: Any, pages: Any, max_length: int = 512, stride: int = 128
+    model: torch.nn.Module,
+    processor: Any,
+    pages: Any,
+    max_length: int = 512,
+    stride: int = 128,
+    thresholds: Sequence[float] | None = None,
 ) -> dict:
     """Pairs predicted from predicted entities (`predict_pairs` on each page) against the pages' gold links
     (`metrics.end_to_end_link_scores`: both entities must have exactly a gold entity's words). `pages`: a
-    FUNSD-schema dataset with `entities` and `links`."""
+    FUNSD-schema dataset with `entities` and `links`.
+
+    With `thresholds`, returns `{threshold: scores}` instead, from one pass (each value's best key, kept when its
+    probability exceeds the threshold: `select_links` with one key per value)."""
     from .metrics import end_to_end_link_scores, gold_links  # seqeval (the train extra): not needed to predict
 
-    gold_entities, gold, predicted_entities, predicted = [], [], [], []
+    config = model.config
+    floor = min([config.link_threshold, *(thresholds or [])])
+    gold_entities, gold, predicted_entities, scored = [], [], [], []
     for row in pages:
-        prediction = predict_pairs(model, processor, row["image"], row["words"], row["bboxes"],
-                                   max_length=max_length, stride=stride)  # fmt: skip
+        prediction = predict_pairs(model, processor, row["image"], row["words"], row["bboxes"], max_length, stride,
+                                   threshold=floor * 0.999, one_value_key=True)  # fmt: skip
         gold_entities.append([e["word_indices"] for e in row["entities"]])
-        gold.append(gold_links(row["entities"], row["links"], model.config.link_types))
+        gold.append(gold_links(row["entities"], row["links"], config.link_types))
         predicted_entities.append([e["word_indices"] for e in prediction["entities"]])
-        predicted.append({(p["key"]["entity"], p["value"]["entity"]) for p in prediction["pairs"]})
-    return end_to_end_link_scores(gold_entities, gold, predicted_entities, predicted)
+        scored.append([(p["key"]["entity"], p["value"]["entity"], p["score"]) for p in prediction["pairs"]])
+
+    def at(threshold: float) -> dict:
+        predicted = [{(k, v) for k, v, p in page if p > threshold} for page in scored]
+        return end_to_end_link_scores(gold_entities, gold, predicted_entities, predicted)
+
+    if thresholds is None:
+        return at(config.link_threshold)
+    return {float(t): at(t) for t in thresholds}

@@ -264,9 +264,17 @@ def run_training(
         from layoutlm_roialign.linking import end_to_end_scores
 
         link_scores = dict(metrics.last_scores)
-        link_scores["end_to_end"] = end_to_end_scores(
-            trainer.model, processor, raw["validation"], data_args.max_length, data_args.stride
+        threshold = model.config.link_threshold
+        by_threshold = end_to_end_scores(
+            trainer.model,
+            processor,
+            raw["validation"],
+            data_args.max_length,
+            data_args.stride,
+            thresholds=sorted({*metrics.THRESHOLDS, threshold}),
         )
+        link_scores["end_to_end"] = by_threshold[threshold]
+        link_scores["end_to_end_by_threshold"] = by_threshold
 
     final_dir = Path(training_args.output_dir) / FINAL_FOLDER
     result = {

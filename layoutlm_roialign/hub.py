@@ -212,15 +212,18 @@ def link_metrics_section(link_scores: dict | None, config: dict) -> str:
     types = ", ".join(f"{k} -> {v}" for k, v in config.get("link_types", []))
     return (
         "\n## Key-value pairs\n\n"
-        f"This checkpoint also links entities ({types}; a pair is predicted when its probability exceeds "
-        f"{config.get('link_threshold')}, each value keeping its best key: "
-        f"{config.get('link_one_value_key')}). Pair scores on the validation pages (end to end: a pair counts when "
-        "both predicted entities have exactly a gold entity's words and those form a gold pair):\n\n"
+        f"This checkpoint also links entities ({types}; a pair is predicted when p(key | value) exceeds "
+        f"{config.get('link_threshold')}"
+        + (", each value keeping only its best key" if config.get("link_one_value_key") else "")
+        + "). Pair scores on the validation pages (end to end: a pair counts when both predicted entities have "
+        "exactly a gold entity's words and those form a gold pair):\n\n"
         "| entities | precision | recall | F1 | gold pairs |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         '`scripts/predict.py` writes the pairs (`"pairs"` in the JSON, arrows in the picture); in Python, '
-        "`layoutlm_roialign.linking.predict_pairs(model, processor, page, words, boxes)`. Loaded with "
-        "`AutoModelForTokenClassification` and `trust_remote_code=True`, the model is the joint class "
-        "(`LayoutLMRoIAlignForRelationExtraction`): `logits` are the token logits and `link_logits` the pair scores.\n"
+        "`layoutlm_roialign.linking.predict_pairs(model, processor, page, words, boxes)` after "
+        "`load_linking_model(folder)`. Without the package, `AutoModelForTokenClassification` with "
+        "`trust_remote_code=True` loads the joint class (`LayoutLMRoIAlignForRelationExtraction`): `logits` are the "
+        "token logits and, given `entity_spans` (and `entity_labels`) from the processor's `entities=`, "
+        "`link_logits` the log-probabilities of the pairs.\n"
     )
 
 

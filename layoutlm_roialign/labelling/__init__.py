@@ -3,11 +3,12 @@
 `scripts/label.py` is the command. The modules, one job each: `sources` (inputs -> documents -> page jobs, the
 split between processes), `reading` (a page job -> its words and encoded windows, in `DataLoader` workers),
 `runner` (windows of several pages per forward pass, each page's backbone run once, decoded as `predict_page`
-does), `jsonl` (append-only, fsync'd records; a torn last line cut off on resume), `shards` (per-process output names
+does), `pairs` (the key-value pairs of a linking checkpoint's records), `jsonl` (append-only, fsync'd records; a torn last line cut off on resume), `shards` (per-process output names
 and their merge), `pipeline` (one run: plan, stream, write, summarize).
 """
 
 from .jsonl import JsonlWriter, read_complete, recover
+from .pairs import PagePairLinker
 from .pipeline import LabelRun, plan_run, process_share
 from .reading import PageReader
 from .runner import PageLabeller, group_pages
@@ -19,6 +20,7 @@ __all__ = [
     "LabelRun",
     "PageJob",
     "PageLabeller",
+    "PagePairLinker",
     "PageReader",
     "expand_inputs",
     "group_pages",

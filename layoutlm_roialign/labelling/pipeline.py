@@ -23,9 +23,11 @@ from typing import Any
 import torch
 
 from ..inference import draw_entities
+from ..linking import draw_pairs, has_link_head
 from ..outputs import check_output_paths, write_files
 from ..pdf import DEFAULT_DPI
 from .jsonl import JsonlWriter, read_complete, record_key, recover
+from .pairs import PagePairLinker
 from .reading import WORDS_FROM, PageReader, worker_init
 from .runner import PageLabeller, group_pages
 from .shards import output_paths, record_files
@@ -98,6 +100,8 @@ class LabelRun:
             keep_image=bool(self.png_dir),
             **options,
         )
+        if link_pairs is None and has_link_head(model):  # a linking checkpoint: its records get "pairs"
+            link_pairs = PagePairLinker(model, processor, max_length, stride, batch_size)
         labeller = PageLabeller(model, processor.tokenizer.pad_token_id, device, dtype, compile, link_pairs)
         loader = torch.utils.data.DataLoader(
             reader,
@@ -157,11 +161,12 @@ class LabelRun:
         return summary
 
     def _draw(self, image: Any, record: dict, labels: list[str]) -> str:
-        """Draw the page's entities into `png_dir` (written whole, then renamed) and return the file's path."""
+        """Draw the page's entities (and key-value pairs) into `png_dir` (written whole, then renamed) and return the file's path."""
         stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(record["source"]))[0])[:80] or "page"
         digest = hashlib.sha1(record["source"].encode("utf-8")).hexdigest()[:8]
         path = os.path.join(self.png_dir, f"{stem}-{digest}.p{record['page']}.png")
-        drawing = draw_entities(image, record, labels)
+        draw = draw_pairs if "pairs" in record else draw_entities  # arrows from keys to values, where there are pairs
+        drawing = draw(image, record, labels)
         write_files({path: lambda f: drawing.save(f, format="PNG")})
         return path
 

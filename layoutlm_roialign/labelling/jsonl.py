@@ -44,12 +44,17 @@ def read_complete(path: str | os.PathLike) -> list[dict]:
     """The complete lines of a JSON Lines file (a torn last line is ignored, the file left as it is); `[]` if the
     file does not exist."""
     path = os.fspath(path)
+    data = _read(path)
+    return _parse(path, data[: data.rfind(b"\n") + 1])
+
+
+def _read(path: str) -> bytes:
+    """The file's bytes; empty if it does not exist."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
-        return []
-    return _parse(path, data[: data.rfind(b"\n") + 1])
+        return b""
 
 
 def recover(path: str | os.PathLike) -> list[dict]:
@@ -59,11 +64,7 @@ def recover(path: str | os.PathLike) -> list[dict]:
         ValueError: naming the file and line, when a complete line is not a labeller record.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
+    data = _read(path)
     complete = data.rfind(b"\n") + 1
     records = _parse(path, data[:complete])
     if complete < len(data):  # a torn record: the run that wrote it was killed mid-line

@@ -35,6 +35,7 @@ __all__ = [
     "with_link_head",
     "predict_pairs",
     "link_entities",
+    "pair_records",
     "draw_pairs",
     "end_to_end_scores",
 ]
@@ -112,17 +113,23 @@ def link_entities(
     batch_size: int = 8,
     threshold: float | None = None,
     one_value_key: bool | None = None,
+    *,
+    pixel_values: torch.Tensor | None = None,
 ) -> list[dict]:
     """Score the candidate pairs among `entities` of one page (`word_indices` and `label`, a type name) and decide
     them. Returns `[{"key": entity position, "value": entity position, "score": probability}]` (empty without
-    entities or candidates)."""
+    entities or candidates).
+
+    The page's pixels are prepared once (`pixel_values` `(3, size, size)` when the caller already has them, as the
+    labeller does; else from `image`) and every window reads them through `image_index`: one backbone run per page.
+    """
     config = model.config
     threshold = config.link_threshold if threshold is None else threshold
     one_value_key = config.link_one_value_key if one_value_key is None else one_value_key
     if not words or not entities:
         return []
     encoding = processor(
-        load_page(image),
+        None,
         list(words),
         [list(b) for b in boxes],
         entities=[{"word_indices": e["word_indices"], "label": e.get("label")} for e in entities],
@@ -134,14 +141,32 @@ def link_entities(
         padding="longest",
         return_tensors="pt",
     )
+    uses_pixels = getattr(config, "use_visual_features", True)
+    if uses_pixels and pixel_values is None:
+        pixel_values = processor.image_processor(load_page(image), return_tensors="pt")["pixel_values"][0]
     model.eval()
     device = next(model.parameters()).device
-    names = [*processor.model_input_names, *ENTITY_INPUTS]
+    names = [n for n in (*processor.model_input_names, *ENTITY_INPUTS) if n != "pixel_values"]
+    num_windows = len(encoding["input_ids"])
     link_logits = []
-    for start in range(0, len(encoding["input_ids"]), batch_size):
-        batch = {k: encoding[k][start : start + batch_size].to(device) for k in names if k in encoding}
+    for start in range(0, num_windows, batch_size):
+        rows = min(batch_size, num_windows - start)
+        batch = {k: encoding[k][start : start + rows].to(device) for k in names if k in encoding}
+        if uses_pixels:
+            batch["pixel_values"] = pixel_values[None].to(device)  # the page once, read by every window
+            batch["image_index"] = torch.zeros(rows, dtype=torch.long, device=device)
         link_logits.extend(model(**batch).link_logits.float().cpu())
     return processor.post_process_relation_extraction(encoding, link_logits, threshold, one_value_key, 1)[0]
+
+
+def pair_records(entities: Sequence[dict], pairs: Sequence[dict]) -> list[dict]:
+    """`link_entities`'s pairs as `predict.py` writes them: each end `{"entity": its index in `entities`, "label",
+    "text", "box", "pixel_box"}`, and the score rounded."""
+    return [
+        {"key": _end(entities[p["key"]], p["key"]), "value": _end(entities[p["value"]], p["value"]),
+         "score": round(float(p["score"]), 4)}
+        for p in pairs
+    ]  # fmt: skip
 
 
 def _end(entity: dict, index: int) -> dict:
@@ -189,12 +214,7 @@ def predict_pairs(
         model, processor, image, words, boxes, prediction["entities"], max_length, stride, batch_size, threshold,
         one_value_key,
     )  # fmt: skip
-    entities = prediction["entities"]
-    prediction["pairs"] = [
-        {"key": _end(entities[p["key"]], p["key"]), "value": _end(entities[p["value"]], p["value"]),
-         "score": round(float(p["score"]), 4)}
-        for p in pairs
-    ]  # fmt: skip
+    prediction["pairs"] = pair_records(prediction["entities"], pairs)
     return prediction
 
 

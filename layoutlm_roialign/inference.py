@@ -13,6 +13,7 @@ joined by the BIO labels. `draw_entities` draws each entity's box in its label's
 from __future__ import annotations
 
 import colorsys
+import inspect
 import json
 import os
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "encode_page",
     "decode_page",
     "predict_windows",
+    "takes_image_index",
     "group_entities",
     "draw_entities",
     "label_colours",
@@ -175,7 +177,9 @@ def predict_windows(
     Args:
         model: the model (any device; put in eval mode here).
         windows: a padded encoding (name -> tensor with one row per window, e.g. the processor's output with
-            `return_tensors="pt"`), or a list of per-window dicts that `collate` pads into one batch.
+            `return_tensors="pt"`), or a list of per-window dicts that `collate` pads into one batch. An encoding
+            may hold one image per page in `pixel_values` and each window's page in `image_index`: each batch then
+            passes the images of its windows' pages, once each.
         input_names: the model inputs to pass (`processor.model_input_names`); other keys are ignored.
         batch_size: windows per forward pass.
         collate: pads a list of windows into a batch of tensors; required for a list of windows.
@@ -197,6 +201,9 @@ def predict_windows(
         stop = min(start + batch_size, num_windows)
         if padded:
             batch = {k: windows[k][start:stop] for k in input_names if k in windows}
+            if "image_index" in windows:  # one image per page: the pages of these windows, once each
+                pages, image_index = windows["image_index"][start:stop].unique(return_inverse=True)
+                batch.update(pixel_values=windows["pixel_values"][pages], image_index=image_index)
             if "attention_mask" in windows:  # right padding: a window's length is its mask's sum
                 lengths = [int(n) for n in windows["attention_mask"][start:stop].sum(-1)]
             else:
@@ -208,6 +215,12 @@ def predict_windows(
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()  # (B, L, num_labels)
         out.extend(logits[i, :n] for i, n in enumerate(lengths))
     return out
+
+
+def takes_image_index(model: torch.nn.Module) -> bool:
+    """Whether the model reads one image per page through `image_index` (checkpoints whose remote code predates it
+    need the page's image repeated per window)."""
+    return "image_index" in inspect.signature(model.forward).parameters
 
 
 def predict_page(
@@ -248,6 +261,11 @@ def predict_page(
     if not words:
         return decode_page([], [], [], [], width, height, model.config.id2label)
     encoding = encode_page(processor, page, words, boxes, max_length, stride)
+    if "pixel_values" in encoding and takes_image_index(model):
+        # The windows share the page: one image and one backbone run per batch, not one per window (checkpoints
+        # whose code predates `image_index` get the image repeated per window, as the processor gives it).
+        encoding["pixel_values"] = encoding["pixel_values"][:1]
+        encoding["image_index"] = torch.zeros(len(encoding["input_ids"]), dtype=torch.long)
     logits = predict_windows(model, encoding, processor.model_input_names, batch_size)
     word_ids = [encoding.word_ids(i) for i in range(len(logits))]
     return decode_page(words, boxes, word_ids, logits, width, height, model.config.id2label)

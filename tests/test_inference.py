@@ -381,3 +381,32 @@ def test_predict_windows_gives_each_windows_own_logits_from_an_encoding_or_a_lis
         predict_windows(model, rows, names)
     with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
         predict_windows(model, encoding, names, batch_size=0)
+
+
+def test_predict_page_runs_the_backbone_once_per_batch_of_a_pages_windows(model_and_processor):
+    """predict_page gives the windows of a long page one image (`image_index`): one backbone run per batch of
+    windows, and the logits of the page's image repeated per window."""
+    model, processor = model_and_processor
+    words, boxes, image = make_page(40)
+    encoding = processor(
+        image, words, boxes, truncation=True, max_length=24, stride=6, return_overflowing_tokens=True,
+        padding="longest", return_tensors="pt",
+    )  # fmt: skip
+    num_windows = len(encoding["input_ids"])
+    assert num_windows >= 3
+    calls = []
+    backbone = model.layoutlm_roialign.visual_embeddings.backbone
+    handle = backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        shared = predict_page(model, processor, image, words, boxes, max_length=24, stride=6, batch_size=2)
+        repeated = predict_windows(model, encoding, processor.model_input_names, batch_size=num_windows)
+    finally:
+        handle.remove()
+    assert calls[:-1] == [1] * ((num_windows + 1) // 2)  # one image per batch of 2 windows
+    assert calls[-1] == num_windows  # the processor's encoding repeats the image per window
+    probabilities = torch.cat(repeated).softmax(-1)
+    assert max(w["score"] for w in shared["words"]) <= probabilities.max().item() + 1e-5
+    chosen = processor.post_process_token_classification(
+        encoding, torch.nn.utils.rnn.pad_sequence(repeated, batch_first=True).argmax(-1)
+    )[0]
+    assert [w["label"] for w in shared["words"]] == [model.config.id2label[int(i)] for i in chosen]

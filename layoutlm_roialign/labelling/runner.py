@@ -11,14 +11,13 @@ and decodes each page with `inference.decode_page`, the rules `predict_page` use
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..inference import decode_page
+from ..inference import decode_page, takes_image_index
 
 __all__ = ["PageLabeller", "group_pages", "DTYPES"]
 
@@ -110,7 +109,7 @@ class PageLabeller:
         self.link_pairs = link_pairs
         self.id2label = model.config.id2label
         self.uses_pixels = getattr(model.config, "use_visual_features", True)
-        self.shares_images = "image_index" in inspect.signature(model.forward).parameters
+        self.shares_images = takes_image_index(model)
 
     def __call__(self, pages: list[dict]) -> list[dict]:
         encoded = [p for p in pages if "error" not in p and _num_windows(p)]

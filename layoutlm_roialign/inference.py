@@ -218,9 +218,10 @@ def predict_windows(
 
 
 def takes_image_index(model: torch.nn.Module) -> bool:
-    """Whether the model reads one image per page through `image_index` (checkpoints whose remote code predates it
-    need the page's image repeated per window)."""
-    return "image_index" in inspect.signature(model.forward).parameters
+    """Whether the model reads one image per page through `image_index`: not a text-only model, nor a checkpoint
+    whose remote code predates it (that one needs the page's image repeated per window)."""
+    uses_pixels = getattr(model.config, "use_visual_features", True)
+    return uses_pixels and "image_index" in inspect.signature(model.forward).parameters
 
 
 def predict_page(

@@ -14,6 +14,8 @@ from transformers import (
     AutoProcessor,
 )
 
+from transformers.pipelines import PIPELINE_REGISTRY
+
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor, normalize_box, normalize_boxes
 from .modeling_layoutlm_roialign import (
@@ -24,10 +26,12 @@ from .modeling_layoutlm_roialign import (
     LayoutLMRoIAlignModelOutput,
     LayoutLMRoIAlignPreTrainedModel,
     LayoutLMRoIAlignRelationExtractionOutput,
+    PIPELINE_TASK,
     backbone_weights_name,
     build_backbone,
     load_backbone_weights,
 )
+from .pipeline_layoutlm_roialign import FormUnderstandingPipeline
 from .processing_layoutlm_roialign import (
     LayoutLMRoIAlignProcessor,
     merge_window_predictions,
@@ -38,7 +42,12 @@ __version__ = "0.1.0"
 
 AutoConfig.register(LayoutLMRoIAlignConfig.model_type, LayoutLMRoIAlignConfig, exist_ok=True)
 AutoModel.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignModel, exist_ok=True)
-AutoModelForTokenClassification.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification, exist_ok=True)
+# The class `config.architectures` names: a linking checkpoint loads as the joint model (token head + link head).
+AutoModelForTokenClassification.register(
+    LayoutLMRoIAlignConfig,
+    (LayoutLMRoIAlignForTokenClassification, LayoutLMRoIAlignForRelationExtraction),
+    exist_ok=True,
+)
 AutoModelForSequenceClassification.register(
     LayoutLMRoIAlignConfig, LayoutLMRoIAlignForSequenceClassification, exist_ok=True
 )
@@ -61,8 +70,14 @@ LayoutLMRoIAlignForSequenceClassification.register_for_auto_class("AutoModelForS
 LayoutLMRoIAlignForRelationExtraction.register_for_auto_class("AutoModelForTokenClassification")
 LayoutLMRoIAlignImageProcessor.register_for_auto_class("AutoImageProcessor")
 LayoutLMRoIAlignProcessor.register_for_auto_class("AutoProcessor")
+# `pipeline("form-understanding", ...)`; checkpoints carry it too (`custom_pipelines`, see `save_pretrained`).
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=FormUnderstandingPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
+)
 
 __all__ = [
+    "FormUnderstandingPipeline",
+    "PIPELINE_TASK",
     "LayoutLMRoIAlignConfig",
     "LayoutLMRoIAlignPreTrainedModel",
     "LayoutLMRoIAlignModel",

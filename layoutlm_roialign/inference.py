@@ -1,76 +1,112 @@
-"""Predict the entities of a page and draw them: the logic behind `scripts/predict.py`.
+"""The one road from a page to its answer, and the one loader of a checkpoint.
 
-`load_model_and_processor` loads a checkpoint folder or Hub id, saying which path is missing or which file is
-damaged. `predict_page` runs a token-classification checkpoint over a page (words and 0-1000 boxes given, or read by
-OCR), splitting long pages into overlapping windows (`predict_windows`, the one window loop of the package) and
-reading each word once (its first sub-token, in the window where it has the most context:
-`merge_window_predictions`); `encode_page` and `decode_page` are its two ends, shared with the batch labeller
-(`layoutlm_roialign.labelling`). It returns every word with its box, label and score, and the entities: runs of words
-joined by the BIO labels. `draw_entities` draws each entity's box in its label's colour on the page, with a legend.
-`load_words_json` reads a `--words` file.
+`load_model_and_processor` loads a checkpoint folder or Hub id as the class its config names, saying which path is
+missing or which file is damaged. The road, which the pipeline (`pipeline_layoutlm_roialign`), `scripts/predict.py`,
+the demo, `scripts/evaluate.py` and the labeller all take:
+
+1. `pages.read_page` reads a page and its words; `encode_page` turns them into windows of `max_length` tokens
+   overlapping by `stride`, with the page's image once.
+2. `predict_windows`, the one window loop, runs the windows of one or many pages `batch_size` at a time, each page's
+   image once per forward pass (`image_index`), on the model's device, under bf16 autocast on request; for a
+   linking model it keeps the fused token states and the backbone's feature map of that one pass.
+3. `decode_page` reads each word's label once (its first sub-token, in the window where it has the most context) and
+   groups the words into entities (`group_entities`); for a linking model `link_pages` then scores the candidate
+   (key, value) pairs among those entities (or given ones) from the kept states, with no second encoder pass, and
+   decides them by the checkpoint's `link_threshold` and `link_one_value_key`.
+
+`label_pages` runs steps 2-3 for a batch of encoded pages, `group_pages` makes such batches from a stream of pages, and
+`predict_page` is the whole road for one page.
 """
 
 from __future__ import annotations
 
-import colorsys
-import inspect
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import PIL.Image
-import PIL.ImageDraw
-import PIL.ImageFont
 import torch
+import torch.nn.functional as F
 
-from .image_processing_layoutlm_roialign import normalize_box
-from .pages import load_page, page_to_rgb_image
-from .processing_layoutlm_roialign import box_problem, merge_window_predictions
+from .pages import DEFAULT_DPI, read_page
+from .processing_layoutlm_roialign import merge_window_links, merge_window_predictions, select_links
 
 __all__ = [
+    "DTYPES",
     "load_model_and_processor",
+    "is_linking_model",
     "predict_page",
     "encode_page",
-    "decode_page",
     "predict_windows",
-    "takes_image_index",
+    "decode_page",
     "group_entities",
-    "draw_entities",
-    "label_colours",
-    "load_words_json",
+    "group_pages",
+    "label_pages",
+    "link_pages",
+    "pair_records",
 ]
 
-# Colours of FUNSD's entity types; other types get evenly spaced hues.
-KNOWN_COLOURS = {"QUESTION": (31, 119, 180), "ANSWER": (44, 160, 44), "HEADER": (214, 39, 40), "O": (150, 150, 150)}
-# A pixel box may cross the page edge by this fraction of the page side (at least `BOX_TOLERANCE_PX` pixels) before
-# `load_words_json` refuses it: OCR and annotation boxes often overshoot by a few pixels, while boxes measured on a
-# different size of the image overshoot by far more.
-BOX_TOLERANCE = 0.02
-BOX_TOLERANCE_PX = 2.0
+DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autocast (RoIAlign stays in float32)
+WINDOW_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids")  # a window's tokens (pixels: per page)
+NOT_LINKED = ("O", "OTHER")  # labels of given entities that are no type: kept, never linked
+_PAD_VALUES = {"bbox": 0, "attention_mask": 0, "token_type_ids": 0}
+
+
+def _auto_classes() -> dict[str, Any]:
+    """`config.architectures` name -> the Auto class that loads it (the linking model answers
+    `AutoModelForTokenClassification`: its checkpoints map that class to it, and so does the package)."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return {
+        "feature-extraction": AutoModel,
+        "LayoutLMRoIAlignModel": AutoModel,
+        "LayoutLMRoIAlignForTokenClassification": AutoModelForTokenClassification,
+        "LayoutLMRoIAlignForRelationExtraction": AutoModelForTokenClassification,
+        "LayoutLMRoIAlignForSequenceClassification": AutoModelForSequenceClassification,
+    }
+
+
+def _auto_class_of(model: str, trust_remote_code: bool) -> Any:
+    """The Auto class for the architecture a checkpoint's config names (token classification by default)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return _auto_classes()["LayoutLMRoIAlignForTokenClassification"]  # the load itself then says what is wrong
+    classes = _auto_classes()
+    names = [n for n in getattr(config, "architectures", None) or [] if n in classes]
+    return classes[names[0] if names else "LayoutLMRoIAlignForTokenClassification"]
 
 
 def load_model_and_processor(
-    model: str | os.PathLike, trust_remote_code: bool = False, *, task: str = "token-classification"
+    model: str | os.PathLike,
+    trust_remote_code: bool = False,
+    *,
+    task: str | None = None,
+    dtype: Any = None,
 ) -> tuple[Any, Any]:
-    """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) and its processor.
+    """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) as the class its `config.architectures`
+    names (token classifier, linking model, sequence classifier), and its processor: the one loader of the package.
 
     Args:
         model: the folder or Hub id (`user/name`).
         trust_remote_code: run the checkpoint's own code (needed where this package is not installed).
-        task: `"token-classification"` (the model with its head) or `"feature-extraction"` (the bare model).
+        task: `None` for the checkpoint's own class, or `"feature-extraction"` for the base model (the fused token
+            states, whatever head the checkpoint has).
+        dtype: the weights' dtype (e.g. `torch.bfloat16`); default float32.
 
     Raises:
         ValueError: naming `--model` and the path, when a local path does not exist (rather than a message about
             reaching huggingface.co), the folder holds no saved model, or a weights file is damaged or incomplete.
     """
-    from transformers import AutoModel, AutoModelForTokenClassification, AutoProcessor
+    from transformers import AutoProcessor
 
-    classes = {"token-classification": AutoModelForTokenClassification, "feature-extraction": AutoModel}
-    if task not in classes:
-        raise ValueError(f"`task` must be one of {sorted(classes)}, got {task!r}.")
+    if task not in (None, "feature-extraction"):
+        raise ValueError(f"`task` must be None (the checkpoint's own class) or 'feature-extraction', got {task!r}.")
     model = os.fspath(model)
     local = os.path.isdir(model)
     if local:
@@ -83,7 +119,8 @@ def load_model_and_processor(
             "scripts/train.py wrote (e.g. runs/main/final) or a Hub id (user/name)."
         )
     try:
-        net = classes[task].from_pretrained(model, trust_remote_code=trust_remote_code)
+        auto_class = _auto_classes()["feature-extraction"] if task else _auto_class_of(model, trust_remote_code)
+        net = auto_class.from_pretrained(model, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as err:
         if local:
             raise ValueError(f"--model {model!r}: the folder cannot be loaded ({_first_line(err)}).") from err
@@ -163,127 +200,32 @@ def _check_safetensors(file: str) -> None:
         )
 
 
-@torch.inference_mode()
-def predict_windows(
-    model: torch.nn.Module,
-    windows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    input_names: Sequence[str],
-    batch_size: int = 8,
-    collate: Callable[[list], Mapping[str, torch.Tensor]] | None = None,
-) -> list[torch.Tensor]:
-    """Run a token-classification model over windows, `batch_size` at a time: the one window loop of the package
-    (`predict_page`, the evaluation and the experiments all call it).
-
-    Args:
-        model: the model (any device; put in eval mode here).
-        windows: a padded encoding (name -> tensor with one row per window, e.g. the processor's output with
-            `return_tensors="pt"`), or a list of per-window dicts that `collate` pads into one batch. An encoding
-            may hold one image per page in `pixel_values` and each window's page in `image_index`: each batch then
-            passes the images of its windows' pages, once each.
-        input_names: the model inputs to pass (`processor.model_input_names`); other keys are ignored.
-        batch_size: windows per forward pass.
-        collate: pads a list of windows into a batch of tensors; required for a list of windows.
-
-    Returns:
-        One float32 CPU tensor of logits `(length, num_labels)` per window, cut to the window's own length (its
-        `attention_mask` sum for an encoding, the length of its `input_ids` for a list of windows).
-    """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int (windows per forward pass), got {batch_size!r}.")
-    model.eval()
-    device = next(model.parameters()).device
-    padded = isinstance(windows, Mapping)
-    if not padded and collate is None:
-        raise ValueError("`collate` is required to batch a list of windows (or pass a padded encoding).")
-    num_windows = len(windows["input_ids"]) if padded else len(windows)
-    out: list[torch.Tensor] = []
-    for start in range(0, num_windows, batch_size):
-        stop = min(start + batch_size, num_windows)
-        if padded:
-            batch = {k: windows[k][start:stop] for k in input_names if k in windows}
-            if "image_index" in windows:  # one image per page: the pages of these windows, once each
-                pages, image_index = windows["image_index"][start:stop].unique(return_inverse=True)
-                batch.update(pixel_values=windows["pixel_values"][pages], image_index=image_index)
-            if "attention_mask" in windows:  # right padding: a window's length is its mask's sum
-                lengths = [int(n) for n in windows["attention_mask"][start:stop].sum(-1)]
-            else:
-                lengths = [windows["input_ids"].shape[1]] * (stop - start)
-        else:
-            rows = [windows[i] for i in range(start, stop)]
-            batch = {k: v for k, v in collate(rows).items() if k in input_names}
-            lengths = [len(row["input_ids"]) for row in rows]
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()  # (B, L, num_labels)
-        out.extend(logits[i, :n] for i, n in enumerate(lengths))
-    return out
-
-
-def takes_image_index(model: torch.nn.Module) -> bool:
-    """Whether the model reads one image per page through `image_index`: not a text-only model, nor a checkpoint
-    whose remote code predates it (that one needs the page's image repeated per window)."""
-    uses_pixels = getattr(model.config, "use_visual_features", True)
-    return uses_pixels and "image_index" in inspect.signature(model.forward).parameters
-
-
-def predict_page(
-    model: torch.nn.Module,
-    processor: Any,
-    image: Any,
-    words: Sequence[str] | None = None,
-    boxes: Sequence[Sequence[float]] | None = None,
-    max_length: int = 512,
-    stride: int = 128,
-    batch_size: int = 8,
-    ocr_lang: str | None = None,
-) -> dict:
-    """Label the words of one page.
-
-    Args:
-        model: a LayoutLM-RoIAlign token-classification model (any device; put in eval mode here).
-        processor: its processor.
-        image: the page (anything `pages.load_page` takes: a path, PIL image, numpy array).
-        words, boxes: the page's words and their 0-1000 boxes; both `None` to OCR the page with Tesseract.
-        max_length, stride: window size and overlap in tokens for pages longer than one window.
-        batch_size: windows per forward pass.
-        ocr_lang: Tesseract language for OCR.
-
-    Returns:
-        `{"width", "height", "words": [{"text", "box", "pixel_box", "label", "score"}], "entities": [...]}`; `box` is
-        on the 0-1000 grid, `pixel_box` in page pixels, `score` the softmax probability of the label; entities are
-        described in `group_entities`.
-    """
-    if (words is None) != (boxes is None):
-        raise ValueError("Give both `words` and `boxes` (0-1000), or neither to OCR the page.")
-    page = load_page(image)  # in its own mode: the image processor converts 16-bit and transparent pages correctly
-    width, height = page.size
-    if words is None:
-        ocr = processor.image_processor(page, apply_ocr=True, ocr_lang=ocr_lang)
-        words, boxes = list(ocr["words"][0]), [list(b) for b in ocr["boxes"][0]]
-    words, boxes = list(words), [[int(round(v)) for v in box] for box in boxes]
-    if not words:
-        return decode_page([], [], [], [], width, height, model.config.id2label)
-    encoding = encode_page(processor, page, words, boxes, max_length, stride)
-    if "pixel_values" in encoding and takes_image_index(model):
-        # The windows share the page: one image and one backbone run per batch, not one per window (checkpoints
-        # whose code predates `image_index` get the image repeated per window, as the processor gives it).
-        encoding["pixel_values"] = encoding["pixel_values"][:1]
-        encoding["image_index"] = torch.zeros(len(encoding["input_ids"]), dtype=torch.long)
-    logits = predict_windows(model, encoding, processor.model_input_names, batch_size)
-    word_ids = [encoding.word_ids(i) for i in range(len(logits))]
-    return decode_page(words, boxes, word_ids, logits, width, height, model.config.id2label)
+def is_linking_model(model: torch.nn.Module) -> bool:
+    """Whether `model` links entities into key-value pairs (a `LayoutLMRoIAlignForRelationExtraction`, local or
+    remote code)."""
+    return callable(getattr(model, "link_logits_from_states", None))
 
 
 def encode_page(
     processor: Any,
-    page: Any,
+    image: Any,
     words: Sequence[str],
     boxes: Sequence[Sequence[int]],
     max_length: int = 512,
     stride: int = 128,
-) -> Any:
-    """One page's words (non-empty) and 0-1000 boxes -> its windows: a padded `BatchEncoding` of `return_tensors="pt"`,
-    one row per window of `max_length` tokens overlapping by `stride`, each with the page's `pixel_values`."""
-    return processor(
-        page,
+) -> dict:
+    """One page's words and 0-1000 boxes -> its windows of `max_length` tokens overlapping by `stride`.
+
+    Returns:
+        `{"windows": {"input_ids", "bbox", "attention_mask", "token_type_ids"} (padded tensors, one row per window;
+        `None` without words), "word_ids": each window's word ids, "pixel_values": the page's one image `(3, size,
+        size)`}`.
+    """
+    if not words:
+        pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+        return {"windows": None, "word_ids": None, "pixel_values": pixel_values}
+    encoding = processor(
+        image,
         list(words),
         [list(box) for box in boxes],
         truncation=True,
@@ -293,6 +235,104 @@ def encode_page(
         padding="longest",
         return_tensors="pt",
     )
+    return {
+        "windows": {k: encoding[k] for k in WINDOW_INPUTS},
+        "word_ids": [encoding.word_ids(i) for i in range(len(encoding["input_ids"]))],
+        "pixel_values": encoding["pixel_values"][0].clone(),  # every window holds the same page: keep one
+    }
+
+
+def num_windows(page: Mapping[str, Any]) -> int:
+    """The windows of an encoded page (0 for a page without words or a failed one)."""
+    windows = page.get("windows")
+    return 0 if windows is None else len(windows["input_ids"])
+
+
+def _autocast(device: torch.device, dtype: str) -> Any:
+    if dtype not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
+    if dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int (windows per forward pass), got {batch_size!r}.")
+
+
+@torch.inference_mode()
+def predict_windows(
+    model: torch.nn.Module,
+    pages: Sequence[Mapping[str, Any]],
+    batch_size: int = 8,
+    *,
+    pad_token_id: int = 0,
+    dtype: str = "float32",
+    keep_link_states: bool = False,
+    forward: Any = None,
+) -> list[dict]:
+    """Run a model over the windows of `pages`, `batch_size` windows per forward pass: the one window loop.
+
+    Windows of several pages share a pass; each pass holds each of its pages' images once and `image_index` says
+    which image a window reads, so the backbone runs once per page per pass.
+
+    Args:
+        model: a token-classification or linking model (any device; put in eval mode here).
+        pages: encoded pages (`encode_page`: `windows`, `pixel_values`).
+        batch_size: windows per forward pass.
+        pad_token_id: the tokenizer's padding id (windows of different pages are padded to one length).
+        dtype: `"float32"`, or `"bfloat16"` for bf16 autocast.
+        keep_link_states: also keep each window's fused token states and each page's feature map (`link_pages`
+            reads them), from the same pass.
+        forward: the callable to run instead of `model` (e.g. its `torch.compile`d form).
+
+    Returns:
+        Per page, `{"logits": [(length, num_labels) float32 CPU tensor per window]}`, each cut to the window's
+        length; with `keep_link_states` also `"states"` (per window `(length, hidden)`), `"bbox"` (per window
+        `(length, 4)`) and `"feature_map"` (the page's, or `None` without the visual branch), on the model's device.
+    """
+    _check_batch_size(batch_size)
+    model.eval()
+    forward = forward or model
+    device = next(model.parameters()).device
+    uses_pixels = getattr(model.config, "use_visual_features", True)
+    rows = [(p, w) for p, page in enumerate(pages) for w in range(num_windows(page))]
+    out = [{"logits": [None] * num_windows(page)} for page in pages]
+    if keep_link_states:
+        for result, page in zip(out, pages, strict=True):
+            result.update(states=[None] * num_windows(page), bbox=[None] * num_windows(page), feature_map=None)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        length = max(pages[p]["windows"]["input_ids"].shape[1] for p, _ in chunk)
+        inputs = {}
+        for name in WINDOW_INPUTS:
+            pad = pad_token_id if name == "input_ids" else _PAD_VALUES[name]
+            window_rows = []
+            for p, w in chunk:
+                tensor = pages[p]["windows"][name][w]
+                extra = length - tensor.shape[0]
+                window_rows.append(F.pad(tensor, (0, 0, 0, extra) if tensor.dim() == 2 else (0, extra), value=pad))
+            inputs[name] = torch.stack(window_rows)  # (B, length[, 4])
+        chunk_pages = list(dict.fromkeys(p for p, _ in chunk))
+        image_index = torch.tensor([chunk_pages.index(p) for p, _ in chunk])
+        if uses_pixels:
+            inputs["pixel_values"] = torch.stack([pages[p]["pixel_values"] for p in chunk_pages])
+            inputs["image_index"] = image_index
+        inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        extra = {"output_link_states": True} if keep_link_states else {}
+        with _autocast(device, dtype):
+            outputs = forward(**inputs, **extra)
+        logits = outputs.logits.float().cpu()  # (B, length, num_labels)
+        lengths = inputs["attention_mask"].sum(-1).tolist()
+        for i, ((p, w), n) in enumerate(zip(chunk, lengths, strict=True)):
+            out[p]["logits"][w] = logits[i, :n]
+            if keep_link_states:
+                out[p]["states"][w] = outputs.fused_states[i, :n]
+                out[p]["bbox"][w] = inputs["bbox"][i, :n]
+                if outputs.feature_map is not None and out[p]["feature_map"] is None:
+                    out[p]["feature_map"] = outputs.feature_map[image_index[i]]
+    return out
 
 
 def decode_page(
@@ -306,14 +346,18 @@ def decode_page(
 ) -> dict:
     """The labelled words and entities of one page from its windows' logits: each word is read on its first sub-token
     in the window where it has the most context (`merge_window_predictions`), its label the argmax and its score the
-    softmax probability there (`predict_page`'s result; the batch labeller decodes with it too).
+    softmax probability there.
 
     Args:
         words, boxes: the page's words and 0-1000 boxes.
-        word_ids_per_window: `encoding.word_ids(i)` of each window of the page.
+        word_ids_per_window: each window's word ids (`encode_page`'s `word_ids`).
         logits_per_window: each window's logits `(length, num_labels)`, cut to its length or not.
         width, height: the page's size in pixels, for `pixel_box`.
         id2label: the model's label names.
+
+    Returns:
+        `{"width", "height", "words": [{"text", "box", "pixel_box", "label", "score"}], "entities": [...]}`; `box` is
+        on the 0-1000 grid, `pixel_box` in page pixels; entities are described in `group_entities`.
     """
     result = {"width": width, "height": height, "words": [], "entities": []}
     if not words:
@@ -389,134 +433,295 @@ def group_entities(words: Sequence[dict]) -> list[dict]:
     return entities
 
 
-def label_colours(labels: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """One distinct RGB colour per entity type (FUNSD's types keep fixed colours)."""
-    types = sorted({label.split("-", 1)[-1] for label in labels if label != "O"})
-    others = [t for t in types if t not in KNOWN_COLOURS]
-    colours = {t: KNOWN_COLOURS[t] for t in types if t in KNOWN_COLOURS}
-    for i, t in enumerate(others):
-        r, g, b = colorsys.hsv_to_rgb((0.1 + i / max(1, len(others))) % 1.0, 0.85, 0.85)
-        colours[t] = (int(r * 255), int(g * 255), int(b * 255))
-    return colours
+def given_entities(entities: Sequence[Any], words: Sequence[dict], entity_types: Sequence[str]) -> list[dict]:
+    """Entities given to link instead of the predicted ones (e.g. gold ones), checked and described as
+    `group_entities` describes predicted ones (`label`, `word_indices`, `text`, `box`, `pixel_box`).
 
-
-def draw_entities(
-    image: Any, prediction: dict, labels: Sequence[str] | None = None, line_width: int | None = None
-) -> PIL.Image.Image:
-    """Draw each entity's box in its type's colour on the page, with a legend panel on the right.
-
-    Args:
-        image: the page (anything `pages.load_page` takes).
-        prediction: `predict_page` output.
-        labels: every label of the model (so the legend lists every type, found or not); default: the types found.
-        line_width: box outline width in pixels (default: scaled to the page).
-    """
-    page = page_to_rgb_image(image)
-    width, height = page.size
-    types = labels if labels is not None else [e["label"] for e in prediction["entities"]]
-    colours = label_colours(list(types))
-    line_width = line_width or max(2, round(min(width, height) / 400))
-    font = PIL.ImageFont.load_default(size=max(12, height // 60))
-
-    legend_rows = sorted(colours)
-    row_height = font.size + 10
-    text_width = max([round(font.getlength(f"{t} (00)")) for t in legend_rows] + [round(font.getlength("Legend"))])
-    panel = text_width + 3 * row_height
-    canvas = PIL.Image.new("RGB", (width + panel, max(height, (len(legend_rows) + 2) * row_height)), "white")
-    canvas.paste(page, (0, 0))
-    draw = PIL.ImageDraw.Draw(canvas)
-    counts = {t: 0 for t in colours}
-    for entity in prediction["entities"]:
-        colour = colours.get(entity["label"], (0, 0, 0))
-        counts[entity["label"]] = counts.get(entity["label"], 0) + 1
-        x0, y0, x1, y1 = entity.get("pixel_box") or [
-            entity["box"][0] * width / 1000,
-            entity["box"][1] * height / 1000,
-            entity["box"][2] * width / 1000,
-            entity["box"][3] * height / 1000,
-        ]
-        draw.rectangle([x0 - 2, y0 - 2, x1 + 2, y1 + 2], outline=colour, width=line_width)
-
-    x = width + row_height // 2
-    draw.text((x, row_height // 2), "Legend", fill="black", font=font)
-    for i, name in enumerate(legend_rows, start=1):
-        y = row_height // 2 + i * row_height
-        draw.rectangle([x, y, x + row_height - 8, y + row_height - 8], fill=colours[name], outline="black")
-        draw.text((x + row_height, y), f"{name} ({counts.get(name, 0)})", fill="black", font=font)
-    return canvas
-
-
-def load_words_json(path: str, width: int, height: int, clamp: bool = False) -> tuple[list[str], list[list[int]]]:
-    """Read a `--words` file: `{"words": [...], "boxes": [...]}` (0-1000 boxes) or `{"words": [...],
-    "pixel_boxes": [...]}` (page pixels, normalized here with the page's `width` and `height`).
-
-    A pixel box may cross the page edge by `BOX_TOLERANCE` of the page side (at least `BOX_TOLERANCE_PX` pixels) and
-    is then clamped to it; a box past that, or a 0-1000 box outside 0..1000, is an error (boxes measured on another
-    size of the image would otherwise be pinned to the page edge), unless `clamp` is set.
+    A label is a type of `entity_types` in any case, with or without a `B-`/`I-` prefix (FUNSD's files say
+    `"question"`), or `NOT_LINKED` (FUNSD's `"other"`: kept, never a candidate); `word_indices` are consecutive
+    integer word indices, no word in two entities.
 
     Raises:
-        ValueError: naming the file, the field and the word, for unreadable JSON, a missing field, `words` that are
-            not a list of non-empty strings, boxes that are not 4 numbers or are inverted, lengths that differ, and
-            boxes that do not fit the page.
+        ValueError: naming `entities` and the entity, for a label that is not one of the model's types (they are
+            listed), missing, non-integer, out-of-range or non-consecutive word indices, or a word in two entities.
     """
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as err:
-        raise ValueError(f"--words {path}: cannot read the file ({err.strerror or err}).") from err
-    except ValueError as err:
-        raise ValueError(f"--words {path}: not valid JSON ({err}).") from err
-    if not isinstance(data, dict) or "words" not in data or ("boxes" in data) == ("pixel_boxes" in data):
-        raise ValueError(
-            f"--words {path}: expected a JSON object with `words` and either `boxes` (0-1000) or `pixel_boxes`."
-        )
-    field = "pixel_boxes" if "pixel_boxes" in data else "boxes"
-    words, boxes = data["words"], data[field]
-    for name, values in (("words", words), (field, boxes)):
-        if not isinstance(values, list):
+    types = {t.upper(): t for t in entity_types}
+    owner: dict[int, int] = {}
+    out = []
+    for e, entity in enumerate(entities):
+        where = f"`entities`[{e}]"
+        if not isinstance(entity, Mapping) or "word_indices" not in entity:
+            raise ValueError(f"{where} is {entity!r}: expected a dict with `word_indices` and `label`.")
+        label = entity.get("label")
+        name = re.sub(r"^[BI]-", "", label.strip().upper()) if isinstance(label, str) else None
+        if name not in types and name not in NOT_LINKED:
             raise ValueError(
-                f"--words {path}: `{name}` must be a list, one entry per word; got {type(values).__name__}."
+                f"{where} has the label {label!r}: a label must be one of the model's entity types {list(entity_types)}"
+                f" (any case, with or without a B-/I- prefix), or {' / '.join(NOT_LINKED)} for an entity never linked."
             )
-    if len(boxes) != len(words):
-        raise ValueError(f"--words {path}: {len(words)} `words` but {len(boxes)} `{field}`: give one box per word.")
-    for i, word in enumerate(words):
-        if not isinstance(word, str) or not word.strip():
-            raise ValueError(f"--words {path}: `words`[{i}] is {word!r}; every word must be a non-empty string.")
-    for i, box in enumerate(boxes):
-        problem = box_problem(box)
-        if problem:
-            raise ValueError(f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}): {problem}.")
-    if field == "boxes":
-        limits, unit = (1000, 1000, 0.0, 0.0), "the 0-1000 grid"
-    else:
-        tolerance = (max(BOX_TOLERANCE_PX, BOX_TOLERANCE * width), max(BOX_TOLERANCE_PX, BOX_TOLERANCE * height))
-        limits, unit = (width, height, *tolerance), f"the {width} x {height} page"
-    if not clamp:
-        _check_boxes_fit(path, field, words, boxes, *limits, unit)
-    if field == "pixel_boxes":
-        boxes = [normalize_box(box, width, height) for box in boxes]  # clamps to the page
-    return list(words), [[min(1000, max(0, int(round(v)))) for v in box] for box in boxes]
+        raw = list(entity["word_indices"])
+        if not raw or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in raw):
+            raise ValueError(f"{where} has `word_indices` {raw!r}: give a non-empty list of integer word indices.")
+        indices = [int(i) for i in raw]
+        if indices != list(range(indices[0], indices[0] + len(indices))):
+            raise ValueError(f"{where}: `word_indices` {indices} must be consecutive word indices in order.")
+        if indices[0] < 0 or indices[-1] >= len(words):
+            raise ValueError(f"{where}: `word_indices` {indices} do not index the page's {len(words)} words.")
+        for i in indices:
+            if i in owner:
+                raise ValueError(
+                    f"{where} and `entities`[{owner[i]}] both hold word {i} ({words[i]['text']!r}): an entity's "
+                    "words belong to it alone (drop duplicates, split overlapping entities)."
+                )
+            owner[i] = e
+        members = [words[i] for i in indices]
+        described = {"label": types.get(name, name), "word_indices": indices, "text": " ".join(w["text"] for w in members)}
+        for key in ("box", "pixel_box"):
+            described[key] = [min(w[key][0] for w in members), min(w[key][1] for w in members),
+                              max(w[key][2] for w in members), max(w[key][3] for w in members)]  # fmt: skip
+        described["score"] = float(np.mean([w["score"] for w in members]))
+        out.append(described)
+    return out
 
 
-def _check_boxes_fit(
-    path: str, field: str, words: list, boxes: list, width: float, height: float, tol_x: float, tol_y: float, unit: str
-) -> None:
-    def outside(box: list) -> bool:
-        x0, y0, x1, y1 = box
-        return x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y
+@torch.inference_mode()
+def link_pages(
+    model: torch.nn.Module,
+    processor: Any,
+    pages: Sequence[Mapping[str, Any]],
+    kept: Sequence[Mapping[str, Any]],
+    entities: Sequence[Sequence[dict]],
+    batch_size: int = 8,
+    threshold: float | None = None,
+    one_value_key: bool | None = None,
+) -> list[list[dict]]:
+    """Decide the key-value pairs among `entities` of each page from the states `predict_windows` kept, with no
+    other encoder or backbone pass; windows of several pages share a pass of the link head.
 
-    bad = [i for i, box in enumerate(boxes) if outside(box)]
-    if not bad:
-        return
-    i = bad[0]
-    slack = f" (by more than {tol_x:g} x {tol_y:g} px)" if field == "pixel_boxes" else ""
-    more = f" {len(bad) - 1} more of the {len(words)} words do too." if len(bad) > 1 else ""
-    hint = (
-        "Were the boxes measured on another size of this image? Give boxes of this image's pixels"
-        if field == "pixel_boxes"
-        else "Give boxes on the 0-1000 grid (or page pixels under `pixel_boxes`)"
-    )
-    raise ValueError(
-        f"--words {path}: word {i} ({words[i]!r}) has `{field}` {boxes[i]} outside {unit}{slack}.{more} {hint}, "
-        "or pass --clamp_boxes (`clamp=True`) to pin them to the page edge."
-    )
+    Args:
+        model: the linking model `predict_windows` ran.
+        processor: its processor (which windows hold which entities: `encode_entities`).
+        pages: the encoded pages (`word_ids`).
+        kept: `predict_windows(..., keep_link_states=True)`'s result for `pages`.
+        entities: per page, the entities to link (`word_indices`, `label` a type name).
+        batch_size: windows per pass of the link head.
+        threshold, one_value_key: override `config.link_threshold` / `config.link_one_value_key`.
+
+    Returns:
+        Per page, `[{"key": entity position, "value": entity position, "score": probability}]`, sorted by key.
+    """
+    config = model.config
+    threshold = config.link_threshold if threshold is None else threshold
+    one_value_key = config.link_one_value_key if one_value_key is None else one_value_key
+    types = config.resolved_entity_types
+    per_page = []
+    rows = []  # (page, window, entity spans, entity labels)
+    for p, (page, page_entities) in enumerate(zip(pages, entities, strict=True)):
+        if not num_windows(page) or not page_entities:
+            per_page.append(None)
+            continue
+        encoded = processor.encode_entities(page["word_ids"], page_entities, types)
+        per_page.append(encoded)
+        for w, (spans, labels) in enumerate(zip(encoded["entity_spans"], encoded["entity_labels"], strict=True)):
+            if len(spans) > 1:
+                rows.append((p, w, spans, labels))
+    link_logits: dict[tuple[int, int], torch.Tensor] = {}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        length = max(kept[p]["states"][w].shape[0] for p, w, _, _ in chunk)
+        count = max(len(spans) for *_, spans, _ in chunk)
+        states = torch.stack([F.pad(kept[p]["states"][w], (0, 0, 0, length - kept[p]["states"][w].shape[0]))
+                              for p, w, _, _ in chunk])  # fmt: skip
+        bbox = torch.stack([F.pad(kept[p]["bbox"][w], (0, 0, 0, length - kept[p]["bbox"][w].shape[0]))
+                            for p, w, _, _ in chunk])  # fmt: skip
+        spans = torch.tensor([list(s) + [[0, 0]] * (count - len(s)) for *_, s, _ in chunk], dtype=torch.long)
+        labels = torch.tensor([list(t) + [-100] * (count - len(t)) for *_, t in chunk], dtype=torch.long)
+        chunk_pages = list(dict.fromkeys(p for p, *_ in chunk))
+        feature_map = image_index = None
+        if kept[chunk_pages[0]].get("feature_map") is not None:
+            feature_map = torch.stack([kept[p]["feature_map"] for p in chunk_pages])
+            image_index = torch.tensor([chunk_pages.index(p) for p, *_ in chunk], device=feature_map.device)
+        device = states.device
+        logits = model.link_logits_from_states(
+            states, bbox, spans.to(device), labels.to(device), feature_map, image_index
+        ).float().cpu()  # (B, E, E)
+        for i, (p, w, s, _) in enumerate(chunk):
+            link_logits[p, w] = logits[i, : len(s), : len(s)]
+    out = []
+    for p, (page, encoded) in enumerate(zip(pages, per_page, strict=True)):
+        if encoded is None:
+            out.append([])
+            continue
+        windows = range(num_windows(page))
+        empty = torch.empty(0, 0)
+        scores = merge_window_links(
+            encoded["entity_index"],
+            encoded["entity_spans"],
+            [link_logits.get((p, w), empty) for w in windows],
+            [sum(i is not None for i in page["word_ids"][w]) for w in windows],
+            [0] * len(windows),
+            num_pages=1,
+        )[0]
+        out.append([{"key": k, "value": v, "score": s} for k, v, s in select_links(scores, threshold, one_value_key)])
+    return out
+
+
+def pair_records(entities: Sequence[dict], pairs: Sequence[dict]) -> list[dict]:
+    """Decided pairs as the road writes them: each end `{"entity": its index in `entities`, "label", "text", "box",
+    "pixel_box"}`, and the score rounded."""
+    return [
+        {"key": _end(entities[p["key"]], p["key"]), "value": _end(entities[p["value"]], p["value"]),
+         "score": round(float(p["score"]), 4)}
+        for p in pairs
+    ]  # fmt: skip
+
+
+def _end(entity: dict, index: int) -> dict:
+    return {"entity": index, **{k: entity[k] for k in ("label", "text", "box", "pixel_box") if k in entity}}
+
+
+def label_pages(
+    model: torch.nn.Module,
+    processor: Any,
+    pages: Sequence[Mapping[str, Any]],
+    batch_size: int = 8,
+    *,
+    dtype: str = "float32",
+    entities: Sequence[Sequence[Any] | None] | None = None,
+    threshold: float | None = None,
+    one_value_key: bool | None = None,
+    forward: Any = None,
+) -> list[dict]:
+    """Label (and, for a linking model, link) a batch of encoded pages in one pass of the encoder and the backbone.
+
+    Args:
+        model, processor: the checkpoint.
+        pages: encoded pages: `read_page`'s `words`, `boxes`, `width`, `height` and `encode_page`'s fields.
+        batch_size: windows per forward pass (`predict_windows`).
+        dtype: `"float32"` or `"bfloat16"` (autocast).
+        entities: per page, entities to link instead of the predicted ones (`None` for a page: its predicted ones);
+            see `given_entities`.
+        threshold, one_value_key: override the checkpoint's `link_threshold` / `link_one_value_key`.
+        forward: the callable to run instead of `model` (e.g. its `torch.compile`d form).
+
+    Returns:
+        Per page, `decode_page`'s result; for a linking model also `"pairs"` (`pair_records`).
+    """
+    linking = is_linking_model(model)
+    kept = predict_windows(
+        model, pages, batch_size, pad_token_id=processor.tokenizer.pad_token_id, dtype=dtype,
+        keep_link_states=linking, forward=forward,
+    )  # fmt: skip
+    id2label = model.config.id2label
+    results = [
+        decode_page(page["words"], page["boxes"], page["word_ids"] or [], out["logits"], page["width"],
+                    page["height"], id2label)
+        for page, out in zip(pages, kept, strict=True)
+    ]  # fmt: skip
+    if entities is not None:
+        if not linking:
+            raise ValueError(f"`entities` are linked by a linking model; this one is a {type(model).__name__}.")
+        if len(entities) != len(pages):
+            raise ValueError(f"`entities` has {len(entities)} lists for {len(pages)} pages: give one per page.")
+        for result, given in zip(results, entities, strict=True):
+            if given is not None:
+                result["entities"] = given_entities(given, result["words"], model.config.resolved_entity_types)
+    if linking:
+        pairs = link_pages(model, processor, pages, kept, [r["entities"] for r in results], batch_size, threshold,
+                           one_value_key)  # fmt: skip
+        for result, page_pairs in zip(results, pairs, strict=True):
+            result["pairs"] = pair_records(result["entities"], page_pairs)
+    return results
+
+
+def group_pages(items: Iterable[dict], batch_size: int, lookahead: int = 4) -> Iterator[list[dict]]:
+    """Batches of whole encoded pages holding at most `batch_size` windows (a longer page alone), of similar lengths.
+
+    Every window of a batch is padded to its longest, and padding costs as much as text on a CPU: so the pages wait in
+    a pool of about `lookahead` batches, and each batch is the oldest page of the pool with the pages closest to it
+    in length (a page waits at most while the pool turns over `lookahead` times). Pages that need no forward pass
+    (failures, pages without words) come out at once, one per batch. `lookahead=1` keeps the arrival order.
+    """
+    pool: list[dict] = []
+    count = 0
+    for item in items:
+        n = num_windows(item)
+        if n == 0:
+            yield [item]
+            continue
+        pool.append(item)
+        count += n
+        while count >= lookahead * batch_size:
+            batch = _take_batch(pool, batch_size)
+            count -= sum(num_windows(p) for p in batch)
+            yield batch
+    while pool:
+        yield _take_batch(pool, batch_size)
+
+
+def _length(item: dict) -> int:
+    return item["windows"]["input_ids"].shape[1]
+
+
+def _take_batch(pool: list[dict], batch_size: int) -> list[dict]:
+    """The oldest page of `pool` and the pages nearest to it in length that fit in `batch_size` windows (removed)."""
+    first = pool.pop(0)
+    batch, count = [first], num_windows(first)
+    for item in sorted(pool, key=lambda p: abs(_length(p) - _length(first))):
+        if count >= batch_size:
+            break
+        if count + num_windows(item) <= batch_size:
+            batch.append(item)
+            count += num_windows(item)
+    chosen = {id(item) for item in batch[1:]}
+    pool[:] = [item for item in pool if id(item) not in chosen]
+    return batch
+
+
+def predict_page(
+    model: torch.nn.Module,
+    processor: Any,
+    image: Any,
+    words: Sequence[str] | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
+    max_length: int = 512,
+    stride: int = 128,
+    batch_size: int = 8,
+    ocr_lang: str | None = None,
+    *,
+    page: int = 1,
+    words_from: str = "auto",
+    dpi: float = DEFAULT_DPI,
+    dtype: str = "float32",
+    entities: Sequence[Any] | None = None,
+    threshold: float | None = None,
+    one_value_key: bool | None = None,
+) -> dict:
+    """Label the words of one page (and link its entities, for a linking model): the whole road for one page.
+
+    Args:
+        model, processor: the checkpoint (`load_model_and_processor`).
+        image: the page: a PDF or image path (with `page`), a PIL image, a numpy array (`pages.read_page`).
+        words, boxes: the page's words and their 0-1000 boxes; both `None` to read them (`words_from`: the PDF's
+            text layer, else OCR).
+        max_length, stride: window size and overlap in tokens.
+        batch_size: windows per forward pass.
+        ocr_lang: Tesseract language for OCR.
+        page: the page number, from 1 (a PDF's page, a multi-page image's frame).
+        words_from, dpi: see `pages.read_page`.
+        dtype: `"float32"` or `"bfloat16"` (autocast).
+        entities: a linking model links these entities (`word_indices`, `label`; e.g. gold ones) instead of the
+            predicted ones (`given_entities`).
+        threshold, one_value_key: override the checkpoint's `link_threshold` / `link_one_value_key`.
+
+    Returns:
+        `{"width", "height", "words_from", "words": [{"text", "box", "pixel_box", "label", "score"}], "entities":
+        [...][, "pairs": [...]]}` (`decode_page`, `pair_records`).
+    """
+    read = read_page(image, page, words, boxes, words_from=words_from, dpi=dpi, ocr_lang=ocr_lang)
+    encoded = {**read, **encode_page(processor, read["image"], read["words"], read["boxes"], max_length, stride)}
+    result = label_pages(
+        model, processor, [encoded], batch_size, dtype=dtype, entities=None if entities is None else [entities],
+        threshold=threshold, one_value_key=one_value_key,
+    )[0]  # fmt: skip
+    return {"width": result.pop("width"), "height": result.pop("height"), "words_from": read["words_from"], **result}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 from transformers import AutoConfig, AutoModel, LayoutLMModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     SequenceClassifierOutput,
@@ -465,6 +467,34 @@ def _check_labels(labels: torch.Tensor, num_labels: int, shape: tuple[int, ...])
         )
 
 
+# The document pipeline saved with every checkpoint (`pipeline_layoutlm_roialign.py`, registered by the package).
+PIPELINE_TASK = "form-understanding"
+PIPELINE_FILE = "pipeline_layoutlm_roialign.py"
+PIPELINE_INFO = {
+    "impl": "pipeline_layoutlm_roialign.FormUnderstandingPipeline",
+    "pt": ["AutoModelForTokenClassification"],
+    "tf": [],
+    "type": "multimodal",
+}
+
+
+def checkpoint_auto_map(head: type) -> dict[str, str]:
+    """The `auto_map` of a checkpoint saved by `head`: `AutoModel` gives the base model (the fused token states),
+    each task's Auto class its head (newly initialized where the checkpoint has another), and the head that saved
+    the checkpoint keeps its own Auto class (the linking model answers `AutoModelForTokenClassification`)."""
+    module = "modeling_layoutlm_roialign"
+    auto_map = {
+        "AutoConfig": "configuration_layoutlm_roialign.LayoutLMRoIAlignConfig",
+        "AutoModel": f"{module}.LayoutLMRoIAlignModel",
+        "AutoModelForTokenClassification": f"{module}.LayoutLMRoIAlignForTokenClassification",
+        "AutoModelForSequenceClassification": f"{module}.LayoutLMRoIAlignForSequenceClassification",
+    }
+    auto_class = getattr(head, "_auto_class", None)
+    if auto_class is not None:
+        auto_map[auto_class] = f"{module}.{head.__name__}"
+    return auto_map
+
+
 class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     config: LayoutLMRoIAlignConfig
     config_class = LayoutLMRoIAlignConfig
@@ -474,6 +504,20 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["LayoutLMLayer", "LayoutLMRoIAlignVisualEmbeddings"]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, writing the checkpoint's whole `auto_map` (`checkpoint_auto_map`: the
+        base model for `AutoModel`, this head for its Auto class, the other heads for theirs) and, where the
+        pipeline's file lies beside this one, `custom_pipelines` and the pipeline's code, so that
+        `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **checkpoint_auto_map(type(self))}
+        pipeline_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), PIPELINE_FILE)
+        if os.path.isfile(pipeline_file):
+            self.config.custom_pipelines = {PIPELINE_TASK: dict(PIPELINE_INFO)}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if os.path.isfile(pipeline_file) and self._auto_class is not None:
+            for file in [pipeline_file, *get_relative_import_files(pipeline_file)]:
+                shutil.copy(file, os.path.join(save_directory, os.path.basename(file)))
 
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone keeps torchvision's initialization (He init for convolutions): the generic N(0, 0.02) would
@@ -832,9 +876,17 @@ class LayoutLMRoIAlignRelationExtractionOutput(TokenClassifierOutput):
         probability that `v` has no key). `exp(link_logits) > config.link_threshold` predicts the pair. Pairs that
         are not candidates (types outside `config.link_types`, padding rows, an entity with itself) hold
         `NOT_A_CANDIDATE` (-10000). `None` without `entity_spans`.
+    fused_states (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+        The token states the heads read (LayoutLM's last hidden states plus the visual term), with
+        `output_link_states=True`: [`~LayoutLMRoIAlignForRelationExtraction.link_logits_from_states`] links any
+        entities from them without another encoder pass.
+    feature_map (`torch.FloatTensor` of shape `(num_images, channels, height, width)`, *optional*):
+        The backbone's feature map, with `output_link_states=True` (and the visual branch).
     """
 
     link_logits: torch.FloatTensor | None = None
+    fused_states: torch.FloatTensor | None = None
+    feature_map: torch.FloatTensor | None = None
 
 
 NOT_A_CANDIDATE = -1.0e4  # the link log-probability of pairs that are never scored (probability 0; finite in fp16)
@@ -1087,6 +1139,7 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
         entity_spans: torch.LongTensor | None = None,
         entity_labels: torch.LongTensor | None = None,
         link_labels: torch.LongTensor | None = None,
+        output_link_states: bool = False,
         **kwargs,
     ) -> LayoutLMRoIAlignRelationExtractionOutput:
         r"""
@@ -1106,9 +1159,12 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
             at training, predicted ones end to end. They decide the candidate pairs (`config.link_types`); without
             them every pair of entities is a candidate.
         link_labels (`torch.LongTensor` of shape `(batch_size, num_entities, num_entities)`, *optional*):
-            1 where entity `v` is the value of key entity `k`, 0 where not, -100 to ignore. The link loss is the
-            binary cross-entropy over the candidate pairs (every other candidate is a negative); gold pairs that
-            are not candidates are ignored.
+            1 where entity `v` is the value of key entity `k`, 0 where not, -100 to ignore. The link loss is, per
+            value with a candidate key, the cross-entropy of the softmax over its candidate keys and "no key" with
+            its gold key (or "no key"); gold pairs that are not candidates are ignored.
+        output_link_states (`bool`, *optional*, defaults to `False`):
+            Also return `fused_states` and `feature_map`, from which `link_logits_from_states` scores the pairs of
+            entities decided after this pass (labels and pairs from one encoder and one backbone pass).
         """
         shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
         if labels is not None:
@@ -1117,7 +1173,7 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
             raise ValueError("`entity_labels` and `link_labels` need `entity_spans` (which tokens form each entity).")
         if entity_spans is not None:
             _check_entities(entity_spans, entity_labels, link_labels, shape, len(self.config.resolved_entity_types))
-        want_map = entity_spans is not None and self.use_box_feature
+        want_map = (entity_spans is not None or output_link_states) and self.use_box_feature
         outputs = self.layoutlm_roialign(
             input_ids=input_ids,
             bbox=bbox,
@@ -1137,19 +1193,10 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
             loss = CrossEntropyLoss()(logits.view(-1, self.num_labels).float(), labels.view(-1))
         link_logits = None
         if entity_spans is not None:
-            entity_spans = entity_spans.long()
-            entity_labels = entity_labels.long() if entity_labels is not None else None
             image_size = tuple(pixel_values.shape[-2:]) if pixel_values is not None else None
-            entities, boxes = self.entity_representations(
+            link_logits, log_probs, candidates = self._link(
                 sequence_output, bbox, entity_spans, entity_labels, outputs.feature_map, image_index, image_size
             )
-            scores, no_key = self.link_head(self.dropout(entities), boxes)  # (B, E, E), (B, E)
-            scores, no_key = scores.float(), no_key.float()
-            candidates = self.candidate_mask(entity_spans, entity_labels)
-            # Per value (column): a softmax over its candidate keys (rows) and "no key" (the last row).
-            options = torch.cat([scores.masked_fill(~candidates, float("-inf")), no_key[:, None, :]], dim=1)
-            log_probs = options.log_softmax(dim=1)  # (B, E + 1, E)
-            link_logits = log_probs[:, :-1].masked_fill(~candidates, NOT_A_CANDIDATE)
             if link_labels is not None:
                 # Values that have a candidate key and labels: -log of the probability of their gold key(s), or of
                 # "no key" for a value with no gold key among its candidates.
@@ -1158,7 +1205,7 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
                 target = torch.cat([gold, ~has_gold[:, None, :]], dim=1)  # (B, E + 1, E)
                 chosen = log_probs.masked_fill(~target, float("-inf")).logsumexp(dim=1)  # (B, E)
                 labelled = ((link_labels != -100) & candidates).any(dim=1)  # (B, E)
-                link_loss = -chosen[labelled].sum() / labelled.sum().clamp(min=1) + 0.0 * options[:, -1].sum()
+                link_loss = -chosen[labelled].sum() / labelled.sum().clamp(min=1) + 0.0 * log_probs[:, -1].sum()
                 link_loss = self.config.link_loss_weight * link_loss
                 loss = link_loss if loss is None else loss + link_loss
         return LayoutLMRoIAlignRelationExtractionOutput(
@@ -1167,4 +1214,52 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
             link_logits=link_logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            fused_states=sequence_output if output_link_states else None,
+            feature_map=outputs.feature_map if output_link_states else None,
         )
+
+    def _link(
+        self,
+        sequence_output: torch.Tensor,
+        bbox: torch.LongTensor | None,
+        entity_spans: torch.LongTensor,
+        entity_labels: torch.LongTensor | None,
+        feature_map: torch.Tensor | None,
+        image_index: torch.LongTensor | None,
+        image_size: tuple[int, int] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(link_logits, log_probs, candidates)`: the link head on token states; `log_probs` `(B, E + 1, E)` is
+        each value's log-softmax over its candidate keys and "no key" (the last row)."""
+        entity_spans = entity_spans.long()
+        entity_labels = entity_labels.long() if entity_labels is not None else None
+        entities, boxes = self.entity_representations(
+            sequence_output, bbox, entity_spans, entity_labels, feature_map, image_index, image_size
+        )
+        scores, no_key = self.link_head(self.dropout(entities), boxes)  # (B, E, E), (B, E)
+        scores, no_key = scores.float(), no_key.float()
+        candidates = self.candidate_mask(entity_spans, entity_labels)
+        # Per value (column): a softmax over its candidate keys (rows) and "no key" (the last row).
+        options = torch.cat([scores.masked_fill(~candidates, float("-inf")), no_key[:, None, :]], dim=1)
+        log_probs = options.log_softmax(dim=1)  # (B, E + 1, E)
+        link_logits = log_probs[:, :-1].masked_fill(~candidates, NOT_A_CANDIDATE)
+        return link_logits, log_probs, candidates
+
+    def link_logits_from_states(
+        self,
+        fused_states: torch.Tensor,
+        bbox: torch.LongTensor,
+        entity_spans: torch.LongTensor,
+        entity_labels: torch.LongTensor | None = None,
+        feature_map: torch.Tensor | None = None,
+        image_index: torch.LongTensor | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """The `link_logits` of `forward` from what an earlier `forward(..., output_link_states=True)` returned:
+        its `fused_states` and `feature_map`, the same `bbox` and `image_index`, and the entities as `forward`
+        takes them (decided after that pass, e.g. from its token labels). `image_size` is the `pixel_values`
+        side `(height, width)` (default `config.image_size`)."""
+        shape = tuple(fused_states.shape[:2])
+        _check_entities(entity_spans, entity_labels, None, shape, len(self.config.resolved_entity_types))
+        if feature_map is not None and image_size is None:
+            image_size = (self.config.image_size, self.config.image_size)
+        return self._link(fused_states, bbox, entity_spans, entity_labels, feature_map, image_index, image_size)[0]

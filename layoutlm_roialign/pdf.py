@@ -20,9 +20,15 @@ from collections.abc import Sequence
 
 import PIL.Image
 
-__all__ = ["pdf_page_count", "render_pdf_page", "pdf_page_words", "write_pdf"]
+__all__ = ["pdf_page_count", "read_pdf_page", "render_pdf_page", "pdf_page_words", "write_pdf", "is_pdf"]
 
 DEFAULT_DPI = 150  # PDF pages are sized in points (1/72 in); 150 dpi turns a Letter page into 1275x1650 pixels
+
+
+def is_pdf(path: str | os.PathLike) -> bool:
+    """Whether the file at `path` is a PDF (by its first bytes, whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(5) == b"%PDF-"
 
 
 def _pdfium():
@@ -68,12 +74,7 @@ def render_pdf_page(path: str | os.PathLike, index: int = 0, dpi: float = DEFAUL
     Raises:
         ValueError: the file is not a readable PDF. IndexError: no such page.
     """
-    document = _open(path)
-    try:
-        page = _page(document, path, index)
-        return page.render(scale=dpi / 72).to_pil().convert("RGB")
-    finally:
-        document.close()
+    return read_pdf_page(path, index, dpi, text_layer=False)[0]
 
 
 def pdf_page_words(
@@ -85,55 +86,78 @@ def pdf_page_words(
         `(words, pixel_boxes)`, in the text layer's reading order; boxes are `[x0, y0, x1, y1]`, top left origin,
         clamped to the page. Both lists are empty for a page without a text layer (a scan).
     """
-    pdfium = _pdfium()
     document = _open(path)
     try:
         page = _page(document, path, index)
-        width, height = _pixel_size(page, dpi)
-        to_pixels = pdfium.PdfPosConv(page, (0, 0, width, height, 0))
-        text_page = page.get_textpage()
-        words: list[str] = []
-        boxes: list[list[int]] = []
-        current: list[str] = []
-        box: list[float] = []
-
-        def flush() -> None:
-            if current:
-                words.append("".join(current))
-                boxes.append([max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])])
-            current.clear()
-
-        last_loose = None  # the previous character's font box (PDF points): where a word may end without a space
-        for i in range(text_page.count_chars()):
-            char = text_page.get_text_range(i, 1)
-            if not char or char.isspace() or char == "\x00":
-                flush()
-                continue
-            try:
-                left, bottom, right, top = text_page.get_charbox(i)
-                loose = text_page.get_charbox(i, loose=True)
-            except pdfium.PdfiumError:
-                continue
-            xs, ys = zip(to_pixels.to_bitmap(left, top), to_pixels.to_bitmap(right, bottom), strict=True)
-            char_box = [min(xs), min(ys), max(xs), max(ys)]
-            if current and last_loose is not None and _word_break(last_loose, loose):
-                flush()
-            last_loose = loose
-            if current:
-                box = [
-                    min(box[0], char_box[0]),
-                    min(box[1], char_box[1]),
-                    max(box[2], char_box[2]),
-                    max(box[3], char_box[3]),
-                ]
-            else:
-                box = char_box
-            current.append(char)
-        flush()
-        text_page.close()
-        return words, boxes
+        return _page_words(page, *_pixel_size(page, dpi))
     finally:
         document.close()
+
+
+def read_pdf_page(
+    path: str | os.PathLike, index: int = 0, dpi: float = DEFAULT_DPI, text_layer: bool = True
+) -> tuple[PIL.Image.Image, list[str], list[list[float]], int]:
+    """Page `index` of the PDF at `path`, opened once: `(image, words, pixel_boxes, num_pages)`, the page rendered
+    as `render_pdf_page` renders it and its text layer as `pdf_page_words` reads it (empty without `text_layer`).
+
+    Raises:
+        ValueError: the file is not a readable PDF. IndexError: no such page.
+    """
+    document = _open(path)
+    try:
+        page = _page(document, path, index)
+        image = page.render(scale=dpi / 72).to_pil().convert("RGB")
+        words, boxes = _page_words(page, *_pixel_size(page, dpi)) if text_layer else ([], [])
+        return image, words, boxes, len(document)
+    finally:
+        document.close()
+
+
+def _page_words(page, width: int, height: int) -> tuple[list[str], list[list[float]]]:
+    """The words of an open PDFium page's text layer and their boxes in a `width` x `height` rendering."""
+    pdfium = _pdfium()
+    to_pixels = pdfium.PdfPosConv(page, (0, 0, width, height, 0))
+    text_page = page.get_textpage()
+    words: list[str] = []
+    boxes: list[list[int]] = []
+    current: list[str] = []
+    box: list[float] = []
+
+    def flush() -> None:
+        if current:
+            words.append("".join(current))
+            boxes.append([max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])])
+        current.clear()
+
+    last_loose = None  # the previous character's font box (PDF points): where a word may end without a space
+    for i in range(text_page.count_chars()):
+        char = text_page.get_text_range(i, 1)
+        if not char or char.isspace() or char == "\x00":
+            flush()
+            continue
+        try:
+            left, bottom, right, top = text_page.get_charbox(i)
+            loose = text_page.get_charbox(i, loose=True)
+        except pdfium.PdfiumError:
+            continue
+        xs, ys = zip(to_pixels.to_bitmap(left, top), to_pixels.to_bitmap(right, bottom), strict=True)
+        char_box = [min(xs), min(ys), max(xs), max(ys)]
+        if current and last_loose is not None and _word_break(last_loose, loose):
+            flush()
+        last_loose = loose
+        if current:
+            box = [
+                min(box[0], char_box[0]),
+                min(box[1], char_box[1]),
+                max(box[2], char_box[2]),
+                max(box[3], char_box[3]),
+            ]
+        else:
+            box = char_box
+        current.append(char)
+    flush()
+    text_page.close()
+    return words, boxes
 
 
 def _word_break(previous: Sequence[float], char: Sequence[float]) -> bool:

@@ -189,12 +189,13 @@ def merge_window_links(
 
 
 def select_links(
-    scores: dict[tuple[int, int], float], threshold: float = 0.5, one_value_key: bool = True
+    scores: dict[tuple[int, int], float], threshold: float, one_value_key: bool
 ) -> list[tuple[int, int, float]]:
     """Decide the pairs of one page from `merge_window_links` scores (the linking head's `link_logits`: log
     p(key | value)): `(key, value, probability)` for each pair whose probability exceeds `threshold`; with
     `one_value_key`, only each value's best key among those (a key may keep several values). A key with no pair
-    above the threshold has no answer. Sorted by key, then value."""
+    above the threshold has no answer. Sorted by key, then value. Both rules are the checkpoint's
+    (`config.link_threshold`, `config.link_one_value_key`)."""
     chosen = []
     for (key, value), log_probability in scores.items():
         probability = math.exp(min(0.0, log_probability))
@@ -559,17 +560,39 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                                       dtype=np.int64)] * len(word_ids_rows) for key in out}  # fmt: skip
         return out
 
+    def encode_entities(
+        self, word_ids: Sequence[Sequence[int | None]], entities: Sequence[dict], entity_types: Sequence[str]
+    ) -> dict[str, list]:
+        """The `entity_spans`, `entity_labels` and `entity_index` of each window of one page already encoded (its
+        windows' `word_ids`), for entities decided after encoding (e.g. from the token labels): what `__call__`
+        gives with `entities=`, without tokenizing the page again. Lists per window, unpadded."""
+        num_words = 1 + max((w for row in word_ids for w in row if w is not None), default=-1)
+        checked = self._check_page_entities(list(entities), 0, num_words, entity_types)
+        return self._encode_entities([list(row) for row in word_ids], [0] * len(word_ids), [checked], None, False)
+
     def post_process_relation_extraction(
         self,
         encoding: BatchEncoding,
         link_logits: Any,
-        threshold: float = 0.5,
-        one_value_key: bool = True,
+        threshold: float | None = None,
+        one_value_key: bool | None = None,
         num_pages: int | None = None,
+        *,
+        config: Any = None,
     ) -> list[list[dict]]:
         """Link logits (one `(E, E)` per row of `encoding`, made with `entities=`) -> per page, the predicted pairs
         `{"key": entity, "value": entity, "score": probability}` (entities by their position in `entities`), merged
-        over windows by `merge_window_links` and decided by `select_links`."""
+        over windows by `merge_window_links` and decided by `select_links` with the checkpoint's rules:
+        `config.link_threshold` and `config.link_one_value_key` (pass the model's `config`), unless `threshold` /
+        `one_value_key` override them."""
+        if threshold is None or one_value_key is None:
+            if config is None:
+                raise ValueError(
+                    "Pass the model's `config` (its `link_threshold` and `link_one_value_key` decide the pairs), or "
+                    "both `threshold` and `one_value_key`."
+                )
+            threshold = config.link_threshold if threshold is None else threshold
+            one_value_key = config.link_one_value_key if one_value_key is None else one_value_key
         num_rows = len(encoding["input_ids"])
         spans = encoding["entity_spans"]
         content = [sum(w is not None for w in encoding.word_ids(i)) for i in range(num_rows)]

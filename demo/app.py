@@ -32,24 +32,13 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 
-from layoutlm_roialign.image_processing_layoutlm_roialign import normalize_boxes  # noqa: E402
-from layoutlm_roialign.inference import (  # noqa: E402
-    load_model_and_processor,
-    load_words_json,
-    predict_page,
-)
-from layoutlm_roialign.linking import (  # noqa: E402
-    draw_pairs,
-    has_link_head,
-    is_linking_checkpoint,
-    load_linking_model,
-    predict_pairs,
-)
-from layoutlm_roialign.pages import load_page, page_to_rgb_image  # noqa: E402
+from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
+from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
+from layoutlm_roialign.pages import load_words_json, read_page  # noqa: E402
+from layoutlm_roialign.pdf import is_pdf  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODEL_ENV = "MODEL_ID"
-PDF_DPI = 150
 EXAMPLE_SEED = 12345  # the quickstart's unseen pages: no training run of the package draws from this seed
 WORD_COLUMNS = ["#", "word", "label", "score", "box (0-1000)"]
 ENTITY_COLUMNS = ["label", "text", "score"]
@@ -81,16 +70,13 @@ def resolve_model_id(argument: str | None = None, readme: Path = HERE / "README.
 
 
 class Labeller:
-    """A token-classification checkpoint and its processor, loaded once with their own code."""
+    """A checkpoint (token classifier or linking model) and its processor, loaded once with their own code."""
 
     def __init__(self, model_id: str):
         import torch
 
         self.model_id = model_id
-        if is_linking_checkpoint(model_id):  # labels and key-value pairs
-            self.model, self.processor = load_linking_model(model_id, trust_remote_code=True)
-        else:
-            self.model, self.processor = load_model_and_processor(model_id, trust_remote_code=True)
+        self.model, self.processor = load_model_and_processor(model_id, trust_remote_code=True)
         self.model.eval()
         if torch.cuda.is_available():
             self.model.cuda()
@@ -98,11 +84,6 @@ class Labeller:
         # Windows as long as the checkpoint's positions allow (512 for LayoutLM-base), overlapping by a quarter.
         self.max_length = min(512, self.model.config.max_position_embeddings)
         self.stride = self.max_length // 4
-
-
-def is_pdf(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as f:
-        return f.read(5) == b"%PDF-"
 
 
 def pdf_pages(path: str | os.PathLike | None) -> int:
@@ -117,70 +98,62 @@ def pdf_pages(path: str | os.PathLike | None) -> int:
         return 0
 
 
-def read_page(
+def read_form(
     path: str | os.PathLike, page_number: int = 1, words_path: str | os.PathLike | None = None
-) -> tuple[PIL.Image.Image, list[str] | None, list[list[int]] | None, str]:
-    """The page to label, its words and 0-1000 boxes (`None`: to be OCR'd) and where the words come from.
+) -> tuple[dict, list[str] | None, list[list[int]] | None, str]:
+    """The page to label (`pages.read_page`), the words and 0-1000 boxes of a words file (`None` without one) and
+    where the words come from.
 
     Raises:
         BadInput: the file cannot be read, the page does not exist, the page is blank, the words file is wrong.
     """
     name = Path(path).name
-    if is_pdf(path):
-        from layoutlm_roialign.pdf import pdf_page_count, pdf_page_words, render_pdf_page
-
-        try:
-            count = pdf_page_count(path)
-        except ValueError as err:
-            raise BadInput(f"{name} cannot be read as a PDF: it is damaged or encrypted.") from err
-        if not 1 <= page_number <= count:
-            raise BadInput(f"{name} has {count} page(s): choose a page from 1 to {count}.")
-        page = render_pdf_page(path, page_number - 1, dpi=PDF_DPI)
-        words, pixel_boxes = pdf_page_words(path, page_number - 1, dpi=PDF_DPI)
-        boxes, source = (normalize_boxes(pixel_boxes, *page.size), "the PDF's text layer") if words else (None, "OCR")
-    else:
-        try:
-            page = page_to_rgb_image(load_page(path, name=name))
-        except ValueError as err:
-            raise BadInput(f"{name} cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: {err}") from err
-        words, boxes, source = None, None, "OCR"
+    try:
+        if words_path:  # the page alone (its size checks the words file's boxes)
+            page = read_page(path, page_number, [], [], name=name)
+        else:
+            page = read_page(path, page_number, name=name)
+    except ValueError as err:
+        raise BadInput(f"{name} cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: {err}") from err
+    except (ImportError, OSError) as err:  # pytesseract, the tesseract binary or pypdfium2 missing
+        raise BadInput(
+            f"Reading the words needs OCR, which is not available here ({err}). Upload a PDF with a text layer, "
+            "or give the words as a JSON file."
+        ) from err
+    words = boxes = None
+    source = {"text": "the PDF's text layer", "ocr": "OCR", "none": "OCR"}.get(page["words_from"], "OCR")
     if words_path:
         try:
-            words, boxes = load_words_json(str(words_path), *page.size)
+            words, boxes = load_words_json(str(words_path), page["width"], page["height"])
         except (OSError, ValueError) as err:
             raise BadInput(f"The words file {Path(words_path).name} cannot be used: {err}") from err
         source = "the words file"
-    grey = np.asarray(page.convert("L"))
+    grey = np.asarray(page["image"].convert("L"))
     if grey.size == 0 or int(grey.max()) - int(grey.min()) < 8:
         raise BadInput(f"The page of {name} is empty: it is one flat colour, with nothing to read.")
-    return page, words, [list(map(int, b)) for b in boxes] if boxes is not None else None, source
+    return page, words, boxes, source
 
 
 def label_page(
     labeller: Labeller, path: str | os.PathLike, page_number: int = 1, words_path: str | os.PathLike | None = None
 ) -> tuple[PIL.Image.Image, dict]:
-    """Read the page and label its words: `(page, prediction)`, the prediction as `predict_page` gives it plus
-    `model`, `file`, `page` and `words_from`.
+    """Read the page and label its words (and link its entities, for a linking checkpoint): `(page image,
+    prediction)`, the prediction as `inference.predict_page` gives it plus `model`, `file`, `page` and `words_from`.
 
     Raises:
-        BadInput: see `read_page`; also when OCR is unavailable or finds no words.
+        BadInput: see `read_form`; also when no words are found.
     """
-    page, words, boxes, source = read_page(path, page_number, words_path)
-    try:
-        predict = predict_pairs if has_link_head(labeller.model) else predict_page  # a linking checkpoint: pairs
-        prediction = predict(
-            labeller.model, labeller.processor, page, words, boxes, labeller.max_length, labeller.stride
-        )
-    except (ImportError, OSError) as err:  # pytesseract or the tesseract binary missing
-        raise BadInput(
-            f"Reading the words needs OCR, which is not available here ({err}). Upload a PDF with a text layer, "
-            "or give the words as a JSON file."
-        ) from err
-    if not prediction["words"]:
+    page, words, boxes, source = read_form(path, page_number, words_path)
+    if words is None:
+        words, boxes = page["words"], page["boxes"]
+    if not words:
         raise BadInput(f"No words were found on this page ({source} gave none): nothing to label.")
-    prediction = {"model": labeller.model_id, "file": Path(path).name, "page": page_number, "words_from": source,
-                  **prediction}  # fmt: skip
-    return page, prediction
+    prediction = predict_page(
+        labeller.model, labeller.processor, page["image"], words, boxes, labeller.max_length, labeller.stride
+    )
+    prediction = {"model": labeller.model_id, "file": Path(path).name, "page": page_number, **prediction,
+                  "words_from": source}  # fmt: skip
+    return page["image"], prediction
 
 
 # ----------------------------------------------------------------------------------------------- what is shown
@@ -213,11 +186,6 @@ def pair_rows(prediction: dict) -> list[list]:
     return rows
 
 
-def draw_prediction(page: PIL.Image.Image, prediction: dict, labels: list[str]) -> PIL.Image.Image:
-    """The entities as predict.py draws them, plus an arrow from each key to its value where there are pairs."""
-    return draw_pairs(page, prediction, labels)
-
-
 def write_json(prediction: dict, folder: str | os.PathLike) -> str:
     """Save the prediction as `<file stem>[.page<N>].prediction.json` in `folder`; returns the path."""
     stem = re.sub(r"[^\w.-]+", "_", Path(prediction["file"]).stem) or "page"
@@ -241,7 +209,7 @@ def analyse(
     if not file:
         return {**empty, "status": "Upload a page image or a PDF first (or click an example)."}
     try:
-        page, prediction = label_page(labeller, file, int(page_number or 1), words_file)
+        page, prediction = label_page(labeller, file, 1 if page_number is None else int(page_number), words_file)
     except BadInput as err:
         return {**empty, "status": str(err)}
     except Exception as err:  # anything else: a message for the user, the traceback for the log

@@ -58,7 +58,7 @@ from layoutlm_roialign import (
     merge_window_predictions,
 )
 from layoutlm_roialign.data import load_funsd_folder, split_train_validation
-from layoutlm_roialign.inference import predict_windows
+from layoutlm_roialign.inference import WINDOW_INPUTS, predict_windows
 from layoutlm_roialign.pretrained_parts import minilm_path, mobilenet_v2_weights_path
 
 MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
@@ -201,7 +201,11 @@ def parameter_groups(model: LayoutLMRoIAlignForTokenClassification, row: str, ar
 
 
 def evaluate(model, windows: list[dict], pages: list[dict], batch_size: int) -> dict:
-    logits = predict_windows(model, windows, MODEL_INPUTS, batch_size, collate=collate)
+    one_window_pages = [
+        {"windows": {k: torch.as_tensor(w[k])[None] for k in WINDOW_INPUTS}, "pixel_values": torch.as_tensor(w["pixel_values"])}
+        for w in windows
+    ]  # fmt: skip
+    logits = [out["logits"][0] for out in predict_windows(model, one_window_pages, batch_size)]
     page_ids = sorted({w["page"] for w in windows})
     index = {p: k for k, p in enumerate(page_ids)}
     merged = merge_window_predictions(

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from layoutlm_roialign.data import DataArguments, load_training_data
-from layoutlm_roialign.linking import end_to_end_scores, load_linking_model
+from layoutlm_roialign.inference import load_model_and_processor
+from layoutlm_roialign.linking import end_to_end_scores
 from layoutlm_roialign.metrics import LinkingMetrics
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     pages = load_training_data(DataArguments(dataset=args.dataset, validation_size=30, split_seed=0))["validation"]
     for run in map(Path, args.runs):
-        model, processor = load_linking_model(run / "final")
+        model, processor = load_model_and_processor(run / "final")
         with torch.inference_mode():
             scores = end_to_end_scores(model.eval(), processor, pages, thresholds=LinkingMetrics.THRESHOLDS)
         (run / "end_to_end_by_threshold.json").write_text(json.dumps(scores, indent=2))

@@ -8,6 +8,7 @@ commit with `huggingface_hub`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -218,13 +219,37 @@ def link_metrics_section(link_scores: dict | None, config: dict) -> str:
         + "). Pair scores on the validation pages (end to end: a pair counts when both predicted entities have "
         "exactly a gold entity's words and those form a gold pair):\n\n"
         "| entities | precision | recall | F1 | gold pairs |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        '`scripts/predict.py` writes the pairs (`"pairs"` in the JSON, arrows in the picture); in Python, '
-        "`layoutlm_roialign.linking.predict_pairs(model, processor, page, words, boxes)` after "
-        "`load_linking_model(folder)`. Without the package, `AutoModelForTokenClassification` with "
-        "`trust_remote_code=True` loads the joint class (`LayoutLMRoIAlignForRelationExtraction`): `logits` are the "
-        "token logits and, given `entity_spans` (and `entity_labels`) from the processor's `entities=`, "
-        "`link_logits` the log-probabilities of the pairs.\n"
+        '`pipeline(model=repo, trust_remote_code=True)(page)` gives the pairs with the labels (`"pairs"`, from one '
+        "pass of the model), as `scripts/predict.py` writes them (arrows in its picture). "
+        "`AutoModelForTokenClassification` with `trust_remote_code=True` loads the joint class "
+        "(`LayoutLMRoIAlignForRelationExtraction`): `logits` are the token logits and, given `entity_spans` (and "
+        "`entity_labels`) from the processor's `entities=`, `link_logits` the log-probabilities of the pairs.\n"
     )
+
+
+def checkpoint_code_files(folder: str | os.PathLike) -> list[str]:
+    """The code files a checkpoint folder must carry for `trust_remote_code`: the modules its configs name (`auto_map`
+    of config.json and processor_config.json, `custom_pipelines`) and every module they import relatively."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    folder = Path(folder)
+    modules: set[str] = set()
+    for name in ("config.json", "processor_config.json"):
+        try:
+            config = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        refs = list((config.get("auto_map") or {}).values())
+        refs += [task.get("impl") for task in (config.get("custom_pipelines") or {}).values()]
+        for ref in refs:
+            for item in ref if isinstance(ref, (list, tuple)) else [ref]:
+                if isinstance(item, str) and "." in item:
+                    modules.add(item.split("--")[-1].rsplit(".", 1)[0] + ".py")
+    files = set(modules)
+    for module in modules:
+        if (folder / module).is_file():
+            files |= {Path(f).name for f in get_relative_import_files(str(folder / module))}
+    return sorted(files)
 
 
 def check_push_arguments(training_args: Any) -> str | None:
@@ -263,15 +288,7 @@ def push_folder_to_hub(
 
     folder = Path(folder)
     names = {p.name for p in folder.iterdir()}
-    required = {
-        "config.json",
-        "processor_config.json",
-        "README.md",
-        "modeling_layoutlm_roialign.py",
-        "configuration_layoutlm_roialign.py",
-        "processing_layoutlm_roialign.py",
-        "image_processing_layoutlm_roialign.py",
-    }
+    required = {"config.json", "processor_config.json", "README.md", *checkpoint_code_files(folder)}
     missing = sorted(required - names)
     if not any(n.endswith(".safetensors") or n.endswith(".bin") and n.startswith("pytorch_model") for n in names):
         missing.append("model weights (*.safetensors)")

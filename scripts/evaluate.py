@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""Score a LayoutLM-RoIAlign checkpoint on a dataset split: entity P/R/F1 overall and per type, as JSON.
+"""Score a LayoutLM-RoIAlign checkpoint on a dataset split: entity P/R/F1 overall and per type, as JSON; for a
+linking checkpoint also key-value pair P/R/F1 with the gold entities and end to end (pairs between the entities the
+checkpoint finds), at the checkpoint's `link_threshold`.
 
     python scripts/evaluate.py --model runs/main/final --dataset synthetic --split validation --output report.json
+    python scripts/evaluate.py --model runs/linking/final --dataset ../shared/data/funsd/training_data
 
 The data flags are `scripts/train.py`'s (`layoutlm_roialign.data.DataArguments`), and the dataset is loaded the same
 way, so the same `--split_seed` scores the same validation pages; a dataset's own splits (a FUNSD release root's
@@ -19,10 +22,11 @@ import torch
 from transformers import HfArgumentParser
 
 from layoutlm_roialign.checkpoints import load_checkpoint_for_labels
-from layoutlm_roialign.data import DataArguments, label_names_of, load_training_data
-from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
-from layoutlm_roialign.inference import predict_windows
-from layoutlm_roialign.metrics import WordLevelEntityMetrics, entity_scores
+from layoutlm_roialign.data import DataArguments, has_links, label_names_of, load_training_data
+from layoutlm_roialign.inference import is_linking_model
+from layoutlm_roialign.linking import link_scores_of, predict_dataset
+from layoutlm_roialign.metrics import entity_scores
+from layoutlm_roialign.outputs import check_output_paths, write_files
 
 
 @dataclass
@@ -50,9 +54,11 @@ def evaluate_checkpoint(
     trust_remote_code: bool = False,
     return_predictions: bool = False,
 ) -> dict:
-    """Score checkpoint `model` on `split` of `data_args.dataset`. Returns the JSON report: entity
-    precision/recall/F1 overall and per type, word accuracy, page and window counts (and the per-page word labels
-    with `return_predictions`)."""
+    """Score checkpoint `model` on `split` of `data_args.dataset` through the package's road (`linking.predict_dataset`:
+    one pass per page). Returns the JSON report: entity precision/recall/F1 overall and per type, word accuracy, the
+    page count; for a linking checkpoint `"pairs"`: pair precision/recall/F1 with the gold entities
+    (`gold_entities`) and end to end (`end_to_end`) at its `link_threshold`; and the per-page word labels with
+    `return_predictions`."""
     raw = load_training_data(data_args)
     if split not in raw:
         raise ValueError(f"--split {split!r} is not a split of --dataset {data_args.dataset!r}: {sorted(raw)}.")
@@ -60,23 +66,30 @@ def evaluate_checkpoint(
     net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
     if torch.cuda.is_available():
         net = net.cuda()
-    encoded = encode_dataset(pages, processor, data_args.max_length, data_args.stride, desc=f"Encoding {split}")
-    inputs = [name for name in processor.model_input_names if name in encoded.column_names]
-    collate = DataCollatorForLayoutLMRoIAlign(pad_token_id=processor.tokenizer.pad_token_id, pad_to_multiple_of=None)
-    logits = predict_windows(net, encoded.select_columns(inputs), inputs, batch_size, collate=collate)
-    metrics = WordLevelEntityMetrics(encoded, pages, net.config.id2label)
-    predictions = metrics.word_predictions([window.argmax(-1).numpy() for window in logits])
+    predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size)
+    id2label = net.config.id2label
+    references = [[id2label[int(t)] for t in tags] for tags in pages["ner_tags"]]
+    labels = [[w["label"] for w in p["words"]] for p in predictions]
     report = {
         "model": model,
         "dataset": data_args.dataset,
         "split": split,
         "pages": len(pages),
-        "windows": len(encoded),
-        **entity_scores(metrics.references, predictions),
+        **entity_scores(references, labels),
     }
+    if is_linking_model(net):
+        if not has_links(pages):
+            raise ValueError(
+                f"--model {model} links entities, but --dataset {data_args.dataset!r} has no entity links to score "
+                "pairs against (a FUNSD folder has them)."
+            )
+        threshold = net.config.link_threshold
+        scores = link_scores_of(predictions, list(pages), net.config.link_types, [threshold])
+        report["link_threshold"] = threshold
+        report["pairs"] = {kind: by_threshold[float(threshold)] for kind, by_threshold in scores.items()}
     if return_predictions:
-        report["predictions"] = predictions
-        report["references"] = metrics.references
+        report["predictions"] = labels
+        report["references"] = references
     return report
 
 
@@ -84,13 +97,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = HfArgumentParser((EvaluateArguments, DataArguments))
     args, data_args = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else list(argv))
     try:
+        if args.output:
+            check_output_paths({"--output": args.output})
         report = evaluate_checkpoint(args.model, data_args, args.split, args.batch_size, args.trust_remote_code)
     except ValueError as err:
         parser.error(str(err))
     text = json.dumps(report, indent=2)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        write_files({args.output: lambda f: f.write((text + "\n").encode())})
     print(text)
     return report
 

@@ -92,10 +92,8 @@ def main(argv=None) -> dict:
             args.dpi,
         )
         from layoutlm_roialign.inference import load_model_and_processor
-        from layoutlm_roialign.linking import with_link_head
 
-        model, processor = load_model_and_processor(args.model, args.trust_remote_code)
-        model = with_link_head(model, args.model)  # a linking checkpoint's records also get its key-value pairs
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code)  # linking: pairs too
         summary = plan.run(
             model,
             processor,

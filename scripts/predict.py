@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Label the words of a page image and draw its entities.
+"""Label the words of a page and draw its entities.
 
     python scripts/predict.py --model runs/main/final --image page.png --output_json page.json --output_png page.pred.png
     python scripts/predict.py ... --words page_words.json   # {"words": [...], "boxes": [[x0, y0, x1, y1], ...]}
+    python scripts/predict.py ... --image report.pdf --page 2   # words from the PDF's text layer (OCR for a scan)
 
 A linking checkpoint (`scripts/train.py --task linking`) also links the entities it finds: the JSON gets `"pairs"`
 (`{"key": {...}, "value": {...}, "score": ...}`, each end an entity with its text and boxes) and the PNG an arrow
-from each key to its value. Without `--words` the page is OCR'd with Tesseract. Boxes in `--words` are on LayoutLM's 0-1000 grid, or in page
-pixels under the key `"pixel_boxes"`; a box that does not fit the page is an error unless `--clamp_boxes`.
+from each key to its value, from the same pass of the model. Without `--words` the words come from a PDF's text
+layer, else Tesseract OCR. Boxes in `--words` are on LayoutLM's 0-1000 grid, or in page pixels under the key
+`"pixel_boxes"`; a box that does not fit the page is an error unless `--clamp_boxes`.
 Everything that can be checked is checked before the model loads, and the JSON and the drawing are written together
 (temporary files renamed once both are ready): a failure leaves earlier outputs as they were.
 """
@@ -19,28 +21,25 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from layoutlm_roialign.inference import (
-    draw_entities,
-    load_model_and_processor,
-    load_words_json,
-    predict_page,
-)
-from layoutlm_roialign.linking import (
-    draw_pairs,
-    has_link_head,
-    is_linking_checkpoint,
-    load_linking_model,
-    predict_pairs,
-)
+from layoutlm_roialign.drawing import draw_prediction
+from layoutlm_roialign.inference import load_model_and_processor, predict_page
 from layoutlm_roialign.outputs import check_output_paths, write_files
-from layoutlm_roialign.pages import load_page
+from layoutlm_roialign.pages import DEFAULT_DPI, WORDS_FROM, load_words_json, read_page
 
 
 @dataclass
 class PredictArguments:
     model: str = field(metadata={"help": "Checkpoint folder or Hub id."})
-    image: str = field(metadata={"help": "The page image."})
-    words: str | None = field(default=None, metadata={"help": "JSON with words and boxes; default: OCR."})
+    image: str = field(metadata={"help": "The page: an image file (any frame of a TIFF) or a PDF."})
+    page: int = field(default=1, metadata={"help": "The page number, from 1 (a PDF's page, a TIFF's frame)."})
+    words: str | None = field(
+        default=None, metadata={"help": "JSON with words and boxes; default: the PDF's text layer, else OCR."}
+    )
+    words_from: str = field(
+        default="auto",
+        metadata={"help": f"Without --words: one of {WORDS_FROM} (auto: a PDF's text layer, else OCR)."},
+    )
+    dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
     output_json: str = field(default="prediction.json", metadata={"help": "Where to write the words and entities."})
     output_png: str | None = field(
         default="prediction.png", metadata={"help": "Where to draw the entities (PNG, JPEG, ...); '' for none."}
@@ -60,24 +59,23 @@ def main(argv=None) -> dict:
     try:
         check_output_paths({"--output_json": args.output_json, "--output_png": args.output_png})
         png_format = _image_format(args.output_png) if args.output_png else None
-        page = load_page(args.image, name=args.image)
-        words, boxes = (None, None)
-        if args.words:
-            words, boxes = load_words_json(args.words, *page.size, clamp=args.clamp_boxes)
-        if is_linking_checkpoint(args.model):  # labels and pairs, one checkpoint
-            model, processor = load_linking_model(args.model, args.trust_remote_code)
+        words = boxes = None
+        if args.words:  # the page's size first, to check the words file's boxes against it
+            page = read_page(args.image, args.page, [], [], dpi=args.dpi, name=args.image)
+            words, boxes = load_words_json(args.words, page["width"], page["height"], clamp=args.clamp_boxes)
         else:
-            model, processor = load_model_and_processor(args.model, args.trust_remote_code)
-        predict = predict_pairs if has_link_head(model) else predict_page
-        prediction = predict(
-            model, processor, page, words, boxes, args.max_length, args.stride, ocr_lang=args.ocr_lang
-        )
+            page = read_page(args.image, args.page, words_from=args.words_from, dpi=args.dpi, ocr_lang=args.ocr_lang,
+                             name=args.image)  # fmt: skip
+            words, boxes = page["words"], page["boxes"]
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code)
+        prediction = predict_page(model, processor, page["image"], words, boxes, args.max_length, args.stride)
+        prediction.update(words_from="the words file" if args.words else page["words_from"], page=args.page)
     except (ValueError, ImportError, OSError) as err:  # OCR without pytesseract or the tesseract binary
         parser.error(str(err))
     writers = {args.output_json: lambda f: f.write(json.dumps(prediction, indent=2).encode())}
     if args.output_png:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        drawing = (draw_pairs if "pairs" in prediction else draw_entities)(page, prediction, labels)
+        drawing = draw_prediction(page["image"], prediction, labels)
         writers[args.output_png] = lambda f: drawing.save(f, format=png_format)
     write_files(writers)
     print(

@@ -7,10 +7,10 @@
    from the training words) on synthetic forms whose headers differ from questions only in the pixels, with
    `scripts/train.py`'s code path (`Trainer`, evaluation every epoch, best checkpoint kept), and prints the
    entity scores.
-2. Loads the saved folder back through `AutoModelForTokenClassification` / `AutoProcessor` with
-   `trust_remote_code=True` (the code files saved beside the weights) in a fresh process that cannot import
-   this package, and checks that it gives the same logits.
-3. Labels an unseen synthetic page and writes `prediction.json` and `prediction.png` (each entity's box in its
+2. Labels an unseen synthetic page with `pipeline(model=folder, trust_remote_code=True)` (the code files saved
+   beside the weights) in a fresh process that cannot import this package.
+3. Labels the same page here (`inference.predict_page`, the road the pipeline is built on), checks that both give
+   the same labels (and pairs), and writes `prediction.json` and `prediction.png` (each entity's box in its
    label's colour).
 
 `--linking` runs the same three steps for the key-value linking model (`scripts/train.py --task linking`: labels
@@ -31,15 +31,10 @@ from pathlib import Path
 LOAD_AS_REMOTE_CODE = """
 import json, sys
 sys.modules["layoutlm_roialign"] = None  # the package must not be needed: only the folder's own code
-import torch
-from PIL import Image
-from transformers import AutoModelForTokenClassification, AutoProcessor
+from transformers import pipeline
 folder, page = sys.argv[1], json.load(open(sys.argv[2]))
-model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-inputs = processor(Image.open(page["image"]), page["words"], page["boxes"], truncation=True, return_tensors="pt")
-with torch.no_grad():
-    print(json.dumps({"class": type(model).__name__, "logits": model(**inputs).logits[0].tolist()}))
+pipe = pipeline(model=folder, trust_remote_code=True)
+print(json.dumps({"class": type(pipe.model).__name__, "prediction": pipe(page)}))
 """
 
 
@@ -54,11 +49,11 @@ def main(argv=None) -> None:
 
     import torch
     import transformers
-    from transformers import AutoModelForTokenClassification, AutoProcessor, TrainingArguments
+    from transformers import TrainingArguments
 
     from layoutlm_roialign.data import DataArguments, render_synthetic_form
-    from layoutlm_roialign.inference import draw_entities, predict_page
-    from layoutlm_roialign.linking import draw_pairs, has_link_head, load_linking_model, predict_pairs
+    from layoutlm_roialign.drawing import draw_prediction
+    from layoutlm_roialign.inference import load_model_and_processor, predict_page
 
     from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training  # scripts/train.py, beside this file
 
@@ -105,7 +100,8 @@ def main(argv=None) -> None:
     image, words, boxes, _ = render_synthetic_form(seed=12345, index=0)  # a page no run has seen
     out = Path(args.output_dir).resolve()
     image.save(out / "page.png")
-    print(f"\n2/3 Loading {final} as remote code in a fresh process without this package ...", flush=True)
+    print(f"\n2/3 Labelling an unseen page with pipeline(model={final}, trust_remote_code=True) in a fresh process "
+          "without this package ...", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"image": str(out / "page.png"), "words": words, "boxes": boxes}, f)
     child = subprocess.run(
@@ -116,24 +112,18 @@ def main(argv=None) -> None:
         raise SystemExit(f"Loading the checkpoint as remote code failed:\n{child.stderr[-3000:]}")
     remote = json.loads(child.stdout.strip().splitlines()[-1])
 
-    if args.linking:  # here the package's own AutoModelForTokenClassification would give the token head alone
-        model, processor = load_linking_model(final)
-        model.eval()
-    else:
-        model = AutoModelForTokenClassification.from_pretrained(final, trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(final, trust_remote_code=True)
+    model, processor = load_model_and_processor(final)  # the class its config names: the linking model's too
+    print("\n3/3 Labelling the page here ...", flush=True)
     with torch.no_grad():
-        local = model(**processor(image, words, boxes, truncation=True, return_tensors="pt")).logits[0]
-    difference = (local - torch.tensor(remote["logits"])).abs().max().item()
-    print(f"  {remote['class']} loaded; max |logits difference| to this process: {difference:.1e}")
-
-    print("\n3/3 Labelling an unseen page ...", flush=True)
-    with torch.no_grad():
-        prediction = (predict_pairs if has_link_head(model) else predict_page)(model, processor, image, words, boxes)
+        prediction = predict_page(model, processor, image, words, boxes)
+    same = [w["label"] for w in prediction["words"]] == [w["label"] for w in remote["prediction"]["words"]]
+    same_pairs = prediction.get("pairs") == remote["prediction"].get("pairs")
+    print(f"  {remote['class']} loaded by the pipeline; same labels here: {same}; same pairs: {same_pairs}")
+    if not (same and same_pairs):
+        raise SystemExit("The pipeline without the package and the package's own road disagree.")
     (out / "prediction.json").write_text(json.dumps(prediction, indent=2))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    draw = draw_pairs if "pairs" in prediction else draw_entities
-    draw(image.convert("RGB"), prediction, labels).save(out / "prediction.png")
+    draw_prediction(image.convert("RGB"), prediction, labels).save(out / "prediction.png")
     pairs = f", {len(prediction['pairs'])} pairs" if "pairs" in prediction else ""
     print(f"  {len(prediction['words'])} words, {len(prediction['entities'])} entities{pairs}")
     print(f"  -> {out / 'prediction.json'}\n  -> {out / 'prediction.png'}")

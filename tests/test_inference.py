@@ -16,15 +16,15 @@ from conftest import TINY_TRAINING_MODEL
 
 from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
+from layoutlm_roialign.drawing import draw_entities, label_colours
 from layoutlm_roialign.inference import (
-    draw_entities,
+    encode_page,
     group_entities,
-    label_colours,
     load_model_and_processor,
-    load_words_json,
     predict_page,
     predict_windows,
 )
+from layoutlm_roialign.pages import load_words_json
 
 LABELS = FUNSD_LABELS
 
@@ -114,7 +114,7 @@ def test_empty_page_gives_no_words(model_and_processor):
     model, processor = model_and_processor
     result = predict_page(model, processor, PIL.Image.new("RGB", (50, 50), "white"), [], [])
     assert result["words"] == [] and result["entities"] == []
-    with pytest.raises(ValueError, match="both `words` and `boxes`"):
+    with pytest.raises(ValueError, match="Give `words` with their `boxes`"):
         predict_page(model, processor, PIL.Image.new("RGB", (50, 50)), ["a"], None)
 
 
@@ -349,43 +349,35 @@ def test_damaged_model_folders_name_the_file(saved_model, tmp_path):
         load_model_and_processor(str(model_only))
 
 
-def test_predict_windows_gives_each_windows_own_logits_from_an_encoding_or_a_list(model_and_processor):
+def test_predict_windows_gives_each_windows_own_logits_across_pages(model_and_processor):
+    """Windows of two pages of different lengths share forward passes; each window's logits equal the window run on
+    its own with its own page's image."""
     model, processor = model_and_processor
-    words, boxes, image = make_page(40)
-    names = processor.model_input_names
-    call = dict(truncation=True, max_length=24, stride=6, return_overflowing_tokens=True)
-    encoding = processor(image, words, boxes, padding="longest", return_tensors="pt", **call)
-    windows = processor(image, words, boxes, **call)
-    rows = [{k: torch.as_tensor(windows[k][i]) for k in names} | {"page": 0} for i in range(len(windows["input_ids"]))]
-    assert len(rows) >= 3 and len({len(r["input_ids"]) for r in rows}) > 1  # windows of different lengths
-
-    def collate(chunk):
-        length = max(len(r["input_ids"]) for r in chunk)
-        padded = {
-            k: torch.stack([torch.cat([r[k], r[k].new_zeros(length - len(r[k]), *r[k].shape[1:])]) for r in chunk])
-            for k in names
-            if k != "pixel_values"
-        }
-        return padded | {"pixel_values": torch.stack([r["pixel_values"] for r in chunk]), "page": None}
-
-    from_encoding = predict_windows(model, encoding, names, batch_size=3)
-    from_list = predict_windows(model, rows, names, batch_size=2, collate=collate)
-    assert len(from_encoding) == len(from_list) == len(rows)
-    for row, a, b in zip(rows, from_encoding, from_list, strict=True):
-        with torch.no_grad():
-            alone = model(**{k: row[k][None] for k in names}).logits[0]  # the window on its own, unpadded
-        assert a.shape == b.shape == alone.shape and a.dtype == torch.float32
-        torch.testing.assert_close(a, alone, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(b, alone, atol=1e-4, rtol=1e-4)
-    with pytest.raises(ValueError, match="`collate` is required"):
-        predict_windows(model, rows, names)
+    pages = []
+    for count, seed in ((40, 0), (13, 1)):
+        words, boxes, image = make_page(count)
+        image = PIL.Image.eval(image, lambda v, s=seed: max(0, v - 60 * s))  # the two pages' pixels differ
+        pages.append(encode_page(processor, image, words, boxes, max_length=24, stride=6))
+    assert len(pages[0]["windows"]["input_ids"]) >= 3
+    assert pages[0]["windows"]["input_ids"].shape[1] != pages[1]["windows"]["input_ids"].shape[1]
+    results = predict_windows(model, pages, batch_size=3, pad_token_id=processor.tokenizer.pad_token_id)
+    for page, result in zip(pages, results, strict=True):
+        windows = page["windows"]
+        assert len(result["logits"]) == len(windows["input_ids"])
+        for w, logits in enumerate(result["logits"]):
+            n = int(windows["attention_mask"][w].sum())
+            alone = {k: windows[k][w : w + 1, :n] for k in windows} | {"pixel_values": page["pixel_values"][None]}
+            with torch.no_grad():
+                expected = model(**alone).logits[0]
+            assert logits.shape == expected.shape and logits.dtype == torch.float32
+            torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
-        predict_windows(model, encoding, names, batch_size=0)
+        predict_windows(model, pages, batch_size=0)
 
 
 def test_predict_page_runs_the_backbone_once_per_batch_of_a_pages_windows(model_and_processor):
     """predict_page gives the windows of a long page one image (`image_index`): one backbone run per batch of
-    windows, and the logits of the page's image repeated per window."""
+    windows, and the labels of the processor's encoding, which repeats the page's image per window."""
     model, processor = model_and_processor
     words, boxes, image = make_page(40)
     encoding = processor(
@@ -399,14 +391,10 @@ def test_predict_page_runs_the_backbone_once_per_batch_of_a_pages_windows(model_
     handle = backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     try:
         shared = predict_page(model, processor, image, words, boxes, max_length=24, stride=6, batch_size=2)
-        repeated = predict_windows(model, encoding, processor.model_input_names, batch_size=num_windows)
     finally:
         handle.remove()
-    assert calls[:-1] == [1] * ((num_windows + 1) // 2)  # one image per batch of 2 windows
-    assert calls[-1] == num_windows  # the processor's encoding repeats the image per window
-    probabilities = torch.cat(repeated).softmax(-1)
-    assert max(w["score"] for w in shared["words"]) <= probabilities.max().item() + 1e-5
-    chosen = processor.post_process_token_classification(
-        encoding, torch.nn.utils.rnn.pad_sequence(repeated, batch_first=True).argmax(-1)
-    )[0]
+    assert calls == [1] * ((num_windows + 1) // 2)  # one image per batch of 2 windows
+    with torch.no_grad():
+        repeated = model(**{k: encoding[k] for k in processor.model_input_names}).logits
+    chosen = processor.post_process_token_classification(encoding, repeated.argmax(-1))[0]
     assert [w["label"] for w in shared["words"]] == [model.config.id2label[int(i)] for i in chosen]

@@ -36,7 +36,9 @@ from layoutlm_roialign.data import (
     render_synthetic_form,
     render_synthetic_form_with_links,
 )
-from layoutlm_roialign.linking import draw_pairs, end_to_end_scores, has_link_head, link_entities, predict_pairs
+from layoutlm_roialign.drawing import draw_pairs
+from layoutlm_roialign.inference import is_linking_model, predict_page
+from layoutlm_roialign.linking import end_to_end_scores
 from layoutlm_roialign.metrics import end_to_end_link_scores, gold_links, link_scores
 from layoutlm_roialign.processing_layoutlm_roialign import merge_window_links, select_links
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
@@ -182,7 +184,7 @@ def test_no_entities_gives_empty_rows_and_no_pairs(processor):
     model = LayoutLMRoIAlignForRelationExtraction(linking_config(processor, use_visual_features=False)).eval()
     out = model(**{k: enc[k] for k in ("input_ids", "bbox", "attention_mask", "entity_spans", "link_labels")})
     assert out.link_logits.shape == (1, 0, 0) and out.loss.item() == 0.0
-    assert processor.post_process_relation_extraction(enc, out.link_logits) == [[]]
+    assert processor.post_process_relation_extraction(enc, out.link_logits, config=model.config) == [[]]
 
 
 def test_window_merge_takes_each_pair_from_the_window_with_most_context():
@@ -274,7 +276,7 @@ def test_the_link_head_learns_to_recover_the_links_of_synthetic_forms(synthetic,
     with torch.no_grad():
         link_logits = model(**{k: enc[k] for k in LINK_INPUTS if k != "pixel_values"}).link_logits
     predicted = [{(k, v) for k, v in ((p["key"], p["value"]) for p in page)}
-                 for page in processor.post_process_relation_extraction(enc, link_logits)]  # fmt: skip
+                 for page in processor.post_process_relation_extraction(enc, link_logits, 0.5, True)]  # fmt: skip
     gold = [gold_links(r["entities"], r["links"], [["QUESTION", "ANSWER"]]) for r in held_out]
     scores = link_scores(gold, predicted)
     assert scores["gold"] > 20 and scores["f1"] > 0.75, scores  # chance: an answer picks among ~10 questions
@@ -349,14 +351,14 @@ def test_linking_checkpoint_round_trip_and_remote_code_without_the_package(synth
     assert "REMOTE_OK" in result.stdout
 
 
-def test_predict_pairs_and_draw_pairs_on_a_page(synthetic, processor):
+def test_predict_page_links_given_entities_and_draw_pairs_draws_them(synthetic, processor):
     torch.manual_seed(0)
     model = LayoutLMRoIAlignForRelationExtraction(linking_config(processor, link_threshold=1e-6)).eval()
-    assert has_link_head(model)
+    assert is_linking_model(model)
     row = synthetic[5]
     gold = [{"word_indices": e["word_indices"], "label": e["label"]} for e in row["entities"]]
     # with gold entities and a threshold that keeps every candidate: each answer gets its best question
-    prediction = predict_pairs(model, processor, row["image"], row["words"], row["bboxes"], entities=gold)
+    prediction = predict_page(model, processor, row["image"], row["words"], row["bboxes"], entities=gold)
     answers = [i for i, e in enumerate(gold) if e["label"] == "ANSWER"]
     assert sorted(p["value"]["entity"] for p in prediction["pairs"]) == answers
     for pair in prediction["pairs"]:
@@ -365,7 +367,7 @@ def test_predict_pairs_and_draw_pairs_on_a_page(synthetic, processor):
     picture = draw_pairs(row["image"], prediction, FUNSD_LABELS)
     arrows = np.all(np.asarray(picture)[..., :3] == (230, 120, 0), axis=-1)
     assert arrows.sum() > 100
-    assert link_entities(model, processor, row["image"], row["words"], row["bboxes"], []) == []
+    assert predict_page(model, processor, row["image"], row["words"], row["bboxes"], entities=[])["pairs"] == []
 
 
 def test_end_to_end_scores_run_on_predicted_entities(synthetic, processor):

@@ -2,16 +2,15 @@
 
 `scripts/label.py` is the command. The modules, one job each: `sources` (inputs -> documents -> page jobs, the
 split between processes), `reading` (a page job -> its words and encoded windows, in `DataLoader` workers),
-`runner` (windows of several pages per forward pass, each page's backbone run once, decoded as `predict_page`
-does), `pairs` (the key-value pairs of a linking checkpoint's records), `jsonl` (append-only, fsync'd records; a torn last line cut off on resume), `shards` (per-process output names
+`runner` (batches of pages through the package's road, `inference.label_pages`: windows of several pages per forward
+pass, each page's backbone run once, decoded and linked as `predict_page` does), `jsonl` (append-only, fsync'd records; a torn last line cut off on resume), `shards` (per-process output names
 and their merge), `pipeline` (one run: plan, stream, write, summarize).
 """
 
 from .jsonl import JsonlWriter, read_complete, recover
-from .pairs import PagePairLinker
 from .pipeline import LabelRun, plan_run, process_share
 from .reading import PageReader
-from .runner import PageLabeller, group_pages
+from .runner import PageLabeller
 from .shards import merge_shards, output_paths
 from .sources import PageJob, expand_inputs, page_jobs, shard
 
@@ -20,10 +19,8 @@ __all__ = [
     "LabelRun",
     "PageJob",
     "PageLabeller",
-    "PagePairLinker",
     "PageReader",
     "expand_inputs",
-    "group_pages",
     "merge_shards",
     "output_paths",
     "page_jobs",

@@ -22,14 +22,13 @@ from typing import Any
 
 import torch
 
-from ..inference import draw_entities
-from ..linking import draw_pairs, has_link_head
+from ..drawing import draw_prediction
+from ..inference import group_pages
 from ..outputs import check_output_paths, write_files
-from ..pdf import DEFAULT_DPI
+from ..pages import DEFAULT_DPI, WORDS_FROM
 from .jsonl import JsonlWriter, read_complete, record_key, recover
-from .pairs import PagePairLinker
-from .reading import WORDS_FROM, PageReader, worker_init
-from .runner import PageLabeller, group_pages
+from .reading import PageReader, worker_init
+from .runner import PageLabeller
 from .shards import output_paths, record_files
 from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
 
@@ -76,7 +75,6 @@ class LabelRun:
         dtype: str = "float32",
         compile: bool = False,
         quiet: bool = False,
-        link_pairs: Any = None,
     ) -> dict:
         """Label the planned pages and return the summary (`pages`, `failed`, `skipped`, `words`, `entities`,
         `seconds`, `pages_per_second`, `input_wait_share`: the share of the time the model waited for pages)."""
@@ -100,9 +98,7 @@ class LabelRun:
             keep_image=bool(self.png_dir),
             **options,
         )
-        if link_pairs is None and has_link_head(model):  # a linking checkpoint: its records get "pairs"
-            link_pairs = PagePairLinker(model, processor, max_length, stride, batch_size)
-        labeller = PageLabeller(model, processor.tokenizer.pad_token_id, device, dtype, compile, link_pairs)
+        labeller = PageLabeller(model, processor, batch_size, device, dtype, compile)  # a linking model: pairs too
         loader = torch.utils.data.DataLoader(
             reader,
             batch_size=None,
@@ -165,8 +161,7 @@ class LabelRun:
         stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(record["source"]))[0])[:80] or "page"
         digest = hashlib.sha1(record["source"].encode("utf-8")).hexdigest()[:8]
         path = os.path.join(self.png_dir, f"{stem}-{digest}.p{record['page']}.png")
-        draw = draw_pairs if "pairs" in record else draw_entities  # arrows from keys to values, where there are pairs
-        drawing = draw(image, record, labels)
+        drawing = draw_prediction(image, record, labels)  # arrows from keys to values, where there are pairs
         write_files({path: lambda f: drawing.save(f, format="PNG")})
         return path
 

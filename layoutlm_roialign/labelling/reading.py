@@ -20,18 +20,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import PIL.Image
 import torch
 
-from ..image_processing_layoutlm_roialign import apply_tesseract, normalize_boxes
 from ..inference import encode_page
-from ..pages import load_page, page_to_rgb_image
-from ..pdf import DEFAULT_DPI
+from ..pages import DEFAULT_DPI, WORDS_FROM, read_page
 from .sources import PageJob
 
 __all__ = ["PageReader", "worker_init", "WORDS_FROM"]
-
-WORDS_FROM = ("auto", "text", "ocr")
 
 
 def worker_init(worker_id: int) -> None:
@@ -106,56 +101,24 @@ class PageReader(torch.utils.data.Dataset):
 
     def _read(self, job: PageJob) -> dict:
         words = boxes = None
-        if job.kind == "pdf":
-            from ..pdf import pdf_page_words, render_pdf_page
-
-            page = render_pdf_page(job.source, job.page - 1, dpi=self.dpi)
-            if self.words_from != "ocr":
-                words, pixel_boxes = pdf_page_words(job.source, job.page - 1, dpi=self.dpi)
-                # pdf_page_words clamps boxes to the page: text placed off the page comes back inverted; it is not
-                # on the page the model sees, so it is left out.
-                kept = [(w, b) for w, b in zip(words, pixel_boxes, strict=True) if b[0] <= b[2] and b[1] <= b[3]]
-                words, boxes = [w for w, _ in kept], normalize_boxes([b for _, b in kept], *page.size)
-                if not words and self.words_from == "auto":
-                    words = boxes = None
-        elif job.kind == "dataset":
+        if job.kind == "dataset":
             row = self.dataset[job.page - 1]
-            page = load_page(row[self.image_column], name=f"{job.source} row {job.page - 1}")
+            source, page, name = row[self.image_column], 1, f"{job.source} row {job.page - 1}"
             if self.words_column and self.words_from != "ocr":
-                words, boxes = row[self.words_column], row[self.boxes_column]
-                kept = [(w.strip(), b) for w, b in zip(words, boxes, strict=True) if isinstance(w, str) and w.strip()]
+                kept = [(w.strip(), b) for w, b in zip(row[self.words_column], row[self.boxes_column], strict=True)
+                        if isinstance(w, str) and w.strip()]  # fmt: skip
                 words, boxes = [w for w, _ in kept], [[int(round(v)) for v in b] for _, b in kept]
         else:
-            page = _image_frame(job.source, job.page - 1)
-        source = {"pdf": "text", "dataset": "dataset"}.get(job.kind, "none")
-        rgb = page_to_rgb_image(page)  # 16-bit, transparent and palette pages converted as the image processor does
-        if words is None and self.words_from != "text":
-            try:
-                words, boxes = apply_tesseract(rgb, self.ocr_lang)
-            except Exception as err:  # noqa: BLE001 (pytesseract's errors, a missing binary, a Tesseract crash)
-                raise RuntimeError(f"OCR failed: {_reason(err)}") from err
-            source = "ocr"
-        words, boxes = words or [], boxes or []
-        item = {"words_from": source, "width": rgb.width, "height": rgb.height, "words": words, "boxes": boxes}
-        item["windows"] = item["word_ids"] = None
-        if words:
-            encoding = encode_page(self.processor, rgb, words, boxes, self.max_length, self.stride)
-            item["windows"] = {k: encoding[k] for k in ("input_ids", "bbox", "attention_mask", "token_type_ids")}
-            item["word_ids"] = [encoding.word_ids(i) for i in range(len(encoding["input_ids"]))]
-            item["pixel_values"] = encoding["pixel_values"][0].clone()  # every window holds the same page: keep one
+            source, page, name = job.source, job.page, None
+        try:
+            read = read_page(source, page, words, boxes, words_from=self.words_from, dpi=self.dpi,
+                             ocr_lang=self.ocr_lang, name=name)  # fmt: skip
+        except (ImportError, OSError) as err:  # pytesseract or the tesseract binary missing, a Tesseract crash
+            raise RuntimeError(f"OCR failed: {_reason(err)}") from err
+        words_from = "dataset" if read["words_from"] == "given" else read["words_from"]
+        item = {"words_from": words_from, **{k: read[k] for k in ("width", "height", "words", "boxes")}}
+        item.update(encode_page(self.processor, read["image"], read["words"], read["boxes"], self.max_length,
+                                self.stride))  # fmt: skip
         if self.keep_image:
-            item["image"] = rgb
+            item["image"] = read["image"]
         return item
-
-
-def _image_frame(path: str, index: int) -> PIL.Image.Image:
-    """Frame `index` of an image file (a page of a multi-page TIFF), pixels read."""
-    if index == 0:
-        return load_page(path)
-    try:
-        with PIL.Image.open(path) as image:
-            image.seek(index)
-            image.load()
-            return image.copy()
-    except (OSError, EOFError, SyntaxError, ValueError) as err:
-        raise ValueError(f"The page {path!r} frame {index + 1} cannot be read ({err}).") from err

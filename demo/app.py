@@ -34,7 +34,7 @@ import PIL.Image  # noqa: E402
 
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
 from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
-from layoutlm_roialign.pages import load_words_json, read_page  # noqa: E402
+from layoutlm_roialign.pages import PageNotFound, load_words_json, read_page  # noqa: E402
 from layoutlm_roialign.pdf import is_pdf  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +113,11 @@ def read_form(
             page = read_page(path, page_number, [], [], name=name)
         else:
             page = read_page(path, page_number, name=name)
+    except PageNotFound as err:
+        raise BadInput(f"{name} has {err.count} page(s): choose a page from 1 to {err.count}.") from err
     except ValueError as err:
+        if os.path.isfile(path) and is_pdf(path):
+            raise BadInput(f"{name} cannot be read as a PDF: it is damaged or encrypted ({err}).") from err
         raise BadInput(f"{name} cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: {err}") from err
     except (ImportError, OSError) as err:  # pytesseract, the tesseract binary or pypdfium2 missing
         raise BadInput(

@@ -13,12 +13,12 @@ from transformers import (
     AutoModelForTokenClassification,
     AutoProcessor,
 )
-
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor, normalize_box, normalize_boxes
 from .modeling_layoutlm_roialign import (
+    PIPELINE_TASK,
     LayoutLMRoIAlignForRelationExtraction,
     LayoutLMRoIAlignForSequenceClassification,
     LayoutLMRoIAlignForTokenClassification,
@@ -26,7 +26,6 @@ from .modeling_layoutlm_roialign import (
     LayoutLMRoIAlignModelOutput,
     LayoutLMRoIAlignPreTrainedModel,
     LayoutLMRoIAlignRelationExtractionOutput,
-    PIPELINE_TASK,
     backbone_weights_name,
     build_backbone,
     load_backbone_weights,
@@ -72,7 +71,10 @@ LayoutLMRoIAlignImageProcessor.register_for_auto_class("AutoImageProcessor")
 LayoutLMRoIAlignProcessor.register_for_auto_class("AutoProcessor")
 # `pipeline("form-understanding", ...)`; checkpoints carry it too (`custom_pipelines`, see `save_pretrained`).
 PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK, pipeline_class=FormUnderstandingPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
+    PIPELINE_TASK,
+    pipeline_class=FormUnderstandingPipeline,
+    pt_model=AutoModelForTokenClassification,
+    type="multimodal",
 )
 
 __all__ = [

@@ -230,7 +230,7 @@ def link_metrics_section(link_scores: dict | None, config: dict) -> str:
 def checkpoint_code_files(folder: str | os.PathLike) -> list[str]:
     """The code files a checkpoint folder must carry for `trust_remote_code`: the modules its configs name (`auto_map`
     of config.json and processor_config.json, `custom_pipelines`) and every module they import relatively."""
-    from transformers.dynamic_module_utils import get_relative_import_files
+    from transformers.dynamic_module_utils import get_relative_imports
 
     folder = Path(folder)
     modules: set[str] = set()
@@ -245,10 +245,13 @@ def checkpoint_code_files(folder: str | os.PathLike) -> list[str]:
             for item in ref if isinstance(ref, (list, tuple)) else [ref]:
                 if isinstance(item, str) and "." in item:
                     modules.add(item.split("--")[-1].rsplit(".", 1)[0] + ".py")
-    files = set(modules)
-    for module in modules:
-        if (folder / module).is_file():
-            files |= {Path(f).name for f in get_relative_import_files(str(folder / module))}
+    files, todo = set(modules), list(modules)
+    while todo:  # the relative imports of each present file (a missing one is reported by the caller)
+        module = folder / todo.pop()
+        if module.is_file():
+            found = {f"{name}.py" for name in get_relative_imports(str(module))} - files
+            files |= found
+            todo += found
     return sorted(files)
 
 

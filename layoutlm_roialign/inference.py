@@ -475,7 +475,11 @@ def given_entities(entities: Sequence[Any], words: Sequence[dict], entity_types:
                 )
             owner[i] = e
         members = [words[i] for i in indices]
-        described = {"label": types.get(name, name), "word_indices": indices, "text": " ".join(w["text"] for w in members)}
+        described = {
+            "label": types.get(name, name),
+            "word_indices": indices,
+            "text": " ".join(w["text"] for w in members),
+        }
         for key in ("box", "pixel_box"):
             described[key] = [min(w[key][0] for w in members), min(w[key][1] for w in members),
                               max(w[key][2] for w in members), max(w[key][3] for w in members)]  # fmt: skip
@@ -542,9 +546,11 @@ def link_pages(
             feature_map = torch.stack([kept[p]["feature_map"] for p in chunk_pages])
             image_index = torch.tensor([chunk_pages.index(p) for p, *_ in chunk], device=feature_map.device)
         device = states.device
-        logits = model.link_logits_from_states(
-            states, bbox, spans.to(device), labels.to(device), feature_map, image_index
-        ).float().cpu()  # (B, E, E)
+        logits = (
+            model.link_logits_from_states(states, bbox, spans.to(device), labels.to(device), feature_map, image_index)
+            .float()
+            .cpu()
+        )  # (B, E, E)
         for i, (p, w, s, _) in enumerate(chunk):
             link_logits[p, w] = logits[i, : len(s), : len(s)]
     out = []

@@ -26,7 +26,15 @@ from .image_processing_layoutlm_roialign import apply_tesseract, normalize_box, 
 from .pdf import DEFAULT_DPI, is_pdf, read_pdf_page
 from .processing_layoutlm_roialign import box_problem
 
-__all__ = ["load_page", "page_to_rgb_image", "read_page", "load_words_json", "WORDS_FROM", "DEFAULT_DPI"]
+__all__ = [
+    "load_page",
+    "page_to_rgb_image",
+    "read_page",
+    "load_words_json",
+    "PageNotFound",
+    "WORDS_FROM",
+    "DEFAULT_DPI",
+]
 
 # A pixel box may cross the page edge by this fraction of the page side (at least `BOX_TOLERANCE_PX` pixels) before
 # `load_words_json` refuses it: OCR and annotation boxes often overshoot by a few pixels, while boxes measured on a
@@ -35,6 +43,14 @@ BOX_TOLERANCE = 0.02
 BOX_TOLERANCE_PX = 2.0
 
 WORDS_FROM = ("auto", "text", "ocr")
+
+
+class PageNotFound(ValueError):
+    """A page number past a document's pages (`count` of them)."""
+
+    def __init__(self, what: str, page: int, count: int) -> None:
+        super().__init__(f"`page` {page}: {what!r} has {count} page(s); choose a page from 1 to {count}.")
+        self.page, self.count = page, count
 
 
 def _describe(source: Any, name: str | None) -> str:
@@ -70,9 +86,7 @@ def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
             image.seek(frame)
         image.load()  # read every pixel now: a truncated file fails here, not later inside the model
     except IndexError:
-        raise ValueError(
-            f"The page {what!r} has {frames} page(s) (frames): page {frame + 1} does not exist; choose 1 to {frames}."
-        ) from None
+        raise PageNotFound(what, frame + 1, frames) from None
     except PIL.Image.DecompressionBombError as err:
         raise ValueError(_bomb_message(what, err)) from err
     except FileNotFoundError as err:
@@ -184,7 +198,8 @@ def read_page(
         page are left out.
 
     Raises:
-        ValueError: naming the argument, for a page that does not exist (with the page count), an unreadable or
+        PageNotFound: (a `ValueError`) naming `page` and the page count, for a page past the document's pages.
+        ValueError: naming the argument, for an unreadable or
             damaged file, words and boxes of different lengths or boxes that are not 4 numbers, an unknown
             `words_from`. ImportError: naming the extra to install, for a PDF without pypdfium2 or OCR without
             pytesseract (OSError: without the tesseract binary).
@@ -208,7 +223,9 @@ def read_page(
                 source, page - 1, dpi, text_layer=words is None and words_from != "ocr"
             )
         except IndexError as err:
-            raise ValueError(f"`page` {page}: {err}; choose a page from 1.") from err
+            from .pdf import pdf_page_count
+
+            raise PageNotFound(what, page, pdf_page_count(source)) from err
         if pdf_words:
             # Text placed off the page comes back inverted from the clamp: it is not on the page the model sees.
             kept = [(w, b) for w, b in zip(pdf_words, pdf_boxes, strict=True) if b[0] <= b[2] and b[1] <= b[3]]
@@ -217,7 +234,7 @@ def read_page(
         image, num_pages = _open(source, what, page - 1)
     else:
         if page != 1:
-            raise ValueError(f"`page` {page}: the page {what!r} is one image (page 1).")
+            raise PageNotFound(what, page, 1)
         image = load_page(source, name=name)
     rgb = page_to_rgb_image(image)
     width, height = rgb.size
@@ -243,7 +260,7 @@ def read_page(
         "height": height,
         "words": [w for w, _ in kept],
         "boxes": [[int(round(v)) for v in b] for _, b in kept],
-        "words_from": source_of_words if kept else "none",
+        "words_from": source_of_words if kept or source_of_words == "given" else "none",
         "num_pages": num_pages,
     }
 

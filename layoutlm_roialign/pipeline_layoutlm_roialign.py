@@ -150,7 +150,6 @@ class FormUnderstandingPipeline(Pipeline):
         """Pages read (in `num_workers` DataLoader workers when > 0) and batched by windows (`group_pages`): the
         windows of several pages share each forward pass; results come back in the order of `inputs`."""
         import torch
-
         from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
         sized = hasattr(inputs, "__len__")

@@ -100,8 +100,11 @@ def main(argv=None) -> None:
     image, words, boxes, _ = render_synthetic_form(seed=12345, index=0)  # a page no run has seen
     out = Path(args.output_dir).resolve()
     image.save(out / "page.png")
-    print(f"\n2/3 Labelling an unseen page with pipeline(model={final}, trust_remote_code=True) in a fresh process "
-          "without this package ...", flush=True)
+    print(
+        f"\n2/3 Labelling an unseen page with pipeline(model={final}, trust_remote_code=True) in a fresh process "
+        "without this package ...",
+        flush=True,
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"image": str(out / "page.png"), "words": words, "boxes": boxes}, f)
     child = subprocess.run(

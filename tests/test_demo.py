@@ -180,9 +180,12 @@ def test_missing_ocr_and_unexpected_errors_give_a_message(app, labeller, form, m
     def no_ocr(*args, **kwargs):
         raise ImportError("OCR (`apply_ocr=True`) needs pytesseract and Tesseract")
 
-    monkeypatch.setattr(app, "predict_page", no_ocr)
+    import layoutlm_roialign.pages
+
+    monkeypatch.setattr(layoutlm_roialign.pages, "apply_tesseract", no_ocr)
     result = app.analyse(labeller, str(png), 1, None, tmp_path)
     assert result["status"].startswith("Reading the words needs OCR, which is not available here")
+    monkeypatch.undo()
     monkeypatch.setattr(app, "predict_page", lambda *a, **k: 1 / 0)
     result = app.analyse(labeller, str(png), 1, None, tmp_path)
     assert result["status"] == "Labelling failed (ZeroDivisionError: division by zero)." and result["picture"] is None

@@ -24,12 +24,11 @@ pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium
 
 from layoutlm_roialign.checkpoints import build_model_and_processor  # noqa: E402
 from layoutlm_roialign.data import FUNSD_LABELS  # noqa: E402
-from layoutlm_roialign.inference import predict_page  # noqa: E402
+from layoutlm_roialign.inference import group_pages, predict_page  # noqa: E402
 from layoutlm_roialign.labelling import (  # noqa: E402
     PageLabeller,
     PageReader,
     expand_inputs,
-    group_pages,
     merge_shards,
     page_jobs,
     plan_run,
@@ -200,7 +199,7 @@ def test_batched_pages_get_the_labels_and_scores_of_predict_page(model_and_proce
     items = [reader[i] for i in range(len(reader))]
     windows = [len(i["windows"]["input_ids"]) for i in items]
     assert windows[:2] == [1, 1] and windows[2] >= 2  # the long page has windows
-    records = PageLabeller(model, processor.tokenizer.pad_token_id)(items)
+    records = PageLabeller(model, processor)(items)
     for item, record in zip(items, records, strict=True):
         alone = predict_page(model, processor, item["image"], item["words"], item["boxes"], max_length=16, stride=4)
         assert [w["label"] for w in record["words"]] == [w["label"] for w in alone["words"]]
@@ -222,7 +221,7 @@ def test_a_page_split_into_windows_runs_the_backbone_once(model_and_processor, t
     backbone = model.layoutlm_roialign.visual_embeddings.backbone
     handle = backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     try:
-        PageLabeller(model, processor.tokenizer.pad_token_id)(items)
+        PageLabeller(model, processor)(items)
     finally:
         handle.remove()
     assert calls == [2]  # one backbone run for the batch, over the two pages' images, for all its windows
@@ -360,17 +359,12 @@ def test_a_dataset_with_word_columns_is_labelled_without_ocr(checkpoint, tmp_pat
     assert [PIL.Image.open(r["png"]).size[1] for r in records] == [300, 300, 300]
 
 
-def test_link_pairs_is_the_one_place_records_get_pairs(model_and_processor, tmp_path):
+def test_a_token_classifiers_records_have_no_pairs(model_and_processor, tmp_path):
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES[:1])
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    item = PageReader(jobs, processor, words_from="text")[0]
-    plain = PageLabeller(model, processor.tokenizer.pad_token_id)([item])[0]
-    assert "pairs" not in plain
-    linked = PageLabeller(
-        model, processor.tokenizer.pad_token_id, link_pairs=lambda record, item: [{"key": 0, "value": 1, "score": 1}]
-    )([item])[0]
-    assert linked["pairs"] == [{"key": 0, "value": 1, "score": 1}]
+    record = PageLabeller(model, processor)([PageReader(jobs, processor, words_from="text")[0]])[0]
+    assert record["words"] and "pairs" not in record
 
 
 def test_inputs_expand_in_a_fixed_order_from_folders_globs_and_list_files(tmp_path):
@@ -410,7 +404,7 @@ def test_pages_are_read_as_numpy_free_plain_json(model_and_processor, tmp_path):
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES[:1])
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    record = PageLabeller(model, processor.tokenizer.pad_token_id)([PageReader(jobs, processor, "text")[0]])[0]
+    record = PageLabeller(model, processor)([PageReader(jobs, processor, "text")[0]])[0]
     assert json.loads(json.dumps(record)) == record
     assert not any(isinstance(v, np.generic) for w in record["words"] for v in w["box"])
 
@@ -431,11 +425,11 @@ def test_bf16_autocast_labels_the_same_words_with_close_scores(model_and_process
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES)
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
     items = [PageReader(jobs, processor, "text")[i] for i in range(2)]
-    fp32 = PageLabeller(model, processor.tokenizer.pad_token_id)(items)
-    bf16 = PageLabeller(model, processor.tokenizer.pad_token_id, dtype="bfloat16")(items)
+    fp32 = PageLabeller(model, processor)(items)
+    bf16 = PageLabeller(model, processor, dtype="bfloat16")(items)
     for a, b in zip(fp32, bf16, strict=True):
         assert [w["text"] for w in a["words"]] == [w["text"] for w in b["words"]]
         assert [w["score"] for w in a["words"]] == pytest.approx([w["score"] for w in b["words"]], abs=0.05)
     assert next(model.parameters()).dtype == torch.float32  # autocast, not a cast of the weights
     with pytest.raises(ValueError, match="--dtype must be one of"):
-        PageLabeller(model, processor.tokenizer.pad_token_id, dtype="float16")
+        PageLabeller(model, processor, dtype="float16")

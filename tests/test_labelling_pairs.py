@@ -1,4 +1,4 @@
-"""The labeller with a linking checkpoint: every record gets the key-value pairs that `linking.predict_pairs` gives
+"""The labeller with a linking checkpoint: every record gets the key-value pairs that `inference.predict_page` gives
 for the same page, and the drawings get the arrows."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from test_labelling import VOCAB, label_in_process, write_text_pdf
 from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
 from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
+from layoutlm_roialign.inference import predict_page
 from layoutlm_roialign.labelling import read_complete
-from layoutlm_roialign.linking import predict_pairs
 from layoutlm_roialign.pdf import DEFAULT_DPI, render_pdf_page
 
 
@@ -38,7 +38,7 @@ def linking_checkpoint(tmp_path_factory):
     return str(folder), model.eval(), processor
 
 
-def test_a_linking_checkpoint_writes_the_pairs_of_predict_pairs(linking_checkpoint, tmp_path):
+def test_a_linking_checkpoint_writes_the_pairs_of_predict_page(linking_checkpoint, tmp_path):
     folder, model, processor = linking_checkpoint
     pages = [["date", "name", "total", "amount"], VOCAB * 3]  # the second page spans windows at max_length 16
     write_text_pdf(tmp_path / "doc.pdf", pages)
@@ -52,7 +52,7 @@ def test_a_linking_checkpoint_writes_the_pairs_of_predict_pairs(linking_checkpoi
     for record in records:
         page = render_pdf_page(tmp_path / "doc.pdf", record["page"] - 1, DEFAULT_DPI)
         words, boxes = [w["text"] for w in record["words"]], [w["box"] for w in record["words"]]
-        alone = predict_pairs(model, processor, page, words, boxes, max_length=16, stride=4)
+        alone = predict_page(model, processor, page, words, boxes, max_length=16, stride=4)
         assert [(e["label"], e["text"]) for e in record["entities"]] == [
             (e["label"], e["text"]) for e in alone["entities"]
         ]

@@ -126,7 +126,7 @@ def test_a_failed_drawing_leaves_the_old_json_and_png(predict, checkpoint, page,
         def save(self, *args, **kwargs):
             raise OSError("disk full")
 
-    predict["draw_entities"] = lambda *args, **kwargs: Unsaveable()
+    predict["draw_prediction"] = lambda *args, **kwargs: Unsaveable()
     with pytest.raises(OSError, match="disk full"):
         run(predict, checkpoint, page["8"], page["words"], out_json, out_png)
     assert_untouched(tmp_path, out_json, out_png)

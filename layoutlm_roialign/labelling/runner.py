@@ -67,4 +67,3 @@ class PageLabeller:
                 record["pairs"] = result["pairs"]
             records.append(record)
         return records
-

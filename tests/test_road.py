@@ -1,0 +1,253 @@
+"""The one road from a page to its answer: labels and pairs from one pass, the pipeline that travels with every
+checkpoint (used where the package cannot be imported), `AutoModel` on every checkpoint, and the one loader."""
+
+from __future__ import annotations
+
+import json
+
+import PIL.Image
+import pytest
+import torch
+from conftest import TINY_TRAINING_MODEL, run_without_package
+from test_inference import VOCAB, make_pixels_matter
+from test_labelling import write_text_pdf
+
+from layoutlm_roialign import (
+    LayoutLMRoIAlignForRelationExtraction,
+    LayoutLMRoIAlignForSequenceClassification,
+    LayoutLMRoIAlignForTokenClassification,
+    LayoutLMRoIAlignModel,
+)
+from layoutlm_roialign.checkpoints import build_model_and_processor
+from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+from layoutlm_roialign.inference import decode_page, load_model_and_processor, predict_page
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny token, sequence and linking checkpoints (random weights, pixels live, one tokenizer) and a page."""
+    torch.manual_seed(0)
+    image, words, boxes, _ = render_synthetic_form(seed=12345, index=0)
+    token, processor = build_model_and_processor(
+        FUNSD_LABELS, [words * 2], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 200}
+    )
+    make_pixels_matter(token)
+    config = token.config
+    config.link_threshold = 0.05
+    linking = LayoutLMRoIAlignForRelationExtraction(config)
+    linking.load_state_dict(token.state_dict(), strict=False)
+    with torch.no_grad():  # B-QUESTION and B-ANSWER by turns, whatever the word
+        linking.classifier.weight.normal_(std=0.5)
+        linking.classifier.bias.copy_(torch.tensor([-9.0, -9.0, -9.0, 3.0, -9.0, 3.0, -9.0]))
+    sequence_config = type(config).from_dict({**config.to_dict(), "num_labels": 3, "id2label": None, "label2id": None})
+    sequence = LayoutLMRoIAlignForSequenceClassification(sequence_config)
+    root = tmp_path_factory.mktemp("road")
+    folders = {}
+    for name, model in (("token", token), ("sequence", sequence), ("linking", linking)):
+        folders[name] = root / name
+        model.eval().save_pretrained(folders[name])
+        processor.save_pretrained(folders[name])
+    image.save(root / "page.png")
+    return {"folders": folders, "processor": processor, "root": root, "page": (image, words, boxes),
+            "models": {"token": token.eval(), "sequence": sequence.eval(), "linking": linking.eval()}}  # fmt: skip
+
+
+def two_passes(model, processor, image, words, boxes) -> dict:
+    """What linking cost before the one road: label the page, then encode it again with the entities decided and run
+    the whole model a second time for the link scores."""
+    encoding = processor(image, words, boxes, truncation=True, max_length=512, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**{k: encoding[k] for k in processor.model_input_names}).logits[0]
+    decoded = decode_page(words, boxes, [encoding.word_ids(0)], [logits], *image.size, model.config.id2label)
+    entities = [{"word_indices": e["word_indices"], "label": e["label"]} for e in decoded["entities"]]
+    encoding = processor(image, words, boxes, entities=entities, entity_types=model.config.resolved_entity_types,
+                         truncation=True, max_length=512, return_tensors="pt")  # fmt: skip
+    names = [*processor.model_input_names, "entity_spans", "entity_labels"]
+    with torch.no_grad():
+        link_logits = model(**{k: encoding[k] for k in names}).link_logits
+    pairs = processor.post_process_relation_extraction(encoding, link_logits, config=model.config)[0]
+    return {
+        "labels": [w["label"] for w in decoded["words"]],
+        "pairs": [(p["key"], p["value"], p["score"]) for p in pairs],
+    }
+
+
+def test_labels_and_pairs_of_a_page_come_from_one_pass(checkpoints, tmp_path, monkeypatch):
+    """A one-window page: the text encoder once, the backbone once, the page file opened once; the labels and pairs
+    equal the two passes' (label, then link the decided entities with the whole model again)."""
+    model, processor = checkpoints["models"]["linking"], checkpoints["processor"]
+    image, words, boxes = checkpoints["page"]
+    calls = {"encoder": 0, "backbone": 0, "open": 0}
+    hooks = [
+        model.layoutlm_roialign.layoutlm.register_forward_hook(lambda *a: calls.__setitem__("encoder", calls["encoder"] + 1)),
+        model.layoutlm_roialign.visual_embeddings.backbone.register_forward_hook(
+            lambda *a: calls.__setitem__("backbone", calls["backbone"] + 1)
+        ),
+    ]  # fmt: skip
+    real_open = PIL.Image.open
+
+    def counting_open(*args, **kwargs):
+        calls["open"] += 1
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", counting_open)
+    try:
+        prediction = predict_page(model, processor, str(checkpoints["root"] / "page.png"), words, boxes)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        monkeypatch.undo()
+    assert calls == {"encoder": 1, "backbone": 1, "open": 1}
+    assert len(prediction["entities"]) >= 4 and len(prediction["pairs"]) >= 2
+    expected = two_passes(model, processor, image, words, boxes)
+    assert [w["label"] for w in prediction["words"]] == expected["labels"]
+    got = [(p["key"]["entity"], p["value"]["entity"]) for p in prediction["pairs"]]
+    assert got == [(k, v) for k, v, _ in expected["pairs"]]
+    assert [p["score"] for p in prediction["pairs"]] == pytest.approx([s for *_, s in expected["pairs"]], abs=1e-4)
+
+
+def test_gold_entities_are_linked_in_the_same_one_pass(checkpoints):
+    model, processor = checkpoints["models"]["linking"], checkpoints["processor"]
+    image, words, boxes = checkpoints["page"]
+    calls = []
+    hook = model.layoutlm_roialign.layoutlm.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        given = [{"word_indices": [0], "label": "question"}, {"word_indices": [1], "label": "B-ANSWER"}]
+        prediction = predict_page(model, processor, image, words, boxes, entities=given)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    assert [e["label"] for e in prediction["entities"]] == ["QUESTION", "ANSWER"]
+    assert [(p["key"]["entity"], p["value"]["entity"]) for p in prediction["pairs"]] == [(0, 1)]
+    for bad, message in (
+        ([{"word_indices": [0], "label": "KEY"}], r"'KEY'.*one of the model's entity types \['HEADER', 'QUESTION'"),
+        ([{"word_indices": [0], "label": None}], "has the label None"),
+        (
+            [{"word_indices": [0, 1], "label": "QUESTION"}, {"word_indices": [1], "label": "ANSWER"}],
+            "both hold word 1",
+        ),
+        ([{"word_indices": [0.0], "label": "QUESTION"}], "integer word indices"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            predict_page(model, processor, image, words, boxes, entities=bad)
+
+
+def test_auto_model_gives_the_base_model_of_every_checkpoint_without_the_package(checkpoints, tmp_path):
+    image, words, boxes = checkpoints["page"]
+    processor = checkpoints["processor"]
+    inputs = {k: v for k, v in processor(image, words, boxes, return_tensors="pt").items()
+              if k in processor.model_input_names}  # fmt: skip
+    torch.save(inputs, tmp_path / "inputs.pt")
+    for name, model in checkpoints["models"].items():
+        with torch.no_grad():
+            torch.save(model.layoutlm_roialign(**inputs).last_hidden_state, tmp_path / f"{name}.pt")
+        config = json.loads((checkpoints["folders"][name] / "config.json").read_text())
+        assert config["auto_map"]["AutoModel"] == "modeling_layoutlm_roialign.LayoutLMRoIAlignModel"
+    folders = {name: str(folder) for name, folder in checkpoints["folders"].items()}
+    result = run_without_package(
+        f"""
+        import torch
+        from transformers import AutoModel
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        for name, folder in {folders!r}.items():
+            model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+            assert type(model).__name__ == "LayoutLMRoIAlignModel", (name, type(model))
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            with torch.no_grad():
+                states = model(**inputs).last_hidden_state
+            expected = torch.load({str(tmp_path)!r} + f"/{{name}}.pt")
+            assert torch.allclose(states, expected, atol=1e-5), (name, (states - expected).abs().max())
+        print("REMOTE_OK")
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK" in result.stdout
+
+
+def test_the_pipeline_without_the_package_gives_the_packages_words_entities_and_pairs(checkpoints, tmp_path):
+    pytest.importorskip("pypdfium2", reason="the PDF input needs pypdfium2 (the `pdf` extra)")
+    folder = checkpoints["folders"]["linking"]
+    model, processor = load_model_and_processor(folder)
+    image, words, boxes = checkpoints["page"]
+    page = str(checkpoints["root"] / "page.png")
+    expected = predict_page(model, processor, page, words, boxes)
+    write_text_pdf(tmp_path / "doc.pdf", [VOCAB[:6]])
+    expected_pdf = predict_page(model, processor, str(tmp_path / "doc.pdf"))
+    assert expected_pdf["words_from"] == "text" and expected_pdf["words"]
+    (tmp_path / "expected.json").write_text(json.dumps([expected, expected_pdf]))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    result = run_without_package(
+        f"""
+        import json
+        from transformers import pipeline
+        pipe = pipeline(model={str(folder)!r}, trust_remote_code=True)
+        assert type(pipe).__module__.startswith("transformers_modules"), type(pipe).__module__
+        expected, expected_pdf = json.load(open("expected.json"))
+        got = pipe({{"image": {page!r}, "words": {words!r}, "boxes": {boxes!r}}})
+        for key in ("words", "entities", "pairs"):
+            assert got[key] == expected[key], key
+        assert len(got["pairs"]) >= 2
+        pdf = pipe("doc.pdf", page=1)
+        assert pdf["words"] == expected_pdf["words"] and pdf["pairs"] == expected_pdf["pairs"], pdf
+        both = pipe([{{"image": {page!r}, "words": {words!r}, "boxes": {boxes!r}}}, "doc.pdf"], batch_size=16)
+        assert [b["pairs"] for b in both] == [expected["pairs"], expected_pdf["pairs"]]
+        for bad, number, message in (
+            ("broken.png", 1, "is not an image PIL can read"),
+            ("doc.pdf", 3, "`page` 3: 'doc.pdf' has 1 page"),
+            ({{"image": {page!r}, "words": ["a", "b"], "boxes": [[0, 0, 1, 1]]}}, 1, "`words` has 2 entries but `boxes` has 1"),
+            ({{"image": {page!r}, "text": ["a"]}}, 1, "takes the keys"),
+        ):
+            try:
+                pipe(bad, page=number)
+            except ValueError as err:
+                assert message in str(err), (message, str(err))
+            else:
+                raise AssertionError(f"no error for {{bad!r}}")
+        print("REMOTE_OK")
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK" in result.stdout
+
+
+def test_auto_model_for_token_classification_gives_the_joint_class_with_the_package(checkpoints):
+    """With the package imported, the Auto class loads a linking checkpoint as the class its config names (no link
+    head weights dropped), and a token checkpoint as the token classifier."""
+    from transformers import AutoModelForTokenClassification
+
+    for trust in (False, True):
+        linking = AutoModelForTokenClassification.from_pretrained(checkpoints["folders"]["linking"],
+                                                                  trust_remote_code=trust)  # fmt: skip
+        assert type(linking).__name__ == "LayoutLMRoIAlignForRelationExtraction"
+        expected = checkpoints["models"]["linking"].link_head.state_dict()
+        for key, value in linking.link_head.state_dict().items():
+            assert torch.equal(value, expected[key]), key
+    token = AutoModelForTokenClassification.from_pretrained(checkpoints["folders"]["token"])
+    assert type(token) is LayoutLMRoIAlignForTokenClassification
+    model, _ = load_model_and_processor(checkpoints["folders"]["sequence"])
+    assert type(model) is LayoutLMRoIAlignForSequenceClassification
+    base, _ = load_model_and_processor(checkpoints["folders"]["linking"], task="feature-extraction")
+    assert type(base) is LayoutLMRoIAlignModel
+
+
+def test_pairs_are_decided_by_the_checkpoints_rules_everywhere(checkpoints):
+    """The processor's post-processing takes the threshold and the one-key rule from the model's config (or both
+    given), like the road."""
+    model, processor = checkpoints["models"]["linking"], checkpoints["processor"]
+    image, words, boxes = checkpoints["page"]
+    entities = predict_page(model, processor, image, words, boxes)["entities"]
+    encoding = processor(image, words, boxes, entities=[{"word_indices": e["word_indices"], "label": e["label"]}
+                                                         for e in entities],
+                         entity_types=model.config.resolved_entity_types, return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        link_logits = model(**{k: encoding[k] for k in (*processor.model_input_names, "entity_spans",
+                                                         "entity_labels")}).link_logits  # fmt: skip
+    with pytest.raises(ValueError, match="Pass the model's `config`"):
+        processor.post_process_relation_extraction(encoding, link_logits)
+    by_config = processor.post_process_relation_extraction(encoding, link_logits, config=model.config)[0]
+    assert by_config == processor.post_process_relation_extraction(encoding, link_logits, 0.05, True)[0]
+    assert by_config != processor.post_process_relation_extraction(encoding, link_logits, 0.5, True)[0]
+    road = predict_page(model, processor, image, words, boxes)["pairs"]
+    assert [(p["key"], p["value"]) for p in by_config] == [(p["key"]["entity"], p["value"]["entity"]) for p in road]

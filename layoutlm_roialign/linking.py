@@ -196,7 +196,12 @@ def predict_pairs(
         image, words, boxes, max_length, stride, batch_size, ocr_lang: as `inference.predict_page` takes them (the
             same positions, so the two are interchangeable).
         entities: link these entities (`word_indices`, `label`) instead of the predicted ones (e.g. gold entities);
-            `"entities"` of the result are then these, with `text` and boxes filled in.
+            `"entities"` of the result are then these, with `text` and boxes filled in. Labels are the model's
+            entity types in any case, with or without a B-/I- prefix ("question", "B-QUESTION"), or "other".
+
+    Raises:
+        ValueError: naming `entities`, for a label that is none of the model's types, non-integer word indices,
+            or an entity that repeats or overlaps another.
         threshold, one_value_key: override `config.link_threshold` / `config.link_one_value_key`.
 
     Returns:
@@ -209,13 +214,56 @@ def predict_pairs(
     words = [w["text"] for w in prediction["words"]]
     boxes = [w["box"] for w in prediction["words"]]
     if entities is not None:
-        prediction["entities"] = [_describe(e, prediction["words"]) for e in entities]
+        prediction["entities"] = _given_entities(entities, prediction["words"], model.config.resolved_entity_types)
     pairs = link_entities(
         model, processor, image, words, boxes, prediction["entities"], max_length, stride, batch_size, threshold,
         one_value_key,
     )  # fmt: skip
     prediction["pairs"] = pair_records(prediction["entities"], pairs)
     return prediction
+
+
+def _entity_type(label: Any, types: Sequence[str], where: str) -> str:
+    """A given entity's label as one of the model's entity `types` (case and a B-/I-/E-/S- prefix ignored, a type id
+    taken), or `"OTHER"` (FUNSD's "other": an entity that is never linked)."""
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(types):
+        return types[int(label)]
+    if isinstance(label, str):
+        name = label.strip().upper()
+        name = name[2:] if name[:2] in ("B-", "I-", "E-", "S-") else name
+        if name in types:
+            return name
+        if name in ("O", "OTHER"):
+            return "OTHER"
+    raise ValueError(
+        f"{where} has the label {label!r}, which is not one of the model's entity types {list(types)} (case and B-/I- "
+        "prefixes are ignored; 'other' marks an entity that is never linked): give each entity one of them."
+    )
+
+
+def _given_entities(entities: Sequence[dict], words: Sequence[dict], types: Sequence[str]) -> list[dict]:
+    """The entities given to `predict_pairs`, checked (labels normalized by `_entity_type`; integer word indices; no
+    entity sharing a word with another) and with their text and boxes filled in from the page's words."""
+    owner: dict[int, int] = {}
+    described = []
+    for n, entity in enumerate(entities):
+        where = f"`entities`[{n}]"
+        if not isinstance(entity, dict) or "word_indices" not in entity:
+            raise ValueError(f"{where} is {entity!r}: expected a dict with `word_indices` and `label`.")
+        raw = list(entity["word_indices"])
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in raw):
+            raise ValueError(f"{where}: `word_indices` {raw!r} must be integers (positions of the page's words).")
+        indices = [int(i) for i in raw]
+        for i in indices:
+            if i in owner:
+                same = [int(j) for j in entities[owner[i]]["word_indices"]] == indices
+                raise ValueError(
+                    f"{where} {'repeats' if same else 'overlaps'} `entities`[{owner[i]}] (word {i}): each word "
+                    "belongs to at most one entity; drop the duplicate or split the spans."
+                )
+            owner[i] = n
+        described.append(_describe({**entity, "label": _entity_type(entity.get("label"), types, where)}, words))
+    return described
 
 
 def _describe(entity: dict, words: Sequence[dict]) -> dict:

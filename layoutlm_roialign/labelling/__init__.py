@@ -7,7 +7,7 @@ does), `pairs` (the key-value pairs of a linking checkpoint's records), `jsonl` 
 and their merge), `pipeline` (one run: plan, stream, write, summarize).
 """
 
-from .jsonl import JsonlWriter, read_complete, recover
+from .jsonl import JsonlWriter, OutputLock, read_complete, recover
 from .pairs import PagePairLinker
 from .pipeline import LabelRun, plan_run, process_share
 from .reading import PageReader
@@ -17,6 +17,7 @@ from .sources import PageJob, expand_inputs, page_jobs, shard
 
 __all__ = [
     "JsonlWriter",
+    "OutputLock",
     "LabelRun",
     "PageJob",
     "PageLabeller",

@@ -3,11 +3,17 @@
 `load_page` returns the page as PIL opened it, in its own mode: 16-bit greyscale, alpha and palette pages are left to
 the image processor, which converts them without loss (PIL's `convert("RGB")` clips 16-bit pages to white and turns
 transparent backgrounds black). Pixels are read here, so a truncated or corrupt file fails here, with its name.
+
+A page file is read at most `MAX_PAGE_PIXELS` pixels big: a larger one (a 12000 x 12000 TIFF) is shrunk by the
+smallest whole factor that fits it (a JPEG decoded at that scale, any other file decoded then shrunk with a box
+filter), because every later step (RGB conversion, OCR, the image processor) holds several float copies of the page.
+Its words, boxes and size are then those of the shrunk page.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from typing import Any
@@ -17,7 +23,9 @@ import PIL.Image
 
 from .image_processing_layoutlm_roialign import page_to_rgb
 
-__all__ = ["load_page", "page_to_rgb_image"]
+__all__ = ["load_page", "page_to_rgb_image", "MAX_PAGE_PIXELS"]
+
+MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger page files are shrunk (module docstring)
 
 
 def _describe(source: Any, name: str | None) -> str:
@@ -41,10 +49,42 @@ def _bomb_message(what: str, err: Exception) -> str:
     )
 
 
-def _open(file: Any, what: str) -> PIL.Image.Image:
+def _shrink_factor(size: tuple[int, int]) -> int:
+    """The smallest whole factor that brings a page of `size` within `MAX_PAGE_PIXELS` (1: it fits)."""
+    return max(1, math.ceil(math.sqrt(size[0] * size[1] / MAX_PAGE_PIXELS)))
+
+
+def _within_budget(image: PIL.Image.Image) -> PIL.Image.Image:
+    """`image` (pixels read) shrunk by `_shrink_factor` with a box filter, in its own mode where PIL can average it."""
+    factor = _shrink_factor(image.size)
+    if factor == 1:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")  # averaging bilevel pixels keeps thin strokes as grey
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    size = (math.ceil(image.width / factor), math.ceil(image.height / factor))
+    return image.resize(size, PIL.Image.Resampling.BOX)
+
+
+class _NoSuchFrame(ValueError):
+    pass
+
+
+def _open(file: Any, what: str, frame: int = 0) -> PIL.Image.Image:
     try:
         image = PIL.Image.open(file)
+        if frame:
+            frames = getattr(image, "n_frames", 1)
+            if not 0 <= frame < frames:
+                raise _NoSuchFrame(f"The file {what!r} has {frames} page(s); page {frame + 1} does not exist.")
+            image.seek(frame)
+        factor = _shrink_factor(image.size)
+        if factor > 1 and image.format == "JPEG":
+            image.draft(image.mode, (image.width // factor, image.height // factor))  # decoded at 1/2, 1/4 or 1/8
         image.load()  # read every pixel now: a truncated file fails here, not later inside the model
+    except _NoSuchFrame:
+        raise
     except PIL.Image.DecompressionBombError as err:
         raise ValueError(_bomb_message(what, err)) from err
     except FileNotFoundError as err:
@@ -62,11 +102,11 @@ def _open(file: Any, what: str) -> PIL.Image.Image:
             f"The page {what!r} is damaged or incomplete ({err}); re-export or re-download the image."
         ) from err
     if getattr(image, "n_frames", 1) > 1:
-        # Multi-page files (TIFF) keep their file open for the other frames; keep the first page and close it.
-        first = image.copy()
+        # Multi-page files (TIFF) keep their file open for the other frames; keep this page and close it.
+        page = image.copy()
         image.close()
-        return first
-    return image
+        return _within_budget(page)
+    return _within_budget(image)
 
 
 def _from_array(array: np.ndarray, what: str) -> PIL.Image.Image:
@@ -83,13 +123,14 @@ def _from_array(array: np.ndarray, what: str) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.rint(rgb).astype(np.uint8))
 
 
-def load_page(source: Any, *, name: str | None = None) -> PIL.Image.Image:
+def load_page(source: Any, *, name: str | None = None, frame: int = 0) -> PIL.Image.Image:
     """Open one page, with its pixels read, in its own mode (no `convert("RGB")`: see the module docstring).
 
     Args:
         source: a path (str or `os.PathLike`), a PIL image (returned as is), a numpy array ((H, W), (H, W, C) or
             (C, H, W), as the image processor reads them), or an undecoded `datasets` image (`{"bytes", "path"}`).
         name: what to call the page in error messages (default: its path).
+        frame: which page of a multi-page file (a TIFF's or a GIF's frames), from 0.
 
     Raises:
         ValueError: naming the page, when it does not exist, is not an image, is damaged or truncated, or has more
@@ -99,14 +140,14 @@ def load_page(source: Any, *, name: str | None = None) -> PIL.Image.Image:
     if isinstance(source, PIL.Image.Image):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return _open(source, what)
+        return _open(source, what, frame)
     if isinstance(source, np.ndarray):
         return _from_array(source, what)
     if isinstance(source, dict) and ("bytes" in source or "path" in source):
         if source.get("bytes") is not None:
-            return _open(io.BytesIO(source["bytes"]), what)
+            return _open(io.BytesIO(source["bytes"]), what, frame)
         if source.get("path"):
-            return _open(source["path"], what)
+            return _open(source["path"], what, frame)
         raise ValueError(f"The page {what!r} is a `datasets` image with neither `bytes` nor `path`.")
     raise ValueError(
         f"The page {what!r} must be a path, a PIL image, a numpy array or a `datasets` image dict "

@@ -237,3 +237,12 @@ def test_words_from_text_fails_image_pages_so_that_a_later_ocr_run_labels_them(c
     todo = {(os.path.basename(j.source), j.page) for j in plan.jobs}
     assert todo == no_text | {("f_corrupt.png", 1)}  # an OCR run picks them up (and retries the damaged page)
     assert json.loads(json.dumps(plan.failures)) == plan.failures
+
+
+def test_dpi_out_of_bounds_is_an_argument_error_naming_dpi(checkpoint, text_pdfs, tmp_path, capsys):
+    for dpi in ("0", "-1", "10000"):
+        code, err = exit_code(
+            checkpoint, ["--inputs", str(text_pdfs), "--output", str(tmp_path / "l.jsonl"), "--dpi", dpi], capsys
+        )
+        assert code == 2 and "--dpi must be a number of dots per inch above 0 and at most 1200" in err
+    assert not list(tmp_path.glob("l*"))

@@ -25,7 +25,7 @@ import torch
 from ..inference import draw_entities
 from ..linking import draw_pairs, has_link_head
 from ..outputs import check_output_paths, write_files
-from ..pdf import DEFAULT_DPI
+from ..pdf import DEFAULT_DPI, check_dpi
 from .jsonl import JsonlWriter, OutputLock, read_complete, record_key, recover
 from .pairs import PagePairLinker
 from .reading import WORDS_FROM, PageReader, worker_init
@@ -214,6 +214,7 @@ def plan_run(
         raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
     if words_from not in WORDS_FROM:
         raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
+    check_dpi(dpi)
     if (words_column is None) != (boxes_column is None):
         raise ValueError("Give --words_column and --boxes_column together (the words and their 0-1000 boxes).")
     if process_index is None or num_processes is None:

@@ -156,12 +156,4 @@ class PageReader(torch.utils.data.Dataset):
 
 def _image_frame(path: str, index: int) -> PIL.Image.Image:
     """Frame `index` of an image file (a page of a multi-page TIFF), pixels read."""
-    if index == 0:
-        return load_page(path)
-    try:
-        with PIL.Image.open(path) as image:
-            image.seek(index)
-            image.load()
-            return image.copy()
-    except (OSError, EOFError, SyntaxError, ValueError) as err:
-        raise ValueError(f"The page {path!r} frame {index + 1} cannot be read ({err}).") from err
+    return load_page(path, frame=index)

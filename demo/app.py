@@ -45,7 +45,7 @@ from layoutlm_roialign.linking import (  # noqa: E402
     load_linking_model,
     predict_pairs,
 )
-from layoutlm_roialign.pages import load_page, page_to_rgb_image  # noqa: E402
+from layoutlm_roialign.pages import NoSuchPage, load_page, page_to_rgb_image  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODEL_ENV = "MODEL_ID"
@@ -126,6 +126,8 @@ def read_page(
         BadInput: the file cannot be read, the page does not exist, the page is blank, the words file is wrong.
     """
     name = Path(path).name
+    if page_number < 1:
+        raise BadInput(f"Pages count from 1: choose page 1 or more of {name}, not {page_number}.")
     if is_pdf(path):
         from layoutlm_roialign.pdf import pdf_page_count, pdf_page_words, render_pdf_page
 
@@ -140,7 +142,9 @@ def read_page(
         boxes, source = (normalize_boxes(pixel_boxes, *page.size), "the PDF's text layer") if words else (None, "OCR")
     else:
         try:
-            page = page_to_rgb_image(load_page(path, name=name))
+            page = page_to_rgb_image(load_page(path, name=name, frame=page_number - 1))  # a TIFF's pages, GIF frames
+        except NoSuchPage as err:
+            raise BadInput(f"{name} has {err.pages} page(s): choose a page from 1 to {err.pages}.") from err
         except ValueError as err:
             raise BadInput(f"{name} cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: {err}") from err
         words, boxes, source = None, None, "OCR"
@@ -221,7 +225,8 @@ def draw_prediction(page: PIL.Image.Image, prediction: dict, labels: list[str]) 
 def write_json(prediction: dict, folder: str | os.PathLike) -> str:
     """Save the prediction as `<file stem>[.page<N>].prediction.json` in `folder`; returns the path."""
     stem = re.sub(r"[^\w.-]+", "_", Path(prediction["file"]).stem) or "page"
-    suffix = f".page{prediction['page']}" if str(prediction["file"]).lower().endswith(".pdf") else ""
+    paged = str(prediction["file"]).lower().endswith(".pdf") or prediction["page"] != 1
+    suffix = f".page{prediction['page']}" if paged else ""
     path = Path(tempfile.mkdtemp(dir=folder)) / f"{stem}{suffix}.prediction.json"
     path.write_text(json.dumps(prediction, indent=2))
     return str(path)
@@ -241,7 +246,7 @@ def analyse(
     if not file:
         return {**empty, "status": "Upload a page image or a PDF first (or click an example)."}
     try:
-        page, prediction = label_page(labeller, file, int(page_number or 1), words_file)
+        page, prediction = label_page(labeller, file, 1 if page_number is None else int(page_number), words_file)
     except BadInput as err:
         return {**empty, "status": str(err)}
     except Exception as err:  # anything else: a message for the user, the traceback for the log

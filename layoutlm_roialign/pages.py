@@ -23,7 +23,7 @@ import PIL.Image
 
 from .image_processing_layoutlm_roialign import page_to_rgb
 
-__all__ = ["load_page", "page_to_rgb_image", "MAX_PAGE_PIXELS"]
+__all__ = ["load_page", "page_to_rgb_image", "MAX_PAGE_PIXELS", "NoSuchPage"]
 
 MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger page files are shrunk (module docstring)
 
@@ -67,8 +67,12 @@ def _within_budget(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.resize(size, PIL.Image.Resampling.BOX)
 
 
-class _NoSuchFrame(ValueError):
-    pass
+class NoSuchPage(ValueError):
+    """`load_page(frame=...)` asked for a page that a multi-page file does not have; `pages` is how many it has."""
+
+    def __init__(self, message: str, pages: int) -> None:
+        super().__init__(message)
+        self.pages = pages
 
 
 def _open(file: Any, what: str, frame: int = 0) -> PIL.Image.Image:
@@ -77,13 +81,13 @@ def _open(file: Any, what: str, frame: int = 0) -> PIL.Image.Image:
         if frame:
             frames = getattr(image, "n_frames", 1)
             if not 0 <= frame < frames:
-                raise _NoSuchFrame(f"The file {what!r} has {frames} page(s); page {frame + 1} does not exist.")
+                raise NoSuchPage(f"The file {what!r} has {frames} page(s); page {frame + 1} does not exist.", frames)
             image.seek(frame)
         factor = _shrink_factor(image.size)
         if factor > 1 and image.format == "JPEG":
             image.draft(image.mode, (image.width // factor, image.height // factor))  # decoded at 1/2, 1/4 or 1/8
         image.load()  # read every pixel now: a truncated file fails here, not later inside the model
-    except _NoSuchFrame:
+    except NoSuchPage:
         raise
     except PIL.Image.DecompressionBombError as err:
         raise ValueError(_bomb_message(what, err)) from err

@@ -23,6 +23,7 @@ from layoutlm_roialign.data import DataArguments, label_names_of, load_training_
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
 from layoutlm_roialign.inference import predict_windows
 from layoutlm_roialign.metrics import WordLevelEntityMetrics, entity_scores
+from layoutlm_roialign.outputs import check_output_paths, write_files
 
 
 @dataclass
@@ -84,13 +85,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = HfArgumentParser((EvaluateArguments, DataArguments))
     args, data_args = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else list(argv))
     try:
+        check_output_paths({"--output": args.output})  # before the evaluation, not after it
         report = evaluate_checkpoint(args.model, data_args, args.split, args.batch_size, args.trust_remote_code)
     except ValueError as err:
         parser.error(str(err))
     text = json.dumps(report, indent=2)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        write_files({args.output: lambda f: f.write((text + "\n").encode("utf-8"))})
     print(text)
     return report
 

@@ -108,6 +108,8 @@ def read_form(
         BadInput: the file cannot be read, the page does not exist, the page is blank, the words file is wrong.
     """
     name = Path(path).name
+    if page_number < 1:
+        raise BadInput(f"Pages count from 1: choose page 1 or more of {name}, not {page_number}.")
     try:
         if words_path:  # the page alone (its size checks the words file's boxes)
             page = read_page(path, page_number, [], [], name=name)
@@ -193,7 +195,8 @@ def pair_rows(prediction: dict) -> list[list]:
 def write_json(prediction: dict, folder: str | os.PathLike) -> str:
     """Save the prediction as `<file stem>[.page<N>].prediction.json` in `folder`; returns the path."""
     stem = re.sub(r"[^\w.-]+", "_", Path(prediction["file"]).stem) or "page"
-    suffix = f".page{prediction['page']}" if str(prediction["file"]).lower().endswith(".pdf") else ""
+    paged = str(prediction["file"]).lower().endswith(".pdf") or prediction["page"] != 1
+    suffix = f".page{prediction['page']}" if paged else ""
     path = Path(tempfile.mkdtemp(dir=folder)) / f"{stem}{suffix}.prediction.json"
     path.write_text(json.dumps(prediction, indent=2))
     return str(path)

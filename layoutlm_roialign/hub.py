@@ -2,8 +2,11 @@
 
 `write_model_card` fills the `model_card.md` template (metrics per entity type, data, hyper-parameters, how to load
 with `trust_remote_code`, intended use and limits, and the terms of the training data's licence as the data loader
-reported it: FUNSD's non-commercial terms for FUNSD) into the folder's `README.md`. `push_folder_to_hub` publishes the complete folder (model, processor, code, card) in one
-commit with `huggingface_hub`.
+reported it: FUNSD's non-commercial terms for FUNSD) into the folder's `README.md`. `push_folder_to_hub` publishes
+the complete folder (model, processor, code, card) in one commit with `huggingface_hub`. A Hub call that fails (no
+network, a refused token, an HTTP error) raises `HubError`, one line saying what failed, which the scripts print with
+what was kept; `check_push_arguments` asks the Hub who the token belongs to before a training run, so that a run
+never trains for hours to fail at the push.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "HubError",
+    "hub_failure",
     "render_model_card",
     "write_model_card",
     "push_folder_to_hub",
@@ -35,6 +41,16 @@ FUNSD_NOTE = (
 PERMISSIVE_DATA_LICENSES = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "unlicense"}
 NOT_PUBLISHED = {"training_args.bin"}  # a pickle of the run's arguments: not needed to load, flagged by the Hub
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+class HubError(RuntimeError):
+    """A call to the Hugging Face Hub that failed, as one line: what was asked and why it failed."""
+
+
+def hub_failure(what: str, err: BaseException) -> HubError:
+    """`HubError("<what> failed (<error type>: <first line of its message>)")` for the exception `err`."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return HubError(f"{what} failed ({type(err).__name__}: {lines[0] if lines else 'no message'})")
 
 
 def find_model_card_template() -> Path:
@@ -269,6 +285,16 @@ def check_push_arguments(training_args: Any) -> str | None:
         raise ValueError(
             "--push_to_hub needs a Hugging Face token: pass --hub_token, set HF_TOKEN, or run `hf auth login`."
         )
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi(token=token).whoami()  # the endpoint answers and the token is valid: before hours of training
+    except Exception as err:  # noqa: BLE001 (network, offline mode, a refused token: one line, not a traceback)
+        raise ValueError(
+            f"--push_to_hub: {hub_failure('asking the Hub who the token belongs to', err)}; nothing was trained. "
+            "Check the token (`hf auth whoami`) and the network (HF_ENDPOINT, HF_HUB_OFFLINE), or train without "
+            "--push_to_hub and publish the final folder later with scripts/publish.py."
+        ) from err
     return token
 
 
@@ -278,14 +304,17 @@ def push_folder_to_hub(
     token: str | None = None,
     private: bool | None = None,
     commit_message: str = "Upload LayoutLM-RoIAlign model, processor, code and model card",
+    replace: Mapping[str, bytes] | None = None,
 ) -> Any:
     """Create `repo_id` if needed and upload every file of `folder` in one commit. Returns the `CommitInfo`.
 
-    Files starting with "." and `training_args.bin` are not published.
+    Files starting with "." and `training_args.bin` are not published. `replace` (`{name: bytes}`) publishes these
+    contents instead of the folder's files of those names (the folder is not changed: e.g. a card linking to a Space,
+    written into the folder only once the push succeeded).
 
     Raises:
         ValueError: if `folder` lacks a piece a remote-code checkpoint needs (weights, config, processor, code,
-            card).
+            card). HubError: the Hub could not be reached or refused the repository or the commit.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -297,13 +326,19 @@ def push_folder_to_hub(
         missing.append("model weights (*.safetensors)")
     if missing:
         raise ValueError(f"{folder} is not a complete checkpoint folder; missing {missing}.")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    replace = dict(replace or {})
     # One commit holding every file (not `upload_folder`, which may split a folder over several commits): the
     # repository never shows a partial checkpoint.
-    operations = [
-        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name not in NOT_PUBLISHED and not path.name.startswith(".")
-    ]
-    return api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model")
+    operations = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name not in NOT_PUBLISHED and not path.name.startswith("."):
+            name = path.relative_to(folder).as_posix()
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=replace.get(name, str(path))))
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        return api.create_commit(
+            repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model"
+        )
+    except Exception as err:  # noqa: BLE001 (network, token, HTTP errors: one line, not a traceback)
+        raise hub_failure(f"pushing {folder} to https://huggingface.co/{repo_id}", err) from err

@@ -435,15 +435,16 @@ def group_entities(words: Sequence[dict]) -> list[dict]:
 
 def given_entities(entities: Sequence[Any], words: Sequence[dict], entity_types: Sequence[str]) -> list[dict]:
     """Entities given to link instead of the predicted ones (e.g. gold ones), checked and described as
-    `group_entities` describes predicted ones (`label`, `word_indices`, `text`, `box`, `pixel_box`).
+    `group_entities` describes predicted ones (`label`, `word_indices`, `text`, `box`, `pixel_box`, `score`).
 
     A label is a type of `entity_types` in any case, with or without a `B-`/`I-` prefix (FUNSD's files say
-    `"question"`), or `NOT_LINKED` (FUNSD's `"other"`: kept, never a candidate); `word_indices` are consecutive
-    integer word indices, no word in two entities.
+    `"question"`), a type's index, or one of `NOT_LINKED` (FUNSD's `"other"`: kept, never a candidate);
+    `word_indices` are consecutive integer word indices, no word in two entities.
 
     Raises:
         ValueError: naming `entities` and the entity, for a label that is not one of the model's types (they are
-            listed), missing, non-integer, out-of-range or non-consecutive word indices, or a word in two entities.
+            listed), missing, non-integer, out-of-range or non-consecutive word indices, or an entity that repeats
+            or overlaps another.
     """
     types = {t.upper(): t for t in entity_types}
     owner: dict[int, int] = {}
@@ -453,25 +454,32 @@ def given_entities(entities: Sequence[Any], words: Sequence[dict], entity_types:
         if not isinstance(entity, Mapping) or "word_indices" not in entity:
             raise ValueError(f"{where} is {entity!r}: expected a dict with `word_indices` and `label`.")
         label = entity.get("label")
-        name = re.sub(r"^[BI]-", "", label.strip().upper()) if isinstance(label, str) else None
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(entity_types):
+            name = entity_types[int(label)].upper()
+        else:
+            name = re.sub(r"^[BIES]-", "", label.strip().upper()) if isinstance(label, str) else None
         if name not in types and name not in NOT_LINKED:
             raise ValueError(
-                f"{where} has the label {label!r}: a label must be one of the model's entity types {list(entity_types)}"
-                f" (any case, with or without a B-/I- prefix), or {' / '.join(NOT_LINKED)} for an entity never linked."
+                f"{where} has the label {label!r}: a label is one of the model's entity types {list(entity_types)} "
+                f"(any case, with or without a B-/I- prefix, or its index), or {' / '.join(NOT_LINKED)} for an entity "
+                "never linked."
             )
         raw = list(entity["word_indices"])
-        if not raw or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in raw):
-            raise ValueError(f"{where} has `word_indices` {raw!r}: give a non-empty list of integer word indices.")
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in raw):
+            raise ValueError(f"{where} has `word_indices` {raw!r}: they must be integers (indices into the words).")
         indices = [int(i) for i in raw]
-        if indices != list(range(indices[0], indices[0] + len(indices))):
+        if not indices or indices != list(range(indices[0], indices[0] + len(indices))):
             raise ValueError(f"{where}: `word_indices` {indices} must be consecutive word indices in order.")
         if indices[0] < 0 or indices[-1] >= len(words):
             raise ValueError(f"{where}: `word_indices` {indices} do not index the page's {len(words)} words.")
         for i in indices:
             if i in owner:
+                other = owner[i]
+                same = entities[other]["word_indices"] is not None and list(entities[other]["word_indices"]) == raw
+                relation = "repeats" if same else f"overlaps (word {i}, {words[i]['text']!r})"
                 raise ValueError(
-                    f"{where} and `entities`[{owner[i]}] both hold word {i} ({words[i]['text']!r}): an entity's "
-                    "words belong to it alone (drop duplicates, split overlapping entities)."
+                    f"{where} {relation} `entities`[{other}]: an entity's words belong to it alone (drop duplicates, "
+                    "split overlapping entities)."
                 )
             owner[i] = e
         members = [words[i] for i in indices]

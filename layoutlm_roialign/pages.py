@@ -8,12 +8,19 @@ where the words came from (given, the PDF's text layer, or Tesseract OCR).
 `load_page` returns the page as PIL opened it, in its own mode: 16-bit greyscale, alpha and palette pages are left to
 the image processor, which converts them without loss (PIL's `convert("RGB")` clips 16-bit pages to white and turns
 transparent backgrounds black). Pixels are read here, so a truncated or corrupt file fails here, with its name.
+
+A page file is read at most `MAX_PAGE_PIXELS` pixels big: a larger one (a 12000 x 12000 TIFF) is shrunk by the
+smallest whole factor that fits it (a JPEG decoded at that scale, any other file decoded then shrunk with a box
+filter), because every later step (RGB conversion, OCR, the image processor) holds several float copies of the page.
+Its words, boxes and size are then those of the shrunk page. PDF pages are rendered within the same budget
+(`pdf.page_dpi`).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -32,6 +39,7 @@ __all__ = [
     "read_page",
     "load_words_json",
     "PageNotFound",
+    "MAX_PAGE_PIXELS",
     "WORDS_FROM",
     "DEFAULT_DPI",
 ]
@@ -43,6 +51,25 @@ BOX_TOLERANCE = 0.02
 BOX_TOLERANCE_PX = 2.0
 
 WORDS_FROM = ("auto", "text", "ocr")
+MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger page files are shrunk (module docstring)
+
+
+def _shrink_factor(size: tuple[int, int]) -> int:
+    """The smallest whole factor that brings a page of `size` within `MAX_PAGE_PIXELS` (1: it fits)."""
+    return max(1, math.ceil(math.sqrt(size[0] * size[1] / MAX_PAGE_PIXELS)))
+
+
+def _within_budget(image: PIL.Image.Image) -> PIL.Image.Image:
+    """`image` (pixels read) shrunk by `_shrink_factor` with a box filter, in its own mode where PIL can average it."""
+    factor = _shrink_factor(image.size)
+    if factor == 1:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")  # averaging bilevel pixels keeps thin strokes as grey
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    size = (math.ceil(image.width / factor), math.ceil(image.height / factor))
+    return image.resize(size, PIL.Image.Resampling.BOX)
 
 
 class PageNotFound(ValueError):
@@ -84,6 +111,9 @@ def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
             raise IndexError(frame)
         if frame:
             image.seek(frame)
+        factor = _shrink_factor(image.size)
+        if factor > 1 and image.format == "JPEG":
+            image.draft(image.mode, (image.width // factor, image.height // factor))  # decoded at 1/2, 1/4 or 1/8
         image.load()  # read every pixel now: a truncated file fails here, not later inside the model
     except IndexError:
         raise PageNotFound(what, frame + 1, frames) from None
@@ -107,8 +137,8 @@ def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
         # Multi-page files (TIFF) keep their file open for the other frames; keep this page and close it.
         page = image.copy()
         image.close()
-        return page, frames
-    return image, frames
+        return _within_budget(page), frames
+    return _within_budget(image), frames
 
 
 def _from_array(array: np.ndarray, what: str) -> PIL.Image.Image:
@@ -125,13 +155,14 @@ def _from_array(array: np.ndarray, what: str) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.rint(rgb).astype(np.uint8))
 
 
-def load_page(source: Any, *, name: str | None = None) -> PIL.Image.Image:
+def load_page(source: Any, *, name: str | None = None, frame: int = 0) -> PIL.Image.Image:
     """Open one page, with its pixels read, in its own mode (no `convert("RGB")`: see the module docstring).
 
     Args:
         source: a path (str or `os.PathLike`), a PIL image (returned as is), a numpy array ((H, W), (H, W, C) or
             (C, H, W), as the image processor reads them), or an undecoded `datasets` image (`{"bytes", "path"}`).
         name: what to call the page in error messages (default: its path).
+        frame: which page of a multi-page file (a TIFF's or a GIF's frames), from 0.
 
     Raises:
         ValueError: naming the page, when it does not exist, is not an image, is damaged or truncated, or has more
@@ -141,14 +172,14 @@ def load_page(source: Any, *, name: str | None = None) -> PIL.Image.Image:
     if isinstance(source, PIL.Image.Image):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return _open(source, what)[0]
+        return _open(source, what, frame)[0]
     if isinstance(source, np.ndarray):
         return _from_array(source, what)
     if isinstance(source, dict) and ("bytes" in source or "path" in source):
         if source.get("bytes") is not None:
-            return _open(io.BytesIO(source["bytes"]), what)[0]
+            return _open(io.BytesIO(source["bytes"]), what, frame)[0]
         if source.get("path"):
-            return _open(source["path"], what)[0]
+            return _open(source["path"], what, frame)[0]
         raise ValueError(f"The page {what!r} is a `datasets` image with neither `bytes` nor `path`.")
     raise ValueError(
         f"The page {what!r} must be a path, a PIL image, a numpy array or a `datasets` image dict "

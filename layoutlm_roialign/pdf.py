@@ -9,6 +9,9 @@ handled the way the renderer handles them. `write_pdf` makes the reverse, a page
 layer (what a scanner's OCR produces), for examples and tests.
 
 A scanned PDF without a text layer gives no words: OCR its rendered page instead.
+
+`dpi` must lie in (0, `MAX_DPI`]; a page that would render larger than `pages.MAX_PAGE_PIXELS` at `dpi` (a poster, a
+large dpi) is rendered at the largest dpi that fits (`page_dpi`), and its words' boxes are in that image's pixels.
 """
 
 from __future__ import annotations
@@ -20,9 +23,41 @@ from collections.abc import Sequence
 
 import PIL.Image
 
-__all__ = ["pdf_page_count", "read_pdf_page", "render_pdf_page", "pdf_page_words", "write_pdf", "is_pdf"]
+__all__ = [
+    "pdf_page_count",
+    "read_pdf_page",
+    "render_pdf_page",
+    "pdf_page_words",
+    "write_pdf",
+    "is_pdf",
+    "check_dpi",
+    "page_dpi",
+    "MAX_DPI",
+]
 
 DEFAULT_DPI = 150  # PDF pages are sized in points (1/72 in); 150 dpi turns a Letter page into 1275x1650 pixels
+MAX_DPI = 1200  # scanners' top optical resolution; more only costs memory
+
+
+def check_dpi(dpi: float) -> float:
+    """`dpi` if it is a number in (0, MAX_DPI]; else a `ValueError` naming `--dpi`."""
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 0 < dpi <= MAX_DPI:
+        raise ValueError(
+            f"--dpi must be a number of dots per inch above 0 and at most {MAX_DPI} ({DEFAULT_DPI} by default: "
+            f"a Letter page of 1275 x 1650 pixels), got {dpi!r}."
+        )
+    return float(dpi)
+
+
+def page_dpi(page, dpi: float) -> float:
+    """The dpi a PDF page is rendered at: `dpi` (checked by `check_dpi`), or less for a page that would have more
+    than `MAX_PAGE_PIXELS` pixels at `dpi`: the largest dpi that keeps it within them."""
+    from .pages import MAX_PAGE_PIXELS  # pages imports this module
+
+    dpi = check_dpi(dpi)
+    area = max(page.get_width() * page.get_height(), 1e-6)  # in points squared
+    fits = 72 * math.sqrt(MAX_PAGE_PIXELS / area) * 0.999  # margin for `_pixel_size`'s rounding up
+    return min(dpi, fits)
 
 
 def is_pdf(path: str | os.PathLike) -> bool:
@@ -89,7 +124,7 @@ def pdf_page_words(
     document = _open(path)
     try:
         page = _page(document, path, index)
-        return _page_words(page, *_pixel_size(page, dpi))
+        return _page_words(page, *_pixel_size(page, page_dpi(page, dpi)))
     finally:
         document.close()
 
@@ -101,11 +136,12 @@ def read_pdf_page(
     as `render_pdf_page` renders it and its text layer as `pdf_page_words` reads it (empty without `text_layer`).
 
     Raises:
-        ValueError: the file is not a readable PDF. IndexError: no such page.
+        ValueError: the file is not a readable PDF, or `dpi` is not in (0, MAX_DPI]. IndexError: no such page.
     """
     document = _open(path)
     try:
         page = _page(document, path, index)
+        dpi = page_dpi(page, dpi)
         image = page.render(scale=dpi / 72).to_pil().convert("RGB")
         words, boxes = _page_words(page, *_pixel_size(page, dpi)) if text_layer else ([], [])
         return image, words, boxes, len(document)

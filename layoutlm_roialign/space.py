@@ -22,6 +22,7 @@ __all__ = [
     "push_space",
     "space_url",
     "add_space_link",
+    "linked_model_card",
     "link_model_card_to_space",
 ]
 
@@ -81,8 +82,9 @@ def push_space(
     `build_space_folder`) in one commit. Returns the `CommitInfo`."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    from .hub import hub_failure
+
     api = HfApi(token=token)
-    api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         build_space_folder(folder, model_id, demo_folder)
         # One commit, as for the model (`upload_folder` may split a folder over several commits, and the Space
@@ -92,9 +94,13 @@ def push_space(
             for path in sorted(Path(folder).rglob("*"))
             if path.is_file()
         ]
-        return api.create_commit(
-            repo_id=space_id, repo_type="space", operations=operations, commit_message=f"Demo of {model_id}"
-        )
+        try:
+            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            return api.create_commit(
+                repo_id=space_id, repo_type="space", operations=operations, commit_message=f"Demo of {model_id}"
+            )
+        except Exception as err:  # noqa: BLE001 (network, token, HTTP errors: one line, not a traceback)
+            raise hub_failure(f"pushing the Space {space_url(space_id)}", err) from err
 
 
 def add_space_link(card: str, space_id: str) -> str:
@@ -111,10 +117,20 @@ def add_space_link(card: str, space_id: str) -> str:
     return f"{card[: title.end()]}\n\n{line}{card[title.end() :]}"
 
 
-def link_model_card_to_space(folder: str | os.PathLike, space_id: str) -> Path:
-    """Add (or update) the Space link in `<folder>/README.md`, the model card. Returns its path."""
+def linked_model_card(folder: str | os.PathLike, space_id: str) -> str:
+    """`<folder>/README.md`, the model card, with the Space link added (or updated); the file is not changed."""
     path = Path(folder) / "README.md"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no README.md (model card) to link to the Space.")
-    path.write_text(add_space_link(path.read_text(), space_id))
+    return add_space_link(path.read_text(), space_id)
+
+
+def link_model_card_to_space(folder: str | os.PathLike, space_id: str) -> Path:
+    """Add (or update) the Space link in `<folder>/README.md`, the model card (written whole, then renamed). Returns
+    its path."""
+    from .outputs import write_files
+
+    card = linked_model_card(folder, space_id).encode("utf-8")
+    path = Path(folder) / "README.md"
+    write_files({path: lambda f: f.write(card)})
     return path

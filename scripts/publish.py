@@ -5,9 +5,12 @@
     python scripts/publish.py --model runs/main/final --repo_id user/layoutlm-roialign-funsd --space user/forms-demo
 
 The folder is what scripts/train.py saves (model, processor, their code, the model card `README.md`); it is pushed
-in one commit. With `--space`, the model card first gets a link to the Space (written into the folder's README.md),
-then the Space is created or updated: `demo/` with its README's `models:` set to `--repo_id` and the package's source
-beside `app.py` (see layoutlm_roialign/space.py).
+in one commit. With `--space`, the published model card gets a link to the Space (written into the folder's README.md
+once the model's push succeeded), then the Space is created or updated: `demo/` with its README's `models:` set to
+`--repo_id` and the package's source beside `app.py` (see layoutlm_roialign/space.py).
+
+A push that fails (no network, a refused token) ends with one line saying what failed and what was kept, exit
+status 1; the folder is changed only after its push succeeded. Bad arguments exit with status 2.
 """
 
 import argparse
@@ -25,23 +28,33 @@ def main(argv=None) -> dict:
 
     from huggingface_hub import get_token
 
-    from layoutlm_roialign.hub import push_folder_to_hub
-    from layoutlm_roialign.space import link_model_card_to_space, push_space, space_url
+    from layoutlm_roialign.hub import HubError, push_folder_to_hub
+    from layoutlm_roialign.space import link_model_card_to_space, linked_model_card, push_space, space_url
 
     token = args.token or get_token()
     if not token:
         parser.error("publishing needs a Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`.")
     private = True if args.private else None
+    model_url = f"https://huggingface.co/{args.repo_id}"
     try:
-        if args.space:
-            link_model_card_to_space(args.model, args.space)
-        model_commit = push_folder_to_hub(args.model, args.repo_id, token=token, private=private)
+        card = {"README.md": linked_model_card(args.model, args.space).encode("utf-8")} if args.space else None
+        model_commit = push_folder_to_hub(args.model, args.repo_id, token=token, private=private, replace=card)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
-    result = {"model": f"https://huggingface.co/{args.repo_id}", "model_commit": str(model_commit)}
+    except HubError as err:
+        sys.exit(f"publish.py: {err}; nothing was published, and {args.model} is as it was.")
+    if args.space:
+        link_model_card_to_space(args.model, args.space)  # the card as published
+    result = {"model": model_url, "model_commit": str(model_commit)}
     print(f"Model: {result['model']}")
     if args.space:
-        result["space_commit"] = str(push_space(args.space, args.repo_id, token=token, private=private))
+        try:
+            result["space_commit"] = str(push_space(args.space, args.repo_id, token=token, private=private))
+        except HubError as err:
+            sys.exit(
+                f"publish.py: {err}; the model was published at {model_url} with a card linking to the Space (here "
+                "too, in README.md): run the same command again to publish the Space."
+            )
         result["space"] = space_url(args.space)
         print(f"Space: {result['space']} (it builds for a few minutes after the first push)")
     return result

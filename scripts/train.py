@@ -47,7 +47,7 @@ from layoutlm_roialign.checkpoints import (
 from layoutlm_roialign.configuration_layoutlm_roialign import VISUAL_INITS
 from layoutlm_roialign.data import DataArguments, describe_data, has_links, label_names_of, load_training_data
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
-from layoutlm_roialign.hub import check_push_arguments, push_folder_to_hub, write_model_card
+from layoutlm_roialign.hub import HubError, check_push_arguments, push_folder_to_hub, write_model_card
 from layoutlm_roialign.metrics import LinkingMetrics, WordLevelEntityMetrics, argmax_logits, argmax_logits_keep_links
 from layoutlm_roialign.trainer import PARAMETER_GROUPS, LayoutLMRoIAlignTrainer, freeze_backbone_until
 
@@ -309,9 +309,15 @@ def run_training(
         (Path(training_args.output_dir) / "all_results.json").write_text(json.dumps(result, indent=2, default=str))
         logger.info(f"Saved the final model, processor, code and model card to {final_dir}")
         if push:
-            commit = push_folder_to_hub(
-                final_dir, training_args.hub_model_id, token=token, private=training_args.hub_private_repo
-            )
+            try:
+                commit = push_folder_to_hub(
+                    final_dir, training_args.hub_model_id, token=token, private=training_args.hub_private_repo
+                )
+            except HubError as err:
+                raise HubError(
+                    f"{err}; the trained model is kept in {final_dir} (scripts/publish.py --model {final_dir} "
+                    f"--repo_id {training_args.hub_model_id} publishes it)"
+                ) from err
             result["pushed"] = str(getattr(commit, "commit_url", commit))
     return result
 
@@ -370,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         result = run_training(model_args, data_args, training_args)
     except ValueError as err:  # bad input: a clear message naming the flag, no traceback
         parser.error(str(err))
+    except HubError as err:  # the push at the end: one line, the trained folder kept
+        sys.exit(f"train.py: {err}.")
     if training_args.should_log:
         scores = result["entity_scores"]
         summary = {key: scores[key] for key in ("f1", "precision", "recall", "per_type")}

@@ -136,6 +136,30 @@ def test_the_page_picker_chooses_a_page_of_a_longer_pdf(app, labeller, tmp_path)
         assert os.path.basename(result["json"]) == f"two.page{number}.prediction.json"
 
 
+def test_page_numbers_are_checked_and_an_image_files_pages_are_its_frames(app, labeller, form, tmp_path):
+    """Page 0 was read as page 1, and an image file's page number was ignored but written into the JSON."""
+    png, words_json, _ = form
+    for number in (0, -1):
+        result = app.analyse(labeller, str(png), number, str(words_json), tmp_path)
+        assert result["status"] == f"Pages count from 1: choose page 1 or more of form.png, not {number}."
+        assert result["json"] is None
+    result = app.analyse(labeller, str(png), 99, str(words_json), tmp_path)
+    assert result["status"] == "form.png has 1 page(s): choose a page from 1 to 1." and result["json"] is None
+
+    # A two-page TIFF: page 2 is its second frame, and the JSON says page 2.
+    first, second = PIL.Image.open(png).convert("RGB"), PIL.Image.new("RGB", (300, 200), "white")
+    second.paste(0, (20, 20, 200, 40))
+    first.save(tmp_path / "two.tif", save_all=True, append_images=[second])
+    boxes = {"words": ["bar"], "boxes": [[60, 90, 670, 210]]}
+    (tmp_path / "bar.json").write_text(json.dumps(boxes))
+    result = app.analyse(labeller, str(tmp_path / "two.tif"), 2, str(tmp_path / "bar.json"), tmp_path)
+    assert result["picture"].height == 200, result["status"]
+    saved = json.loads(open(result["json"]).read())
+    assert saved["page"] == 2 and os.path.basename(result["json"]) == "two.page2.prediction.json"
+    result = app.analyse(labeller, str(tmp_path / "two.tif"), 3, str(tmp_path / "bar.json"), tmp_path)
+    assert result["status"] == "two.tif has 2 page(s): choose a page from 1 to 2."
+
+
 def _bad_inputs(tmp_path):
     blank = tmp_path / "blank.png"
     PIL.Image.new("RGB", (300, 400), "white").save(blank)

@@ -18,7 +18,7 @@ from transformers import TrainingArguments
 
 from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE, DataArguments, describe_data, load_training_data
-from layoutlm_roialign.hub import push_folder_to_hub, render_model_card, write_model_card
+from layoutlm_roialign.hub import HubError, push_folder_to_hub, render_model_card, write_model_card
 
 from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 
@@ -40,8 +40,9 @@ class Intercepted:
     """Records `create_repo` and `create_commit` calls instead of sending them."""
 
     def __init__(self, monkeypatch):
-        self.repos, self.commits = [], []
+        self.repos, self.commits, self.whoami = [], [], []
         monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: self.repos.append((repo_id, kw)))
+        monkeypatch.setattr(HfApi, "whoami", lambda api, *a, **kw: self.whoami.append(api.token) or {"name": "me"})
 
         def create_commit(api, repo_id, operations, **kw):
             self.commits.append({"repo_id": repo_id, "operations": list(operations), **kw})
@@ -176,11 +177,60 @@ def test_train_with_push_to_hub_publishes_the_final_folder(tmp_path, monkeypatch
     result = run_training(ModelArguments(**TINY_MODEL), data, args)
 
     final = tmp_path / "final"
+    assert hub.whoami == ["hf_fake"]  # the token was checked with the Hub before training
     assert result["pushed"] and [repo for repo, _ in hub.repos] == ["me/forms"]
     assert hub.commits[0]["repo_id"] == "me/forms"
     assert hub.files() == set(os.listdir(final)) - {"training_args.bin"}
     card = (final / "README.md").read_text()
     assert "me/forms" in card and "| **overall** |" in card
+
+
+def push_training_args(tmp_path, **overrides) -> TrainingArguments:
+    return TrainingArguments(
+        **{**TRAIN_SCRIPT_DEFAULTS, "output_dir": str(tmp_path), "max_steps": 2, "eval_strategy": "no",
+           "save_strategy": "no", "load_best_model_at_end": False, "use_cpu": True, "push_to_hub": True,
+           "hub_model_id": "me/forms", "hub_token": "hf_fake", "disable_tqdm": True, **overrides}
+    )  # fmt: skip
+
+
+def test_an_unreachable_hub_or_refused_token_stops_train_before_it_trains(tmp_path, monkeypatch):
+    hub = Intercepted(monkeypatch)
+
+    def unreachable(api, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'huggingface.co'\n...60 more lines...")
+
+    monkeypatch.setattr(HfApi, "whoami", unreachable)
+    data = DataArguments(dataset="synthetic", synthetic_pages=6, validation_size=2, max_length=64, stride=16)
+    with pytest.raises(ValueError, match=r"--push_to_hub: asking the Hub who the token belongs to failed \("
+                       r"ConnectionError: Failed to resolve 'huggingface.co'\); nothing was trained"):  # fmt: skip
+        run_training(ModelArguments(**TINY_MODEL), data, push_training_args(tmp_path))
+    assert not (tmp_path / "final").exists() and hub.commits == []
+
+
+def test_a_failed_push_after_training_is_one_line_and_keeps_the_trained_folder(tmp_path, monkeypatch, capsys):
+    Intercepted(monkeypatch)
+
+    def refused(api, *args, **kwargs):
+        raise OSError("403 Forbidden: you cannot write to me/forms\nRequest ID: abc")
+
+    monkeypatch.setattr(HfApi, "create_commit", refused)
+    data = DataArguments(dataset="synthetic", synthetic_pages=6, validation_size=2, max_length=64, stride=16)
+    with pytest.raises(HubError) as failure:
+        run_training(ModelArguments(**TINY_MODEL), data, push_training_args(tmp_path))
+    final = tmp_path / "final"
+    assert str(failure.value) == (
+        f"pushing {final} to https://huggingface.co/me/forms failed (OSError: 403 Forbidden: you cannot write to "
+        f"me/forms); the trained model is kept in {final} (scripts/publish.py --model {final} --repo_id me/forms "
+        "publishes it)"
+    )
+    assert (final / "model.safetensors").is_file() and (final / "README.md").is_file()
+
+    import train
+
+    monkeypatch.setattr(train, "run_training", lambda *args: (_ for _ in ()).throw(failure.value))
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--output_dir", str(tmp_path / "again")])
+    assert exit_info.value.code == f"train.py: {failure.value}."  # printed as one line, exit status 1
 
 
 @pytest.mark.slow  # builds a wheel with pip

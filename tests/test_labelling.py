@@ -147,33 +147,34 @@ def test_a_mixed_folder_gives_one_record_per_readable_page_and_the_failures_with
     )  # fmt: skip
     records = read_complete(output)
     keys = sorted((os.path.basename(r["source"]), r["page"]) for r in records)
-    assert keys == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))
+    assert keys == [("c_text.pdf", 1), ("c_text.pdf", 2)]  # the pages with a text layer: --words_from text never OCRs
     assert all(r["num_pages"] == pages[os.path.basename(r["source"])] for r in records)
-    failures = {os.path.basename(r["source"]): r for r in read_complete(tmp_path / "labels.failures.jsonl")}
-    assert sorted(failures) == ["f_corrupt.png", "g_empty.pdf"]
-    assert "empty" in failures["g_empty.pdf"]["error"]
-    assert "damaged or incomplete" in failures["f_corrupt.png"]["error"]
+    failures = read_complete(tmp_path / "labels.failures.jsonl")
+    failures = {(os.path.basename(r["source"]), r["page"]): r for r in failures}
+    no_text = {(name, p) for name, count in pages.items() for p in range(1, count + 1)} - set(keys)
+    assert set(failures) == no_text | {("f_corrupt.png", 1), ("g_empty.pdf", None)}
+    assert "empty" in failures[("g_empty.pdf", None)]["error"]
+    assert "damaged or incomplete" in failures[("f_corrupt.png", 1)]["error"]
+    assert all("--words_from text never OCRs" in failures[key]["error"] for key in no_text)
+    assert [failures[("e.tif", p)]["num_pages"] for p in (1, 2, 3)] == [3, 3, 3]
     summary = json.loads(log.strip().splitlines()[-1])
-    assert (summary["pages"], summary["failed"], summary["skipped"]) == (8, 2, 0)
+    assert (summary["pages"], summary["failed"], summary["skipped"]) == (2, 8, 0)
 
-    # Text-layer words equal the words drawn into the PDF; pages without a text layer get none (no OCR asked for).
+    # Text-layer words equal the words drawn into the PDF.
     text = by_key(records)
     for page, words in enumerate(TEXT_PAGES, start=1):
         record = text[(str(tmp_path / "in" / "c_text.pdf"), page)]
         assert record["words_from"] == "text" and [w["text"] for w in record["words"]] == words
         assert all(w["label"] in FUNSD_LABELS and 0 < w["score"] <= 1 for w in record["words"])
         assert all(0 <= v <= 1000 for w in record["words"] for v in w["box"])
-    assert text[(str(tmp_path / "in" / "d_scan.pdf"), 1)]["words"] == []
-    tiff = [text[(str(tmp_path / "in" / "e.tif"), p)] for p in (1, 2, 3)]
-    assert [(r["width"], r["height"]) for r in tiff] == [(400, 300)] * 3
 
     # A rerun labels nothing again (and retries the two failures, which fail again: exit status 1 again).
     status, log = run_script(
         "--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--words_from", "text",
         "--quiet", check_exit=1,
     )  # fmt: skip
-    assert json.loads(log.strip().splitlines()[-1])["skipped"] == 8
-    assert len(read_complete(output)) == 8 and len(read_complete(tmp_path / "labels.failures.jsonl")) == 2
+    assert json.loads(log.strip().splitlines()[-1])["skipped"] == 2
+    assert len(read_complete(output)) == 2 and len(read_complete(tmp_path / "labels.failures.jsonl")) == 8
 
 
 @requires_tesseract
@@ -245,7 +246,10 @@ def test_group_pages_keeps_pages_whole_and_batches_pages_of_similar_length():
 
 def test_a_killed_run_resumes_and_writes_every_page_exactly_once(checkpoint, tmp_path):
     """SIGKILL in the middle of writing the 4th record (half a line on disk), then a rerun."""
-    pages = make_archive(tmp_path / "in")
+    (tmp_path / "in").mkdir()
+    pages = {"a.pdf": 2, "b.pdf": 1, "c.pdf": 2}
+    for name, count in pages.items():
+        write_text_pdf(tmp_path / "in" / name, TEXT_PAGES[:count])
     output = tmp_path / "labels.jsonl"
     killer = f"""
 import os, signal, sys
@@ -273,7 +277,7 @@ runpy.run_path({str(REPO_ROOT / "scripts" / "label.py")!r}, run_name="__main__")
     assert data.count(b"\n") == 3 and not data.endswith(b"\n")  # three records and a torn fourth
     run_script(
         "--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--words_from", "text",
-        "--quiet", check_exit=1,
+        "--quiet",
     )  # fmt: skip
     keys = [(os.path.basename(r["source"]), r["page"]) for r in read_complete(output)]
     assert sorted(keys) == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))
@@ -307,13 +311,15 @@ def test_shards_of_two_processes_merge_to_the_single_process_output(checkpoint, 
         plan.run(model, processor, num_workers=0, quiet=True)
     shard_names = sorted(p.name for p in tmp_path.glob("two.shard-*"))
     assert shard_names == [
+        "two.shard-00000-of-00002.done.json",
         "two.shard-00000-of-00002.failures.jsonl",
         "two.shard-00000-of-00002.jsonl",
+        "two.shard-00001-of-00002.done.json",
         "two.shard-00001-of-00002.failures.jsonl",
         "two.shard-00001-of-00002.jsonl",
     ]
     merged = merge_shards(tmp_path / "two.jsonl")
-    assert merged["records"] == 8 and merged["failures"] == 2 and not list(tmp_path.glob("two.shard-*"))
+    assert merged["records"] == 2 and merged["failures"] == 8 and not list(tmp_path.glob("two.shard-*"))
     assert_same_records(read_complete(tmp_path / "one.jsonl"), read_complete(tmp_path / "two.jsonl"))
     assert (
         by_key(read_complete(tmp_path / "one.failures.jsonl")).keys()

@@ -370,6 +370,38 @@ def test_predict_page_links_given_entities_and_draw_pairs_draws_them(synthetic, 
     assert predict_page(model, processor, row["image"], row["words"], row["bboxes"], entities=[])["pairs"] == []
 
 
+def test_given_entities_are_normalized_or_refused_naming_the_argument(synthetic, processor):
+    """Raw FUNSD labels ("question"), BIO labels and type ids link as the type names do; anything else, duplicates,
+    overlapping spans and non-integer word indices stop with a ValueError naming `entities` (they gave 0 pairs)."""
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForRelationExtraction(linking_config(processor, link_threshold=1e-6)).eval()
+    row = synthetic[5]
+    gold = [{"word_indices": e["word_indices"], "label": e["label"]} for e in row["entities"]]
+
+    def pairs(entities):
+        return predict_page(model, processor, row["image"], row["words"], row["bboxes"], entities=entities)["pairs"]
+
+    expected = pairs(gold)
+    assert expected
+    for spell in (str.lower, str.title, lambda label: f"B-{label}", lambda label: TYPES.index(label)):
+        assert pairs([{**e, "label": spell(e["label"])} for e in gold]) == expected
+    other = pairs([{**e, "label": "other" if e["label"] == "HEADER" else e["label"]} for e in gold])
+    assert other == expected  # FUNSD's "other" is an entity that is never linked (HEADER is no candidate here)
+    for label in ("KEY", None, "B-"):
+        with pytest.raises(ValueError, match=r"`entities`\[0\] has the label .*\['HEADER', 'QUESTION', 'ANSWER'\]"):
+            pairs([{**gold[0], "label": label}, *gold[1:]])
+    multi = next(i for i, e in enumerate(gold) if len(e["word_indices"]) > 1)
+    span = gold[multi]["word_indices"]
+    for entities, match in (
+        (gold + [gold[multi]], rf"`entities`\[{len(gold)}\] repeats `entities`\[{multi}\]"),
+        (gold + [{"word_indices": span[-1:], "label": "ANSWER"}], rf"`entities`\[{len(gold)}\] overlaps"),
+        ([{"word_indices": [float(i) for i in span], "label": "QUESTION"}], "must be integers"),
+        ([{"word_indices": [0.5], "label": "QUESTION"}], "must be integers"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            pairs(entities)
+
+
 def test_end_to_end_scores_run_on_predicted_entities(synthetic, processor):
     torch.manual_seed(0)
     model = LayoutLMRoIAlignForRelationExtraction(linking_config(processor, use_visual_features=False)).eval()

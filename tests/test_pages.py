@@ -113,3 +113,50 @@ def test_decompression_bomb_says_the_pixels_and_how_to_raise_the_limit(tmp_path,
     assert isinstance(info.value.__cause__, PIL.Image.DecompressionBombError)
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", None)  # what the message tells a user who trusts the file
     assert load_page(tmp_path / "big.png").size == (100, 50)
+
+
+def test_a_page_over_the_pixel_budget_is_shrunk_before_the_float_copies(tmp_path, monkeypatch):
+    monkeypatch.setattr("layoutlm_roialign.pages.MAX_PAGE_PIXELS", 10_000)
+    grey = ink_page(300, 200)  # 60,000 pixels: shrunk 3 times to 100 x 67
+    for name, image in (
+        ("grey.png", PIL.Image.fromarray(grey)),
+        ("bilevel.tif", PIL.Image.fromarray(grey).convert("1")),
+        ("palette.png", PIL.Image.fromarray(grey).convert("RGB").convert("P")),
+        ("sixteen.png", sixteen_bit(grey)),
+        ("photo.jpg", PIL.Image.fromarray(grey).convert("RGB")),
+    ):
+        image.save(tmp_path / name)
+        page = load_page(tmp_path / name)
+        assert page.width * page.height <= 10_000 and page.width >= 75, (name, page.size)
+        rgb = np.asarray(page_to_rgb_image(page)).astype(float).mean(-1)
+        assert rgb.min() < 100 and rgb.max() > 200, name  # the ink survives the shrinking
+
+
+def test_a_frame_of_a_multi_page_file_is_read_or_named_missing(tmp_path):
+    frames = [PIL.Image.fromarray(ink_page(120 + 10 * i, 80)) for i in range(3)]
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    assert [load_page(tmp_path / "pages.tif", frame=i).width for i in range(3)] == [120, 130, 140]
+    with pytest.raises(ValueError, match=r"pages.tif' has 3 page\(s\); page 4 does not exist"):
+        load_page(tmp_path / "pages.tif", frame=3)
+
+
+@pytest.mark.slow
+def test_a_12000_pixel_square_tiff_is_read_in_bounded_memory(tmp_path):
+    """Peak memory of reading, converting and preprocessing a 144-megapixel scan (it was 4.5 GB)."""
+    import subprocess
+    import sys
+
+    PIL.Image.new("L", (12000, 12000), 255).save(tmp_path / "huge.tif", compression="tiff_deflate")
+    code = f"""
+import resource
+from layoutlm_roialign.image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
+from layoutlm_roialign.pages import load_page, page_to_rgb_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+page = page_to_rgb_image(load_page({str(tmp_path / "huge.tif")!r}))
+LayoutLMRoIAlignImageProcessor(size=64)(page, return_tensors="pt")
+print(page.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    size, grown_mib = out.stdout.rsplit(")", 1)
+    assert size == "(4000, 4000" and int(grown_mib) < 700, out.stdout

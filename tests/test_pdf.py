@@ -90,3 +90,21 @@ def test_word_break_without_a_space_character():
     assert _word_break(letter, (10.0, 0.0, 16.0, 12.0))
     assert _word_break(letter, (6.0, -14.0, 12.0, -2.0))
     assert _word_break(letter, (-40.0, 0.0, -34.0, 12.0))  # back to the left: a new column or line
+
+
+def test_dpi_is_bounded_and_a_page_over_the_pixel_budget_renders_at_the_dpi_that_fits(form, monkeypatch):
+    path, image, words, _ = form
+    for dpi in (0, -5, 10_000, float("nan"), "150"):
+        with pytest.raises(ValueError, match=r"--dpi must be a number of dots per inch above 0 and at most 1200"):
+            render_pdf_page(path, 0, dpi=dpi)
+        with pytest.raises(ValueError, match="--dpi"):
+            pdf_page_words(path, 0, dpi=dpi)
+    budget = image.width * image.height * 4  # what 144 dpi gives this page (drawn at 72 dpi): 300 dpi is over it
+    monkeypatch.setattr("layoutlm_roialign.pdf.MAX_PAGE_PIXELS", budget)
+    page = render_pdf_page(path, 0, dpi=300)
+    assert page.width * page.height <= budget and page.width >= 2 * image.width - 2
+    found, boxes = pdf_page_words(path, 0, dpi=300)
+    assert found == words
+    assert max(b[2] for b in boxes) <= page.width and max(b[3] for b in boxes) <= page.height
+    scale = page.width / image.width  # the boxes are in the pixels of the page as rendered, not of 300 dpi
+    assert min(b[0] for b in boxes) < 0.6 * scale * image.width

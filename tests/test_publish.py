@@ -43,6 +43,9 @@ class Intercepted:
         def create_commit(api, repo_id, operations, **kw):
             files = {}
             for op in operations:
+                if isinstance(op.path_or_fileobj, bytes):
+                    files[op.path_in_repo] = op.path_or_fileobj
+                    continue
                 with open(op.path_or_fileobj, "rb") as f:
                     files[op.path_in_repo] = f.read()
             self.commits.append({"repo_id": repo_id, "files": files, **kw})
@@ -116,6 +119,40 @@ def test_publishing_again_replaces_the_space_link(checkpoint, monkeypatch):
     no_title = add_space_link("---\nlicense: mit\n---\nSome text.\n", "me/demo")
     assert no_title.startswith("---\nlicense: mit\n---\n\n**Try it in your browser:** [me/demo]")
     assert ModelCard(no_title).data.license == "mit"
+
+
+def test_an_unreachable_hub_is_one_line_and_leaves_the_folder_as_it_was(checkpoint, monkeypatch):
+    hub = Intercepted(monkeypatch)
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+
+    def unreachable(api, repo_id, **kw):
+        raise ConnectionError(
+            "Failed to resolve 'huggingface.co' ([Errno -3] Temporary failure)\n" + "  at ...\n" * 60
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    with pytest.raises(SystemExit) as exit_info:
+        publish("--model", str(checkpoint), "--repo_id", "me/forms", "--space", "me/forms-demo", "--token", "hf_x")
+    assert exit_info.value.code == (
+        f"publish.py: pushing {checkpoint} to https://huggingface.co/me/forms failed (ConnectionError: Failed to "
+        f"resolve 'huggingface.co' ([Errno -3] Temporary failure)); nothing was published, and {checkpoint} is as it "
+        "was."
+    )  # a message, exit status 1
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before  # the card was not linked to the Space
+    assert hub.commits == []
+
+    # The model goes up and the Space does not: the line says so, and the card (here and there) links the Space.
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: unreachable(api, repo_id) if kw.get(
+        "repo_type") == "space" else hub.repos.append((repo_id, kw)))  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        publish("--model", str(checkpoint), "--repo_id", "me/forms", "--space", "me/forms-demo", "--token", "hf_x")
+    assert exit_info.value.code.startswith(
+        "publish.py: pushing the Space https://huggingface.co/spaces/me/forms-demo failed (ConnectionError: "
+    ) and exit_info.value.code.endswith("run the same command again to publish the Space.")
+    assert "\n" not in exit_info.value.code
+    (model,) = hub.commits
+    assert model["files"]["README.md"] == (checkpoint / "README.md").read_bytes()
+    assert b"spaces/me/forms-demo" in model["files"]["README.md"]
 
 
 def test_publish_without_a_space_or_with_bad_input(checkpoint, monkeypatch, capsys):

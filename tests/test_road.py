@@ -124,9 +124,9 @@ def test_gold_entities_are_linked_in_the_same_one_pass(checkpoints):
         ([{"word_indices": [0], "label": None}], "has the label None"),
         (
             [{"word_indices": [0, 1], "label": "QUESTION"}, {"word_indices": [1], "label": "ANSWER"}],
-            "both hold word 1",
+            r"`entities`\[1\] overlaps \(word 1",
         ),
-        ([{"word_indices": [0.0], "label": "QUESTION"}], "integer word indices"),
+        ([{"word_indices": [0.0], "label": "QUESTION"}], "must be integers"),
     ):
         with pytest.raises(ValueError, match=message):
             predict_page(model, processor, image, words, boxes, entities=bad)

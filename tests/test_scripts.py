@@ -157,6 +157,26 @@ def test_predict_writes_json_and_a_png(trained, tmp_path):
         assert png.format == "PNG" and png.height == 400 and png.width > 300
 
 
+def test_evaluate_checks_its_output_before_it_evaluates(tmp_path, capsys):
+    """An --output in a missing folder ran the whole evaluation, then a traceback, and the report was lost."""
+    evaluate = script_main("evaluate.py")
+    evaluated = []
+    evaluate.__globals__["evaluate_checkpoint"] = lambda *args: evaluated.append(args) or {"f1": 0.5}
+    for output, message in (
+        (tmp_path / "missing" / "report.json", "the folder"),
+        (tmp_path, "is a folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate(["--model", "m", "--dataset", "synthetic", "--output", str(output)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--output {str(output)!r}" in err and message in err
+    assert evaluated == []
+    report = evaluate(["--model", "m", "--dataset", "synthetic", "--output", str(tmp_path / "report.json")])
+    assert json.loads((tmp_path / "report.json").read_text()) == report == {"f1": 0.5}
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # written whole, no temporary file left
+
+
 def test_bad_input_stops_with_a_message_naming_the_flag(tmp_path, capsys):
     train = script_main("train.py")
     cases = [

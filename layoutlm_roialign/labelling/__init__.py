@@ -7,7 +7,7 @@ pass, each page's backbone run once, decoded and linked as `predict_page` does),
 and their merge), `pipeline` (one run: plan, stream, write, summarize).
 """
 
-from .jsonl import JsonlWriter, read_complete, recover
+from .jsonl import JsonlWriter, OutputLock, read_complete, recover
 from .pipeline import LabelRun, plan_run, process_share
 from .reading import PageReader
 from .runner import PageLabeller
@@ -16,6 +16,7 @@ from .sources import PageJob, expand_inputs, page_jobs, shard
 
 __all__ = [
     "JsonlWriter",
+    "OutputLock",
     "LabelRun",
     "PageJob",
     "PageLabeller",

@@ -26,10 +26,11 @@ from ..drawing import draw_prediction
 from ..inference import group_pages
 from ..outputs import check_output_paths, write_files
 from ..pages import DEFAULT_DPI, WORDS_FROM
-from .jsonl import JsonlWriter, read_complete, record_key, recover
+from ..pdf import check_dpi
+from .jsonl import JsonlWriter, OutputLock, read_complete, record_key, recover
 from .reading import PageReader, worker_init
 from .runner import PageLabeller
-from .shards import output_paths, record_files
+from .shards import done_path, output_paths, record_files, write_done
 from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
 
 __all__ = ["LabelRun", "plan_run", "process_share"]
@@ -64,6 +65,7 @@ class LabelRun:
     dataset: Any = None
     reader_options: dict = field(default_factory=dict)
     png_dir: str | None = None
+    lock: OutputLock | None = None  # held on `output` from `plan_run` to the end of `run`
 
     def run(
         self,
@@ -77,7 +79,18 @@ class LabelRun:
         quiet: bool = False,
     ) -> dict:
         """Label the planned pages and return the summary (`pages`, `failed`, `skipped`, `words`, `entities`,
-        `seconds`, `pages_per_second`, `input_wait_share`: the share of the time the model waited for pages)."""
+        `seconds`, `pages_per_second`, `input_wait_share`: the share of the time the model waited for pages).
+        The output's lock is released at the end; a shard of a launch is then marked done (`shards.write_done`)."""
+        try:
+            summary = self._run(model, processor, batch_size, num_workers, device, dtype, compile, quiet)
+            if self.num_processes > 1:
+                write_done(self.output, self.failures_output)
+            return summary
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self, model, processor, batch_size, num_workers, device, dtype, compile, quiet) -> dict:
         from tqdm.auto import tqdm
 
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -197,6 +210,7 @@ def plan_run(
         raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
     if words_from not in WORDS_FROM:
         raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
+    check_dpi(dpi)
     if (words_column is None) != (boxes_column is None):
         raise ValueError("Give --words_column and --boxes_column together (the words and their 0-1000 boxes).")
     if process_index is None or num_processes is None:
@@ -210,8 +224,10 @@ def plan_run(
 
     jobs, failures = [], []
     if inputs:
-        files = shard(expand_inputs(inputs), process_index, num_processes)
+        unreadable: list[dict] = []
+        files = shard(expand_inputs(inputs, unreadable), process_index, num_processes)
         jobs, failures = page_jobs(files)
+        failures += unreadable if process_index == 0 else []  # folders that cannot be read: once per launch
     pages = None
     if dataset:
         pages = load_page_dataset(dataset, split, image_column)
@@ -220,10 +236,18 @@ def plan_run(
                 raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")
         jobs += shard(dataset_documents(dataset, split, len(pages)), process_index, num_processes)
 
-    done = {record_key(r) for r in recover(records_path)}
-    for path in record_files(output):
-        if os.path.abspath(path) != os.path.abspath(records_path):
-            done.update(record_key(r) for r in read_complete(path))
+    recover(failures_path, cut=False)  # a foreign file there is refused, never replaced
+    lock = OutputLock(records_path)  # a second run on this output stops here (ValueError: exit 2)
+    try:
+        if os.path.exists(done_path(records_path)):
+            os.remove(done_path(records_path))  # this shard is being written again: unfinished until this run ends
+        done = {record_key(r) for r in recover(records_path)}
+        for path in record_files(output):
+            if os.path.abspath(path) != os.path.abspath(records_path):
+                done.update(record_key(r) for r in read_complete(path))
+    except BaseException:
+        lock.release()
+        raise
     todo = [job for job in jobs if job.key not in done]
     failures = [f for f in failures if record_key(f) not in done]
     return LabelRun(
@@ -246,4 +270,5 @@ def plan_run(
             boxes_column=boxes_column,
         ),
         png_dir=png_dir,
+        lock=lock,
     )

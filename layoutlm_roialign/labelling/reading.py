@@ -7,8 +7,9 @@ Tesseract), and encodes its windows with the processor (`inference.encode_page`)
 (damaged file, unreadable frame, OCR error) comes back as `{"source", "page", "error"}` instead of stopping the run.
 
 Where the words come from (`words_from`): `"auto"` reads a PDF page's text layer and OCRs pages without one (scans,
-images); `"text"` never OCRs (pages without a text layer, and images, get no words); `"ocr"` OCRs every page, text
-layer or not. Dataset rows use their word and box columns when `words_column` is set (except under `"ocr"`).
+images); `"text"` never OCRs (a page without a text layer, an image, or a dataset row without word columns is then a
+failure naming `--words_from`, so that a later run with `auto` or `ocr` labels it); `"ocr"` OCRs every page, text layer
+or not. Dataset rows use their word and box columns when `words_column` is set (except under `"ocr"`).
 
 `worker_init` limits each worker to one torch thread and Tesseract to one OpenMP thread (`OMP_THREAD_LIMIT=1`,
 unless set already): with one worker per core, more threads per worker only oversubscribe the cores.
@@ -115,6 +116,11 @@ class PageReader(torch.utils.data.Dataset):
                              ocr_lang=self.ocr_lang, name=name)  # fmt: skip
         except (ImportError, OSError) as err:  # pytesseract or the tesseract binary missing, a Tesseract crash
             raise RuntimeError(f"OCR failed: {_reason(err)}") from err
+        if self.words_from == "text" and read["words_from"] == "none":
+            raise ValueError(
+                "the page has no text layer (an image, a scan) and --words_from text never OCRs: it is left for a "
+                "run with --words_from auto or ocr"
+            )
         words_from = "dataset" if read["words_from"] == "given" else read["words_from"]
         item = {"words_from": words_from, **{k: read[k] for k in ("width", "height", "words", "boxes")}}
         item.update(encode_page(self.processor, read["image"], read["words"], read["boxes"], self.max_length,

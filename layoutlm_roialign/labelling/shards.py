@@ -2,10 +2,14 @@
 
 With `--output labels.jsonl`, a single process writes `labels.jsonl` and `labels.failures.jsonl`; process `i` of `n`
 (under `accelerate launch`) writes `labels.shard-0000i-of-0000n.jsonl` and `labels.shard-0000i-of-0000n.failures.jsonl`
-beside it. A page is done when any of these record files holds it, whatever process count wrote it, so a rerun with
-another number of processes or machines does not label a page twice. `merge_shards` joins the record files into
-`labels.jsonl` (one record per page, sorted by source and page) and the failure files into `labels.failures.jsonl`
-(without the pages that have a record), each written to a temporary file and renamed, then removes the shards.
+beside it, and when it has finished, `labels.shard-0000i-of-0000n.done.json` (how many records and failures its
+two files hold). A page is done when any of these record files holds it, whatever process count wrote it, so a rerun
+with another number of processes or machines does not label a page twice. `merge_shards` checks the shard set of every
+launch first (the count `n` from the names, all `n` shards there with their done file, each holding the records its
+done file counts, no torn line, no process still writing one) and otherwise stops naming the shard and deletes
+nothing; it then joins the record files into `labels.jsonl` (one record per page, sorted by source and page) and the
+failure files into `labels.failures.jsonl` (without the pages that have a record), each written to a temporary file
+and renamed, and only then removes the shards.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import os
 import re
 
 from ..outputs import write_files
-from .jsonl import read_complete, record_key
+from .jsonl import OutputLock, read_complete, record_key, torn_tail
 
-__all__ = ["output_paths", "record_files", "merge_shards"]
+__all__ = ["output_paths", "record_files", "merge_shards", "done_path", "write_done"]
 
 _SHARD = re.compile(r"\.shard-(\d+)-of-(\d+)\.jsonl$")
 
@@ -35,6 +39,57 @@ def output_paths(output: str | os.PathLike, index: int = 0, count: int = 1) -> t
         return output, _stem(output) + ".failures.jsonl"
     name = f"{_stem(output)}.shard-{index:05d}-of-{count:05d}"
     return name + ".jsonl", name + ".failures.jsonl"
+
+
+def done_path(records_path: str | os.PathLike) -> str:
+    """The done file of the shard `records_path` (`<shard>.done.json`)."""
+    return os.fspath(records_path).removesuffix(".jsonl") + ".done.json"
+
+
+def write_done(records_path: str, failures_path: str) -> None:
+    """Mark a shard finished: its done file (written whole, then renamed) counts the records of its two files."""
+    counts = {"records": len(read_complete(records_path)), "failures": len(read_complete(failures_path))}
+    write_files({done_path(records_path): lambda f: f.write(json.dumps(counts).encode("utf-8") + b"\n")})
+
+
+def _check_launches(output: str, shards: list[str]) -> None:
+    """Every launch's shard set is complete and no longer written (module docstring); `ValueError` naming the shard."""
+    fix = "rerun the same launch (it resumes, and skips what is done), then --merge again"
+    counts = {int(_SHARD.search(p).group(2)) for p in shards}
+    for count in sorted(counts):
+        for index in range(count):
+            records, failures = output_paths(output, index, count)
+            if not os.path.isfile(records):
+                raise ValueError(
+                    f"--output {output!r}: the launch of {count} processes is missing shard {records!r} (shards are "
+                    f"counted from their names: {count}); {fix}. Nothing was merged or removed."
+                )
+            if OutputLock.is_held(records):
+                raise ValueError(
+                    f"--output {output!r}: shard {records!r} is still being written by a running process; wait for "
+                    "the launch to finish, then --merge. Nothing was merged or removed."
+                )
+            for path in (records, failures):
+                if torn_tail(path):
+                    raise ValueError(
+                        f"--output {output!r}: shard {path!r} ends in a torn line (its process was killed while "
+                        f"writing); {fix}. Nothing was merged or removed."
+                    )
+            try:
+                with open(done_path(records), encoding="utf-8") as f:
+                    done = json.load(f)
+            except (OSError, ValueError):
+                raise ValueError(
+                    f"--output {output!r}: shard {records!r} was not finished by its process (no "
+                    f"{os.path.basename(done_path(records))!r}); {fix}. Nothing was merged or removed."
+                ) from None
+            for path, key in ((records, "records"), (failures, "failures")):
+                held = len(read_complete(path))
+                if held < done.get(key, 0):
+                    raise ValueError(
+                        f"--output {output!r}: shard {path!r} holds {held} of the {done[key]} {key} its process "
+                        f"wrote (the file was cut short or replaced); {fix}. Nothing was merged or removed."
+                    )
 
 
 def _shards(output: str, failures: bool) -> list[str]:
@@ -57,13 +112,28 @@ def merge_shards(output: str | os.PathLike) -> dict:
         `{"records", "failures", "shards"}`: the counts written and the shard files merged (and removed).
 
     Raises:
-        ValueError: naming `--output`, when there is nothing to merge.
+        ValueError: naming `--output` and the shard, when there is nothing to merge or a launch's shard set is not
+            complete (nothing is then written or removed).
     """
     output = os.fspath(output)
     shards = _shards(output, failures=False)
     failure_shards = _shards(output, failures=True)
     if not shards and not failure_shards:
         raise ValueError(f"--output {output!r}: no shard files ({_stem(output)}.shard-*-of-*.jsonl) to merge.")
+    _check_launches(
+        output, sorted(set(shards) | {p.removesuffix(".failures.jsonl") + ".jsonl" for p in failure_shards})
+    )
+    locks: list[OutputLock] = []
+    try:
+        for path in shards:  # a run started on a shard now stops instead of writing into it
+            locks.append(OutputLock(path))
+        return _merge(output, shards, failure_shards)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _merge(output: str, shards: list[str], failure_shards: list[str]) -> dict:
     records: dict = {}
     for path in record_files(output):
         for record in read_complete(path):
@@ -92,6 +162,7 @@ def merge_shards(output: str | os.PathLike) -> dict:
         return write
 
     write_files({output: writer(records), failures_path: writer(failures)})
-    for path in shards + failure_shards:
-        os.remove(path)
+    for path in shards + failure_shards + [done_path(p) for p in shards]:
+        if os.path.exists(path):
+            os.remove(path)
     return {"records": len(records), "failures": len(failures), "shards": shards}

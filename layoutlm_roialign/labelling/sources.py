@@ -1,13 +1,15 @@
 """What to label: folders, globs, list files and `datasets` datasets -> documents -> page jobs, in a fixed order.
 
 A *document* is a file (an image, a multi-page TIFF, a PDF) or one row of a dataset. `expand_inputs` turns the
-`--inputs` into files: a folder gives every page file under it (recursively, sorted; PIL image extensions and
-`.pdf`, hidden files skipped), a glob its matches (sorted), a list file (`.txt`, `.lst`, `.list`) the paths on its
-lines (relative ones from the list file's folder; blank lines and `#` comments skipped), a file itself; inputs keep
-the order given and a file named twice is labelled once. `shard` splits documents round-robin between processes,
-so every process of a launch derives the same split from the same inputs. `page_jobs` opens each document just far
-enough to count its pages (a PDF's page count, a TIFF's frames) and turns a document that cannot be opened (empty,
-corrupt, encrypted) into a failure record instead.
+`--inputs` into files: a folder gives every page file under it (recursively, sorted; PIL image extensions and `.pdf`,
+hidden files skipped), a glob its matches (sorted), a list file (`.txt`, `.lst`, `.list`) the paths on its lines
+(relative ones from the list file's folder; blank lines and `#` comments skipped), a file itself; inputs keep the order
+given and a file named twice is labelled once, however it is named (two paths, a symlink, a folder that a symlink loop
+reaches again: files are compared by device and inode, and folder walks never follow folder symlinks). A sub-folder
+that cannot be read becomes a failure record; a folder given directly that cannot be read is an error. `shard` splits
+documents round-robin between processes, so every process of a launch derives the same split from the same inputs.
+`page_jobs` opens each document just far enough to count its pages (a PDF's page count, a TIFF's frames) and turns a
+document that cannot be opened (empty, corrupt, encrypted) into a failure record instead.
 """
 
 from __future__ import annotations
@@ -56,13 +58,27 @@ def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
-def _folder_files(folder: str) -> list[str]:
+def _folder_files(folder: str, unreadable: list[dict] | None = None) -> list[str]:
+    """Page files under `folder`; each sub-folder that cannot be read is added to `unreadable` as a failure record.
+
+    Raises:
+        ValueError: naming `--inputs`, when `folder` itself cannot be read.
+    """
+    errors: list[OSError] = []
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=errors.append):  # folder symlinks are not followed: no loops
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in PAGE_EXTENSIONS:
                 found.append(os.path.join(root, name))
+    for err in errors:
+        if os.path.normpath(err.filename or folder) == os.path.normpath(folder):
+            raise ValueError(f"--inputs {folder!r}: the folder cannot be read ({err.strerror or err}).") from err
+        if unreadable is not None:
+            unreadable.append(
+                {"source": os.path.normpath(err.filename), "page": None,
+                 "error": f"the folder cannot be read ({err.strerror or err}): its files were not labelled"}
+            )  # fmt: skip
     return found
 
 
@@ -78,8 +94,18 @@ def _list_file(path: str) -> list[str]:
     ]
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """The files that `inputs` (folders, globs, list files, files) name, in a deterministic order (module docstring).
+def _file_id(path: str) -> tuple[int, int] | str:
+    """What makes a file itself: `(st_dev, st_ino)` (the path when it cannot be stat'ed; it fails later, named)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.normpath(path)
+    return (st.st_dev, st.st_ino)
+
+
+def expand_inputs(inputs: Sequence[str], unreadable: list[dict] | None = None) -> list[str]:
+    """The files that `inputs` (folders, globs, list files, files) name, in a deterministic order, each file once
+    (module docstring). Sub-folders that cannot be read are added to `unreadable` as failure records.
 
     Raises:
         ValueError: naming `--inputs` and the entry, for a path that does not exist or a glob or folder that matches
@@ -91,8 +117,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     for entry in inputs:
         path = os.path.expanduser(entry)
         if os.path.isdir(path):
-            found = _folder_files(path)
-            if not found:
+            skipped: list[dict] = []
+            found = _folder_files(path, skipped)
+            if unreadable is not None:
+                unreadable.extend(skipped)
+            if not found and not skipped:
                 raise ValueError(
                     f"--inputs {entry!r}: the folder holds no page files (images or PDFs: "
                     f"{', '.join(sorted(e for e in PAGE_EXTENSIONS if e in ('.pdf', '.png', '.jpg', '.tif')))}, ...)."
@@ -106,7 +135,10 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         else:
             raise ValueError(f"--inputs {entry!r} does not exist: give a folder, a glob, a list file or a file.")
         files.extend(os.path.normpath(p) for p in found)
-    return list(dict.fromkeys(files))
+    unique: dict = {}
+    for path in files:
+        unique.setdefault(_file_id(path), path)
+    return list(unique.values())
 
 
 def shard(items: Sequence[Any], index: int, count: int) -> list[Any]:

@@ -136,7 +136,7 @@ def test_a_frame_of_a_multi_page_file_is_read_or_named_missing(tmp_path):
     frames = [PIL.Image.fromarray(ink_page(120 + 10 * i, 80)) for i in range(3)]
     frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
     assert [load_page(tmp_path / "pages.tif", frame=i).width for i in range(3)] == [120, 130, 140]
-    with pytest.raises(ValueError, match=r"pages.tif' has 3 page\(s\); page 4 does not exist"):
+    with pytest.raises(ValueError, match=r"`page` 4: '.*pages.tif' has 3 page\(s\); choose a page from 1 to 3"):
         load_page(tmp_path / "pages.tif", frame=3)
 
 

@@ -153,14 +153,28 @@ def child(spec: dict) -> dict:
     return result
 
 
-def run_child(spec: dict) -> dict:
+def run_child(spec: dict, script: str = __file__, env: dict | None = None) -> dict:
+    """`script --child <spec>` in a fresh process (with `env`, default this one's); its `RESULT` line, parsed."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
+        [sys.executable, script, "--child", json.dumps(spec)], capture_output=True, text=True, check=False, env=env
     )
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{spec['kind']} failed:\n{out.stderr[-3000:]}")
+
+
+def hardware(device: str) -> str:
+    """The CPU's name and core count, or the GPU's name."""
+    import torch
+
+    if device != "cpu":
+        return torch.cuda.get_device_name()
+    cpu = platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def predict_script_loop(model: str, files: list[str], workdir: Path) -> dict:
@@ -240,13 +254,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     import torch
 
-    cpu = platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     report = {
         "command": "python benchmarks/label_bench.py " + " ".join(sys.argv[1:]),
-        "hardware": f"{cpu}, {os.cpu_count()} cores" if args.device == "cpu" else torch.cuda.get_device_name(),
+        "hardware": hardware(args.device),
         "torch": torch.__version__,
         "model": args.model or f"built here, random weights ({args.model_size})",
         "scan_source": corpora["scan_source"],

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import label_bench  # noqa: E402
 from label_bench import BASE, BASE_BACKBONE, SMALL, SMALL_BACKBONE, make_corpora  # noqa: E402
 
 
@@ -111,13 +111,8 @@ def child(spec: dict) -> dict:
 
 
 def run_child(spec: dict, tree: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": tree}
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         env=env, check=False)  # fmt: skip
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{spec['kind']} ({tree}) failed:\n{out.stderr[-3000:]}")
+    """A measurement in a fresh process that imports the package from `tree`."""
+    return label_bench.run_child(spec, __file__, {**os.environ, "PYTHONPATH": tree})
 
 
 def main() -> None:
@@ -168,13 +163,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     import torch
 
-    cpu = platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     report = {
         "command": "python benchmarks/road_bench.py " + " ".join(sys.argv[1:]),
-        "hardware": f"{cpu}, {os.cpu_count()} cores" if args.device == "cpu" else torch.cuda.get_device_name(),
+        "hardware": label_bench.hardware(args.device),
         "torch": torch.__version__,
         "model": f"built here, random weights ({args.model_size})",
         "before": args.before,

@@ -940,7 +940,7 @@ class LayoutLMRoIAlignBiaffine(nn.Module):
         scores = self.bilinear(keys) @ values.transpose(1, 2)  # (B, E, E)
         scores = scores + self.key_linear(keys) + self.value_linear(values).transpose(1, 2)
         if self.box_relation is not None and boxes is not None:
-            scores = scores + self.box_relation(box_relation_features(boxes)).squeeze(-1)
+            scores = scores + self.box_relation(box_relation_features(boxes).to(keys.dtype)).squeeze(-1)
         return scores, self.no_key(values).squeeze(-1)
 
 

@@ -251,3 +251,21 @@ def test_pairs_are_decided_by_the_checkpoints_rules_everywhere(checkpoints):
     assert by_config != processor.post_process_relation_extraction(encoding, link_logits, 0.5, True)[0]
     road = predict_page(model, processor, image, words, boxes)["pairs"]
     assert [(p["key"], p["value"]) for p in by_config] == [(p["key"]["entity"], p["value"]["entity"]) for p in road]
+
+
+def test_the_pipeline_takes_batch_size_workers_and_dtype_as_pipelines_do(checkpoints):
+    from transformers import pipeline
+
+    folder = str(checkpoints["folders"]["linking"])
+    image, words, boxes = checkpoints["page"]
+    page = {"image": str(checkpoints["root"] / "page.png"), "words": words, "boxes": boxes}
+    pipe = pipeline(model=folder, trust_remote_code=True)
+    one = pipe(page)
+    many = pipe([page, page, page], batch_size=3, num_workers=2)
+    assert [m["pairs"] for m in many] == [one["pairs"]] * 3
+    assert [[w["label"] for w in m["words"]] for m in many] == [[w["label"] for w in one["words"]]] * 3
+    half = pipeline(model=folder, trust_remote_code=True, dtype=torch.bfloat16)
+    assert half.model.dtype == torch.bfloat16
+    result = half(page)
+    assert [w["text"] for w in result["words"]] == words and all(0 < w["score"] <= 1 for w in result["words"])
+    assert "pairs" in result

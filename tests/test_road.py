@@ -269,3 +269,42 @@ def test_the_pipeline_takes_batch_size_workers_and_dtype_as_pipelines_do(checkpo
     result = half(page)
     assert [w["text"] for w in result["words"]] == words and all(0 < w["score"] <= 1 for w in result["words"])
     assert "pairs" in result
+
+
+def test_evaluate_script_scores_pairs_of_a_linking_checkpoint(checkpoints, tmp_path, capsys):
+    """scripts/evaluate.py on a linking checkpoint and a FUNSD folder prints and writes entity F1 and pair
+    precision / recall / F1, with gold entities and end to end."""
+    import runpy
+
+    from conftest import REPO_ROOT, make_funsd_release_root
+
+    root = make_funsd_release_root(tmp_path / "funsd", train_pages=3, test_pages=2)
+    for annotation in root.glob("*/annotations/*.json"):  # link each page's question (id 1) to its answer (id 2)
+        form = json.loads(annotation.read_text())
+        for entity in form["form"]:
+            entity["linking"] = [[1, 2]] if entity["id"] in (1, 2) else []
+        annotation.write_text(json.dumps(form))
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]
+    folder = str(checkpoints["folders"]["linking"])
+    report = main(["--model", folder, "--dataset", str(root), "--split", "test", "--output", str(tmp_path / "r.json")])
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written == json.loads(capsys.readouterr().out) and written["pages"] == 2
+    assert {"precision", "recall", "f1"} <= set(written) and written["link_threshold"] == 0.05
+    for kind in ("gold_entities", "end_to_end"):
+        scores = written["pairs"][kind]
+        assert scores["gold"] == 2  # each page: one question -> answer link (make_funsd_release_root)
+        assert 0 <= scores["correct"] <= min(scores["predicted"], scores["gold"])
+        assert scores["f1"] == pytest.approx(report["pairs"][kind]["f1"])
+    # the gold-entity scores are those of the model's pairs among the gold entities of each page
+    model, processor = load_model_and_processor(folder)
+    from layoutlm_roialign.data import DataArguments, load_training_data
+
+    pages = load_training_data(DataArguments(dataset=str(root)))["test"]
+    correct = 0
+    for row in pages:
+        gold = [{"word_indices": e["word_indices"], "label": e["label"]} for e in row["entities"]]
+        pairs = predict_page(model, processor, row["image"], row["words"], row["bboxes"], entities=gold)["pairs"]
+        correct += sum((p["key"]["label"], p["value"]["label"]) == ("QUESTION", "ANSWER") for p in pairs)
+    assert written["pairs"]["gold_entities"]["correct"] == correct
+    token = str(checkpoints["folders"]["token"])
+    assert "pairs" not in main(["--model", token, "--dataset", str(root), "--split", "test"])

@@ -27,9 +27,11 @@ from transformers import AutoConfig, AutoModel, LayoutLMModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
+    MaskedLMOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.models.layoutlm.modeling_layoutlm import LayoutLMLMPredictionHead, LayoutLMOnlyMLMHead
 from transformers.utils import can_return_tuple, logging
 
 from .configuration_layoutlm_roialign import BACKBONE_NORMS, LayoutLMRoIAlignConfig
@@ -41,6 +43,7 @@ __all__ = [
     "LayoutLMRoIAlignModel",
     "LayoutLMRoIAlignForTokenClassification",
     "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignForMaskedLM",
     "LayoutLMRoIAlignForRelationExtraction",
     "LayoutLMRoIAlignRelationExtractionOutput",
     "LayoutLMRoIAlignModelOutput",
@@ -509,6 +512,8 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
                 init.normal_(module.weight, mean=0.0, std=self.config.initializer_range / scale)
                 if module.bias is not None:
                     init.zeros_(module.bias)
+        elif isinstance(module, LayoutLMLMPredictionHead):
+            init.zeros_(module.bias)  # the masked-LM head's output bias, as LayoutLM's own `_init_weights` does
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
             # The projection is zeroed here, on the Linear itself: for remote code, transformers skips
             # `_init_weights` on a module without direct parameters (the visual module when it has no gate).
@@ -527,9 +532,11 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         """Build the model from a pretrained text encoder and pretrained backbone weights.
 
         Args:
-            text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), or a plain
-                BERT checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), as a Hub id
-                or a local folder. `None` leaves the text encoder randomly initialized.
+            text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), a plain
+                BERT checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), or one of
+                this package's checkpoints (its text encoder only, e.g. after MVLM pre-training with
+                `scripts/pretrain.py`), as a Hub id or a local folder. `None` leaves the text encoder randomly
+                initialized.
             backbone_weights: torchvision weights of `backbone` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
                 torchvision) or a path to a state-dict file. `None` leaves the backbone random.
             config_kwargs: fields of [`LayoutLMRoIAlignConfig`] (`backbone`, `num_labels`, `id2label`, ...). Text
@@ -543,6 +550,10 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
                     config_kwargs.setdefault(key, getattr(text_config, key))
             if text_config.model_type == "layoutlm":
                 text_state = LayoutLMModel.from_pretrained(text_model_name_or_path).state_dict()
+            elif text_config.model_type == LayoutLMRoIAlignConfig.model_type:
+                # One of ours (e.g. an MVLM pre-training checkpoint): its text encoder, `layoutlm.*` of the base model.
+                state = LayoutLMRoIAlignModel.from_pretrained(text_model_name_or_path).state_dict()
+                text_state = {k[len("layoutlm.") :]: v for k, v in state.items() if k.startswith("layoutlm.")}
             else:
                 text_state = AutoModel.from_pretrained(text_model_name_or_path).state_dict()
         config = LayoutLMRoIAlignConfig(**config_kwargs)
@@ -814,6 +825,99 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
             else:
                 loss = BCEWithLogitsLoss()(logits.float(), labels.float())
         return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM + RoIAlign image embeddings with a masked-language-model head: the masked visual-language model
+    (MVLM) of the LayoutLM paper (section 2.3). Masked tokens keep their boxes, and the head predicts them from the
+    fused states (text, layout and, with the visual branch on, each token's RoI feature).
+
+    The head is LayoutLM's own (`LayoutLMOnlyMLMHead`: dense, activation, LayerNorm, then a decoder tied to the word
+    embeddings, as BERT's is). The encoder sits under `layoutlm_roialign`, as in the task heads, so a checkpoint of
+    this class loads into [`LayoutLMRoIAlignForTokenClassification`], [`LayoutLMRoIAlignForSequenceClassification`]
+    and [`LayoutLMRoIAlignForRelationExtraction`] with only their heads newly initialized.
+
+    A masked token's own RoI shows the word it hides; `layoutlm_roialign.pretraining` therefore blanks the boxes of
+    the tokens to predict in the page image before the backbone sees it (as LayoutLMv2 does).
+    """
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "layoutlm_roialign.layoutlm.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.cls = LayoutLMOnlyMLMHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.layoutlm_roialign.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        image_index: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        r"""
+        bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
+            Each token's box normalized to 0..1000, masked tokens included (they keep their word's box); see
+            [`LayoutLMRoIAlignModel.forward`].
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            The page images, ImageNet-normalized, with the boxes of the tokens to predict blanked (see the class
+            docstring); one per sequence (or one per page with `image_index`).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            The original token ids at the positions to predict, in `[0, vocab_size - 1]`; -100 elsewhere.
+        image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
+        """
+        if labels is not None:
+            shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1])
+            if tuple(labels.shape) != shape:
+                raise ValueError(f"`labels` must have the inputs' shape {shape}, got {tuple(labels.shape)}.")
+            if not torch.compiler.is_compiling():
+                bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size))
+                if bad.any():
+                    raise ValueError(
+                        f"`labels` must be token ids in 0..{self.config.vocab_size - 1} (the masked tokens' original "
+                        f"ids) or -100 (not predicted), got {labels[bad].unique().tolist()}; is the tokenizer the "
+                        "model's?"
+                    )
+        outputs = self.layoutlm_roialign(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            image_index=image_index,
+            **kwargs,
+        )
+        logits = self.cls(outputs.last_hidden_state)  # (B, L, vocab_size)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size).float(), labels.view(-1))
+        return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 

@@ -886,7 +886,8 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
             The page images, ImageNet-normalized, with the boxes of the tokens to predict blanked (see the class
             docstring); one per sequence (or one per page with `image_index`).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            The original token ids at the positions to predict, in `[0, vocab_size - 1]`; -100 elsewhere.
+            The original token ids at the positions to predict, in `[0, vocab_size - 1]`; -100 elsewhere. In
+            training with `config.mlm_sparse_prediction`, `logits` are those positions' only.
         image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
         """
@@ -913,10 +914,14 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
             image_index=image_index,
             **kwargs,
         )
-        logits = self.cls(outputs.last_hidden_state)  # (B, L, vocab_size)
+        sequence_output = outputs.last_hidden_state
+        if labels is not None and self.training and self.config.mlm_sparse_prediction:
+            predicted = labels != -100
+            sequence_output, labels = sequence_output[predicted], labels[predicted]  # (num_predicted, hidden)
+        logits = self.cls(sequence_output)  # (B, L, vocab_size), or (num_predicted, vocab_size)
         loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size).float(), labels.view(-1))
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size).float(), labels.reshape(-1))
         return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

@@ -81,6 +81,7 @@ PRETRAIN_SCRIPT_DEFAULTS = dict(
     save_total_limit=2,
     report_to="none",
     remove_unused_columns=False,
+    train_sampling_strategy="group_by_length",  # windows of similar lengths in a batch: padding costs as much as text
 )
 
 
@@ -594,6 +595,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
         raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
 
     model, processor = build_pretraining_model(args)
+    model.config.mlm_sparse_prediction = True  # the vocabulary decoder on the predicted tokens only, in training
     pixels = bool(model.config.use_visual_features)
     cache_dir = args.cache_dir or str(output_dir / "windows")
     with training_args.main_process_first(desc="reading pages"):
@@ -607,7 +609,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
     held_out = min(args.validation_windows, len(windows) // 10)
     eval_set = None
     if held_out:
-        split = windows.train_test_split(test_size=held_out, seed=0, keep_in_memory=True)
+        split = windows.train_test_split(test_size=held_out, seed=0)
         windows, eval_set = split["train"], _premask(split["test"], collator, seed=0)
     else:
         training_args.eval_strategy = "no"
@@ -651,6 +653,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
         "80 % [MASK] / 10 % random / 10 % kept, boxes kept"
         + (", chosen boxes blanked in the page image" if pixels else ""),
         "training": {
+            "resumed_from": os.path.basename(resume) if resume else None,
             "global_step": steps,
             "epochs": float(trainer.state.epoch or 0.0),
             "total_batch_size": total_batch,

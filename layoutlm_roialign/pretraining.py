@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, AutoTokenizer, Trainer, TrainingArguments
+from transformers import AutoProcessor, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from .checkpoints import FINAL_FOLDER, last_complete_checkpoint, remove_stale_temporary_folders, save_folder_atomically
 from .data.encoding import DataCollatorForLayoutLMRoIAlign
@@ -540,7 +540,8 @@ def write_pretraining_card(folder: str | os.PathLike, summary: dict) -> Path:
         ("steps / epochs", f"{train['global_step']} / {train['epochs']:.2f}"),
         ("batch size (all processes) / learning rate / warm-up", f"{train['total_batch_size']} / "
          f"{train['learning_rate']} / {train['warmup_steps']}"),
-        ("windows seen / train time", f"{train['windows_seen']} / {train['train_seconds']:.0f} s"),
+        ("windows seen / train time (wall, CPU)", f"{train['windows_seen']} / {train['train_seconds']:.0f} s, "
+         f"{train['train_cpu_seconds']:.0f} s"),
         ("throughput", f"{train['windows_per_second']:.2f} windows/s"),
         ("held-out MVLM loss / masked-token accuracy (first -> last evaluation)", summary["curve"]),
     ]  # fmt: skip
@@ -594,6 +595,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
     elif isinstance(resume, str) and not os.path.isfile(os.path.join(resume, "trainer_state.json")):
         raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
 
+    set_seed(training_args.seed)
     model, processor = build_pretraining_model(args)
     model.config.mlm_sparse_prediction = True  # the vocabulary decoder on the predicted tokens only, in training
     pixels = bool(model.config.use_visual_features)
@@ -626,16 +628,29 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
         preprocess_logits_for_metrics=argmax_logits if eval_set is not None else None,
         callbacks=list(callbacks),
     )
-    start = time.perf_counter()
+    # The curve's step 0, the loss and accuracy before pre-training (kept beside the checkpoints for a resumed run).
+    before, before_path = None, output_dir / "eval_before_pretraining.json"
+    if eval_set is not None and resume is None:
+        before = trainer.evaluate()
+        if trainer.is_world_process_zero():
+            before_path.write_text(json.dumps(before))
+    elif before_path.is_file():
+        before = json.loads(before_path.read_text())
+    start, cpu_start = time.perf_counter(), time.process_time()
     train_result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - start
-    eval_metrics = trainer.evaluate() if eval_set is not None else {}
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     history = trainer.state.log_history
-    curve = [
-        {"step": h["step"], "loss": h["eval_loss"], "masked_accuracy": h.get("eval_masked_accuracy")}
-        for h in history
+    if eval_set is not None and not any(
+        h.get("step") == trainer.state.global_step and "eval_loss" in h for h in history
+    ):
+        trainer.evaluate()
+    eval_metrics = next((h for h in reversed(history) if "eval_loss" in h), {})
+    points = {  # by step: the final evaluation repeats the last step's when that step was evaluated
+        h["step"]: {"step": h["step"], "loss": h["eval_loss"], "masked_accuracy": h.get("eval_masked_accuracy")}
+        for h in ([{**before, "step": 0}] if before else []) + history
         if "eval_loss" in h
-    ]
+    }
+    curve = [points[step] for step in sorted(points)]
     train_curve = [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h]
     total_batch = training_args.per_device_train_batch_size * training_args.world_size
     total_batch *= training_args.gradient_accumulation_steps
@@ -661,6 +676,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
             "warmup_steps": training_args.warmup_steps,
             "windows_seen": steps * total_batch,
             "train_seconds": seconds,
+            "train_cpu_seconds": cpu_seconds,  # this process's CPU time (all its threads) while training
             "train_metrics": train_result.metrics,
             "windows_per_second": train_result.metrics.get("train_samples_per_second", 0.0),
         },

@@ -325,6 +325,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
     summary = run_pretraining(args, training)
     losses = [point["loss"] for point in summary["eval_curve"]]
     assert len(losses) >= 4 and losses[-1] < losses[0] - 0.3, losses
+    assert [point["step"] for point in summary["eval_curve"]] == [0, 10, 20, 30, 40]  # step 0: before training
     assert summary["eval_curve"][-1]["masked_accuracy"] > summary["eval_curve"][0]["masked_accuracy"]
     final = tmp_path / "mvlm" / "final"
     card = (final / "README.md").read_text()
@@ -350,7 +351,8 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
         result = train_main(["--dataset", "synthetic", "--synthetic_pages", "8", "--validation_size", "2",
                              "--max_length", "64", "--stride", "16", flag, str(final), "--backbone", "resnet18",
                              "--image_size", "64", "--max_steps", "2", "--output_dir", str(out), "--use_cpu", "true",
-                             "--disable_tqdm", "true"])  # fmt: skip
+                             "--disable_tqdm", "true", "--eval_strategy", "no", "--save_strategy", "no",
+                             "--load_best_model_at_end", "false"])  # fmt: skip
         assert (out / "final" / "config.json").is_file() and result["global_step"] == 2
 
 

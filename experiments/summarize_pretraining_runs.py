@@ -63,13 +63,23 @@ def main() -> None:
         run["mean"] = round(statistics.mean(values), 4)
         run["std"] = round(statistics.stdev(values), 4) if len(values) > 1 else None
         run["starts_from"] = STARTS.get(start, f"MiniLM-L6-H384 after MVLM pre-training run `{start}`")
+    # The no-pre-training row of issue 10 (experiments/funsd_single_lr_runs.sh, the same scripts/train.py command as
+    # `finetune none`): its three seeds, for the seeds not rerun here.
+    reference = None
+    table = Path(__file__).with_name("results_funsd_single_lr.md")
+    for line in table.read_text().splitlines() if table.is_file() else []:
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 4 and cells[1] == "**one lr 5e-5:** text only":
+            per_seed = dict(zip(cells[2].split(", "), map(float, cells[4].split(", ")), strict=True))
+            reference = {"source": f"{table.name}, row '{cells[1]}'", "per_seed": per_seed, "mean ± std": cells[3]}
     results = {
-        "command": "experiments/funsd_pretraining_runs.sh pretrain mvlm-both (STEPS=60); "
+        "command": "STEPS=60 experiments/funsd_pretraining_runs.sh pretrain mvlm-both; "
         "experiments/funsd_pretraining_runs.sh finetune none 0; experiments/funsd_pretraining_runs.sh finetune "
-        "mvlm-both 0 1; python experiments/summarize_pretraining_runs.py runs --output "
+        "mvlm-both 0 1 2; python experiments/summarize_pretraining_runs.py runs --output "
         "experiments/results_funsd_pretraining",
         "pretraining": pretraining,
         "finetunes": finetunes,
+        "no_pretraining_issue_10": reference,
     }
     Path(f"{args.output}.json").write_text(json.dumps(results, indent=2) + "\n")
 
@@ -91,6 +101,10 @@ def main() -> None:
         per_seed = ", ".join(f"{run['seeds'][s]['best_epoch_f1']:.3f}" for s in seeds)
         epochs = "; ".join(" ".join(f"{v:.3f}" for v in run["seeds"][s]["epoch_f1"]) for s in seeds)
         lines.append(f"| {run['starts_from']} | {', '.join(seeds)} | {run['mean']:.3f}{std} | {per_seed} | {epochs} |")
+    if reference:
+        per_seed = ", ".join(f"{v:.3f}" for v in reference["per_seed"].values())
+        lines.append(f"| {STARTS['none']}, issue 10's runs ({reference['source']}) | "
+                     f"{', '.join(reference['per_seed'])} | {reference['mean ± std']} | {per_seed} | |")  # fmt: skip
     Path(f"{args.output}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

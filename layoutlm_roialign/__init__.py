@@ -9,6 +9,7 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoProcessor,
@@ -19,6 +20,7 @@ from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor, normalize_box, normalize_boxes
 from .modeling_layoutlm_roialign import (
     PIPELINE_TASK,
+    LayoutLMRoIAlignForMaskedLM,
     LayoutLMRoIAlignForRelationExtraction,
     LayoutLMRoIAlignForSequenceClassification,
     LayoutLMRoIAlignForTokenClassification,
@@ -57,12 +59,14 @@ AutoImageProcessor.register(
     image_processor_classes={"torchvision": LayoutLMRoIAlignImageProcessor, "pil": LayoutLMRoIAlignImageProcessor},
     exist_ok=True,
 )
+AutoModelForMaskedLM.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignForMaskedLM, exist_ok=True)
 AutoProcessor.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignProcessor, exist_ok=True)
 
 LayoutLMRoIAlignConfig.register_for_auto_class()
 LayoutLMRoIAlignModel.register_for_auto_class("AutoModel")
 LayoutLMRoIAlignForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 LayoutLMRoIAlignForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+LayoutLMRoIAlignForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
 # There is no Auto class for relation extraction. The linking model is a token classifier (its `logits` are the
 # token logits) with a second output, so its checkpoints map AutoModelForTokenClassification to it: with
 # `trust_remote_code=True` that loads the joint model, link head included (see `layoutlm_roialign.linking`).
@@ -86,6 +90,7 @@ __all__ = [
     "LayoutLMRoIAlignModelOutput",
     "LayoutLMRoIAlignForTokenClassification",
     "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignForMaskedLM",
     "LayoutLMRoIAlignForRelationExtraction",
     "LayoutLMRoIAlignRelationExtractionOutput",
     "LayoutLMRoIAlignImageProcessor",

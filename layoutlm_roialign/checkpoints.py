@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedModel, TrainingArguments
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
@@ -33,6 +33,7 @@ __all__ = [
     "check_label_set",
     "completed_run",
     "last_complete_checkpoint",
+    "is_pretraining_checkpoint",
     "load_checkpoint_for_labels",
     "remove_stale_temporary_folders",
     "save_folder_atomically",
@@ -73,6 +74,13 @@ def check_label_set(model_labels: Sequence[str], dataset_labels: Sequence[str], 
     )
 
 
+def is_pretraining_checkpoint(path: str, trust_remote_code: bool = False) -> bool:
+    """Whether checkpoint `path` is a masked-LM pre-training checkpoint (`LayoutLMRoIAlignForMaskedLM`), which has
+    no label set: a task model starts from its encoder with a new head."""
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return "LayoutLMRoIAlignForMaskedLM" in (getattr(config, "architectures", None) or [])
+
+
 def load_checkpoint_for_labels(
     path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, Any]:
@@ -103,8 +111,9 @@ def build_model_and_processor(
     Args:
         label_names: the dataset's labels in id order.
         training_words: the training pages' words; without `text_model` a WordPiece tokenizer is trained on them.
-        model_name_or_path: one of our checkpoints to continue from (its label set is checked); the arguments
-            below are then unused.
+        model_name_or_path: one of our checkpoints to continue from (its label set is checked), or an MVLM
+            pre-training checkpoint (`scripts/pretrain.py`; the task head starts fresh); the arguments below are then
+            unused.
         trust_remote_code: run that checkpoint's own code.
         text_model: a pretrained LayoutLM or BERT checkpoint for the text encoder and its tokenizer (`None`: a
             random encoder of the sizes in `config_kwargs`).
@@ -131,6 +140,15 @@ def build_model_and_processor(
     if model_name_or_path is not None:
         if os.path.sep in model_name_or_path and not os.path.isdir(model_name_or_path):
             raise ValueError(f"--model_name_or_path {model_name_or_path!r} is not a folder.")
+        if is_pretraining_checkpoint(model_name_or_path, trust_remote_code):
+            # An MVLM checkpoint (scripts/pretrain.py): its encoder and visual branch, a new head for these labels.
+            model = TASK_MODELS[task].from_pretrained(
+                model_name_or_path,
+                num_labels=len(label_names),
+                id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)},
+            )
+            return model, AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
         model, processor = load_checkpoint_for_labels(
             model_name_or_path, label_names, f"--model_name_or_path {model_name_or_path}", trust_remote_code
         )

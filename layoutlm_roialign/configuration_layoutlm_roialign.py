@@ -149,6 +149,11 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         link_loss_weight (`float`, defaults to 1.0):
             Weight of the link loss (per value: cross-entropy of its gold key, or "no key", among its candidate
             keys) added to the token loss.
+        mlm_sparse_prediction (`bool`, defaults to `False`):
+            [`LayoutLMRoIAlignForMaskedLM`] in training mode with `labels`: compute the vocabulary logits of the
+            tokens to predict only, and return them as `(num_predicted, vocab_size)` (as ModernBERT's
+            `sparse_prediction`). The decoder over the vocabulary then costs 15 % of a full pass; evaluation and
+            inference always return `(batch_size, sequence_length, vocab_size)`.
     """
 
     model_type = "layoutlm_roialign"
@@ -180,6 +185,7 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         link_box_relation: bool = True,
         link_head_scale: float = 20.0,
         link_loss_weight: float = 1.0,
+        mlm_sparse_prediction: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -276,6 +282,7 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         self.link_box_relation = link_box_relation
         self.link_head_scale = float(link_head_scale)
         self.link_loss_weight = link_loss_weight
+        self.mlm_sparse_prediction = bool(mlm_sparse_prediction)
 
     @property
     def resolved_entity_types(self) -> list[str]:

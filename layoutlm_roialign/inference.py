@@ -58,11 +58,17 @@ _PAD_VALUES = {"bbox": 0, "attention_mask": 0, "token_type_ids": 0}
 def _auto_classes() -> dict[str, Any]:
     """`config.architectures` name -> the Auto class that loads it (the linking model answers
     `AutoModelForTokenClassification`: its checkpoints map that class to it, and so does the package)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import (
+        AutoModel,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     return {
         "feature-extraction": AutoModel,
         "LayoutLMRoIAlignModel": AutoModel,
+        "LayoutLMRoIAlignForMaskedLM": AutoModelForMaskedLM,
         "LayoutLMRoIAlignForTokenClassification": AutoModelForTokenClassification,
         "LayoutLMRoIAlignForRelationExtraction": AutoModelForTokenClassification,
         "LayoutLMRoIAlignForSequenceClassification": AutoModelForSequenceClassification,
@@ -198,6 +204,10 @@ def _check_safetensors(file: str) -> None:
             f"The weights file {file} is damaged or incomplete: {problem} (an interrupted save, copy or download?). "
             "Copy or download the model again, or save it again."
         )
+
+
+def _labels_tokens(model: torch.nn.Module) -> bool:
+    return type(model).__name__ in ("LayoutLMRoIAlignForTokenClassification", "LayoutLMRoIAlignForRelationExtraction")
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:
@@ -621,6 +631,11 @@ def label_pages(
     Returns:
         Per page, `decode_page`'s result; for a linking model also `"pairs"` (`pair_records`).
     """
+    if not _labels_tokens(model):
+        raise ValueError(
+            f"Labelling pages needs a token-classification or linking checkpoint; this one is a {type(model).__name__}"
+            " (fine-tune it with scripts/train.py first)."
+        )
     linking = is_linking_model(model)
     kept = predict_windows(
         model, pages, batch_size, pad_token_id=processor.tokenizer.pad_token_id, dtype=dtype,

@@ -29,9 +29,11 @@ from transformers import initialization as init
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
+    MaskedLMOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.models.layoutlm.modeling_layoutlm import LayoutLMLMPredictionHead, LayoutLMOnlyMLMHead
 from transformers.utils import can_return_tuple, logging
 
 from .configuration_layoutlm_roialign import BACKBONE_NORMS, LayoutLMRoIAlignConfig
@@ -43,6 +45,7 @@ __all__ = [
     "LayoutLMRoIAlignModel",
     "LayoutLMRoIAlignForTokenClassification",
     "LayoutLMRoIAlignForSequenceClassification",
+    "LayoutLMRoIAlignForMaskedLM",
     "LayoutLMRoIAlignForRelationExtraction",
     "LayoutLMRoIAlignRelationExtractionOutput",
     "LayoutLMRoIAlignModelOutput",
@@ -470,6 +473,7 @@ def _check_labels(labels: torch.Tensor, num_labels: int, shape: tuple[int, ...])
 # The document pipeline saved with every checkpoint (`pipeline_layoutlm_roialign.py`, registered by the package).
 PIPELINE_TASK = "form-understanding"
 PIPELINE_FILE = "pipeline_layoutlm_roialign.py"
+PIPELINE_HEADS = ("LayoutLMRoIAlignForTokenClassification", "LayoutLMRoIAlignForRelationExtraction")
 PIPELINE_INFO = {
     "impl": "pipeline_layoutlm_roialign.FormUnderstandingPipeline",
     "pt": ["AutoModelForTokenClassification"],
@@ -488,6 +492,7 @@ def checkpoint_auto_map(head: type) -> dict[str, str]:
         "AutoModel": f"{module}.LayoutLMRoIAlignModel",
         "AutoModelForTokenClassification": f"{module}.LayoutLMRoIAlignForTokenClassification",
         "AutoModelForSequenceClassification": f"{module}.LayoutLMRoIAlignForSequenceClassification",
+        "AutoModelForMaskedLM": f"{module}.LayoutLMRoIAlignForMaskedLM",
     }
     auto_class = getattr(head, "_auto_class", None)
     if auto_class is not None:
@@ -508,14 +513,19 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, writing the checkpoint's whole `auto_map` (`checkpoint_auto_map`: the
         base model for `AutoModel`, this head for its Auto class, the other heads for theirs) and, where the
-        pipeline's file lies beside this one, `custom_pipelines` and the pipeline's code, so that
-        `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed."""
+        pipeline's file lies beside this one and the head labels tokens (`PIPELINE_HEADS`), `custom_pipelines` and the
+        pipeline's code, so that `pipeline(model=folder, trust_remote_code=True)` works where this package is not
+        installed."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **checkpoint_auto_map(type(self))}
         pipeline_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), PIPELINE_FILE)
-        if os.path.isfile(pipeline_file):
+        # The pipeline reads token labels: a token classifier's or a linking model's checkpoint carries it.
+        carries_pipeline = os.path.isfile(pipeline_file) and type(self).__name__ in PIPELINE_HEADS
+        if carries_pipeline:
             self.config.custom_pipelines = {PIPELINE_TASK: dict(PIPELINE_INFO)}
+        elif hasattr(self.config, "custom_pipelines"):
+            del self.config.custom_pipelines
         super().save_pretrained(save_directory, *args, **kwargs)
-        if os.path.isfile(pipeline_file) and self._auto_class is not None:
+        if carries_pipeline and self._auto_class is not None:
             for file in [pipeline_file, *get_relative_import_files(pipeline_file)]:
                 shutil.copy(file, os.path.join(save_directory, os.path.basename(file)))
 
@@ -553,6 +563,8 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
                 init.normal_(module.weight, mean=0.0, std=self.config.initializer_range / scale)
                 if module.bias is not None:
                     init.zeros_(module.bias)
+        elif isinstance(module, LayoutLMLMPredictionHead):
+            init.zeros_(module.bias)  # the masked-LM head's output bias, as LayoutLM's own `_init_weights` does
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
             # The projection is zeroed here, on the Linear itself: for remote code, transformers skips
             # `_init_weights` on a module without direct parameters (the visual module when it has no gate).
@@ -571,9 +583,11 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         """Build the model from a pretrained text encoder and pretrained backbone weights.
 
         Args:
-            text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), or a plain
-                BERT checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), as a Hub id
-                or a local folder. `None` leaves the text encoder randomly initialized.
+            text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), a plain
+                BERT checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), or one of
+                this package's checkpoints (its text encoder only, e.g. after MVLM pre-training with
+                `scripts/pretrain.py`), as a Hub id or a local folder. `None` leaves the text encoder randomly
+                initialized.
             backbone_weights: torchvision weights of `backbone` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
                 torchvision) or a path to a state-dict file. `None` leaves the backbone random.
             config_kwargs: fields of [`LayoutLMRoIAlignConfig`] (`backbone`, `num_labels`, `id2label`, ...). Text
@@ -587,6 +601,10 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
                     config_kwargs.setdefault(key, getattr(text_config, key))
             if text_config.model_type == "layoutlm":
                 text_state = LayoutLMModel.from_pretrained(text_model_name_or_path).state_dict()
+            elif text_config.model_type == LayoutLMRoIAlignConfig.model_type:
+                # One of ours (e.g. an MVLM pre-training checkpoint): its text encoder, `layoutlm.*` of the base model.
+                state = LayoutLMRoIAlignModel.from_pretrained(text_model_name_or_path).state_dict()
+                text_state = {k[len("layoutlm.") :]: v for k, v in state.items() if k.startswith("layoutlm.")}
             else:
                 text_state = AutoModel.from_pretrained(text_model_name_or_path).state_dict()
         config = LayoutLMRoIAlignConfig(**config_kwargs)
@@ -858,6 +876,104 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
             else:
                 loss = BCEWithLogitsLoss()(logits.float(), labels.float())
         return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM + RoIAlign image embeddings with a masked-language-model head: the masked visual-language model
+    (MVLM) of the LayoutLM paper (section 2.3). Masked tokens keep their boxes, and the head predicts them from the
+    fused states (text, layout and, with the visual branch on, each token's RoI feature).
+
+    The head is LayoutLM's own (`LayoutLMOnlyMLMHead`: dense, activation, LayerNorm, then a decoder tied to the word
+    embeddings, as BERT's is). The encoder sits under `layoutlm_roialign`, as in the task heads, so a checkpoint of
+    this class loads into [`LayoutLMRoIAlignForTokenClassification`], [`LayoutLMRoIAlignForSequenceClassification`]
+    and [`LayoutLMRoIAlignForRelationExtraction`] with only their heads newly initialized.
+
+    A masked token's own RoI shows the word it hides; `layoutlm_roialign.pretraining` therefore blanks the boxes of
+    the tokens to predict in the page image before the backbone sees it (as LayoutLMv2 does).
+    """
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "layoutlm_roialign.layoutlm.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: LayoutLMRoIAlignConfig):
+        super().__init__(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.cls = LayoutLMOnlyMLMHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.layoutlm_roialign.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        image_index: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        r"""
+        bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
+            Each token's box normalized to 0..1000, masked tokens included (they keep their word's box); see
+            [`LayoutLMRoIAlignModel.forward`].
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+            The page images, ImageNet-normalized, with the boxes of the tokens to predict blanked (see the class
+            docstring); one per sequence (or one per page with `image_index`).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            The original token ids at the positions to predict, in `[0, vocab_size - 1]`; -100 elsewhere. In
+            training with `config.mlm_sparse_prediction`, `logits` are those positions' only.
+        image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
+        """
+        if labels is not None:
+            shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1])
+            if tuple(labels.shape) != shape:
+                raise ValueError(f"`labels` must have the inputs' shape {shape}, got {tuple(labels.shape)}.")
+            if not torch.compiler.is_compiling():
+                bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size))
+                if bad.any():
+                    raise ValueError(
+                        f"`labels` must be token ids in 0..{self.config.vocab_size - 1} (the masked tokens' original "
+                        f"ids) or -100 (not predicted), got {labels[bad].unique().tolist()}; is the tokenizer the "
+                        "model's?"
+                    )
+        outputs = self.layoutlm_roialign(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            image_index=image_index,
+            **kwargs,
+        )
+        sequence_output = outputs.last_hidden_state
+        if labels is not None and self.training and self.config.mlm_sparse_prediction:
+            predicted = labels != -100
+            sequence_output, labels = sequence_output[predicted], labels[predicted]  # (num_predicted, hidden)
+        logits = self.cls(sequence_output)  # (B, L, vocab_size), or (num_predicted, vocab_size)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size).float(), labels.reshape(-1))
+        return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 

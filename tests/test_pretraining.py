@@ -1,0 +1,440 @@
+"""MVLM pre-training: the masked-LM head and its checkpoint (task heads load its encoder, remote code), the masking
+rules, the blanked boxes, the cached windows, a short run whose loss falls, resume after a kill, fine-tuning the
+result with scripts/train.py, and two processes under `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import PIL.Image
+import pytest
+import torch
+from conftest import REPO_ROOT, model_inputs, random_batch, run_without_package, tiny_config
+from transformers import TrainingArguments
+
+from layoutlm_roialign import (
+    LayoutLMRoIAlignForMaskedLM,
+    LayoutLMRoIAlignForRelationExtraction,
+    LayoutLMRoIAlignForSequenceClassification,
+    LayoutLMRoIAlignForTokenClassification,
+    LayoutLMRoIAlignImageProcessor,
+)
+from layoutlm_roialign.data.funsd import FUNSD_LABELS
+from layoutlm_roialign.pretraining import (
+    PRETRAIN_SCRIPT_DEFAULTS,
+    DataCollatorForMaskedVisualLanguageModeling,
+    PretrainingArguments,
+    blank_fill_value,
+    read_pretraining_windows,
+    run_pretraining,
+)
+
+SCRIPTS = REPO_ROOT / "scripts"
+FUNSD_CONFIG = dict(id2label=dict(enumerate(FUNSD_LABELS)), label2id={n: i for i, n in enumerate(FUNSD_LABELS)})
+# The model arguments of a tiny pre-training run (hidden 32, 2 layers, resnet18 at 64 px), 64-token windows.
+TINY_PRETRAIN = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, backbone="resnet18",
+    image_size=64, max_length=64, stride=16, num_workers=0, validation_windows=8,
+)  # fmt: skip
+TINY_FLAGS = [f"--{k}={v}" for k, v in TINY_PRETRAIN.items()]
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """24 synthetic forms as a `save_to_disk` dataset (words and 0-1000 boxes in columns) and a WordPiece tokenizer
+    folder trained on their words."""
+    from layoutlm_roialign.data.synthetic import generate_synthetic_forms
+    from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
+
+    root = tmp_path_factory.mktemp("mvlm-pages")
+    forms = generate_synthetic_forms(24, seed=0)
+    forms.save_to_disk(str(root / "forms"))
+    train_wordpiece_tokenizer([" ".join(w) for w in forms["words"]], vocab_size=300).save_pretrained(root / "tok")
+    return {"dataset": str(root / "forms"), "tokenizer": str(root / "tok")}
+
+
+def source_args(pages, **overrides) -> PretrainingArguments:
+    kwargs = dict(dataset=pages["dataset"], words_column="words", boxes_column="bboxes", tokenizer=pages["tokenizer"])
+    return PretrainingArguments(**{**kwargs, **TINY_PRETRAIN, **overrides})
+
+
+def pretrain_training_args(output_dir, **overrides) -> TrainingArguments:
+    kwargs = {**PRETRAIN_SCRIPT_DEFAULTS, "output_dir": str(output_dir), "disable_tqdm": True, "use_cpu": True}
+    return TrainingArguments(**{**kwargs, **overrides})
+
+
+# --- The masked-LM head and its checkpoint ---------------------------------------------------------------------
+
+
+def test_decoder_is_tied_to_the_word_embeddings_and_stays_tied_after_loading(tmp_path):
+    model = LayoutLMRoIAlignForMaskedLM(tiny_config())
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert torch.count_nonzero(model.cls.predictions.bias) == 0
+    model.save_pretrained(tmp_path)
+    loaded = LayoutLMRoIAlignForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForMaskedLM"] == "modeling_layoutlm_roialign.LayoutLMRoIAlignForMaskedLM"
+    assert (tmp_path / "modeling_layoutlm_roialign.py").is_file()
+
+
+def test_masked_lm_loss_reads_only_labelled_tokens_and_sparse_prediction_gives_the_same_loss():
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForMaskedLM(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model.layoutlm_roialign.visual_embeddings.dropout.p = 0.0
+    batch = random_batch()
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, 1:3] = batch["input_ids"][:, 1:3]
+    full = model(**model_inputs(batch), labels=labels)
+    assert full.logits.shape == (*batch["input_ids"].shape, 99)
+    expected = torch.nn.functional.cross_entropy(full.logits[:, 1:3].reshape(-1, 99), labels[:, 1:3].reshape(-1))
+    torch.testing.assert_close(full.loss, expected)
+    model.config.mlm_sparse_prediction = True
+    sparse = model.train()(**model_inputs(batch), labels=labels)
+    assert sparse.logits.shape == (6, 99)  # 3 rows x 2 predicted tokens
+    torch.testing.assert_close(sparse.loss, full.loss)
+    with pytest.raises(ValueError, match="`labels` must be token ids in 0..98"):
+        model(**model_inputs(batch), labels=labels.masked_fill(labels >= 0, 500))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        LayoutLMRoIAlignForTokenClassification,
+        LayoutLMRoIAlignForSequenceClassification,
+        LayoutLMRoIAlignForRelationExtraction,
+    ],
+)
+def test_mlm_checkpoint_loads_into_each_task_head_with_only_the_head_newly_initialized(tmp_path, head):
+    mlm = LayoutLMRoIAlignForMaskedLM(tiny_config())
+    mlm.save_pretrained(tmp_path)
+    model, info = head.from_pretrained(tmp_path, output_loading_info=True, **FUNSD_CONFIG)
+    head_keys = {k for k in model.state_dict() if not k.startswith("layoutlm_roialign.")}
+    assert head_keys and set(info["missing_keys"]) == head_keys
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as saved:  # the tied decoder is not stored
+        assert set(info["unexpected_keys"]) == {k for k in saved.keys() if k.startswith("cls.")}
+    assert not info["mismatched_keys"]
+    encoder = model.layoutlm_roialign.state_dict()
+    for key, value in mlm.layoutlm_roialign.state_dict().items():
+        assert torch.equal(encoder[key], value), key
+
+
+def test_mlm_head_round_trips_as_remote_code_without_the_package(tmp_path):
+    model = LayoutLMRoIAlignForMaskedLM(tiny_config()).eval()
+    ckpt = tmp_path / "mlm"
+    model.save_pretrained(ckpt)
+    batch = model_inputs(random_batch())
+    with torch.no_grad():
+        expected = model(**batch).logits
+    torch.save(batch, tmp_path / "batch.pt")
+    torch.save(expected, tmp_path / "expected.pt")
+    result = run_without_package(
+        f"""
+        import torch
+        try:
+            import layoutlm_roialign
+            raise SystemExit("package importable")
+        except ImportError:
+            pass
+        from transformers import AutoModelForMaskedLM
+        model = AutoModelForMaskedLM.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "LayoutLMRoIAlignForMaskedLM", type(model)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+        with torch.no_grad():
+            logits = model(**torch.load({str(tmp_path / "batch.pt")!r})).logits
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        assert torch.equal(logits, expected), (logits - expected).abs().max()
+        print("REMOTE_OK")
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK" in result.stdout
+
+
+# --- Masking ----------------------------------------------------------------------------------------------------
+
+
+def _windows(tokenizer, rows: int, seed: int = 0, pixels: bool = False) -> list[dict]:
+    """`rows` windows of random words of the tokenizer's vocabulary (many split into sub-tokens), of different
+    lengths, each with its word ids and word boxes (every sub-token its word's box)."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = [w for w in tokenizer.get_vocab() if w.isalpha() and len(w) > 2]
+    out = []
+    for r in range(rows):
+        count = 3 + r % 12
+        words = ["".join(vocab[int(i)] for i in torch.randint(len(vocab), (2,), generator=g)) for _ in range(count)]
+        encoded = tokenizer(words, is_split_into_words=True)
+        word_ids = encoded.word_ids()
+        boxes = [[60 * (w % 15), 40 * (w // 15), 60 * (w % 15) + 50, 40 * (w // 15) + 30] for w in range(count)]
+        row = {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "token_type_ids": encoded["token_type_ids"],
+            "bbox": [[0, 0, 0, 0] if w is None else boxes[w] for w in word_ids],
+            "word_ids": [-1 if w is None else w for w in word_ids],
+        }
+        row["bbox"][-1] = [1000, 1000, 1000, 1000]  # [SEP]
+        if pixels:
+            row["pixel_values"] = torch.randn(3, 64, 64, generator=g).numpy()
+        out.append(row)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(pages):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(pages["tokenizer"])
+
+
+def test_masking_keeps_boxes_never_masks_special_tokens_and_follows_15_80_10_10(tokenizer):
+    features = _windows(tokenizer, 400)
+    collator = DataCollatorForMaskedVisualLanguageModeling(tokenizer, generator=torch.Generator().manual_seed(0))
+    plain = collator.pad(features)
+    batch = collator(features)
+    labels, ids = batch["labels"], plain["input_ids"]
+    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    padding = plain["attention_mask"] == 0
+    assert special.any() and padding.any()
+    assert (labels[special | padding] == -100).all()  # [CLS], [SEP], [PAD] never chosen
+    assert torch.equal(batch["input_ids"][special | padding], ids[special | padding])
+    assert torch.equal(batch["bbox"], plain["bbox"])  # masked tokens keep their boxes
+    chosen = labels != -100
+    assert torch.equal(labels[chosen], ids[chosen])  # labels are the original ids
+    share = chosen.sum() / (~special & ~padding).sum()
+    assert 0.13 < share < 0.17, share
+    masked = (batch["input_ids"] == tokenizer.mask_token_id) & chosen
+    kept = (batch["input_ids"] == ids) & chosen
+    replaced = chosen & ~masked & ~kept
+    n = chosen.sum()
+    assert abs(masked.sum() / n - 0.8) < 0.03 and abs(kept.sum() / n - 0.1) < 0.03
+    assert abs(replaced.sum() / n - 0.1) < 0.03
+    assert not torch.isin(batch["input_ids"][replaced], torch.tensor(tokenizer.all_special_ids)).any()
+
+
+def test_whole_word_masking_chooses_every_sub_token_of_a_word_or_none(tokenizer):
+    features = _windows(tokenizer, 100, seed=1)
+    collator = DataCollatorForMaskedVisualLanguageModeling(
+        tokenizer, whole_word_mask=True, generator=torch.Generator().manual_seed(1)
+    )
+    batch = collator(features)
+    split_words = 0
+    for row, f in enumerate(features):
+        chosen = (batch["labels"][row, : len(f["word_ids"])] != -100).tolist()
+        for word in set(f["word_ids"]) - {-1}:
+            states = {c for c, w in zip(chosen, f["word_ids"], strict=True) if w == word}
+            assert len(states) == 1, (row, word)
+            split_words += f["word_ids"].count(word) > 1 and states == {True}
+    assert split_words > 10  # words of several sub-tokens were chosen whole
+
+
+def test_a_batch_always_predicts_something_and_only_special_tokens_give_no_label(tokenizer):
+    features = _windows(tokenizer, 1)[:1]
+    collator = DataCollatorForMaskedVisualLanguageModeling(
+        tokenizer, mlm_probability=1e-6, generator=torch.Generator().manual_seed(0)
+    )
+    assert (collator(features)["labels"] != -100).sum() == 1
+    only_special = [{**features[0], "input_ids": [tokenizer.cls_token_id, tokenizer.sep_token_id],
+                     "attention_mask": [1, 1], "token_type_ids": [0, 0], "bbox": [[0] * 4, [1000] * 4],
+                     "word_ids": [-1, -1]}]  # fmt: skip
+    assert (collator(only_special)["labels"] == -100).all()
+    with pytest.raises(ValueError, match="mlm_probability"):
+        DataCollatorForMaskedVisualLanguageModeling(tokenizer, mlm_probability=1.0)
+
+
+def test_chosen_tokens_boxes_are_blanked_to_white_paper_in_the_image_and_nothing_else(tokenizer):
+    processor = LayoutLMRoIAlignImageProcessor(size=64)
+    fill = blank_fill_value(processor)
+    white = processor.preprocess(PIL.Image.new("RGB", (8, 8), "white"), return_tensors="pt")
+    torch.testing.assert_close(white["pixel_values"][0, :, 0, 0], torch.tensor(fill))
+    features = _windows(tokenizer, 6, pixels=True)
+    collator = DataCollatorForMaskedVisualLanguageModeling(
+        tokenizer, fill_value=fill, generator=torch.Generator().manual_seed(2)
+    )
+    batch = collator(features)
+    for row, f in enumerate(features):
+        original = torch.as_tensor(f["pixel_values"])
+        chosen = batch["labels"][row] != -100
+        inside = torch.zeros(64, 64, dtype=torch.bool)
+        for x0, y0, x1, y1 in batch["bbox"][row][chosen].tolist():
+            inside[y0 * 64 // 1000 : -(-y1 * 64 // 1000), x0 * 64 // 1000 : -(-x1 * 64 // 1000)] = True
+        assert inside.any()
+        blanked = batch["pixel_values"][row]
+        assert torch.equal(blanked[:, inside], torch.tensor(fill)[:, None].expand(3, int(inside.sum())))
+        assert torch.equal(blanked[:, ~inside], original[:, ~inside])
+
+
+# --- Reading, caching, training -------------------------------------------------------------------------------
+
+
+def test_windows_are_read_once_and_a_second_call_reuses_the_cache(pages, tmp_path, monkeypatch):
+    from layoutlm_roialign.labelling.reading import PageReader
+    from layoutlm_roialign.pretraining import build_pretraining_model
+
+    args = source_args(pages)
+    _, processor = build_pretraining_model(args)
+    windows, stats = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=True)
+    assert not stats["cached"] and stats["pages"] == 24 and stats["windows"] == len(windows) > 24
+    assert stats["tokens"] == sum(len(ids) for ids in windows["input_ids"]) and stats["failed_pages"] == 0
+    row = windows[0]
+    assert row["input_ids"][0] == processor.tokenizer.cls_token_id and row["word_ids"][0] == -1
+    assert len(row["bbox"]) == len(row["input_ids"]) <= 64 and len(row["pixel_values"]) == 3
+
+    def no_reading(self, index):
+        raise AssertionError("a cached page was read again")
+
+    monkeypatch.setattr(PageReader, "__getitem__", no_reading)
+    again, stats_again = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=True)
+    assert stats_again["cached"] and again["input_ids"] == windows["input_ids"]
+    with pytest.raises(AssertionError, match="read again"):  # other settings are other windows
+        read_pretraining_windows(source_args(pages, stride=8), processor, tmp_path / "cache", pixels=True)
+
+
+def test_pdf_pages_are_read_through_the_labellers_reader(pages, tmp_path):
+    pytest.importorskip("pypdfium2")
+    from test_labelling import TEXT_PAGES, write_text_pdf
+
+    from layoutlm_roialign.pretraining import build_pretraining_model
+
+    (tmp_path / "in").mkdir()
+    write_text_pdf(tmp_path / "in" / "doc.pdf", TEXT_PAGES)
+    (tmp_path / "in" / "empty.pdf").write_bytes(b"")
+    args = PretrainingArguments(inputs=[str(tmp_path / "in")], tokenizer=pages["tokenizer"], words_from="text",
+                                **{**TINY_PRETRAIN})  # fmt: skip
+    _, processor = build_pretraining_model(args)
+    windows, stats = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=False)
+    assert stats["pages"] == 2 and stats["failed_pages"] == 1 and stats["words"] == sum(map(len, TEXT_PAGES))
+    assert "pixel_values" not in windows.column_names
+    words = processor.tokenizer.decode([i for row in windows["input_ids"] for i in row], skip_special_tokens=True)
+    assert "invoice" in words.replace(" ##", "")
+
+
+def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoint_train_py_fine_tunes(pages, tmp_path):
+    args = source_args(pages)
+    training = pretrain_training_args(
+        tmp_path / "mvlm", max_steps=40, learning_rate=3e-3, eval_steps=10, save_steps=20, logging_steps=10, seed=0
+    )
+    summary = run_pretraining(args, training)
+    losses = [point["loss"] for point in summary["eval_curve"]]
+    assert len(losses) >= 4 and losses[-1] < losses[0] - 0.3, losses
+    assert [point["step"] for point in summary["eval_curve"]] == [0, 10, 20, 30, 40]  # step 0: before training
+    assert summary["eval_curve"][-1]["masked_accuracy"] > summary["eval_curve"][0]["masked_accuracy"]
+    final = tmp_path / "mvlm" / "final"
+    card = (final / "README.md").read_text()
+    assert "| documents / pages read / pages with words / failed | 1 / 24 / 24 / 0 |" in card
+    assert "| steps / epochs | 40 /" in card and str(summary["data"]["tokens"]) in card
+    assert str(tmp_path) not in card  # a card names sources, never this machine's paths
+    assert json.loads((final / "config.json").read_text())["architectures"] == ["LayoutLMRoIAlignForMaskedLM"]
+
+    from layoutlm_roialign.checkpoints import build_model_and_processor
+
+    from train import main as train_main
+
+    mlm = LayoutLMRoIAlignForMaskedLM.from_pretrained(final)
+    text_model, _ = build_model_and_processor(FUNSD_LABELS, text_model=str(final), backbone="resnet18", image_size=64)
+    for key, value in mlm.layoutlm_roialign.layoutlm.state_dict().items():
+        assert torch.equal(text_model.layoutlm_roialign.layoutlm.state_dict()[key], value), key
+    whole, _ = build_model_and_processor(FUNSD_LABELS, model_name_or_path=str(final))
+    assert whole.config.num_labels == len(FUNSD_LABELS)
+    for key, value in mlm.layoutlm_roialign.state_dict().items():
+        assert torch.equal(whole.layoutlm_roialign.state_dict()[key], value), key
+    for flag in ("--text_model", "--model_name_or_path"):
+        out = tmp_path / f"ft{flag}"
+        result = train_main(["--dataset", "synthetic", "--synthetic_pages", "8", "--validation_size", "2",
+                             "--max_length", "64", "--stride", "16", flag, str(final), "--backbone", "resnet18",
+                             "--image_size", "64", "--max_steps", "2", "--output_dir", str(out), "--use_cpu", "true",
+                             "--disable_tqdm", "true", "--eval_strategy", "no", "--save_strategy", "no",
+                             "--load_best_model_at_end", "false"])  # fmt: skip
+        assert (out / "final" / "config.json").is_file() and result["global_step"] == 2
+
+
+def test_bad_arguments_exit_with_status_2_and_name_the_flag(pages, tmp_path, capsys):
+    from pretrain import main
+
+    cases = [
+        ([], "--inputs"),
+        (["--dataset", pages["dataset"]], "--text_model"),
+        (["--dataset", pages["dataset"], "--tokenizer", pages["tokenizer"], "--mlm_probability", "1.5"],
+         "--mlm_probability"),
+        (["--inputs", str(tmp_path / "missing"), "--tokenizer", pages["tokenizer"], *TINY_FLAGS], "--inputs"),
+        (["--dataset", pages["dataset"], "--tokenizer", pages["tokenizer"], "--words_column", "words"],
+         "--boxes_column"),
+    ]  # fmt: skip
+    for extra, flag in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*extra, "--output_dir", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        assert flag in capsys.readouterr().err
+
+
+def _pretrain_command(pages, out, *extra) -> list[str]:
+    return [
+        str(SCRIPTS / "pretrain.py"), "--dataset", pages["dataset"], "--words_column", "words", "--boxes_column",
+        "bboxes", "--tokenizer", pages["tokenizer"], *TINY_FLAGS, "--output_dir", str(out), "--disable_tqdm", "true",
+        "--logging_steps", "1", *extra,
+    ]  # fmt: skip
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(pages, tmp_path):
+    """SIGKILL right after checkpoint-4 is saved (step 5 never logged), then the same command with
+    `--resume_from_checkpoint true`."""
+    out = tmp_path / "mvlm"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    common = ["--max_steps", "8", "--save_steps", "4", "--eval_steps", "4"]
+    killer = f"""
+import os, signal, sys
+sys.argv = {_pretrain_command(pages, out, *common)!r}
+sys.path.insert(0, {str(SCRIPTS)!r})
+import transformers
+original = transformers.Trainer._save_checkpoint
+def save_then_die(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    if self.state.global_step == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+transformers.Trainer._save_checkpoint = save_then_die
+import runpy
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+    killed = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / "checkpoint-4" / "trainer_state.json").is_file() and not (out / "final").exists()
+    resumed = subprocess.run(
+        [sys.executable, *_pretrain_command(pages, out, *common, "--resume_from_checkpoint", "true")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming training from checkpoint with epoch 0 and global step 4" in resumed.stderr
+    assert "Reusing the" in resumed.stderr  # the windows came from the cache, not from the pages
+    results = json.loads((out / "pretraining_results.json").read_text())
+    assert results["training"]["global_step"] == 8 and results["training"]["resumed_from"] == "checkpoint-4"
+    steps = [point["step"] for point in results["train_curve"]]
+    assert steps == list(range(1, 9))  # steps 1-4 from the killed run's state, 5-8 from this one, none twice
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_under_accelerate_launch(pages, tmp_path):
+    # As tests/test_scripts.py does for train.py: `--multi_gpu` on a machine without GPUs starts two CPU processes.
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if torch.cuda.is_available():
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               *_pretrain_command(pages, out, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2")]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 16" in result.stderr  # 2 x 8
+    results = json.loads((out / "pretraining_results.json").read_text())
+    assert results["training"]["global_step"] == 4 and results["training"]["total_batch_size"] == 16
+    assert len(list((out / "windows").iterdir())) == 1  # one cache, written by the main process
+    model = LayoutLMRoIAlignForMaskedLM.from_pretrained(out / "final")
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight

@@ -308,3 +308,14 @@ def test_evaluate_script_scores_pairs_of_a_linking_checkpoint(checkpoints, tmp_p
     assert written["pairs"]["gold_entities"]["correct"] == correct
     token = str(checkpoints["folders"]["token"])
     assert "pairs" not in main(["--model", token, "--dataset", str(root), "--split", "test"])
+
+
+def test_only_token_labelling_checkpoints_carry_the_pipeline_and_the_road_refuses_other_heads(checkpoints):
+    for name in ("token", "linking", "sequence"):
+        config = json.loads((checkpoints["folders"][name] / "config.json").read_text())
+        assert ("custom_pipelines" in config) == (name != "sequence"), name
+        assert (checkpoints["folders"][name] / "pipeline_layoutlm_roialign.py").is_file() == (name != "sequence")
+    image, words, boxes = checkpoints["page"]
+    model, processor = checkpoints["models"]["sequence"], checkpoints["processor"]
+    with pytest.raises(ValueError, match="needs a token-classification or linking checkpoint.*SequenceClassification"):
+        predict_page(model, processor, image, words, boxes)

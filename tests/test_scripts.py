@@ -216,15 +216,14 @@ def test_two_process_training_under_accelerate_launch(tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_main_job_trains_reloads_as_remote_code_and_draws(tmp_path):
+def test_quickstart_main_job_trains_labels_with_the_pipeline_without_the_package_and_draws(tmp_path):
     # The README's first command runs scripts/quickstart.py; here with fewer pages and one epoch.
     out = tmp_path / "quick"
     result = run_script("quickstart.py", "--output_dir", str(out), "--pages", "16", "--epochs", "1")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Validation entity scores" in result.stdout and "overall" in result.stdout
-    assert "LayoutLMRoIAlignForTokenClassification loaded; max |logits difference|" in result.stdout
-    difference = float(result.stdout.split("max |logits difference| to this process: ")[1].split()[0])
-    assert difference < 1e-4
+    # the pipeline in a process without the package labels the page as the package's own road does
+    assert "LayoutLMRoIAlignForTokenClassification loaded by the pipeline; same labels here: True" in result.stdout
     prediction = json.loads((out / "prediction.json").read_text())
     assert prediction["words"] and all({"text", "box", "label", "score"} <= set(w) for w in prediction["words"])
     with PIL.Image.open(out / "prediction.png") as png:

@@ -1,4 +1,4 @@
-"""What the image branch costs: text-only LayoutLM vs the FUNSD tutorial's design vs this package (GitHub issue 5).
+"""What the image branch costs: text-only LayoutLM vs the FUNSD tutorial's design vs this package.
 
 Measured in one process, interleaved round by round (the order rotates each round), with the same shapes and the
 same weights, for each batch shape:
@@ -59,8 +59,8 @@ from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenCl
 from layoutlm_roialign.modeling_layoutlm_roialign import _check_inputs  # noqa: E402
 
 VARIANTS = ("text", "tutorial", "ours", "layoutlmv3")
-# Training only: `ours` with its backbone frozen (`--backbone_learning_rate 0`, what issue 6's measurements recommend
-# for small data), so backward stops at the RoI features instead of running through the backbone.
+# Training only: `ours` with its backbone frozen (`--backbone_learning_rate 0`, the cheap option for small data), so
+# backward stops at the RoI features instead of running through the backbone.
 FROZEN = "ours, backbone frozen"
 NUM_LABELS = 7
 BASE_TEXT = dict(

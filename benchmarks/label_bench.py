@@ -1,4 +1,4 @@
-"""Pages per second of the archive labeller (`scripts/label.py`) against today's one-page-per-call loop (issue 12).
+"""Pages per second of the archive labeller (`scripts/label.py`) against today's one-page-per-call loop.
 
 Two corpora of `--pages` pages each, the same model for every measurement:
 

@@ -56,56 +56,42 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
             stride-16 stage of known backbones (`layer3` for ResNets, `features.13` for mobilenet_v2, ...).
         backbone_weights (`str`, *optional*):
             Where the backbone's pretrained weights came from, as a name (a torchvision weight name such as
-            `"IMAGENET1K_V2"`, or a state-dict file's base name; never a local path). Written by
-            [`LayoutLMRoIAlignForTokenClassification.from_pretrained_parts`], which also writes the resolved
-            `backbone_norm`; `None` means randomly initialized. It only decides `backbone_norm="auto"` (configs
-            written before the norm was saved resolved); weights always load from the checkpoint.
+            `"IMAGENET1K_V2"`, or a state-dict file's base name; never a local path); `None` means randomly
+            initialized. It only decides `backbone_norm="auto"`; weights always load from the checkpoint.
         backbone_norm (`str`, defaults to `"auto"`):
-            Normalization layers of the backbone: `"frozen_batch_norm"` (statistics and affine fixed, as torchvision's
-            detection models do for pretrained backbones fine-tuned on a few images per batch), `"batch_norm"`,
-            `"group_norm"` (32 groups; batch-independent and trainable, the right choice for a backbone trained from
-            scratch, where a frozen never-trained BatchNorm would normalize nothing), or `"auto"`: frozen batch norm
-            when `backbone_weights` is set, group norm otherwise. It replaces every BatchNorm layer of the torchvision
-            model (ResNets, MobileNets, EfficientNets, RegNets, ...). Backbones built with LayerNorm (ConvNeXt) or
-            without normalization (VGG without `_bn`) keep their own and only accept `"auto"`.
+            Normalization layers that replace every BatchNorm layer of the backbone: `"frozen_batch_norm"`,
+            `"batch_norm"`, `"group_norm"` (32 groups), or `"auto"`: frozen batch norm when `backbone_weights` is
+            set, group norm otherwise. Backbones built with LayerNorm (ConvNeXt) or without normalization (VGG
+            without `_bn`) keep their own and only accept `"auto"`.
         image_size (`int`, defaults to 224):
             Side of the square page image the processor produces and the backbone sees.
         roi_output_size (`int` or `(int, int)`, defaults to `(3, 3)`):
             Output size (height, width) of RoIAlign per token box.
         roi_spatial_scale (`float`, *optional*):
             Scale from image pixels to feature-map cells. Defaults to `1 / stride` of the return node (1/16 for
-            ResNet `layer3`, i.e. 14/224).
+            ResNet `layer3`).
         roi_sampling_ratio (`int`, defaults to 2):
-            Sampling points per bin side. Fixed (not adaptive) so the cost does not depend on box size.
+            Sampling points per bin side (fixed, so the cost does not depend on box size).
         roi_aligned (`bool`, defaults to `True`):
-            Shift boxes by -0.5 feature pixel (torchvision's `aligned=True`). Box coordinates here are continuous
-            (0 is the page's left edge, `image_size` its right edge) while feature cell `j` is centred at
-            `(j + 0.5) * stride`; without the shift every RoI samples half a cell (8 px at stride 16) to the
-            bottom-right of the word. The FUNSD tutorial's "+0.5 px widening with aligned=False" approximates this.
+            Shift boxes by -0.5 feature pixel (torchvision's `aligned=True`), so a box edge samples the feature map
+            where that pixel's centre is.
         visual_init (`str`, defaults to `"normed_zero_projection"`):
             How the visual term starts. Every choice but `"normal"` makes the fused token representations equal
-            LayoutLM's at initialization:
-            `"normed_zero_projection"` (default): LayerNorm the pooled RoI features (`visual_feature_norm`), then a
-            projection whose weights and bias start at zero. A zero *layer* moves through its whole fan-in (as
-            ControlNet's zero convolutions do), so the visual term grows at the learning rate people train with
-            (5e-5 included); the norm keeps its gradients bounded whatever the backbone's scale (a random
-            ResNet-101 included), and its weight starts at `sqrt(hidden_size / (C * oh * ow))` so that the visual term
-            grows at the pace of LayoutLM's own hidden-to-hidden layers, not in proportion to its 9,216 inputs.
-            `"zero_gate"` (the earlier default; checkpoints saved with it keep it): a learned per-channel gate, initialized
-            to zero, on the layer-normalized projected feature. Under Adam a zero gate moves about one learning rate
-            per step, so at 5e-5 it stays near zero for a whole fine-tune unless the visual parameters get a larger
-            learning rate (`--visual_learning_rate`).
+            LayoutLM's at initialization.
+            `"normed_zero_projection"`: LayerNorm the pooled RoI features, then a projection whose weights and bias
+            start at zero; the norm's weight starts at `sqrt(hidden_size / (C * oh * ow))`.
+            `"zero_gate"`: a learned per-channel gate, initialized to zero, on the layer-normalized projected
+            feature (kept for checkpoints saved with it).
             `"zero_projection"`: projection weights start at zero; no norm, no gate.
-            `"normal"`: the FUNSD tutorial's raw projection, added as is (not text-equal at init).
+            `"normal"`: a randomly initialized projection, added as is.
         visual_feature_norm (`bool`, *optional*):
             LayerNorm the pooled RoI features (`C * oh * ow` values per box) before the projection. Defaults to
             `True` with `"normed_zero_projection"`, `False` otherwise.
         visual_layer_norm (`bool`, *optional*):
-            LayerNorm the projected visual feature before the gate, so its scale matches LayoutLM's (layer-normalized)
-            output whatever the backbone's. Defaults to `True` with `"zero_gate"`, `False` otherwise.
+            LayerNorm the projected visual feature before the gate. Defaults to `True` with `"zero_gate"`, `False`
+            otherwise.
         visual_dropout (`float`, defaults to 0.1):
-            Dropout on the pooled RoI features before the projection (regularizes the visual term, which overfits
-            small training sets).
+            Dropout on the pooled RoI features before the projection.
         visual_cls_is_page (`bool`, defaults to `True`):
             The first token of every sequence ([CLS]) gets the whole page as its RoI, as in the LayoutLM paper.
         use_visual_features (`bool`, defaults to `True`):
@@ -126,34 +112,29 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
             Width of the key and value projections of the biaffine scorer. Defaults to `hidden_size // 2`.
         link_threshold (`float`, defaults to 0.3):
             A candidate pair is predicted when p(key | value) exceeds this: the softmax over the value's candidate
-            keys and a learned "no key" option. A key that no value chose has no answer. Chosen on FUNSD validation
-            pages (6 epochs, 6 runs): pair F1 with gold entities 0.71-0.73 at 0.1 and 0.3, 0.62-0.64 at 0.5 (where
-            precision is 0.86-0.89 but recall 0.49-0.50), 0.43-0.45 at 0.7; end to end, 0.1-0.5 are within 0.01.
+            keys and a learned "no key" option. A key that no value chose has no answer.
         link_one_value_key (`bool`, defaults to `True`):
-            Keep, for each value, only its best key among the pairs above `link_threshold` (pairs of one value can
-            come from different windows; within a window a threshold >= 0.5 admits one key per value anyway).
+            Keep, for each value, only its best key among the pairs above `link_threshold`.
         link_entity_box_feature (`bool`, defaults to `True`):
             Add to each entity's representation the RoIAlign feature of its whole box (the union of its words'
             boxes), pooled from the same backbone feature map and projected by the visual branch. Only with
             `use_visual_features`.
         link_box_relation (`bool`, defaults to `True`):
             Add to each pair's score a small MLP of the two entity boxes' relative geometry (centre offsets, gaps
-            between facing edges, the key's size): where an answer sits relative to its question, which the
-            entities' own representations carry only through LayoutLM's absolute 2-D position embeddings.
+            between facing edges, the key's size).
         link_head_scale (`float`, defaults to 20.0):
             The link head's weights are stored divided by this and multiplied back in its forward pass, so under
-            Adam(W) they move this many times faster than the pretrained encoder at one learning rate - the effect of
-            a 20x learning rate for the head (1e-3 beside LayoutLM's 5e-5), under a plain `Trainer` with one
-            `learning_rate`. Measured: at one rate of 5e-5 and scale 1 the new head predicted no pair after 3 FUNSD
-            epochs; the function computed at initialization does not depend on it.
+            Adam(W) at one learning rate they move this many times faster than the encoder. The function computed
+            at initialization does not depend on it.
         link_loss_weight (`float`, defaults to 1.0):
             Weight of the link loss (per value: cross-entropy of its gold key, or "no key", among its candidate
             keys) added to the token loss.
         mlm_sparse_prediction (`bool`, defaults to `False`):
             [`LayoutLMRoIAlignForMaskedLM`] in training mode with `labels`: compute the vocabulary logits of the
-            tokens to predict only, and return them as `(num_predicted, vocab_size)` (as ModernBERT's
-            `sparse_prediction`). The decoder over the vocabulary then costs 15 % of a full pass; evaluation and
-            inference always return `(batch_size, sequence_length, vocab_size)`.
+            tokens to predict only, returned as `(num_predicted, vocab_size)`; evaluation and inference always
+            return `(batch_size, sequence_length, vocab_size)`.
+
+    Why these defaults, and what was measured: `docs/design.md` and `docs/results.md`.
     """
 
     model_type = "layoutlm_roialign"

@@ -1148,9 +1148,7 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
     Each value chooses among its candidate keys and a learned "no key" option (a softmax; the loss is its
     cross-entropy with the gold key, or "no key" for a value without one), and a pair is predicted when
     p(key | value) > `config.link_threshold`. "No answer" is a key that no value chose; a key may get several values,
-    a value at most one key (FUNSD's answers answer one question). The softmax, not independent sigmoids, because
-    the pairs of a page are ~97 % negatives: trained with binary cross-entropy at one learning rate of 5e-5, the
-    head predicted no pair at all after 3 FUNSD epochs.
+    a value at most one key (`config.link_one_value_key`).
     """
 
     def __init__(self, config: LayoutLMRoIAlignConfig):

@@ -1,4 +1,4 @@
-"""The visual branch is safe by construction (issue 6): it starts as the text model, its backbone's output stays
+"""The visual branch is safe by construction: it starts as the text model, its backbone's output stays
 bounded at random init, any torchvision backbone cut at a named node works, and pretrained weights load from a
 local state-dict file under other key names."""
 

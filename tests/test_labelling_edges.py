@@ -1,4 +1,4 @@
-"""The labeller at its edges (issue 20): nothing a user had is changed or lost. A foreign --output is refused and left
+"""The labeller at its edges: nothing a user had is changed or lost. A foreign --output is refused and left
 as it is; a second run on the same output stops; --merge checks the launch's shard set before it removes anything;
 globs and folder walks give each file once and record unreadable folders; `--words_from text` never marks an image
 done; a foreign record with a list for `page` is a clear error."""

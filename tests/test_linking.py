@@ -1,4 +1,4 @@
-"""Key-value linking (issue 11): FUNSD's links in the loaders, the synthetic forms' links, the processor's entity
+"""Key-value linking: FUNSD's links in the loaders, the synthetic forms' links, the processor's entity
 encoding across windows, the link head (loss falls and it recovers links; padding and batch companions change no
 score; bad input), the metrics, and the linking checkpoint's save / load / remote-code round trip."""
 

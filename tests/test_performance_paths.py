@@ -1,4 +1,4 @@
-"""The visual branch's fast paths give the straightforward path's outputs (issue 5).
+"""The visual branch's fast paths give the straightforward path's outputs.
 
 The straightforward path pools every token (padding included), each token's box separately, from a contiguous
 (NCHW) image; each switch of `LayoutLMRoIAlignVisualEmbeddings` (`skip_padding`, `share_boxes`, `channels_last`)

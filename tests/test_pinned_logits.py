@@ -1,5 +1,5 @@
 """Pinned numbers, as transformers' integration tests pin an output slice: a tiny checkpoint written by an earlier
-version of this package (tests/fixtures/make_pinned_checkpoint.py, pre-issue-10 default `visual_init="zero_gate"`
+version of this package (tests/fixtures/make_pinned_checkpoint.py, earlier default `visual_init="zero_gate"`
 with a non-zero gate) must load with today's code and give the logits it gave then. A refactor or a new default that
 changes the numbers of a saved checkpoint fails here."""
 

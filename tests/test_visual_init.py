@@ -1,5 +1,5 @@
 """The default `visual_init` ("normed_zero_projection") starts as the text encoder and opens at the learning rate
-users train with (issue 10): measured on painted-box pages, whose labels only the pixels carry."""
+users train with: measured on painted-box pages, whose labels only the pixels carry."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 # that rate through its weight multiplier (`config.link_head_scale`, default 20; at scale 1 and 5e-5 it predicted no
 # pair after 3 epochs on a 60-page probe, while heads at 1e-3 predicted 31, 74 % right). HEAD_LR=1e-3 gives the
 # heads their own rate instead (scripts/train.py --head_learning_rate). Each run reports validation pair F1 with
-# gold entities every epoch (the best epoch is kept by it, as in the runs behind the README's table) and, after
+# gold entities every epoch (the best epoch is kept by it, as in the runs behind the table in docs/results.md) and, after
 # training, end-to-end pair F1 (entities predicted by the same checkpoint):
 #
 #     experiments/funsd_linking_runs.sh 0 1 2 && .venv/bin/python experiments/summarize_linking_runs.py

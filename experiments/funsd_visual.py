@@ -1,6 +1,6 @@
 """Do the page images help on real forms? Validation entity F1 on FUNSD, text only vs. two visual backbones.
 
-The one command behind the table in the README (issue 6):
+The one command behind the table in docs/results.md (issue 6):
 
     nice -n 5 .venv/bin/python experiments/funsd_visual.py --data ../shared/data/funsd/training_data
 
@@ -17,7 +17,7 @@ split 119 train / 30 validation by a fixed seed (`--split_seed`), and every row 
   `features.13` (frozen batch norm, as `"auto"` picks with weights), backbone frozen.
 * optional `resnet101_random_trained` (same, backbone trained at `--backbone_lr_trained`) and
   `resnet101_tutorial` (the tutorial's design: `visual_init="normal"`, no visual norm, backbone trained): pass
-  them to `--rows` with `--frozen_text_layers 0` to measure what the defaults avoid (not in the README table:
+  them to `--rows` with `--frozen_text_layers 0` to measure what the defaults avoid (not in the docs/results.md table:
   a full fine-tune with a trained ResNet-101 does not fit the CPU budget).
 
 Compute: the table has to run on two shared CPU cores in under an hour, so by default the text embeddings
@@ -63,7 +63,7 @@ from layoutlm_roialign.pretrained_parts import minilm_path, mobilenet_v2_weights
 
 MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
-# The table in the README was measured with the zero gate (the default then, with its learning-rate groups); the rows
+# The table in docs/results.md was measured with the zero gate (the default then, with its learning-rate groups); the rows
 # keep it so that the script reproduces that table.
 ROWS = {
     "text_only": dict(use_visual_features=False),

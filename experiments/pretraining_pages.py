@@ -7,7 +7,7 @@
 - `debian_pdfs.txt`: a list file of the born-digital PDFs of Debian's `texlive-latex-base-doc` package
   (`apt-get install texlive-latex-base-doc`), for `scripts/pretrain.py --inputs <list file>`, and
   `debian_sample.txt`, the short PDFs (at most 12 pages) of that list in a random order (seed 0) until
-  `--sample_pages` pages: the Debian part of the README's measurement.
+  `--sample_pages` pages: the Debian part of the measurement in docs/results.md.
 
     .venv/bin/python experiments/pretraining_pages.py --output ../pretraining-pages
 """

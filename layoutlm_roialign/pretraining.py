@@ -43,10 +43,9 @@ from .checkpoints import FINAL_FOLDER, last_complete_checkpoint, remove_stale_te
 from .data.encoding import DataCollatorForLayoutLMRoIAlign
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
 from .labelling.reading import WORDS_FROM, PageReader, worker_init
-from .labelling.sources import dataset_documents, expand_inputs, load_page_dataset, page_jobs
+from .labelling.sources import PageSourceArguments, dataset_documents, expand_inputs, load_page_dataset, page_jobs
 from .metrics import argmax_logits
 from .modeling_layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
-from .pdf import DEFAULT_DPI
 from .processing_layoutlm_roialign import IGNORE_INDEX, LayoutLMRoIAlignProcessor
 
 __all__ = [
@@ -86,28 +85,10 @@ PRETRAIN_SCRIPT_DEFAULTS = dict(
 
 
 @dataclass
-class PretrainingArguments:
-    """Where the pages come from, which model to start from and how to mask (the `TrainingArguments` say how to
-    train)."""
+class PretrainingArguments(PageSourceArguments):
+    """Where the pages come from (`PageSourceArguments`), which model to start from and how to mask (the
+    `TrainingArguments` say how to train)."""
 
-    inputs: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Folders, globs (quoted), list files (.txt/.lst: a path a line), files: images and PDFs."},
-    )
-    dataset: str | None = field(default=None, metadata={"help": "A datasets `save_to_disk` folder or Hub id."})
-    split: str = field(default="train", metadata={"help": "The --dataset split."})
-    image_column: str = field(default="image", metadata={"help": "The --dataset column holding the pages."})
-    words_column: str | None = field(default=None, metadata={"help": "A --dataset column of words (instead of OCR)."})
-    boxes_column: str | None = field(default=None, metadata={"help": "Its column of 0-1000 word boxes."})
-    words_from: str = field(
-        default="auto",
-        metadata={
-            "help": "auto: a PDF's text layer, else OCR; text: never OCR; ocr: always OCR.",
-            "choices": list(WORDS_FROM),
-        },
-    )
-    ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
-    dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
     max_pages: int | None = field(
         default=None, metadata={"help": "Read only the first N pages of the sources (in their order)."}
     )

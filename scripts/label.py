@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from layoutlm_roialign.labelling import merge_shards, plan_run
-from layoutlm_roialign.pdf import DEFAULT_DPI
+from layoutlm_roialign.labelling.sources import PageSourceArguments
 
 EXIT_FAILURES = 1
 
@@ -28,22 +28,6 @@ EXIT_FAILURES = 1
 class LabelArguments:
     output: str = field(metadata={"help": "The JSON Lines file, one record per page (appended to; reruns resume)."})
     model: str | None = field(default=None, metadata={"help": "Checkpoint folder or Hub id."})
-    inputs: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Folders, globs (quoted), list files (.txt/.lst: a path a line), files."},
-    )
-    dataset: str | None = field(default=None, metadata={"help": "A datasets `save_to_disk` folder or Hub id."})
-    split: str = field(default="train", metadata={"help": "The --dataset split."})
-    image_column: str = field(default="image", metadata={"help": "The --dataset column holding the pages."})
-    words_column: str | None = field(default=None, metadata={"help": "A --dataset column of words (instead of OCR)."})
-    boxes_column: str | None = field(default=None, metadata={"help": "Its column of 0-1000 word boxes."})
-    words_from: str = field(
-        default="auto",
-        metadata={
-            "help": "auto: a PDF's text layer, else OCR; text: never OCR; ocr: always OCR.",
-            "choices": ["auto", "text", "ocr"],
-        },
-    )
     png_dir: str | None = field(default=None, metadata={"help": "Also draw each page's entities into this folder."})
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass (whole pages)."})
     num_workers: int = field(default=2, metadata={"help": "Processes reading, OCRing and encoding pages ahead."})
@@ -53,19 +37,17 @@ class LabelArguments:
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ...; default: this process's."})
     compile: bool = field(default=False, metadata={"help": "Run the model through torch.compile."})
     quiet: bool = field(default=False, metadata={"help": "No progress bar (none either when stderr is no terminal)."})
-    ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
     max_length: int | None = field(
         default=None, metadata={"help": "Tokens per window (default: the model's, <= 512)."}
     )
     stride: int | None = field(default=None, metadata={"help": "Tokens shared by consecutive windows (max_length/4)."})
-    dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
     merge: bool = field(default=False, metadata={"help": "Only join the shards of a multi-process run into --output."})
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser(LabelArguments)
-    (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((LabelArguments, PageSourceArguments))
+    args, sources = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
     if args.merge:
         try:
             merged = merge_shards(args.output)
@@ -78,18 +60,18 @@ def main(argv=None) -> dict:
     try:
         plan = plan_run(
             args.output,
-            args.inputs,
-            args.dataset,
-            args.split,
-            args.image_column,
-            args.words_column,
-            args.boxes_column,
-            args.words_from,
+            sources.inputs,
+            sources.dataset,
+            sources.split,
+            sources.image_column,
+            sources.words_column,
+            sources.boxes_column,
+            sources.words_from,
             args.png_dir,
             args.max_length,
             args.stride,
-            args.ocr_lang,
-            args.dpi,
+            sources.ocr_lang,
+            sources.dpi,
         )
         from layoutlm_roialign.inference import load_model_and_processor
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import PIL.Image
+
+from ..pages import DEFAULT_DPI, WORDS_FROM
 
 __all__ = [
     "PageJob",
@@ -37,6 +39,31 @@ LIST_EXTENSIONS = (".txt", ".lst", ".list")
 PAGE_EXTENSIONS = frozenset(
     ext for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN and ext != ".ps"
 ) | {".pdf"}
+
+
+@dataclass
+class PageSourceArguments:
+    """Where pages come from and how their words are read: the arguments `scripts/label.py` and
+    `scripts/pretrain.py` share."""
+
+    inputs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Folders, globs (quoted), list files (.txt/.lst: a path a line), files: images and PDFs."},
+    )
+    dataset: str | None = field(default=None, metadata={"help": "A datasets `save_to_disk` folder or Hub id."})
+    split: str = field(default="train", metadata={"help": "The --dataset split."})
+    image_column: str = field(default="image", metadata={"help": "The --dataset column holding the pages."})
+    words_column: str | None = field(default=None, metadata={"help": "A --dataset column of words (instead of OCR)."})
+    boxes_column: str | None = field(default=None, metadata={"help": "Its column of 0-1000 word boxes."})
+    words_from: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: a PDF's text layer, else OCR; text: never OCR; ocr: always OCR.",
+            "choices": list(WORDS_FROM),
+        },
+    )
+    ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
+    dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
 
 
 @dataclass(frozen=True)

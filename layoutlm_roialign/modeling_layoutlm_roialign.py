@@ -507,7 +507,8 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _supports_sdpa = True
+    # SDPA where the installed transformers' LayoutLM encoder has it (not before 5.2x); eager attention otherwise.
+    _supports_sdpa = LayoutLMModel._supports_sdpa
     _no_split_modules = ["LayoutLMLayer", "LayoutLMRoIAlignVisualEmbeddings"]
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:

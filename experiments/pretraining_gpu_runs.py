@@ -49,7 +49,9 @@ def restore(bundle: Path, work: Path) -> dict:
     with tarfile.open(bundle / "pages.tar.xz") as tar:
         tar.extractall(work, filter="data")
     pages = {name: str(work / f"pages_{name}") for name in ("funsd", "debian")}
-    both = datasets.concatenate_datasets([datasets.load_from_disk(pages["funsd"]), datasets.load_from_disk(pages["debian"])])
+    both = datasets.concatenate_datasets(
+        [datasets.load_from_disk(pages["funsd"]), datasets.load_from_disk(pages["debian"])]
+    )
     both.save_to_disk(str(work / "pages_both"))
     pages["both"] = str(work / "pages_both")
     return {"minilm": str(minilm), "mobilenet": str(work / "mobilenet_v2.pt"), "funsd": str(work / "training_data"),

@@ -86,7 +86,7 @@ def load_checkpoint_for_labels(
 ) -> tuple[PreTrainedModel, Any]:
     """Load checkpoint `path` (a folder or Hub id) and its processor, and check that its label set is
     `label_names` (`source` names the flag for the messages)."""
-    from .inference import load_model_and_processor
+    from .loading import load_model_and_processor
 
     model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code)
     check_label_set([model.config.id2label[i] for i in range(model.config.num_labels)], label_names, source)

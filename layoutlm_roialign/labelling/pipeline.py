@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from ..drawing import draw_prediction
-from ..inference import group_pages
 from ..outputs import check_output_paths, write_files
 from ..pages import DEFAULT_DPI, WORDS_FROM
 from ..pdf import check_dpi
+from ..road import group_pages
 from .jsonl import JsonlWriter, OutputLock, read_complete, record_key, recover
 from .reading import PageReader, worker_init
 from .runner import PageLabeller

@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 
+from layoutlm_roialign.configuration_layoutlm_roialign import label_names  # noqa: E402
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
 from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
 from layoutlm_roialign.pages import PageNotFound, load_words_json, read_page  # noqa: E402
@@ -80,7 +81,7 @@ class Labeller:
         self.model.eval()
         if torch.cuda.is_available():
             self.model.cuda()
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.labels = label_names(self.model.config)
         # Windows as long as the checkpoint's positions allow (512 for LayoutLM-base), overlapping by a quarter.
         self.max_length = min(512, self.model.config.max_position_embeddings)
         self.stride = self.max_length // 4

@@ -7,7 +7,7 @@
 Drop in a page image or a PDF (a page picker chooses the page). The words come from a words JSON if one is given
 (`{"words": [...], "boxes": [...]}` on the 0-1000 grid or `"pixel_boxes"`, as `scripts/predict.py --words` reads),
 else from the PDF's text layer, else from Tesseract OCR. The app shows the page with each entity's box in its label's
-colour (`layoutlm_roialign.inference.draw_entities`, as predict.py draws it), the entities, the words with their
+colour (`layoutlm_roialign.drawing.draw_prediction`, as predict.py draws it), the entities, the words with their
 labels and scores, the key-value pairs where the checkpoint links entities (a prediction with `"pairs"`), and the
 prediction as JSON to download. The checkpoint runs its own code (`trust_remote_code=True`); this package provides
 the page reading, the window loop and the drawing (on a Space, `scripts/publish.py` uploads it beside this file).

@@ -87,7 +87,7 @@ def load_checkpoint_for_labels(
 ) -> tuple[PreTrainedModel, Any]:
     """Load checkpoint `path` (a folder or Hub id) and its processor, and check that its label set is
     `label_names` (`source` names the flag for the messages)."""
-    from .loading import load_model_and_processor
+    from .loader import load_model_and_processor
 
     model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code)
     check_label_set(config_label_names(model.config), label_names, source)

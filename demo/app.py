@@ -7,7 +7,7 @@
 Drop in a page image or a PDF (a page picker chooses the page). The words come from a words JSON if one is given
 (`{"words": [...], "boxes": [...]}` on the 0-1000 grid or `"pixel_boxes"`, as `scripts/predict.py --words` reads),
 else from the PDF's text layer, else from Tesseract OCR. The app shows the page with each entity's box in its label's
-colour (`layoutlm_roialign.inference.draw_entities`, as predict.py draws it), the entities, the words with their
+colour (`layoutlm_roialign.drawing.draw_prediction`, as predict.py draws it), the entities, the words with their
 labels and scores, the key-value pairs where the checkpoint links entities (a prediction with `"pairs"`), and the
 prediction as JSON to download. The checkpoint runs its own code (`trust_remote_code=True`); this package provides
 the page reading, the window loop and the drawing (on a Space, `scripts/publish.py` uploads it beside this file).
@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 
+from layoutlm_roialign.configuration_layoutlm_roialign import label_names  # noqa: E402
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
 from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
 from layoutlm_roialign.pages import PageNotFound, load_words_json, read_page  # noqa: E402
@@ -80,7 +81,7 @@ class Labeller:
         self.model.eval()
         if torch.cuda.is_available():
             self.model.cuda()
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.labels = label_names(self.model.config)
         # Windows as long as the checkpoint's positions allow (512 for LayoutLM-base), overlapping by a quarter.
         self.max_length = min(512, self.model.config.max_position_embeddings)
         self.stride = self.max_length // 4

@@ -21,6 +21,7 @@ from typing import Any
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .configuration_layoutlm_roialign import label_names as config_label_names
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
 from .modeling_layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction, LayoutLMRoIAlignForTokenClassification
 from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
@@ -86,10 +87,10 @@ def load_checkpoint_for_labels(
 ) -> tuple[PreTrainedModel, Any]:
     """Load checkpoint `path` (a folder or Hub id) and its processor, and check that its label set is
     `label_names` (`source` names the flag for the messages)."""
-    from .inference import load_model_and_processor
+    from .loader import load_model_and_processor
 
     model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code)
-    check_label_set([model.config.id2label[i] for i in range(model.config.num_labels)], label_names, source)
+    check_label_set(config_label_names(model.config), label_names, source)
     return model, processor
 
 

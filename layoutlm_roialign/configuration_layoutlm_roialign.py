@@ -8,9 +8,18 @@ fused with LayoutLM's output.
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import LayoutLMConfig
 
-__all__ = ["LayoutLMRoIAlignConfig", "DEFAULT_RETURN_NODES", "BACKBONE_NORMS", "VISUAL_INITS", "DEFAULT_LINK_TYPES"]
+__all__ = [
+    "LayoutLMRoIAlignConfig",
+    "DEFAULT_RETURN_NODES",
+    "BACKBONE_NORMS",
+    "VISUAL_INITS",
+    "DEFAULT_LINK_TYPES",
+    "label_names",
+]
 
 # The node each known backbone is cut at: the last stage whose stride is 16, as in the paper's ResNet `layer3`.
 DEFAULT_RETURN_NODES = {
@@ -271,8 +280,7 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         if self.entity_types is not None:
             return list(self.entity_types)
         types: list[str] = []
-        for i in sorted(self.id2label, key=int):
-            label = str(self.id2label[i])
+        for label in map(str, label_names(self)):
             if label[:2] in ("B-", "I-") and label[2:] not in types:
                 types.append(label[2:])
         return types
@@ -287,6 +295,12 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         if self.backbone_norm != "auto":
             return self.backbone_norm
         return "frozen_batch_norm" if self.backbone_weights else "group_norm"
+
+
+def label_names(config: Any) -> list[str]:
+    """The label names of `config` in label-id order (`id2label[0]`, `id2label[1]`, ...). A function rather than a
+    property, so that it also reads configs of checkpoints saved with older code (loaded with their remote code)."""
+    return [config.id2label[key] for key in sorted(config.id2label, key=int)]
 
 
 def _own_norm(backbone: str) -> str | None:

@@ -1,5 +1,5 @@
 """A checkpoint's predictions over a labelled dataset, for its scores: `predict_dataset` runs the road
-(`inference`) over FUNSD-schema rows, one encoder and one backbone pass per page; `end_to_end_scores` scores the
+(`road`) over FUNSD-schema rows, one encoder and one backbone pass per page; `end_to_end_scores` scores the
 pairs a linking checkpoint finds between the entities it predicts against the rows' gold links.
 
 For a linking checkpoint each page's pass gives the token labels, the pairs among the page's gold entities and the
@@ -13,15 +13,9 @@ from typing import Any
 
 import torch
 
-from .inference import (
-    decode_page,
-    encode_page,
-    group_pages,
-    is_linking_model,
-    link_pages,
-    predict_windows,
-)
+from .entities import link_pages
 from .pages import read_page
+from .road import decode_page, encode_page, group_pages, is_linking_model, predict_windows
 
 __all__ = ["predict_dataset", "end_to_end_scores", "link_scores_of"]
 

@@ -10,7 +10,7 @@ pairs out, in one pass of the model.
     pipe(["a.png", "b.png"], batch_size=16)             # windows of several pages share a forward pass
 
 Every checkpoint the package saves carries this file (`custom_pipelines` in its config.json), so the lines above work
-where the package is not installed. The pipeline is the package's road (`inference`): `preprocess` reads the page
+where the package is not installed. The pipeline is the package's road (`road`): `preprocess` reads the page
 (`pages.read_page`) and cuts it into windows (`encode_page`), `_forward` runs them (`label_pages`: the window loop,
 the decoding and the linking), `postprocess` returns the result as `scripts/predict.py` writes it.
 """
@@ -25,8 +25,8 @@ import numpy as np
 import PIL.Image
 from transformers import Pipeline
 
-from .inference import encode_page, group_pages, label_pages
 from .pages import DEFAULT_DPI, WORDS_FROM, read_page
+from .road import encode_page, group_pages, label_pages
 
 __all__ = ["FormUnderstandingPipeline"]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from layoutlm_roialign.inference import DTYPES
 from layoutlm_roialign.labelling import merge_shards, plan_run
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 
@@ -31,9 +32,7 @@ class LabelArguments:
     png_dir: str | None = field(default=None, metadata={"help": "Also draw each page's entities into this folder."})
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass (whole pages)."})
     num_workers: int = field(default=2, metadata={"help": "Processes reading, OCRing and encoding pages ahead."})
-    dtype: str = field(
-        default="float32", metadata={"help": "bfloat16: bf16 autocast.", "choices": ["float32", "bfloat16"]}
-    )
+    dtype: str = field(default="float32", metadata={"help": "bfloat16: bf16 autocast.", "choices": list(DTYPES)})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ...; default: this process's."})
     compile: bool = field(default=False, metadata={"help": "Run the model through torch.compile."})
     quiet: bool = field(default=False, metadata={"help": "No progress bar (none either when stderr is no terminal)."})

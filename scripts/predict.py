@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
 from layoutlm_roialign.inference import load_model_and_processor, predict_page
 from layoutlm_roialign.outputs import check_output_paths, write_files
@@ -74,8 +75,7 @@ def main(argv=None) -> dict:
         parser.error(str(err))
     writers = {args.output_json: lambda f: f.write(json.dumps(prediction, indent=2).encode())}
     if args.output_png:
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        drawing = draw_prediction(page["image"], prediction, labels)
+        drawing = draw_prediction(page["image"], prediction, label_names(model.config))
         writers[args.output_png] = lambda f: drawing.save(f, format=png_format)
     write_files(writers)
     print(

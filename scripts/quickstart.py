@@ -51,6 +51,7 @@ def main(argv=None) -> None:
     import transformers
     from transformers import TrainingArguments
 
+    from layoutlm_roialign.configuration_layoutlm_roialign import label_names
     from layoutlm_roialign.data import DataArguments, render_synthetic_form
     from layoutlm_roialign.drawing import draw_prediction
     from layoutlm_roialign.inference import load_model_and_processor, predict_page
@@ -125,8 +126,7 @@ def main(argv=None) -> None:
     if not (same and same_pairs):
         raise SystemExit("The pipeline without the package and the package's own road disagree.")
     (out / "prediction.json").write_text(json.dumps(prediction, indent=2))
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    draw_prediction(image.convert("RGB"), prediction, labels).save(out / "prediction.png")
+    draw_prediction(image.convert("RGB"), prediction, label_names(model.config)).save(out / "prediction.png")
     pairs = f", {len(prediction['pairs'])} pairs" if "pairs" in prediction else ""
     print(f"  {len(prediction['words'])} words, {len(prediction['entities'])} entities{pairs}")
     print(f"  -> {out / 'prediction.json'}\n  -> {out / 'prediction.png'}")

@@ -20,7 +20,7 @@ from ..processing_layoutlm_roialign import IGNORE_INDEX, LayoutLMRoIAlignProcess
 __all__ = ["encode_dataset", "DataCollatorForLayoutLMRoIAlign"]
 
 # How each token-level column is stored (the processor's `model_input_names` say which exist).
-_TOKEN_COLUMNS = {
+TOKEN_COLUMNS = {
     "input_ids": SequenceFeature(Value("int32")),
     "bbox": SequenceFeature(SequenceFeature(Value("int16"), length=4)),
     "attention_mask": SequenceFeature(Value("int8")),
@@ -63,7 +63,7 @@ def encode_dataset(
     entity_columns = list(_ENTITY_COLUMNS) if entity_types is not None else []
     features = Features(
         {
-            **{name: _TOKEN_COLUMNS[name] for name in token_columns},
+            **{name: TOKEN_COLUMNS[name] for name in token_columns},
             **{name: _ENTITY_COLUMNS[name] for name in entity_columns},
             "pixel_values": Array3D(shape=(3, size, size), dtype="float32"),
             "word_ids": SequenceFeature(Value("int32")),

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
+from ..configuration_layoutlm_roialign import label_names
 from ..drawing import draw_prediction
-from ..inference import group_pages
 from ..outputs import check_output_paths, write_files
 from ..pages import DEFAULT_DPI, WORDS_FROM
 from ..pdf import check_dpi
+from ..road import group_pages
 from .jsonl import JsonlWriter, OutputLock, read_complete, record_key, recover
 from .reading import PageReader, worker_init
 from .runner import PageLabeller
@@ -122,7 +123,7 @@ class LabelRun:
             prefetch_factor=4 if num_workers else None,
             pin_memory=labeller.device.type == "cuda",
         )
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        labels = label_names(model.config)
         summary = {"pages": 0, "failed": 0, "skipped": self.skipped, "words": 0, "entities": 0}
         bar = tqdm(
             total=len(self.jobs) + len(self.failures),

@@ -3,7 +3,7 @@
 `PageReader[i]` does all the work a page needs before the model, so that a `DataLoader` with workers runs it in
 parallel and ahead of the forward passes: it opens the page (a PDF page rendered with pypdfium2, an image file's
 frame, a dataset row's image), gets its words and 0-1000 boxes (the PDF's text layer, the dataset's columns, or
-Tesseract), and encodes its windows with the processor (`inference.encode_page`). Whatever goes wrong with one page
+Tesseract), and encodes its windows with the processor (`road.encode_page`). Whatever goes wrong with one page
 (damaged file, unreadable frame, OCR error) comes back as `{"source", "page", "error"}` instead of stopping the run.
 
 Where the words come from (`words_from`): `"auto"` reads a PDF page's text layer and OCRs pages without one (scans,
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ..inference import encode_page
 from ..pages import DEFAULT_DPI, WORDS_FROM, read_page
+from ..road import encode_page
 from .sources import PageJob
 
 __all__ = ["PageReader", "worker_init", "WORDS_FROM"]

@@ -1,6 +1,6 @@
-"""The model side of the labeller: batches of encoded pages through the package's road (`inference.label_pages`).
+"""The model side of the labeller: batches of encoded pages through the package's road (`road.label_pages`).
 
-`PageLabeller` labels a batch that `inference.group_pages` gathered (windows of several pages per forward pass, each
+`PageLabeller` labels a batch that `road.group_pages` gathered (windows of several pages per forward pass, each
 page's image once, bf16 autocast and `torch.compile` on request), with the decoding `predict_page` uses, and, for a
 linking checkpoint, the key-value pairs from the same pass; it returns one JSON-ready record per page.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..inference import DTYPES, label_pages
+from ..road import DTYPES, label_pages
 
 __all__ = ["PageLabeller"]
 

@@ -1,0 +1,164 @@
+"""The one loader of a checkpoint: `load_model_and_processor` loads a folder written by `save_pretrained` or a Hub
+id as the class its config names, with its processor, and says which path is missing or which file is damaged
+instead of a message about reaching huggingface.co.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+__all__ = ["load_model_and_processor"]
+
+
+def _auto_classes() -> dict[str, Any]:
+    """`config.architectures` name -> the Auto class that loads it (the linking model answers
+    `AutoModelForTokenClassification`: its checkpoints map that class to it, and so does the package)."""
+    from transformers import (
+        AutoModel,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    return {
+        "feature-extraction": AutoModel,
+        "LayoutLMRoIAlignModel": AutoModel,
+        "LayoutLMRoIAlignForMaskedLM": AutoModelForMaskedLM,
+        "LayoutLMRoIAlignForTokenClassification": AutoModelForTokenClassification,
+        "LayoutLMRoIAlignForRelationExtraction": AutoModelForTokenClassification,
+        "LayoutLMRoIAlignForSequenceClassification": AutoModelForSequenceClassification,
+    }
+
+
+def _auto_class_of(model: str, trust_remote_code: bool) -> Any:
+    """The Auto class for the architecture a checkpoint's config names (token classification by default)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return _auto_classes()["LayoutLMRoIAlignForTokenClassification"]  # the load itself then says what is wrong
+    classes = _auto_classes()
+    names = [n for n in getattr(config, "architectures", None) or [] if n in classes]
+    return classes[names[0] if names else "LayoutLMRoIAlignForTokenClassification"]
+
+
+def load_model_and_processor(
+    model: str | os.PathLike,
+    trust_remote_code: bool = False,
+    *,
+    task: str | None = None,
+    dtype: Any = None,
+) -> tuple[Any, Any]:
+    """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) as the class its `config.architectures`
+    names (token classifier, linking model, sequence classifier), and its processor: the one loader of the package.
+
+    Args:
+        model: the folder or Hub id (`user/name`).
+        trust_remote_code: run the checkpoint's own code (needed where this package is not installed).
+        task: `None` for the checkpoint's own class, or `"feature-extraction"` for the base model (the fused token
+            states, whatever head the checkpoint has).
+        dtype: the weights' dtype (e.g. `torch.bfloat16`); default float32.
+
+    Raises:
+        ValueError: naming `--model` and the path, when a local path does not exist (rather than a message about
+            reaching huggingface.co), the folder holds no saved model, or a weights file is damaged or incomplete.
+    """
+    from transformers import AutoProcessor
+
+    if task not in (None, "feature-extraction"):
+        raise ValueError(f"`task` must be None (the checkpoint's own class) or 'feature-extraction', got {task!r}.")
+    model = os.fspath(model)
+    local = os.path.isdir(model)
+    if local:
+        _check_model_folder(model)
+    elif os.path.exists(model):
+        raise ValueError(f"--model {model!r} is a file; give the folder that holds its config.json.")
+    elif _looks_like_a_path(model):
+        raise ValueError(
+            f"--model {model!r} does not exist (no folder {os.path.abspath(model)!r}). Give the folder that "
+            "scripts/train.py wrote (e.g. runs/main/final) or a Hub id (user/name)."
+        )
+    try:
+        auto_class = _auto_classes()["feature-extraction"] if task else _auto_class_of(model, trust_remote_code)
+        net = auto_class.from_pretrained(model, trust_remote_code=trust_remote_code, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as err:
+        if local:
+            raise ValueError(f"--model {model!r}: the folder cannot be loaded ({_first_line(err)}).") from err
+        raise ValueError(
+            f"--model {model!r}: no folder of that name exists here ({os.path.abspath(model)!r} does not exist), "
+            f"and as a Hub id it could not be loaded ({_first_line(err)})."
+        ) from err
+    try:
+        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"--model {model!r}: the model loads but its processor does not ({_first_line(err)}). The folders "
+            "scripts/train.py writes hold both; save one beside the model with `processor.save_pretrained(folder)`."
+        ) from err
+    return net, processor
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _looks_like_a_path(model: str) -> bool:
+    """Whether `model` can only be a local path: a Hub id is `name` or `user/name`, of letters, digits, `-_.`."""
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) or model.startswith((".", "~")) or ".." in model:
+        return True
+    return "/" in model and os.path.isdir(model.split("/")[0])  # `models/nope` while `models/` exists here
+
+
+def _check_model_folder(folder: str) -> None:
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        inside = sorted(d for d in os.listdir(folder) if os.path.isfile(os.path.join(folder, d, "config.json")))
+        hint = f" It holds saved models in {inside}: give one of them." if inside else ""
+        raise ValueError(
+            f"--model {folder!r} has no config.json: it is not a folder written by `save_pretrained`.{hint}"
+        )
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index) as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"--model {folder!r}: {index} is damaged ({err}); save or copy the model again.") from err
+        files = [os.path.join(folder, shard) for shard in shards]
+        for file in files:
+            if not os.path.isfile(file):
+                raise ValueError(f"--model {folder!r}: the weights file {file} listed in {index} is missing.")
+    else:
+        files = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".safetensors")]
+        if not files and not any(n.endswith(".bin") for n in os.listdir(folder)):
+            raise ValueError(f"--model {folder!r} has no weights (model.safetensors): save or copy the model again.")
+    for file in files:
+        _check_safetensors(file)
+
+
+def _check_safetensors(file: str) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header giving each tensor's byte range, and the bytes:
+    a file cut short (an interrupted copy, download or save) is shorter than its header says."""
+    size = os.path.getsize(file)
+    problem = None
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if length < 2 or 8 + length > size:
+                problem = f"it is {size} bytes, too short for its header"
+            else:
+                header = json.loads(f.read(length))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                if size < 8 + length + end:
+                    problem = f"it is {size} bytes but its header describes {8 + length + end}"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        problem = f"its header cannot be read ({err})"
+    if problem:
+        raise ValueError(
+            f"The weights file {file} is damaged or incomplete: {problem} (an interrupted save, copy or download?). "
+            "Copy or download the model again, or save it again."
+        )

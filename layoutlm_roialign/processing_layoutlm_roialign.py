@@ -39,6 +39,8 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 from transformers.utils import TensorType
 
+from .linking_layoutlm_roialign import NOT_A_CANDIDATE
+
 __all__ = [
     "LayoutLMRoIAlignProcessor",
     "box_problem",
@@ -50,7 +52,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100  # ignored by torch's cross-entropy
-NOT_A_CANDIDATE = -1.0e4  # the linking head's score of pairs it does not score (modeling's `NOT_A_CANDIDATE`)
 
 
 def first_subtoken_mask(

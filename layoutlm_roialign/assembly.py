@@ -74,8 +74,20 @@ def from_pretrained_parts(
     backbone_weights: str | os.PathLike | None = None,
     **config_kwargs,
 ) -> LayoutLMRoIAlignPreTrainedModel:
-    """Build a `cls` model from a pretrained text encoder and pretrained backbone weights; the arguments are those
-    of [`LayoutLMRoIAlignPreTrainedModel.from_pretrained_parts`]."""
+    """Build a `cls` model from a pretrained text encoder and pretrained backbone weights
+    (`cls.from_pretrained_parts(text_model_name_or_path, backbone_weights, **config_kwargs)` calls this).
+
+    Args:
+        cls: the model class to build (a head of `modeling_layoutlm_roialign`).
+        text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), a plain BERT
+            checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), or one of this
+            package's checkpoints (its text encoder only, e.g. after MVLM pre-training with `scripts/pretrain.py`),
+            as a Hub id or a local folder. `None` leaves the text encoder randomly initialized.
+        backbone_weights: torchvision weights of `backbone` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
+            torchvision) or a path to a state-dict file. `None` leaves the backbone random.
+        config_kwargs: fields of [`LayoutLMRoIAlignConfig`] (`backbone`, `num_labels`, `id2label`, ...). Text sizes
+            are taken from the text checkpoint.
+    """
     text_state = None
     if text_model_name_or_path is not None:
         fields, text_state = text_encoder_state(text_model_name_or_path)

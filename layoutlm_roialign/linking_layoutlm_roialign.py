@@ -2,14 +2,17 @@
 representations (mean token state, box, RoIAlign box feature), which pairs it scores (`candidate_mask`), the biaffine
 scorer with its box-geometry term, the per-value softmax over candidate keys and "no key", and its loss.
 
-This file travels with every checkpoint (remote code, imported by the modeling file): it imports only torch and its
-sibling configuration file.
+This file travels with every checkpoint (remote code, imported by the modeling file): it imports only torch,
+transformers and its sibling configuration file.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from transformers import initialization as init
 
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 
@@ -20,10 +23,11 @@ __all__ = [
     "ScaledLinear",
     "box_relation_features",
     "candidate_mask",
-    "check_entities",
+    "candidate_type_pairs",
+    "init_scaled_linear",
     "entity_box_features",
     "entity_boxes",
-    "entity_members",
+    "entity_states",
     "link_log_probs",
     "link_loss",
 ]
@@ -45,6 +49,25 @@ class ScaledLinear(nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias * self.scale
         return nn.functional.linear(input, self.weight * self.scale, bias)
+
+
+def init_scaled_linear(module: ScaledLinear, initializer_range: float) -> None:
+    """Initialize `module` (from the model's `_init_weights`): its parameters are drawn divided by `scale`, so that
+    `scale * weight` has the usual initial distribution, N(0, `initializer_range`) with a zero bias, or PyTorch's own
+    Linear init where the layer is marked `torch_default_init`."""
+    scale = module.scale
+    if getattr(module, "torch_default_init", False):
+        # PyTorch's own Linear init (kaiming_uniform_ with a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))), for the
+        # small MLP on box geometry (inputs of order 1): N(0, 0.02) would start its output near zero through two
+        # layers.
+        bound = 1 / math.sqrt(module.in_features)
+        init.uniform_(module.weight, -bound / scale, bound / scale)
+        if module.bias is not None:
+            init.uniform_(module.bias, -bound / scale, bound / scale)
+    else:
+        init.normal_(module.weight, mean=0.0, std=initializer_range / scale)
+        if module.bias is not None:
+            init.zeros_(module.bias)
 
 
 class LayoutLMRoIAlignBiaffine(nn.Module):
@@ -99,61 +122,20 @@ def box_relation_features(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, gap, d.abs(), size], dim=-1)
 
 
-def check_entities(
-    entity_spans: torch.Tensor,
-    entity_labels: torch.Tensor | None,
-    link_labels: torch.Tensor | None,
-    shape: tuple[int, int],
-    num_types: int,
-) -> None:
-    """Raise a `ValueError` naming the argument for entity inputs the link head cannot read, for inputs of
-    `shape` `(batch_size, sequence_length)` and `num_types` entity types."""
-    batch_size, seq_len = shape
-    if entity_spans.dim() != 3 or entity_spans.shape[0] != batch_size or entity_spans.shape[2] != 2:
+def candidate_type_pairs(config: LayoutLMRoIAlignConfig) -> list[tuple[int, int]]:
+    """`config.link_types` as `(key type, value type)` indices into `config.resolved_entity_types`.
+
+    Raises:
+        ValueError: if a link type is not an entity type.
+    """
+    types = config.resolved_entity_types
+    unknown = sorted({t for pair in config.link_types for t in pair} - set(types))
+    if unknown:
         raise ValueError(
-            f"`entity_spans` must have shape (batch_size, num_entities, 2) = ({batch_size}, E, 2), got "
-            f"{tuple(entity_spans.shape)}."
+            f"`config.link_types` {config.link_types} names types {unknown} that are not entity types {types} "
+            "(`config.entity_types`, or the B-/I- labels of `id2label`)."
         )
-    if entity_spans.is_floating_point():
-        raise ValueError("`entity_spans` must hold integer token positions (first, last + 1), not floats.")
-    num_entities = entity_spans.shape[1]
-    if entity_labels is not None and tuple(entity_labels.shape) != (batch_size, num_entities):
-        raise ValueError(
-            f"`entity_labels` must have shape (batch_size, num_entities) = {(batch_size, num_entities)}, got "
-            f"{tuple(entity_labels.shape)}."
-        )
-    if link_labels is not None and tuple(link_labels.shape) != (batch_size, num_entities, num_entities):
-        raise ValueError(
-            f"`link_labels` must have shape (batch_size, num_entities, num_entities) = "
-            f"{(batch_size, num_entities, num_entities)}, got {tuple(link_labels.shape)}."
-        )
-    if torch.compiler.is_compiling() or num_entities == 0:
-        return
-    start, end = entity_spans.unbind(-1)
-    padding = (start == 0) & (end == 0)
-    bad = ~padding & ((start < 1) | (end <= start) | (end > seq_len))
-    if bad.any():
-        b, e = bad.nonzero()[0].tolist()
-        raise ValueError(
-            f"`entity_spans` sequence {b}, entity {e} is {entity_spans[b, e].tolist()}: a span is (first token, last "
-            f"token + 1) with 1 <= first < last + 1 <= sequence length {seq_len} (position 0 is [CLS]), or (0, 0) "
-            "for a padding row. An entity past the sequence belongs to another window (the processor keeps only "
-            "the entities whose tokens a window holds)."
-        )
-    if entity_labels is not None:
-        wrong = (entity_labels != -100) & ((entity_labels < 0) | (entity_labels >= num_types))
-        if wrong.any():
-            raise ValueError(
-                f"`entity_labels` must be in 0..{num_types - 1} (indices into `config.resolved_entity_types`) or "
-                f"-100, got {entity_labels[wrong].unique().tolist()}."
-            )
-    if link_labels is not None:
-        wrong = (link_labels != -100) & (link_labels != 0) & (link_labels != 1)
-        if wrong.any():
-            raise ValueError(
-                f"`link_labels` must be 1 (a gold pair), 0 (not a pair) or -100 (ignored), got "
-                f"{link_labels[wrong].unique().tolist()}."
-            )
+    return [(types.index(key), types.index(value)) for key, value in config.link_types]
 
 
 def candidate_mask(
@@ -180,18 +162,35 @@ def candidate_mask(
     return mask
 
 
-def entity_members(entity_spans: torch.Tensor, seq_len: int) -> torch.Tensor:
+def _entity_members(entity_spans: torch.Tensor, seq_len: int) -> torch.Tensor:
     """`(B, E, 2)` spans `(first, last + 1)` -> `(B, E, L)` bool: the tokens of each entity."""
     positions = torch.arange(seq_len, device=entity_spans.device)
     start, end = entity_spans[..., 0:1], entity_spans[..., 1:2]  # (B, E, 1)
     return (positions >= start) & (positions < end)
 
 
-def entity_boxes(bbox: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-    """`(B, L, 4)` token boxes and `(B, E, L)` entity members -> `(B, E, 4)` each entity's box: the union of its
+def entity_states(
+    sequence_output: torch.Tensor,
+    entity_spans: torch.Tensor,
+    entity_labels: torch.Tensor | None,
+    type_embeddings: nn.Embedding,
+) -> torch.Tensor:
+    """`(B, E, hidden)`: the mean of each entity's token states `(B, L, hidden)`, plus the embedding of its type
+    (`type_embeddings`, where `entity_labels` gives one)."""
+    weights = _entity_members(entity_spans, sequence_output.shape[1]).to(sequence_output.dtype)  # (B, E, L)
+    counts = weights.sum(-1, keepdim=True).clamp(min=1)
+    entities = (weights @ sequence_output) / counts  # (B, E, hidden)
+    if entity_labels is not None:
+        types = type_embeddings(entity_labels.clamp(min=0))
+        entities = entities + types * (entity_labels >= 0)[..., None].to(types.dtype)
+    return entities
+
+
+def entity_boxes(bbox: torch.Tensor, entity_spans: torch.Tensor) -> torch.Tensor:
+    """`(B, L, 4)` token boxes and `(B, E, 2)` entity spans -> `(B, E, 4)` each entity's box: the union of its
     tokens' boxes, 0..1000."""
-    inside = members[..., None]  # (B, E, L, 1)
-    boxes = bbox[:, None].expand(-1, members.shape[1], -1, -1)  # (B, E, L, 4)
+    inside = _entity_members(entity_spans, bbox.shape[1])[..., None]  # (B, E, L, 1)
+    boxes = bbox[:, None].expand(-1, entity_spans.shape[1], -1, -1)  # (B, E, L, 4)
     low = torch.where(inside, boxes, torch.full_like(boxes, 1000)).amin(2)  # (B, E, 4)
     high = torch.where(inside, boxes, torch.zeros_like(boxes)).amax(2)
     return torch.cat([low[..., :2], high[..., 2:]], dim=-1)

@@ -14,7 +14,6 @@ transformers and each other.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -35,19 +34,21 @@ from transformers.modeling_outputs import (
 from transformers.models.layoutlm.modeling_layoutlm import LayoutLMLMPredictionHead, LayoutLMOnlyMLMHead
 from transformers.utils import can_return_tuple, logging
 
+from .checks_layoutlm_roialign import check_entities, check_inputs, check_labels, check_link_inputs, input_shape
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .linking_layoutlm_roialign import (
     LayoutLMRoIAlignBiaffine,
     ScaledLinear,
     candidate_mask,
-    check_entities,
+    candidate_type_pairs,
     entity_box_features,
     entity_boxes,
-    entity_members,
+    entity_states,
+    init_scaled_linear,
     link_log_probs,
     link_loss,
 )
-from .visual_layoutlm_roialign import LayoutLMRoIAlignVisualEmbeddings, backbone_stages, check_image_inputs
+from .visual_layoutlm_roialign import LayoutLMRoIAlignVisualEmbeddings, backbone_stages
 
 logger = logging.get_logger(__name__)
 
@@ -60,7 +61,6 @@ __all__ = [
     "LayoutLMRoIAlignForRelationExtraction",
     "LayoutLMRoIAlignRelationExtractionOutput",
     "LayoutLMRoIAlignModelOutput",
-    "LayoutLMRoIAlignVisualEmbeddings",
     "PARAMETER_GROUPS",
 ]
 
@@ -83,92 +83,6 @@ class LayoutLMRoIAlignModelOutput(BaseModelOutputWithPooling):
 
     visual_embeddings: torch.FloatTensor | None = None
     feature_map: torch.FloatTensor | None = None
-
-
-def _input_shape(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> tuple[int, ...]:
-    """The inputs' `(batch_size, sequence_length)`, from `input_ids` or `inputs_embeds`."""
-    if input_ids is not None:
-        return tuple(input_ids.shape)
-    if inputs_embeds is not None:
-        return tuple(inputs_embeds.shape[:-1])
-    raise ValueError("You have to specify either `input_ids` or `inputs_embeds`.")
-
-
-def _check_inputs(
-    config: LayoutLMRoIAlignConfig,
-    input_ids: torch.Tensor | None,
-    inputs_embeds: torch.Tensor | None,
-    bbox: torch.Tensor | None,
-    attention_mask: torch.Tensor | None,
-    pixel_values: torch.Tensor | None,
-    image_index: torch.Tensor | None = None,
-) -> None:
-    """Raise a `ValueError` naming the argument for inputs that would otherwise fail deep inside torch."""
-    shape = _input_shape(input_ids, inputs_embeds)
-    if len(shape) != 2:
-        raise ValueError(f"`input_ids` must be (batch_size, sequence_length), got shape {shape}.")
-    if shape[1] > config.max_position_embeddings:
-        raise ValueError(
-            f"Sequence length {shape[1]} exceeds `max_position_embeddings`={config.max_position_embeddings}; "
-            "truncate, or split long pages into windows (the processor's `return_overflowing_tokens=True, stride=`)."
-        )
-    if attention_mask is not None and tuple(attention_mask.shape) != shape:
-        raise ValueError(f"`attention_mask` must have shape {shape}, got {tuple(attention_mask.shape)}.")
-    if bbox is None:
-        if config.use_visual_features:
-            raise ValueError("`bbox` is required: each token's (x0, y0, x1, y1) box normalized to 0..1000.")
-    else:
-        if tuple(bbox.shape) != (*shape, 4):
-            raise ValueError(
-                f"`bbox` must have shape (batch_size, sequence_length, 4) = {(*shape, 4)}, got {tuple(bbox.shape)}."
-            )
-        if bbox.is_floating_point():
-            raise ValueError("`bbox` must hold integers (boxes normalized to 0..1000), got a floating-point tensor.")
-    if config.use_visual_features:
-        check_image_inputs(pixel_values, image_index, shape[0])
-    elif image_index is not None:
-        raise ValueError("`image_index` was given to a text-only model (`use_visual_features=False`): drop it.")
-    if bbox is not None and not torch.compiler.is_compiling():  # a compiled graph trusts its inputs
-        _check_box_values(bbox)
-
-
-def _check_box_values(bbox: torch.Tensor) -> None:
-    """Boxes within 0..1000 and not inverted: one host sync, details computed only when something is wrong."""
-    x0, y0, x1, y1 = bbox.unbind(-1)
-    out_of_range = (bbox < 0) | (bbox > 1000)
-    inverted = (x1 < x0) | (y1 < y0)
-    if not (out_of_range.any() | inverted.any()).item():
-        return
-    if out_of_range.any():
-        where = out_of_range.any(-1).nonzero()[0].tolist()
-        raise ValueError(
-            f"`bbox` coordinates must be within 0..1000 (LayoutLM's normalized page coordinates); sequence "
-            f"{where[0]}, token {where[1]} has {bbox[where[0], where[1]].tolist()}. Normalize pixel boxes with "
-            "1000 * x / page_width and clamp to 0..1000."
-        )
-    where = inverted.nonzero()[0].tolist()
-    raise ValueError(
-        f"`bbox` must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0; sequence {where[0]}, token {where[1]} has "
-        f"{bbox[where[0], where[1]].tolist()}."
-    )
-
-
-def _check_labels(
-    labels: torch.Tensor,
-    num_labels: int,
-    shape: tuple[int, ...],
-    expected: str | None = None,
-    hint: str = "check that the dataset's label set matches `config.id2label`",
-) -> None:
-    """Token labels: the inputs' shape, values in 0..num_labels-1 or -100 (`expected` says so in the error)."""
-    if tuple(labels.shape) != tuple(shape):
-        raise ValueError(f"`labels` must have the inputs' shape {tuple(shape)}, got {tuple(labels.shape)}.")
-    if torch.compiler.is_compiling():
-        return
-    bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
-    if bad.any():
-        expected = expected or f"in 0..{num_labels - 1} or -100 (ignored)"
-        raise ValueError(f"`labels` must be {expected}, got {labels[bad].unique().tolist()}; {hint}.")
 
 
 # The document pipeline saved with every checkpoint (`pipeline_layoutlm_roialign.py`, registered by the package).
@@ -250,7 +164,7 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
             init.constant_(module.weight, module.init_scale)
             init.zeros_(module.bias)
         elif isinstance(module, ScaledLinear):
-            self._init_scaled_linear(module)
+            init_scaled_linear(module, self.config.initializer_range)
         elif isinstance(module, LayoutLMLMPredictionHead):
             init.zeros_(module.bias)  # the masked-LM head's output bias, as LayoutLM's own `_init_weights` does
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
@@ -261,22 +175,6 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
-    def _init_scaled_linear(self, module: ScaledLinear) -> None:
-        # Parameters drawn divided by `scale`, so that `scale * weight` has the usual initial distribution.
-        scale = module.scale
-        if getattr(module, "torch_default_init", False):
-            # PyTorch's own Linear init (kaiming_uniform_ with a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))),
-            # for the small MLP on box geometry (inputs of order 1): N(0, 0.02) would start its output near zero
-            # through two layers.
-            bound = 1 / math.sqrt(module.in_features)
-            init.uniform_(module.weight, -bound / scale, bound / scale)
-            if module.bias is not None:
-                init.uniform_(module.bias, -bound / scale, bound / scale)
-        else:
-            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range / scale)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-
     @classmethod
     def from_pretrained_parts(
         cls,
@@ -284,19 +182,9 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         backbone_weights: str | os.PathLike | None = None,
         **config_kwargs,
     ) -> LayoutLMRoIAlignPreTrainedModel:
-        """Build the model from a pretrained text encoder and pretrained backbone weights (with the
-        `layoutlm_roialign` package installed: `layoutlm_roialign.assembly` does it).
-
-        Args:
-            text_model_name_or_path: a LayoutLM checkpoint (e.g. `"microsoft/layoutlm-base-uncased"`), a plain
-                BERT checkpoint (LayoutLM is BERT plus 2-D position embeddings, which then start fresh), or one of
-                this package's checkpoints (its text encoder only, e.g. after MVLM pre-training with
-                `scripts/pretrain.py`), as a Hub id or a local folder. `None` leaves the text encoder randomly
-                initialized.
-            backbone_weights: torchvision weights of `backbone` (`"DEFAULT"`, `"IMAGENET1K_V2"`, ...; downloaded by
-                torchvision) or a path to a state-dict file. `None` leaves the backbone random.
-            config_kwargs: fields of [`LayoutLMRoIAlignConfig`] (`backbone`, `num_labels`, `id2label`, ...). Text
-                sizes are taken from the text checkpoint.
+        """Build the model from a pretrained text encoder (LayoutLM, BERT or one of this package's checkpoints) and
+        pretrained backbone weights, loaded after `post_init`: `layoutlm_roialign.assembly.from_pretrained_parts`
+        documents the arguments. Needs the `layoutlm_roialign` package (a checkpoint's code does not carry it).
         """
         try:  # the package's, not a checkpoint's code: transformers' import check skips `try` blocks
             from layoutlm_roialign.assembly import from_pretrained_parts
@@ -380,7 +268,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         output_feature_map (`bool`, *optional*, defaults to `False`):
             Also return the backbone's feature map (`feature_map`), for heads that pool other boxes from it.
         """
-        _check_inputs(self.config, input_ids, inputs_embeds, bbox, attention_mask, pixel_values, image_index)
+        check_inputs(self.config, input_ids, inputs_embeds, bbox, attention_mask, pixel_values, image_index)
         text_outputs = self.layoutlm(
             input_ids=input_ids,
             bbox=bbox,
@@ -425,9 +313,6 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.layoutlm_roialign.get_input_embeddings()
-
     @can_return_tuple
     def forward(
         self,
@@ -453,7 +338,7 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
             The image of `pixel_values` each sequence reads; see [`LayoutLMRoIAlignModel.forward`].
         """
         if labels is not None:
-            _check_labels(labels, self.num_labels, _input_shape(input_ids, inputs_embeds))
+            check_labels(labels, self.num_labels, input_shape(input_ids, inputs_embeds))
         outputs = self.layoutlm_roialign(
             input_ids=input_ids,
             bbox=bbox,
@@ -488,9 +373,6 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.layoutlm_roialign.get_input_embeddings()
 
     @can_return_tuple
     def forward(
@@ -578,9 +460,6 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
         self.cls = LayoutLMOnlyMLMHead(config)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.layoutlm_roialign.get_input_embeddings()
-
     def get_output_embeddings(self) -> nn.Module:
         return self.cls.predictions.decoder
 
@@ -618,8 +497,8 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
         if labels is not None:
             vocab_size = self.config.vocab_size
             expected = f"token ids in 0..{vocab_size - 1} (the masked tokens' original ids) or -100 (not predicted)"
-            shape = _input_shape(input_ids, inputs_embeds)
-            _check_labels(labels, vocab_size, shape, expected, hint="is the tokenizer the model's?")
+            shape = input_shape(input_ids, inputs_embeds)
+            check_labels(labels, vocab_size, shape, expected, hint="is the tokenizer the model's?")
         outputs = self.layoutlm_roialign(
             input_ids=input_ids,
             bbox=bbox,
@@ -696,23 +575,12 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        types = config.resolved_entity_types
-        unknown = sorted({t for pair in config.link_types for t in pair} - set(types))
-        if unknown:
-            raise ValueError(
-                f"`config.link_types` {config.link_types} names types {unknown} that are not entity types {types} "
-                "(`config.entity_types`, or the B-/I- labels of `id2label`)."
-            )
-        self.entity_type_embeddings = nn.Embedding(max(1, len(types)), config.hidden_size)
-        # (key type, value type) index pairs; not a buffer: `from_pretrained` builds on the meta device and would
-        # leave a non-persistent buffer unset.
-        self.candidate_type_pairs = [(types.index(key), types.index(value)) for key, value in config.link_types]
+        self.entity_type_embeddings = nn.Embedding(max(1, len(config.resolved_entity_types)), config.hidden_size)
+        # Not a buffer: `from_pretrained` builds on the meta device and would leave a non-persistent buffer unset.
+        self.candidate_type_pairs = candidate_type_pairs(config)
         self.use_box_feature = config.use_visual_features and config.link_entity_box_feature
         self.link_head = LayoutLMRoIAlignBiaffine(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.layoutlm_roialign.get_input_embeddings()
 
     def candidate_mask(self, entity_spans: torch.Tensor, entity_labels: torch.Tensor | None) -> torch.Tensor:
         """`(B, E, E)` bool: which (key, value) pairs are scored: both rows real entities, not the same entity, and
@@ -733,14 +601,8 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean of each entity's token states + its type embedding + its box's RoIAlign feature: `(B, E, hidden)`;
         and each entity's box (the union of its tokens' boxes, 0..1000): `(B, E, 4)`."""
-        members = entity_members(entity_spans, sequence_output.shape[1])  # (B, E, L)
-        weights = members.to(sequence_output.dtype)
-        counts = weights.sum(-1, keepdim=True).clamp(min=1)
-        entities = (weights @ sequence_output) / counts  # (B, E, hidden)
-        if entity_labels is not None:
-            types = self.entity_type_embeddings(entity_labels.clamp(min=0))
-            entities = entities + types * (entity_labels >= 0)[..., None].to(types.dtype)
-        boxes = entity_boxes(bbox, members) if bbox is not None else None  # (B, E, 4)
+        entities = entity_states(sequence_output, entity_spans, entity_labels, self.entity_type_embeddings)
+        boxes = entity_boxes(bbox, entity_spans) if bbox is not None else None  # (B, E, 4)
         if self.use_box_feature and feature_map is not None and entity_spans.shape[1] > 0:
             visual = self.layoutlm_roialign.visual_embeddings
             features = entity_box_features(visual, feature_map, boxes, entity_spans, image_index, image_size)
@@ -782,9 +644,8 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
             Also return `fused_states` and `feature_map`, from which `link_logits_from_states` scores the pairs of
             entities decided after this pass (labels and pairs from one encoder and one backbone pass).
         """
-        self._check_link_inputs(
-            _input_shape(input_ids, inputs_embeds), labels, entity_spans, entity_labels, link_labels
-        )
+        shape, num_types = input_shape(input_ids, inputs_embeds), len(self.config.resolved_entity_types)
+        check_link_inputs(shape, self.num_labels, num_types, labels, entity_spans, entity_labels, link_labels)
         outputs = self.layoutlm_roialign(
             input_ids=input_ids,
             bbox=bbox,
@@ -820,21 +681,6 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
             fused_states=sequence_output if output_link_states else None,
             feature_map=outputs.feature_map if output_link_states else None,
         )
-
-    def _check_link_inputs(
-        self,
-        shape: tuple[int, ...],
-        labels: torch.Tensor | None,
-        entity_spans: torch.Tensor | None,
-        entity_labels: torch.Tensor | None,
-        link_labels: torch.Tensor | None,
-    ) -> None:
-        if labels is not None:
-            _check_labels(labels, self.num_labels, shape)
-        if entity_spans is None and (entity_labels is not None or link_labels is not None):
-            raise ValueError("`entity_labels` and `link_labels` need `entity_spans` (which tokens form each entity).")
-        if entity_spans is not None:
-            check_entities(entity_spans, entity_labels, link_labels, shape, len(self.config.resolved_entity_types))
 
     def _link(
         self,

@@ -24,7 +24,6 @@ __all__ = [
     "backbone_stages",
     "backbone_weights_name",
     "build_backbone",
-    "check_image_inputs",
     "load_backbone_weights",
 ]
 
@@ -161,39 +160,6 @@ def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict
                 f"{tuple(target[key].shape)}."
             )
     backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
-
-
-def check_image_inputs(pixel_values: torch.Tensor | None, image_index: torch.Tensor | None, batch_size: int) -> None:
-    """Raise a `ValueError` naming the argument for page images the visual branch cannot read for `batch_size`
-    sequences."""
-    if pixel_values is None:
-        raise ValueError(
-            "`pixel_values` is required (the page images, (batch_size, 3, image_size, image_size), from the "
-            "processor); pass `config.use_visual_features=False` for a text-only model."
-        )
-    if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
-        raise ValueError(
-            f"`pixel_values` must be (batch_size, 3, height, width) RGB images, got shape {tuple(pixel_values.shape)}."
-        )
-    num_images = pixel_values.shape[0]
-    if image_index is None:
-        if num_images != batch_size:
-            raise ValueError(
-                f"`pixel_values` holds {num_images} images for {batch_size} sequences; give one image per "
-                "sequence (repeat a page's image for each of its windows, via `overflow_to_sample_mapping`), or "
-                "one per page with `image_index` saying which page each sequence reads."
-            )
-        return
-    if tuple(image_index.shape) != (batch_size,) or image_index.is_floating_point():
-        raise ValueError(
-            f"`image_index` must be an integer tensor of shape (batch_size,) = {(batch_size,)} (the image in "
-            f"`pixel_values` of each sequence), got {image_index.dtype} of shape {tuple(image_index.shape)}."
-        )
-    if not torch.compiler.is_compiling() and ((image_index < 0) | (image_index >= num_images)).any():
-        raise ValueError(
-            f"`image_index` must be in 0..{num_images - 1} (`pixel_values` holds {num_images} images), got "
-            f"{image_index.tolist()}."
-        )
 
 
 class LayoutLMRoIAlignVisualEmbeddings(nn.Module):

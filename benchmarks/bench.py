@@ -56,7 +56,7 @@ from transformers import (  # noqa: E402
 )
 
 from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification  # noqa: E402
-from layoutlm_roialign.modeling_layoutlm_roialign import _check_inputs  # noqa: E402
+from layoutlm_roialign.checks_layoutlm_roialign import check_inputs as _check_inputs  # noqa: E402
 
 VARIANTS = ("text", "tutorial", "ours", "layoutlmv3")
 # Training only: `ours` with its backbone frozen (`--backbone_learning_rate 0`, the cheap option for small data), so

@@ -28,9 +28,6 @@ from .modeling_layoutlm_roialign import (
     LayoutLMRoIAlignModelOutput,
     LayoutLMRoIAlignPreTrainedModel,
     LayoutLMRoIAlignRelationExtractionOutput,
-    backbone_weights_name,
-    build_backbone,
-    load_backbone_weights,
 )
 from .pipeline_layoutlm_roialign import FormUnderstandingPipeline
 from .processing_layoutlm_roialign import (
@@ -38,6 +35,7 @@ from .processing_layoutlm_roialign import (
     merge_window_predictions,
     token_predictions_to_word_predictions,
 )
+from .visual_layoutlm_roialign import backbone_weights_name, build_backbone, load_backbone_weights
 
 __version__ = "0.1.0"
 

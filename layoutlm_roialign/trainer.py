@@ -1,8 +1,8 @@
 """`Trainer` with one learning rate per part of the model, and freezing the backbone up to a stage.
 
-The model says which parameters form each part (`parameter_groups()`: backbone, visual, text, head) and what the
-backbone's stages are (`backbone_stages()`); this module only turns that into optimizer groups and frozen
-parameters.
+The model says which parameters form each part (`parameter_groups()`, each one of `PARAMETER_GROUPS`: backbone,
+visual, text, head) and what the backbone's stages are (`backbone_stages()`); this module only turns that into
+optimizer groups and frozen parameters.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import logging
 import torch
 from transformers import PreTrainedModel, Trainer
 
+from .modeling_layoutlm_roialign import PARAMETER_GROUPS
+
 __all__ = ["LayoutLMRoIAlignTrainer", "freeze_backbone_until", "PARAMETER_GROUPS"]
 
 logger = logging.getLogger(__name__)
-
-PARAMETER_GROUPS = ("backbone", "visual", "text", "head")
 
 
 def _parameter_groups(model: torch.nn.Module) -> dict[str, str]:
@@ -52,9 +52,9 @@ class LayoutLMRoIAlignTrainer(Trainer):
     """`Trainer` whose optimizer gives each part of the model its own learning rate.
 
     Args:
-        learning_rates: `{"backbone", "visual", "text", "head"}` -> learning rate; a missing or `None` entry takes
-            `args.learning_rate`, and 0 freezes that part (its parameters stop requiring gradients and stay out of
-            the optimizer). Weight decay follows `Trainer`'s rule (none on biases and norms).
+        learning_rates: a part of the model (one of `PARAMETER_GROUPS`) -> its learning rate; a missing or `None`
+            entry takes `args.learning_rate`, and 0 freezes that part (its parameters stop requiring gradients and stay
+            out of the optimizer). Weight decay follows `Trainer`'s rule (none on biases and norms).
         All other arguments are `Trainer`'s.
     """
 

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from transformers.tokenization_utils_base import TruncationStrategy
 
+from .linking_layoutlm_roialign import NOT_A_CANDIDATE
+
 __all__ = [
     "IGNORE_INDEX",
     "NOT_A_CANDIDATE",
@@ -48,7 +50,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100  # ignored by torch's cross-entropy
-NOT_A_CANDIDATE = -1.0e4  # the linking head's score of pairs it does not score (modeling's `NOT_A_CANDIDATE`)
 # The model inputs of each window (one row of tokens per window); the page image (`pixel_values`) comes once per page.
 WINDOW_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids")
 

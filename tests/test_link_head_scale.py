@@ -9,7 +9,7 @@ from conftest import tiny_config
 
 from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
 from layoutlm_roialign.data import FUNSD_LABELS
-from layoutlm_roialign.modeling_layoutlm_roialign import ScaledLinear
+from layoutlm_roialign.linking_layoutlm_roialign import ScaledLinear
 
 
 def build(scale: float) -> LayoutLMRoIAlignForRelationExtraction:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import random_batch, tiny_config
 
-import layoutlm_roialign.modeling_layoutlm_roialign as modeling
+import layoutlm_roialign.visual_layoutlm_roialign as visual_module
 from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
 
 SWITCHES = ("skip_padding", "share_boxes", "channels_last")
@@ -128,13 +128,13 @@ def test_fast_and_straightforward_paths_give_the_same_gradients(batch):
 
 def _record_roi_align_dtypes(monkeypatch) -> list:
     seen = []
-    original = modeling.roi_align
+    original = visual_module.roi_align
 
     def recording(feature_map, rois, *args, **kwargs):
         seen.append((feature_map.dtype, rois.dtype))
         return original(feature_map, rois, *args, **kwargs)
 
-    monkeypatch.setattr(modeling, "roi_align", recording)
+    monkeypatch.setattr(visual_module, "roi_align", recording)
     return seen
 
 

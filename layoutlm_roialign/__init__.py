@@ -19,7 +19,6 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor, normalize_box, normalize_boxes
 from .modeling_layoutlm_roialign import (
-    PIPELINE_TASK,
     LayoutLMRoIAlignForMaskedLM,
     LayoutLMRoIAlignForRelationExtraction,
     LayoutLMRoIAlignForSequenceClassification,
@@ -35,6 +34,7 @@ from .processing_layoutlm_roialign import (
     merge_window_predictions,
     token_predictions_to_word_predictions,
 )
+from .saving_layoutlm_roialign import PIPELINE_TASK
 from .visual_layoutlm_roialign import backbone_weights_name, build_backbone, load_backbone_weights
 
 __version__ = "0.1.0"

@@ -15,7 +15,6 @@ transformers and each other.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,6 @@ from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from torchvision.ops import FrozenBatchNorm2d
 from transformers import LayoutLMModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
@@ -48,6 +46,7 @@ from .linking_layoutlm_roialign import (
     link_log_probs,
     link_loss,
 )
+from .saving_layoutlm_roialign import copy_pipeline_code, prepare_config_for_saving
 from .visual_layoutlm_roialign import LayoutLMRoIAlignVisualEmbeddings, backbone_stages
 
 logger = logging.get_logger(__name__)
@@ -85,36 +84,6 @@ class LayoutLMRoIAlignModelOutput(BaseModelOutputWithPooling):
     feature_map: torch.FloatTensor | None = None
 
 
-# The document pipeline saved with every checkpoint (`pipeline_layoutlm_roialign.py`, registered by the package).
-PIPELINE_TASK = "form-understanding"
-PIPELINE_FILE = "pipeline_layoutlm_roialign.py"
-PIPELINE_HEADS = ("LayoutLMRoIAlignForTokenClassification", "LayoutLMRoIAlignForRelationExtraction")
-PIPELINE_INFO = {
-    "impl": "pipeline_layoutlm_roialign.FormUnderstandingPipeline",
-    "pt": ["AutoModelForTokenClassification"],
-    "tf": [],
-    "type": "multimodal",
-}
-
-
-def checkpoint_auto_map(head: type) -> dict[str, str]:
-    """The `auto_map` of a checkpoint saved by `head`: `AutoModel` gives the base model (the fused token states),
-    each task's Auto class its head (newly initialized where the checkpoint has another), and the head that saved
-    the checkpoint keeps its own Auto class (the linking model answers `AutoModelForTokenClassification`)."""
-    module = "modeling_layoutlm_roialign"
-    auto_map = {
-        "AutoConfig": "configuration_layoutlm_roialign.LayoutLMRoIAlignConfig",
-        "AutoModel": f"{module}.LayoutLMRoIAlignModel",
-        "AutoModelForTokenClassification": f"{module}.LayoutLMRoIAlignForTokenClassification",
-        "AutoModelForSequenceClassification": f"{module}.LayoutLMRoIAlignForSequenceClassification",
-        "AutoModelForMaskedLM": f"{module}.LayoutLMRoIAlignForMaskedLM",
-    }
-    auto_class = getattr(head, "_auto_class", None)
-    if auto_class is not None:
-        auto_map[auto_class] = f"{module}.{head.__name__}"
-    return auto_map
-
-
 class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     config: LayoutLMRoIAlignConfig
     config_class = LayoutLMRoIAlignConfig
@@ -127,23 +96,13 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["LayoutLMLayer", "LayoutLMRoIAlignVisualEmbeddings"]
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
-        """`PreTrainedModel.save_pretrained`, writing the checkpoint's whole `auto_map` (`checkpoint_auto_map`: the
-        base model for `AutoModel`, this head for its Auto class, the other heads for theirs) and, where the
-        pipeline's file lies beside this one and the head labels tokens (`PIPELINE_HEADS`), `custom_pipelines` and the
-        pipeline's code, so that `pipeline(model=folder, trust_remote_code=True)` works where this package is not
-        installed."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **checkpoint_auto_map(type(self))}
-        pipeline_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), PIPELINE_FILE)
-        # The pipeline reads token labels: a token classifier's or a linking model's checkpoint carries it.
-        carries_pipeline = os.path.isfile(pipeline_file) and type(self).__name__ in PIPELINE_HEADS
-        if carries_pipeline:
-            self.config.custom_pipelines = {PIPELINE_TASK: dict(PIPELINE_INFO)}
-        elif hasattr(self.config, "custom_pipelines"):
-            del self.config.custom_pipelines
+        """`PreTrainedModel.save_pretrained`, writing the checkpoint's whole `auto_map` (`checkpoint_auto_map`) and,
+        for the heads that label tokens, the document pipeline and its code (`saving_layoutlm_roialign`), so that
+        `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed."""
+        carries_pipeline = prepare_config_for_saving(self)
         super().save_pretrained(save_directory, *args, **kwargs)
         if carries_pipeline and self._auto_class is not None:
-            for file in [pipeline_file, *get_relative_import_files(pipeline_file)]:
-                shutil.copy(file, os.path.join(save_directory, os.path.basename(file)))
+            copy_pipeline_code(save_directory)
 
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone keeps torchvision's initialization (He init for convolutions): the generic N(0, 0.02) would

@@ -18,9 +18,6 @@ import torch  # noqa: E402
 from layoutlm_roialign import LayoutLMRoIAlignConfig  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The scripts hold the runs (scripts/train.py's `run_training`, scripts/evaluate.py's `evaluate_checkpoint`), as in
-# transformers' examples: tests import them as modules (`from train import run_training`).
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 FUNSD_TRAIN = REPO_ROOT.parent / "shared" / "data" / "funsd" / "training_data"
 
 TINY = dict(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -12,15 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
+from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
 from layoutlm_roialign.checkpoints import build_model_and_processor
+from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE, DataArguments, describe_data, load_training_data
 from layoutlm_roialign.hub import HubError, push_folder_to_hub, render_model_card, write_model_card
-
-from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = {**TINY_TRAINING_MODEL, "num_hidden_layers": 1}
@@ -225,11 +225,10 @@ def test_a_failed_push_after_training_is_one_line_and_keeps_the_trained_folder(t
     )
     assert (final / "model.safetensors").is_file() and (final / "README.md").is_file()
 
-    import train
-
-    monkeypatch.setattr(train, "run_training", lambda *args: (_ for _ in ()).throw(failure.value))
+    script = runpy.run_path(str(REPO_ROOT / "scripts" / "train.py"), run_name="script")["main"].__globals__
+    monkeypatch.setitem(script, "run_training", lambda *args: (_ for _ in ()).throw(failure.value))
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--output_dir", str(tmp_path / "again")])
+        script["main"](["--output_dir", str(tmp_path / "again")])
     assert exit_info.value.code == f"train.py: {failure.value}."  # printed as one line, exit status 1
 
 
@@ -265,15 +264,14 @@ def test_wheel_ships_the_model_card_template(tmp_path):
 def test_the_card_names_a_local_text_encoder_folder_never_its_path(tmp_path):
     """A model card goes to the Hub: `--text_model /home/me/models/minilm` must not publish this machine's path."""
     from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
-
-    from train import _hyperparameters
+    from layoutlm_roialign.commands.train import hyperparameters
 
     folder = tmp_path / "private" / "minilm"
     folder.mkdir(parents=True)
     model = LayoutLMRoIAlignForTokenClassification(tiny_config())
     args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
-    rows = _hyperparameters(ModelArguments(text_model=str(folder)), DataArguments(), args, model)
+    rows = hyperparameters(ModelArguments(text_model=str(folder)), DataArguments(), args, model)
     assert rows["text encoder"] == "minilm (a local folder)"
     assert str(tmp_path) not in json.dumps(rows, default=str)
-    rows = _hyperparameters(ModelArguments(text_model="microsoft/layoutlm-base-uncased"), DataArguments(), args, model)
+    rows = hyperparameters(ModelArguments(text_model="microsoft/layoutlm-base-uncased"), DataArguments(), args, model)
     assert rows["text encoder"] == "microsoft/layoutlm-base-uncased"

@@ -29,8 +29,10 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignImageProcessor,
     LayoutLMRoIAlignProcessor,
 )
+from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import (
     FUNSD_LABELS,
+    DataArguments,
     generate_synthetic_forms,
     load_funsd_folder,
     render_synthetic_form,
@@ -42,8 +44,6 @@ from layoutlm_roialign.linking import end_to_end_scores
 from layoutlm_roialign.metrics import end_to_end_link_scores, gold_links, link_scores
 from layoutlm_roialign.processing_layoutlm_roialign import merge_window_links, select_links
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
-
-from train import TRAIN_SCRIPT_DEFAULTS, DataArguments, ModelArguments, run_training
 
 FUNSD_ID2LABEL = dict(enumerate(FUNSD_LABELS))
 TYPES = ["HEADER", "QUESTION", "ANSWER"]  # what FUNSD's labels resolve to

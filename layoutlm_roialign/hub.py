@@ -232,8 +232,9 @@ def link_metrics_section(link_scores: dict | None, config: dict) -> str:
         f"This checkpoint also links entities ({types}; a pair is predicted when p(key | value) exceeds "
         f"{config.get('link_threshold')}"
         + (", each value keeping only its best key" if config.get("link_one_value_key") else "")
-        + "). Pair scores on the validation pages (end to end: a pair counts when both predicted entities have "
-        "exactly a gold entity's words and those form a gold pair):\n\n"
+        + "). Pair scores on the validation pages, by the package's `evaluate` metric `pair_f1` "
+        '(`layoutlm_roialign.metrics.load_metric("pair_f1")`; end to end: a pair counts when both predicted '
+        "entities have exactly a gold entity's words and those form a gold pair):\n\n"
         "| entities | precision | recall | F1 | gold pairs |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         '`pipeline(model=repo, trust_remote_code=True)(page)` gives the pairs with the labels (`"pairs"`, from one '
         "pass of the model), as `scripts/predict.py` writes them (arrows in its picture). "

@@ -11,6 +11,7 @@ from pathlib import Path
 # Tests never reach the Hub; say so up front so nothing waits on a network time-out.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

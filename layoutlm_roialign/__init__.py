@@ -33,11 +33,7 @@ from .modeling_layoutlm_roialign import (
     load_backbone_weights,
 )
 from .pipeline_layoutlm_roialign import FormUnderstandingPipeline
-from .processing_layoutlm_roialign import (
-    LayoutLMRoIAlignProcessor,
-    merge_window_predictions,
-    token_predictions_to_word_predictions,
-)
+from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor, merge_window_predictions
 
 __version__ = "0.1.0"
 
@@ -101,5 +97,4 @@ __all__ = [
     "merge_window_predictions",
     "normalize_box",
     "normalize_boxes",
-    "token_predictions_to_word_predictions",
 ]

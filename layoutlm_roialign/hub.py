@@ -54,12 +54,11 @@ def hub_failure(what: str, err: BaseException) -> HubError:
 
 
 def find_model_card_template() -> Path:
-    """`model_card.md` at the repository root (a source checkout) or inside the package (an installed wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "model_card.md", here / "model_card.md"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"model_card.md template not found next to {here} or in it.")
+    """The `model_card.md` template: package data beside this module, in a source checkout and an installed wheel."""
+    template = Path(__file__).resolve().parent / "model_card.md"
+    if not template.is_file():
+        raise FileNotFoundError(f"The model card template {template} is missing: reinstall the package.")
+    return template
 
 
 def render_model_card(template: str, fields: dict[str, Any]) -> str:

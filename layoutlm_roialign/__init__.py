@@ -35,7 +35,7 @@ from .modeling_layoutlm_roialign import (
 from .pipeline_layoutlm_roialign import FormUnderstandingPipeline
 from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor, merge_window_predictions
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here
 
 AutoConfig.register(LayoutLMRoIAlignConfig.model_type, LayoutLMRoIAlignConfig, exist_ok=True)
 AutoModel.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignModel, exist_ok=True)

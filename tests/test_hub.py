@@ -250,7 +250,8 @@ def test_an_installed_wheel_has_the_model_card_template_and_the_metric_files(tmp
         "import layoutlm_roialign\n"
         "from layoutlm_roialign.hub import find_model_card_template\n"
         "from layoutlm_roialign.metrics import METRICS_FOLDER, load_metric\n"
-        "print(layoutlm_roialign.__file__)\n"
+        "import importlib.metadata\n"
+        "print(layoutlm_roialign.__file__, layoutlm_roialign.__version__, importlib.metadata.version('layoutlm-roialign'))\n"
         "print(find_model_card_template())\n"
         "print(METRICS_FOLDER)\n"
         "print(load_metric('entity_f1').compute(predictions=[['B-A', 'O']], references=[['B-A', 'I-A']])['f1'])\n"
@@ -259,9 +260,10 @@ def test_an_installed_wheel_has_the_model_card_template_and_the_metric_files(tmp
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "HF_EVALUATE_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     loaded = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    package, template, metrics, entity_f1, pair_recall = loaded.stdout.split()
+    package, version, installed_version, template, metrics, entity_f1, pair_recall = loaded.stdout.split()
     installed = (tmp_path / "site" / "layoutlm_roialign").resolve()
     assert Path(package).parent == installed  # the wheel's copy, not this checkout
+    assert version == installed_version and wheel.name.startswith(f"layoutlm_roialign-{version}-")  # one version
     assert Path(template) == installed / "model_card.md"
     assert Path(template).read_text() == (REPO_ROOT / "layoutlm_roialign" / "model_card.md").read_text()
     assert Path(metrics) == installed / "evaluate_metrics"

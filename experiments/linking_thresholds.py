@@ -9,6 +9,7 @@ The validation pages are the runs' own: FUNSD's training split, 30 pages held ou
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -18,11 +19,16 @@ from layoutlm_roialign.inference import load_model_and_processor
 from layoutlm_roialign.linking import end_to_end_scores
 from layoutlm_roialign.metrics import LinkingMetrics
 
+# FUNSD's training split: the tests' environment variable, else beside the repository.
+FUNSD_TRAIN = os.environ.get(
+    "LAYOUTLM_ROIALIGN_FUNSD", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd" / "training_data")
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+")
-    parser.add_argument("--dataset", default="../shared/data/funsd/training_data")
+    parser.add_argument("--dataset", default=FUNSD_TRAIN, help="FUNSD's training_data.")
     args = parser.parse_args()
     pages = load_training_data(DataArguments(dataset=args.dataset, validation_size=30, split_seed=0))["validation"]
     for run in map(Path, args.runs):

@@ -18,6 +18,7 @@ PyPI or Debian packages (experiments/pretraining_gpu_runs.sh runs there from it)
 import argparse
 import io
 import lzma
+import os
 import random
 import shutil
 import subprocess
@@ -27,13 +28,17 @@ from pathlib import Path
 import datasets
 import torch
 from PIL import Image
+from pretrained_parts import minilm_path, mobilenet_v2_weights_path  # experiments/pretrained_parts.py
 from safetensors.torch import load_file
 
 from layoutlm_roialign.data import DataArguments, load_training_data
 from layoutlm_roialign.image_processing_layoutlm_roialign import normalize_boxes
 from layoutlm_roialign.pdf import pdf_page_count, read_pdf_page
-from layoutlm_roialign.pretrained_parts import minilm_path, mobilenet_v2_weights_path
 
+# FUNSD's training split: the tests' environment variable, else beside the repository.
+FUNSD_TRAIN = os.environ.get(
+    "LAYOUTLM_ROIALIGN_FUNSD", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd" / "training_data")
+)
 FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
@@ -71,7 +76,7 @@ def debian_rows(count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--funsd", default="../shared/data/funsd/training_data")
+    parser.add_argument("--funsd", default=FUNSD_TRAIN, help="FUNSD's training_data folder.")
     parser.add_argument("--debian_pages", type=int, default=1200)
     args = parser.parse_args()
     out = Path(args.output)

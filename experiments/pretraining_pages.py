@@ -13,6 +13,7 @@
 """
 
 import argparse
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -20,11 +21,16 @@ from pathlib import Path
 from layoutlm_roialign.data import DataArguments, load_training_data
 from layoutlm_roialign.pdf import pdf_page_count
 
+# FUNSD's training split: the tests' environment variable, else beside the repository.
+FUNSD_TRAIN = os.environ.get(
+    "LAYOUTLM_ROIALIGN_FUNSD", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd" / "training_data")
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="Folder for funsd_train/ and debian_pdfs.txt.")
-    parser.add_argument("--funsd", default="../shared/data/funsd/training_data", help="FUNSD's training_data.")
+    parser.add_argument("--funsd", default=FUNSD_TRAIN, help="FUNSD's training_data.")
     parser.add_argument("--sample_pages", type=int, default=150, help="Pages of debian_sample.txt (at least).")
     args = parser.parse_args()
     out = Path(args.output)

@@ -29,15 +29,11 @@ from .modeling_layoutlm_roialign import (
     LayoutLMRoIAlignRelationExtractionOutput,
 )
 from .pipeline_layoutlm_roialign import FormUnderstandingPipeline
-from .processing_layoutlm_roialign import (
-    LayoutLMRoIAlignProcessor,
-    merge_window_predictions,
-    token_predictions_to_word_predictions,
-)
+from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor, merge_window_predictions
 from .saving_layoutlm_roialign import PIPELINE_TASK
 from .visual_layoutlm_roialign import backbone_weights_name, build_backbone, load_backbone_weights
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here
 
 AutoConfig.register(LayoutLMRoIAlignConfig.model_type, LayoutLMRoIAlignConfig, exist_ok=True)
 AutoModel.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignModel, exist_ok=True)
@@ -99,5 +95,4 @@ __all__ = [
     "merge_window_predictions",
     "normalize_box",
     "normalize_boxes",
-    "token_predictions_to_word_predictions",
 ]

@@ -4,7 +4,8 @@
 must equal the dataset's; `check_label_set`) or pretrained parts. `last_complete_checkpoint` and `completed_run` read
 what an earlier run in the same output folder left (to resume it, or to see that it is finished), and
 `save_folder_atomically` writes the final folder so that an interruption never leaves a half-written one that loads;
-`remove_stale_temporary_folders` clears what an interrupted save left behind.
+`remove_stale_temporary_folders` clears what an interrupted save left behind. `map_state_dict_by_position` turns
+backbone weights saved under other key names into a file the backbone loads.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "last_complete_checkpoint",
     "is_pretraining_checkpoint",
     "load_checkpoint_for_labels",
+    "map_state_dict_by_position",
     "remove_stale_temporary_folders",
     "save_folder_atomically",
 ]
@@ -185,6 +187,29 @@ def build_model_and_processor(
     )
     image_processor = LayoutLMRoIAlignImageProcessor(size=model.config.image_size)
     return model, LayoutLMRoIAlignProcessor(image_processor, tokenizer)
+
+
+def map_state_dict_by_position(source: dict, target: dict) -> dict:
+    """Rename a state dict saved under other key names to `target`'s keys, in order, checking every shape: backbone
+    weights exported under other names -> a state dict that `--backbone_weights` (`load_backbone_weights`) loads, e.g.
+    `torch.save(map_state_dict_by_position(export, torchvision.models.resnet50().state_dict()), "weights.pt")`.
+
+    `num_batches_tracked` entries are left out on both sides; tensors of `source` past the end of `target` (e.g. the
+    layers after a backbone's return node) are ignored.
+
+    Raises:
+        ValueError: if `source` has fewer tensors than `target`, or a shape differs (naming both keys).
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    tgt = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) < len(tgt):
+        raise ValueError(f"The weights have {len(src)} tensors, the target needs {len(tgt)}.")
+    mapped = {}
+    for (sk, sv), (tk, tv) in zip(src, tgt, strict=False):
+        if sv.shape != tv.shape:
+            raise ValueError(f"Weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
+        mapped[tk] = sv
+    return mapped
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:

@@ -54,12 +54,12 @@ def hub_failure(what: str, err: BaseException) -> HubError:
 
 
 def find_model_card_template() -> Path:
-    """`model_card.md` at the repository root (a source checkout) or inside the package (an installed wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "model_card.md", here / "model_card.md"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"model_card.md template not found next to {here} or in it.")
+    """The `model_card.md` template: the top-level `model_card.md`, linked into the package (`layoutlm_roialign/
+    model_card.md` is a symbolic link to it) so that the wheel carries it as package data."""
+    template = Path(__file__).resolve().parent / "model_card.md"
+    if not template.is_file():
+        raise FileNotFoundError(f"The model card template {template} is missing: reinstall the package.")
+    return template
 
 
 def render_model_card(template: str, fields: dict[str, Any]) -> str:
@@ -232,8 +232,9 @@ def link_metrics_section(link_scores: dict | None, config: dict) -> str:
         f"This checkpoint also links entities ({types}; a pair is predicted when p(key | value) exceeds "
         f"{config.get('link_threshold')}"
         + (", each value keeping only its best key" if config.get("link_one_value_key") else "")
-        + "). Pair scores on the validation pages (end to end: a pair counts when both predicted entities have "
-        "exactly a gold entity's words and those form a gold pair):\n\n"
+        + "). Pair scores on the validation pages, by the package's `evaluate` metric `pair_f1` "
+        '(`layoutlm_roialign.metrics.load_metric("pair_f1")`; end to end: a pair counts when both predicted '
+        "entities have exactly a gold entity's words and those form a gold pair):\n\n"
         "| entities | precision | recall | F1 | gold pairs |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         '`pipeline(model=repo, trust_remote_code=True)(page)` gives the pairs with the labels (`"pairs"`, from one '
         "pass of the model), as `scripts/predict.py` writes them (arrows in its picture). "

@@ -82,7 +82,7 @@ def link_scores_of(
     """Pair precision / recall / F1 at each of `thresholds`, with gold entities (`gold_entities`) and end to end
     (`end_to_end`: both predicted entities must have exactly a gold entity's words), from `predict_dataset`'s
     predictions of a linking checkpoint on `rows` (their `entities` and `links` are the references)."""
-    from .metrics import end_to_end_link_scores, gold_links, link_scores  # seqeval (the train extra)
+    from .metrics import end_to_end_link_scores, gold_links, link_scores  # evaluate, seqeval (the train extra)
 
     gold = [gold_links(row["entities"], row["links"], link_types) for row in rows]
     gold_words = [[e["word_indices"] for e in row["entities"]] for row in rows]

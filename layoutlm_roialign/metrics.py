@@ -1,4 +1,5 @@
-"""Word-level entity metrics: precision, recall and F1 (seqeval), overall and per entity type, computed offline.
+"""Word-level entity scores (seqeval's entity precision, recall and F1, overall and per type) and key-value pair scores,
+for `Trainer`'s `compute_metrics`, `scripts/evaluate.py` and the model card, computed offline.
 
 `entity_scores` scores label sequences; `WordLevelEntityMetrics` is `Trainer`'s `compute_metrics`: it turns the
 token predictions of every window back into one label per word of each page before scoring, so that a word split
@@ -9,18 +10,22 @@ entities (the common FUNSD "RE" setting: pair precision / recall / F1, micro ove
 scores pairs between predicted entities (a predicted pair counts when each of its entities has exactly the words of
 a gold entity and those two form a gold pair), and `LinkingMetrics` is the linking task's `compute_metrics`.
 
-`evaluate.load("seqeval")` fetches its script from the Hub, which is not always reachable; this module calls the
-`seqeval` package directly with the same defaults as that metric (conlleval-style chunking, not strict IOB2 mode),
-so the numbers are the ones the Hub metric would report.
+The scores themselves are computed by the package's `evaluate` metrics, `evaluate_metrics/entity_f1.py` (seqeval's
+entity F1, with the defaults of the Hub's `seqeval` metric) and `evaluate_metrics/pair_f1.py`, loaded from their local
+files by `load_metric` (offline: `evaluate.load("seqeval")` would fetch its script from the Hub). Those files hold the
+one implementation; `entity_scores` and `link_scores` hand their inputs to them. Outside the package the same metrics
+load by path: `evaluate.load(str(METRICS_FOLDER / "entity_f1.py"))`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import evaluate
 import torch
-from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
 from .processing_layoutlm_roialign import IGNORE_INDEX, merge_window_links, merge_window_predictions, select_links
 
@@ -29,6 +34,9 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction
 
 __all__ = [
+    "METRICS",
+    "METRICS_FOLDER",
+    "load_metric",
     "entity_scores",
     "flatten_entity_scores",
     "WordLevelEntityMetrics",
@@ -41,8 +49,34 @@ __all__ = [
 ]
 
 
+METRICS = ("entity_f1", "pair_f1")  # the package's `evaluate` metrics, files in layoutlm_roialign/evaluate_metrics/
+METRICS_FOLDER = Path(__file__).resolve().parent / "evaluate_metrics"
+
+
+def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
+    """One of the package's `evaluate` metrics (`"entity_f1"`, `"pair_f1"`), loaded from its file in the package: no
+    Hub. `kwargs` go to `evaluate.load` (e.g. `keep_in_memory=True`)."""
+    if name not in METRICS:
+        raise ValueError(f"Unknown metric {name!r}: the package's metrics are {', '.join(METRICS)}.")
+    return evaluate.load(str(METRICS_FOLDER / f"{name}.py"), **kwargs)
+
+
+@functools.cache
+def _metric(name: str) -> evaluate.EvaluationModule:
+    # Loaded once per process; kept in memory, so that no evaluation writes (or locks) a cache file.
+    return load_metric(name, keep_in_memory=True)
+
+
+def _compute(name: str, predictions: list, references: list) -> dict:
+    try:
+        return _metric(name).compute(predictions=predictions, references=references)
+    except Exception:
+        _metric.cache_clear()  # a failed compute can leave its inputs in the module: the next one starts afresh
+        raise
+
+
 def entity_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict:
-    """Score BIO label sequences (one per page) at the entity level.
+    """Score BIO label sequences (one per page) at the entity level, with the `entity_f1` metric (seqeval).
 
     Args:
         references: gold labels, e.g. `[["B-QUESTION", "I-QUESTION", "O", ...], ...]`.
@@ -59,27 +93,7 @@ def entity_scores(references: Sequence[Sequence[str]], predictions: Sequence[Seq
     predictions = [list(page) for page in predictions]
     if len(references) != len(predictions):
         raise ValueError(f"{len(references)} reference pages but {len(predictions)} predicted pages.")
-    for p, (ref, pred) in enumerate(zip(references, predictions, strict=True)):
-        if len(ref) != len(pred):
-            raise ValueError(f"page {p}: {len(ref)} reference labels but {len(pred)} predicted labels.")
-    report = classification_report(references, predictions, output_dict=True, zero_division=0)
-    per_type = {
-        name: {
-            "precision": float(values["precision"]),
-            "recall": float(values["recall"]),
-            "f1": float(values["f1-score"]),
-            "number": int(values["support"]),
-        }
-        for name, values in report.items()
-        if name not in ("micro avg", "macro avg", "weighted avg")
-    }
-    return {
-        "precision": float(precision_score(references, predictions, zero_division=0)),
-        "recall": float(recall_score(references, predictions, zero_division=0)),
-        "f1": float(f1_score(references, predictions, zero_division=0)),
-        "accuracy": float(accuracy_score(references, predictions)) if any(references) else 0.0,
-        "per_type": per_type,
-    }
+    return _compute("entity_f1", predictions, references)
 
 
 def flatten_entity_scores(scores: dict) -> dict[str, float]:
@@ -164,24 +178,18 @@ def gold_links(entities: Sequence[dict], links: Sequence[Sequence[int]], link_ty
     return pairs
 
 
-def _prf(correct: int, predicted: int, gold: int) -> dict:
-    precision = correct / predicted if predicted else 0.0
-    recall = correct / gold if gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "predicted": predicted, "gold": gold,
-            "correct": correct}  # fmt: skip
-
-
 def link_scores(gold: Sequence[set], predicted: Sequence[set]) -> dict:
-    """Pair precision, recall and F1 over pages (micro: every pair of every page counts once), with the counts.
+    """Pair precision, recall and F1 over pages (micro: every pair of every page counts once), with the counts
+    (`predicted`, `gold`, `correct`), by the `pair_f1` metric.
 
     Args:
         gold: per page, the gold `(key, value)` pairs. predicted: per page, the predicted pairs.
     """
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold pages but {len(predicted)} predicted pages.")
-    correct = sum(len(set(g) & set(p)) for g, p in zip(gold, predicted, strict=True))
-    return _prf(correct, sum(len(set(p)) for p in predicted), sum(len(set(g)) for g in gold))
+    return _compute(
+        "pair_f1", [sorted(map(list, page)) for page in predicted], [sorted(map(list, page)) for page in gold]
+    )
 
 
 def end_to_end_link_scores(

@@ -39,7 +39,6 @@ from .windowing_layoutlm_roialign import (
     merge_window_links,
     merge_window_predictions,
     select_links,
-    token_predictions_to_word_predictions,
 )
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "merge_window_links",
     "merge_window_predictions",
     "select_links",
-    "token_predictions_to_word_predictions",
 ]
 
 

@@ -46,7 +46,6 @@ __all__ = [
     "merge_window_links",
     "merge_window_predictions",
     "select_links",
-    "token_predictions_to_word_predictions",
 ]
 
 IGNORE_INDEX = -100  # ignored by torch's cross-entropy
@@ -233,15 +232,6 @@ def select_links(
                 best[pair[1]] = pair
         chosen = list(best.values())
     return sorted(chosen)
-
-
-def token_predictions_to_word_predictions(
-    word_ids: Sequence[int | None], predictions: Any, num_words: int | None = None, fill_value: int = IGNORE_INDEX
-) -> list[int]:
-    """One page, one window: token label ids `(seq_len,)` or logits `(seq_len, num_labels)` -> one id per word,
-    read on each word's first sub-token; words without a token (truncated) get `fill_value`."""
-    per_page = None if num_words is None else [num_words]
-    return merge_window_predictions([word_ids], [predictions], [0], per_page, fill_value)[0]
 
 
 def check_page_entities(

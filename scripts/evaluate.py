@@ -4,93 +4,29 @@ linking checkpoint also key-value pair P/R/F1 with the gold entities and end to 
 checkpoint finds), at the checkpoint's `link_threshold`.
 
     python scripts/evaluate.py --model runs/main/final --dataset synthetic --split validation --output report.json
-    python scripts/evaluate.py --model runs/linking/final --dataset ../shared/data/funsd/training_data
+    python scripts/evaluate.py --model runs/linking/final --dataset dataset --split test   # a FUNSD release root
 
 The data flags are `scripts/train.py`'s (`layoutlm_roialign.data.DataArguments`), and the dataset is loaded the same
 way, so the same `--split_seed` scores the same validation pages; a dataset's own splits (a FUNSD release root's
-`test`) are kept.
+`test`) are kept. The scores are `scripts/train.py`'s: the package's `evaluate` metrics (`entity_f1`, `pair_f1`,
+loaded from their files by `layoutlm_roialign.metrics`). The run is
+`layoutlm_roialign.commands.evaluate.evaluate_checkpoint`; this file parses the flags and writes the report.
 """
 
-from __future__ import annotations
+import sys
+from pathlib import Path
+
+# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import json
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import torch
 from transformers import HfArgumentParser
 
-from layoutlm_roialign.checkpoints import load_checkpoint_for_labels
-from layoutlm_roialign.data import DataArguments, has_links, label_names_of, load_training_data
-from layoutlm_roialign.inference import is_linking_model
-from layoutlm_roialign.linking import link_scores_of, predict_dataset
-from layoutlm_roialign.metrics import entity_scores
+from layoutlm_roialign.commands.evaluate import EvaluateArguments, evaluate_checkpoint
+from layoutlm_roialign.data import DataArguments
 from layoutlm_roialign.outputs import check_output_paths, write_files
-
-
-@dataclass
-class EvaluateArguments:
-    """Which checkpoint to score on which split, and where the report goes."""
-
-    model: str = field(metadata={"help": "Checkpoint folder or Hub id."})
-    split: str = field(
-        default="validation",
-        metadata={
-            "help": "Split to score: one of the dataset's own (e.g. test), or validation (split off train by "
-            "--split_seed when the dataset has none)."
-        },
-    )
-    batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
-    output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
-
-
-def evaluate_checkpoint(
-    model: str,
-    data_args: DataArguments,
-    split: str = "validation",
-    batch_size: int = 8,
-    trust_remote_code: bool = False,
-    return_predictions: bool = False,
-) -> dict:
-    """Score checkpoint `model` on `split` of `data_args.dataset` through the package's road (`linking.predict_dataset`:
-    one pass per page). Returns the JSON report: entity precision/recall/F1 overall and per type, word accuracy, the
-    page count; for a linking checkpoint `"pairs"`: pair precision/recall/F1 with the gold entities
-    (`gold_entities`) and end to end (`end_to_end`) at its `link_threshold`; and the per-page word labels with
-    `return_predictions`."""
-    raw = load_training_data(data_args)
-    if split not in raw:
-        raise ValueError(f"--split {split!r} is not a split of --dataset {data_args.dataset!r}: {sorted(raw)}.")
-    pages = raw[split]
-    net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
-    if torch.cuda.is_available():
-        net = net.cuda()
-    predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size)
-    id2label = net.config.id2label
-    references = [[id2label[int(t)] for t in tags] for tags in pages["ner_tags"]]
-    labels = [[w["label"] for w in p["words"]] for p in predictions]
-    report = {
-        "model": model,
-        "dataset": data_args.dataset,
-        "split": split,
-        "pages": len(pages),
-        **entity_scores(references, labels),
-    }
-    if is_linking_model(net):
-        if not has_links(pages):
-            raise ValueError(
-                f"--model {model} links entities, but --dataset {data_args.dataset!r} has no entity links to score "
-                "pairs against (a FUNSD folder has them)."
-            )
-        threshold = net.config.link_threshold
-        scores = link_scores_of(predictions, list(pages), net.config.link_types, [threshold])
-        report["link_threshold"] = threshold
-        report["pairs"] = {kind: by_threshold[float(threshold)] for kind, by_threshold in scores.items()}
-    if return_predictions:
-        report["predictions"] = labels
-        report["references"] = references
-    return report
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -11,9 +11,14 @@ A rerun with the same `--output` skips the pages it holds. Exit status: 0 when e
 some pages failed (listed with their reasons in `<output stem>.failures.jsonl`), 2 for bad arguments.
 """
 
+import sys
+from pathlib import Path
+
+# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser

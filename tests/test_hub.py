@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
+from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
 from layoutlm_roialign.checkpoints import build_model_and_processor
+from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE, DataArguments, describe_data, load_training_data
 from layoutlm_roialign.hub import HubError, push_folder_to_hub, render_model_card, write_model_card
-
-from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = {**TINY_TRAINING_MODEL, "num_hidden_layers": 1}
@@ -225,55 +224,63 @@ def test_a_failed_push_after_training_is_one_line_and_keeps_the_trained_folder(t
     )
     assert (final / "model.safetensors").is_file() and (final / "README.md").is_file()
 
-    import train
-
-    monkeypatch.setattr(train, "run_training", lambda *args: (_ for _ in ()).throw(failure.value))
+    script = runpy.run_path(str(REPO_ROOT / "scripts" / "train.py"), run_name="script")["main"].__globals__
+    monkeypatch.setitem(script, "run_training", lambda *args: (_ for _ in ()).throw(failure.value))
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--output_dir", str(tmp_path / "again")])
+        script["main"](["--output_dir", str(tmp_path / "again")])
     assert exit_info.value.code == f"train.py: {failure.value}."  # printed as one line, exit status 1
 
 
-@pytest.mark.slow  # builds a wheel with pip
-def test_wheel_ships_the_model_card_template(tmp_path):
-    """An installed wheel has no repository root: the top-level template must travel inside the package."""
-    root = Path(__file__).resolve().parents[1]
+@pytest.mark.slow  # builds and installs a wheel with pip
+def test_an_installed_wheel_has_the_model_card_template_and_the_metric_files(tmp_path):
+    """pyproject.toml alone builds the wheel; installed, the package finds its model card template and loads its
+    `evaluate` metrics from their files (package data, loaded by path), offline."""
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the checkout
     shutil.copytree(
-        root / "layoutlm_roialign", source / "layoutlm_roialign", ignore=shutil.ignore_patterns("__pycache__")
+        REPO_ROOT / "layoutlm_roialign", source / "layoutlm_roialign", ignore=shutil.ignore_patterns("__pycache__")
     )
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "model_card.md"):
-        shutil.copy(root / name, source / name)
-    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*command, "-w", str(tmp_path)], check=True, cwd=tmp_path)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)], check=True)
     (wheel,) = tmp_path.glob("layoutlm_roialign-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(tmp_path / "site")
-    packaged = tmp_path / "site" / "layoutlm_roialign" / "model_card.md"
-    assert packaged.read_text() == (root / "model_card.md").read_text()
-    # the packaged copy is what find_model_card_template returns outside a source checkout
-    found = subprocess.run(
-        [sys.executable, "-c", "from layoutlm_roialign.hub import find_model_card_template as f; print(f())"],
-        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
+    subprocess.run([*pip, "install", str(wheel), "--no-deps", "--no-index", "--target", str(tmp_path / "site")],
+                   check=True)  # fmt: skip
+    code = (
+        "import layoutlm_roialign\n"
+        "from layoutlm_roialign.hub import find_model_card_template\n"
+        "from layoutlm_roialign.metrics import METRICS_FOLDER, load_metric\n"
+        "import importlib.metadata\n"
+        "print(layoutlm_roialign.__file__, layoutlm_roialign.__version__, importlib.metadata.version('layoutlm-roialign'))\n"
+        "print(find_model_card_template())\n"
+        "print(METRICS_FOLDER)\n"
+        "print(load_metric('entity_f1').compute(predictions=[['B-A', 'O']], references=[['B-A', 'I-A']])['f1'])\n"
+        "print(load_metric('pair_f1').compute(predictions=[[[0, 1]]], references=[[[0, 1], [2, 1]]])['recall'])\n"
     )
-    assert Path(found.stdout.strip()) == packaged.resolve()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "HF_EVALUATE_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    package, version, installed_version, template, metrics, entity_f1, pair_recall = loaded.stdout.split()
+    installed = (tmp_path / "site" / "layoutlm_roialign").resolve()
+    assert Path(package).parent == installed  # the wheel's copy, not this checkout
+    assert version == installed_version and wheel.name.startswith(f"layoutlm_roialign-{version}-")  # one version
+    assert Path(template) == installed / "model_card.md"
+    assert Path(template).read_text() == (REPO_ROOT / "model_card.md").read_text()
+    assert Path(metrics) == installed / "evaluate_metrics"
+    assert (entity_f1, pair_recall) == ("0.0", "0.5")
 
 
 def test_the_card_names_a_local_text_encoder_folder_never_its_path(tmp_path):
     """A model card goes to the Hub: `--text_model /home/me/models/minilm` must not publish this machine's path."""
     from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
-
-    from train import _hyperparameters
+    from layoutlm_roialign.commands.train import hyperparameters
 
     folder = tmp_path / "private" / "minilm"
     folder.mkdir(parents=True)
     model = LayoutLMRoIAlignForTokenClassification(tiny_config())
     args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
-    rows = _hyperparameters(ModelArguments(text_model=str(folder)), DataArguments(), args, model)
+    rows = hyperparameters(ModelArguments(text_model=str(folder)), DataArguments(), args, model)
     assert rows["text encoder"] == "minilm (a local folder)"
     assert str(tmp_path) not in json.dumps(rows, default=str)
-    rows = _hyperparameters(ModelArguments(text_model="microsoft/layoutlm-base-uncased"), DataArguments(), args, model)
+    rows = hyperparameters(ModelArguments(text_model="microsoft/layoutlm-base-uncased"), DataArguments(), args, model)
     assert rows["text encoder"] == "microsoft/layoutlm-base-uncased"

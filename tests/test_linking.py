@@ -13,7 +13,6 @@ import PIL.Image
 import pytest
 import torch
 from conftest import (
-    FUNSD_TRAIN,
     REPO_ROOT,
     TINY_TRAINING_MODEL,
     make_funsd_release_root,
@@ -29,8 +28,10 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignImageProcessor,
     LayoutLMRoIAlignProcessor,
 )
+from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import (
     FUNSD_LABELS,
+    DataArguments,
     generate_synthetic_forms,
     load_funsd_folder,
     render_synthetic_form,
@@ -43,13 +44,8 @@ from layoutlm_roialign.metrics import end_to_end_link_scores, gold_links, link_s
 from layoutlm_roialign.processing_layoutlm_roialign import merge_window_links, select_links
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
 
-from train import TRAIN_SCRIPT_DEFAULTS, DataArguments, ModelArguments, run_training
-
 FUNSD_ID2LABEL = dict(enumerate(FUNSD_LABELS))
 TYPES = ["HEADER", "QUESTION", "ANSWER"]  # what FUNSD's labels resolve to
-needs_funsd = pytest.mark.skipif(
-    not (FUNSD_TRAIN / "annotations").is_dir(), reason=f"FUNSD training split not found at {FUNSD_TRAIN}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +68,11 @@ def linking_config(processor, **overrides) -> LayoutLMRoIAlignConfig:
 # ------------------------------------------------------------------------------------------------------------- data
 
 
-@needs_funsd
-def test_funsd_loader_links_equal_the_json_files():
-    ds = load_funsd_folder(FUNSD_TRAIN)
+def test_funsd_loader_links_equal_the_json_files(funsd_train):
+    ds = load_funsd_folder(funsd_train)
     total, dropped = 0, 0
     for row in ds:
-        form = json.loads((FUNSD_TRAIN / "annotations" / f"{row['id']}.json").read_text())["form"]
+        form = json.loads((funsd_train / "annotations" / f"{row['id']}.json").read_text())["form"]
         with_words = {e["id"] for e in form if any(w["text"].strip() for w in e["words"])}
         expected = {tuple(pair) for e in form for pair in e["linking"]}
         kept = {pair for pair in expected if set(pair) <= with_words}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -337,7 +338,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
 
     from layoutlm_roialign.checkpoints import build_model_and_processor
 
-    from train import main as train_main
+    train_main = runpy.run_path(str(SCRIPTS / "train.py"), run_name="script")["main"]
 
     mlm = LayoutLMRoIAlignForMaskedLM.from_pretrained(final)
     text_model, _ = build_model_and_processor(FUNSD_LABELS, text_model=str(final), backbone="resnet18", image_size=64)
@@ -358,7 +359,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
 
 
 def test_bad_arguments_exit_with_status_2_and_name_the_flag(pages, tmp_path, capsys):
-    from pretrain import main
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
 
     cases = [
         ([], "--inputs"),
@@ -393,7 +394,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(pages, tmp_path):
     killer = f"""
 import os, signal, sys
 sys.argv = {_pretrain_command(pages, out, *common)!r}
-sys.path.insert(0, {str(SCRIPTS)!r})
 import transformers
 original = transformers.Trainer._save_checkpoint
 def save_then_die(self, *args, **kwargs):

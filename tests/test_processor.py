@@ -29,7 +29,6 @@ from layoutlm_roialign.processing_layoutlm_roialign import (
     LayoutLMRoIAlignProcessor,
     first_subtoken_mask,
     merge_window_predictions,
-    token_predictions_to_word_predictions,
 )
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
 
@@ -214,11 +213,11 @@ def test_token_to_word_predictions_single_page(processor):
     word_ids = enc.word_ids(0)
     kept = max(w for w in word_ids if w is not None) + 1
     assert kept < len(words)  # truncation dropped words at the end
-    got = token_predictions_to_word_predictions(word_ids, enc["labels"][0], num_words=len(words))
+    (got,) = merge_window_predictions([word_ids], [enc["labels"][0]], [0], [len(words)])
     # a word cut by truncation keeps its first sub-token, hence its label; dropped words get -100
     assert got == labels[:kept] + [-100] * (len(words) - kept)
     logits = np.eye(7)[np.clip(enc["labels"][0], 0, None)]
-    assert token_predictions_to_word_predictions(word_ids, logits) == labels[:kept]
+    assert merge_window_predictions([word_ids], [logits], [0]) == [labels[:kept]]
 
 
 def test_empty_page_is_an_empty_encoding(processor):

@@ -23,11 +23,12 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignImageProcessor,
     LayoutLMRoIAlignProcessor,
 )
+from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.hub import write_model_card
 from layoutlm_roialign.space import add_space_link, build_space_folder
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
 
-LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
+LABELS = FUNSD_LABELS
 HUB_DATA = {"dataset": "me/forms-data", "name": "me/forms-data", "license": "cc-by-4.0", "train_pages": 40,
             "validation_pages": 10, "split": "validation split of 10 pages held out of the training pages"}  # fmt: skip
 

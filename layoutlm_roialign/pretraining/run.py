@@ -17,8 +17,8 @@ from transformers import AutoProcessor, AutoTokenizer, Trainer, TrainingArgument
 
 from ..checkpoints import (
     FINAL_FOLDER,
-    last_complete_checkpoint,
     remove_stale_temporary_folders,
+    resume_checkpoint,
     save_folder_atomically,
 )
 from ..image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
@@ -126,7 +126,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
     output_dir = Path(training_args.output_dir)
     if training_args.should_save:
         remove_stale_temporary_folders(output_dir / FINAL_FOLDER)
-    resume = _resume_point(training_args.resume_from_checkpoint, output_dir)
+    resume = resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
     set_seed(training_args.seed)
     model, processor = build_pretraining_model(args)
     model.config.mlm_sparse_prediction = True  # the vocabulary decoder on the predicted tokens only, in training
@@ -161,17 +161,6 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
     if trainer.is_world_process_zero():
         _save_final(trainer, output_dir, summary)
     return summary
-
-
-def _resume_point(resume: Any, output_dir: Path) -> str | None:
-    """`--resume_from_checkpoint` as a checkpoint folder (`true`/`last`: the last complete one of `output_dir`)."""
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = last_complete_checkpoint(output_dir)
-        if resume is None:
-            raise ValueError(f"--resume_from_checkpoint: no complete checkpoint in {output_dir}.")
-    elif isinstance(resume, str) and not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-        raise ValueError(f"--resume_from_checkpoint {resume!r} is not a complete Trainer checkpoint folder.")
-    return resume
 
 
 def _trainer(

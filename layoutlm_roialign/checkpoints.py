@@ -141,24 +141,61 @@ def build_model_and_processor(
             f"{label_names}."
         )
     if model_name_or_path is not None:
-        if os.path.sep in model_name_or_path and not os.path.isdir(model_name_or_path):
-            raise ValueError(f"--model_name_or_path {model_name_or_path!r} is not a folder.")
-        if is_pretraining_checkpoint(model_name_or_path, trust_remote_code):
-            # An MVLM checkpoint (scripts/pretrain.py): its encoder and visual branch, a new head for these labels.
-            model = TASK_MODELS[task].from_pretrained(
-                model_name_or_path,
-                num_labels=len(label_names),
-                id2label=dict(enumerate(label_names)),
-                label2id={name: i for i, name in enumerate(label_names)},
-            )
-            return model, AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-        model, processor = load_checkpoint_for_labels(
-            model_name_or_path, label_names, f"--model_name_or_path {model_name_or_path}", trust_remote_code
-        )
-        if task == "linking" and not hasattr(model, "link_head"):
-            model = LayoutLMRoIAlignForRelationExtraction.from_pretrained(model_name_or_path)
-        return model, processor
+        return _continue_from_checkpoint(model_name_or_path, label_names, task, trust_remote_code)
+    return _build_from_parts(
+        label_names, training_words, text_model, backbone_weights, tokenizer_vocab_size, task, config_kwargs
+    )
 
+
+def _label_fields(label_names: list[str]) -> dict[str, Any]:
+    """The config fields that give a model the labels `label_names` (in id order): `num_labels`, `id2label`,
+    `label2id`."""
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+
+
+def _continue_from_checkpoint(
+    model_name_or_path: str, label_names: list[str], task: str, trust_remote_code: bool
+) -> tuple[PreTrainedModel, Any]:
+    """`build_model_and_processor` from checkpoint `model_name_or_path`: an MVLM pre-training checkpoint gets a new
+    head for `label_names`; a task checkpoint must have that label set, and gets a fresh link head when `task` is
+    `"linking"` and it has none.
+
+    Raises:
+        ValueError: for a path that is not a folder, or a label set that differs from `label_names`.
+    """
+    if os.path.sep in model_name_or_path and not os.path.isdir(model_name_or_path):
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r} is not a folder.")
+    if is_pretraining_checkpoint(model_name_or_path, trust_remote_code):
+        # An MVLM checkpoint (scripts/pretrain.py): its encoder and visual branch, a new head for these labels.
+        model = TASK_MODELS[task].from_pretrained(model_name_or_path, **_label_fields(label_names))
+        return model, AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    model, processor = load_checkpoint_for_labels(
+        model_name_or_path, label_names, f"--model_name_or_path {model_name_or_path}", trust_remote_code
+    )
+    if task == "linking" and not hasattr(model, "link_head"):
+        model = LayoutLMRoIAlignForRelationExtraction.from_pretrained(model_name_or_path)
+    return model, processor
+
+
+def _build_from_parts(
+    label_names: list[str],
+    training_words: Sequence[Sequence[str]],
+    text_model: str | None,
+    backbone_weights: str | None,
+    tokenizer_vocab_size: int,
+    task: str,
+    config_kwargs: dict[str, Any],
+) -> tuple[PreTrainedModel, LayoutLMRoIAlignProcessor]:
+    """`build_model_and_processor` from pretrained parts (its arguments, as it takes them): the text encoder and
+    tokenizer of `text_model`, or a random encoder with a WordPiece tokenizer trained on `training_words`.
+
+    Raises:
+        ValueError: naming the flags, for text sizes given with `text_model`, or no training words without it.
+    """
     config_kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
     sizes = {k: config_kwargs[k] for k in TEXT_SIZE_FIELDS if k in config_kwargs}
     if text_model is not None:
@@ -178,12 +215,7 @@ def build_model_and_processor(
         logger.warning("--backbone_weights is ignored with --use_visual_features false.")
         backbone_weights = None
     model = TASK_MODELS[task].from_pretrained_parts(
-        text_model,
-        backbone_weights,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        **config_kwargs,
+        text_model, backbone_weights, **_label_fields(label_names), **config_kwargs
     )
     image_processor = LayoutLMRoIAlignImageProcessor(size=model.config.image_size)
     return model, LayoutLMRoIAlignProcessor(image_processor, tokenizer)

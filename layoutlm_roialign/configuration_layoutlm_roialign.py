@@ -179,71 +179,26 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(backbone, str) or not backbone:
-            raise ValueError(f"`backbone` must be a torchvision model name such as 'resnet101', got {backbone!r}.")
-        if backbone_return_node is None:
-            if backbone not in DEFAULT_RETURN_NODES:
-                raise ValueError(
-                    f"`backbone`={backbone!r} has no default return node; known backbones: "
-                    f"{sorted(DEFAULT_RETURN_NODES)}. Pass `backbone_return_node` (a node name from "
-                    "torchvision.models.feature_extraction.get_graph_node_names) to use another torchvision model."
-                )
-            backbone_return_node = DEFAULT_RETURN_NODES[backbone]
-        if backbone_norm not in BACKBONE_NORMS:
-            raise ValueError(f"`backbone_norm` must be one of {BACKBONE_NORMS}, got {backbone_norm!r}.")
-        if backbone_norm != "auto" and _own_norm(backbone) is not None:
-            raise ValueError(
-                f"`backbone_norm`={backbone_norm!r} cannot be applied to {backbone}, which is built with "
-                f"{_own_norm(backbone)} (no BatchNorm layers to replace); leave it 'auto'."
-            )
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
-            raise ValueError(f"`image_size` must be an int >= 32, got {image_size!r}.")
-        if isinstance(roi_output_size, int):
-            roi_output_size = (roi_output_size, roi_output_size)
-        roi_output_size = tuple(roi_output_size)
-        if len(roi_output_size) != 2 or not all(isinstance(s, int) and s > 0 for s in roi_output_size):
-            raise ValueError(f"`roi_output_size` must be a positive int or (height, width), got {roi_output_size!r}.")
-        if roi_spatial_scale is not None and not roi_spatial_scale > 0:
-            raise ValueError(f"`roi_spatial_scale` must be > 0 (or None to infer it), got {roi_spatial_scale!r}.")
-        if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio <= 0:
-            raise ValueError(
-                f"`roi_sampling_ratio` must be a positive int (a fixed number of samples per bin side), "
-                f"got {roi_sampling_ratio!r}."
-            )
-        if visual_init not in VISUAL_INITS:
-            raise ValueError(f"`visual_init` must be one of {VISUAL_INITS}, got {visual_init!r}.")
-        if not 0.0 <= visual_dropout < 1.0:
-            raise ValueError(f"`visual_dropout` must be in [0, 1), got {visual_dropout!r}.")
-        if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
-            raise ValueError(f"`classifier_dropout` must be in [0, 1) or None, got {classifier_dropout!r}.")
+        backbone_return_node, roi_output_size = _checked_visual_fields(
+            backbone,
+            backbone_return_node,
+            backbone_norm,
+            image_size,
+            roi_output_size,
+            roi_spatial_scale,
+            roi_sampling_ratio,
+            visual_init,
+            visual_dropout,
+            classifier_dropout,
+        )
         if self.max_2d_position_embeddings < 1001:
             raise ValueError(
                 "`max_2d_position_embeddings` must be > 1000: boxes are normalized to 0..1000, got "
                 f"{self.max_2d_position_embeddings}."
             )
-
-        if entity_types is not None and (
-            not isinstance(entity_types, (list, tuple))
-            or not all(isinstance(t, str) and t for t in entity_types)
-            or len(set(entity_types)) != len(entity_types)
-        ):
-            raise ValueError(f"`entity_types` must be a list of distinct non-empty names, got {entity_types!r}.")
-        if not isinstance(link_types, (list, tuple)) or not all(
-            isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) and t for t in pair)
-            for pair in link_types
-        ):
-            raise ValueError(
-                f"`link_types` must be a list of [key_type, value_type] name pairs, e.g. [['QUESTION', 'ANSWER']], "
-                f"got {link_types!r}."
-            )
-        if link_hidden_size is not None and (not isinstance(link_hidden_size, int) or link_hidden_size < 1):
-            raise ValueError(f"`link_hidden_size` must be a positive int (or None), got {link_hidden_size!r}.")
-        if not 0.0 < link_threshold < 1.0:
-            raise ValueError(f"`link_threshold` must be a probability in (0, 1), got {link_threshold!r}.")
-        if not (isinstance(link_head_scale, (int, float)) and link_head_scale > 0):
-            raise ValueError(f"`link_head_scale` must be a positive number, got {link_head_scale!r}.")
-        if not link_loss_weight >= 0:
-            raise ValueError(f"`link_loss_weight` must be >= 0, got {link_loss_weight!r}.")
+        _check_link_fields(
+            entity_types, link_types, link_hidden_size, link_threshold, link_head_scale, link_loss_weight
+        )
 
         self.backbone = backbone
         self.backbone_return_node = backbone_return_node
@@ -301,6 +256,101 @@ def label_names(config: Any) -> list[str]:
     """The label names of `config` in label-id order (`id2label[0]`, `id2label[1]`, ...). A function rather than a
     property, so that it also reads configs of checkpoints saved with older code (loaded with their remote code)."""
     return [config.id2label[key] for key in sorted(config.id2label, key=int)]
+
+
+def _checked_visual_fields(
+    backbone: Any,
+    backbone_return_node: str | None,
+    backbone_norm: str,
+    image_size: Any,
+    roi_output_size: Any,
+    roi_spatial_scale: float | None,
+    roi_sampling_ratio: Any,
+    visual_init: str,
+    visual_dropout: float,
+    classifier_dropout: float | None,
+) -> tuple[str, tuple[int, int]]:
+    """The visual branch's fields of `LayoutLMRoIAlignConfig` checked (arguments as its `__init__` takes them):
+    returns `backbone_return_node` (the backbone's default when `None`) and `roi_output_size` as `(height, width)`.
+
+    Raises:
+        ValueError: naming the first field that cannot work.
+    """
+    if not isinstance(backbone, str) or not backbone:
+        raise ValueError(f"`backbone` must be a torchvision model name such as 'resnet101', got {backbone!r}.")
+    if backbone_return_node is None:
+        if backbone not in DEFAULT_RETURN_NODES:
+            raise ValueError(
+                f"`backbone`={backbone!r} has no default return node; known backbones: "
+                f"{sorted(DEFAULT_RETURN_NODES)}. Pass `backbone_return_node` (a node name from "
+                "torchvision.models.feature_extraction.get_graph_node_names) to use another torchvision model."
+            )
+        backbone_return_node = DEFAULT_RETURN_NODES[backbone]
+    if backbone_norm not in BACKBONE_NORMS:
+        raise ValueError(f"`backbone_norm` must be one of {BACKBONE_NORMS}, got {backbone_norm!r}.")
+    if backbone_norm != "auto" and _own_norm(backbone) is not None:
+        raise ValueError(
+            f"`backbone_norm`={backbone_norm!r} cannot be applied to {backbone}, which is built with "
+            f"{_own_norm(backbone)} (no BatchNorm layers to replace); leave it 'auto'."
+        )
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
+        raise ValueError(f"`image_size` must be an int >= 32, got {image_size!r}.")
+    if isinstance(roi_output_size, int):
+        roi_output_size = (roi_output_size, roi_output_size)
+    roi_output_size = tuple(roi_output_size)
+    if len(roi_output_size) != 2 or not all(isinstance(s, int) and s > 0 for s in roi_output_size):
+        raise ValueError(f"`roi_output_size` must be a positive int or (height, width), got {roi_output_size!r}.")
+    if roi_spatial_scale is not None and not roi_spatial_scale > 0:
+        raise ValueError(f"`roi_spatial_scale` must be > 0 (or None to infer it), got {roi_spatial_scale!r}.")
+    if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio <= 0:
+        raise ValueError(
+            f"`roi_sampling_ratio` must be a positive int (a fixed number of samples per bin side), "
+            f"got {roi_sampling_ratio!r}."
+        )
+    if visual_init not in VISUAL_INITS:
+        raise ValueError(f"`visual_init` must be one of {VISUAL_INITS}, got {visual_init!r}.")
+    if not 0.0 <= visual_dropout < 1.0:
+        raise ValueError(f"`visual_dropout` must be in [0, 1), got {visual_dropout!r}.")
+    if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
+        raise ValueError(f"`classifier_dropout` must be in [0, 1) or None, got {classifier_dropout!r}.")
+    return backbone_return_node, roi_output_size
+
+
+def _check_link_fields(
+    entity_types: Any,
+    link_types: Any,
+    link_hidden_size: Any,
+    link_threshold: float,
+    link_head_scale: Any,
+    link_loss_weight: float,
+) -> None:
+    """Check the linking head's fields of `LayoutLMRoIAlignConfig` (arguments as its `__init__` takes them).
+
+    Raises:
+        ValueError: naming the first field that cannot work.
+    """
+    if entity_types is not None and (
+        not isinstance(entity_types, (list, tuple))
+        or not all(isinstance(t, str) and t for t in entity_types)
+        or len(set(entity_types)) != len(entity_types)
+    ):
+        raise ValueError(f"`entity_types` must be a list of distinct non-empty names, got {entity_types!r}.")
+    if not isinstance(link_types, (list, tuple)) or not all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) and t for t in pair)
+        for pair in link_types
+    ):
+        raise ValueError(
+            f"`link_types` must be a list of [key_type, value_type] name pairs, e.g. [['QUESTION', 'ANSWER']], "
+            f"got {link_types!r}."
+        )
+    if link_hidden_size is not None and (not isinstance(link_hidden_size, int) or link_hidden_size < 1):
+        raise ValueError(f"`link_hidden_size` must be a positive int (or None), got {link_hidden_size!r}.")
+    if not 0.0 < link_threshold < 1.0:
+        raise ValueError(f"`link_threshold` must be a probability in (0, 1), got {link_threshold!r}.")
+    if not (isinstance(link_head_scale, (int, float)) and link_head_scale > 0):
+        raise ValueError(f"`link_head_scale` must be a positive number, got {link_head_scale!r}.")
+    if not link_loss_weight >= 0:
+        raise ValueError(f"`link_loss_weight` must be >= 0, got {link_loss_weight!r}.")
 
 
 def _own_norm(backbone: str) -> str | None:

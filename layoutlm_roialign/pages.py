@@ -235,48 +235,20 @@ def read_page(
             `words_from`. ImportError: naming the extra to install, for a PDF without pypdfium2 or OCR without
             pytesseract (OSError: without the tesseract binary).
     """
-    if words_from not in WORDS_FROM:
-        raise ValueError(f"`words_from` must be one of {WORDS_FROM}, got {words_from!r}.")
-    if boxes is not None and pixel_boxes is not None:
-        raise ValueError("Give the words' `boxes` (0-1000) or their `pixel_boxes`, not both.")
-    given_boxes = boxes if boxes is not None else pixel_boxes
-    if (words is None) != (given_boxes is None):
-        raise ValueError("Give `words` with their `boxes` (or `pixel_boxes`), or neither to read the page's words.")
-    if isinstance(page, bool) or not isinstance(page, (int, np.integer)) or page < 1:
-        raise ValueError(f"`page` is a page number from 1, got {page!r}.")
-    page = int(page)
-    what = _describe(source, name)
-    read_words = pdf_words = None
-    num_pages = 1
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and is_pdf(source):
-        try:
-            image, pdf_words, pdf_boxes, num_pages = read_pdf_page(
-                source, page - 1, dpi, text_layer=words is None and words_from != "ocr"
-            )
-        except IndexError as err:
-            from .pdf import pdf_page_count
-
-            raise PageNotFound(what, page, pdf_page_count(source)) from err
-        if pdf_words:
-            # Text placed off the page comes back inverted from the clamp: it is not on the page the model sees.
-            kept = [(w, b) for w, b in zip(pdf_words, pdf_boxes, strict=True) if b[0] <= b[2] and b[1] <= b[3]]
-            read_words = ([w for w, _ in kept], normalize_boxes([b for _, b in kept], *image.size))
-    elif isinstance(source, (str, os.PathLike)):
-        image, num_pages = _open(source, what, page - 1)
-    else:
-        if page != 1:
-            raise PageNotFound(what, page, 1)
-        image = load_page(source, name=name)
+    page = _check_read_arguments(page, words, boxes, pixel_boxes, words_from)
+    image, text_words, num_pages = _open_document_page(
+        source, page, dpi, _describe(source, name), name, text_layer=words is None and words_from != "ocr"
+    )
     rgb = page_to_rgb_image(image)
     width, height = rgb.size
-    source_of_words = "given"
     if words is not None:
-        words, given_boxes = _check_words(words, given_boxes, "boxes" if boxes is not None else "pixel_boxes")
+        field = "boxes" if boxes is not None else "pixel_boxes"
+        words, given_boxes = _check_words(words, boxes if boxes is not None else pixel_boxes, field)
         if pixel_boxes is not None:
             given_boxes = normalize_boxes(given_boxes, width, height)
-        read_words = (words, given_boxes)
-    elif read_words is not None and read_words[0]:
-        source_of_words = "text"
+        read_words, source_of_words = (words, given_boxes), "given"
+    elif text_words is not None and text_words[0]:
+        read_words, source_of_words = text_words, "text"
     elif words_from != "text":
         read_words, source_of_words = apply_tesseract(rgb, ocr_lang), "ocr"
     else:
@@ -294,6 +266,61 @@ def read_page(
         "words_from": source_of_words if kept or source_of_words == "given" else "none",
         "num_pages": num_pages,
     }
+
+
+def _check_read_arguments(
+    page: Any,
+    words: Sequence[str] | None,
+    boxes: Sequence[Sequence[float]] | None,
+    pixel_boxes: Sequence[Sequence[float]] | None,
+    words_from: str,
+) -> int:
+    """`read_page`'s arguments checked (as it takes them); returns `page` as an int.
+
+    Raises:
+        ValueError: naming the argument, for an unknown `words_from`, both `boxes` and `pixel_boxes`, words without
+            boxes or boxes without words, or a `page` that is not a page number from 1.
+    """
+    if words_from not in WORDS_FROM:
+        raise ValueError(f"`words_from` must be one of {WORDS_FROM}, got {words_from!r}.")
+    if boxes is not None and pixel_boxes is not None:
+        raise ValueError("Give the words' `boxes` (0-1000) or their `pixel_boxes`, not both.")
+    if (words is None) != (boxes is None and pixel_boxes is None):
+        raise ValueError("Give `words` with their `boxes` (or `pixel_boxes`), or neither to read the page's words.")
+    if isinstance(page, bool) or not isinstance(page, (int, np.integer)) or page < 1:
+        raise ValueError(f"`page` is a page number from 1, got {page!r}.")
+    return int(page)
+
+
+def _open_document_page(
+    source: Any, page: int, dpi: float, what: str, name: str | None, text_layer: bool
+) -> tuple[PIL.Image.Image, tuple[list[str], list[list[int]]] | None, int]:
+    """Page `page` (from 1) of `source` (anything `read_page` takes) as it was opened, the words of a PDF page's text
+    layer with their 0-1000 boxes (`None` for other pages, for a PDF page without a text layer and when not
+    `text_layer`), and the document's number of pages. `what` names the page in messages, `name` is passed on to
+    `load_page`, and `dpi` is the resolution of a rendered PDF page.
+
+    Raises:
+        PageNotFound: for a page past the document's pages.
+    """
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and is_pdf(source):
+        try:
+            image, pdf_words, pdf_boxes, num_pages = read_pdf_page(source, page - 1, dpi, text_layer=text_layer)
+        except IndexError as err:
+            from .pdf import pdf_page_count
+
+            raise PageNotFound(what, page, pdf_page_count(source)) from err
+        if not pdf_words:
+            return image, None, num_pages
+        # Text placed off the page comes back inverted from the clamp: it is not on the page the model sees.
+        kept = [(w, b) for w, b in zip(pdf_words, pdf_boxes, strict=True) if b[0] <= b[2] and b[1] <= b[3]]
+        return image, ([w for w, _ in kept], normalize_boxes([b for _, b in kept], *image.size)), num_pages
+    if isinstance(source, (str, os.PathLike)):
+        image, num_pages = _open(source, what, page - 1)
+        return image, None, num_pages
+    if page != 1:
+        raise PageNotFound(what, page, 1)
+    return load_page(source, name=name), None, 1
 
 
 def _check_words(words: Any, boxes: Any, field: str) -> tuple[list[str], list[list[float]]]:

@@ -27,6 +27,7 @@ import PIL.ImageDraw
 import PIL.ImageFont
 from datasets import Dataset, DatasetInfo
 
+from ..image_processing_layoutlm_roialign import normalize_box
 from .funsd import FUNSD_LABELS, funsd_features
 
 __all__ = ["generate_synthetic_forms", "render_synthetic_form", "render_synthetic_form_with_links"]
@@ -98,6 +99,93 @@ def render_synthetic_form(seed: int, index: int) -> tuple[PIL.Image.Image, list[
     return render_synthetic_form_with_links(seed, index)[:4]
 
 
+class _FormPage:
+    """A synthetic page being drawn: its look (drawn from `rng` by `__init__`), its canvas, and the words, 0-1000
+    boxes, IOB labels, entities and links put on it so far."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.width, self.height = rng.choice(((612, 792), (560, 720), (640, 760), (595, 842)))
+        fonts = _font_paths()
+        self.font = _font(rng.choice(fonts) if fonts else None, rng.randint(13, 18))
+        ascent, descent = self.font.getmetrics()
+        self.line_height = ascent + descent
+        self.band = int(self.line_height * 0.9)  # a header band reaches this far above and below its line
+        self.space = max(3, round(self.font.getlength(" ")))
+        self.margin = rng.randint(28, 60)
+        self.two_columns = rng.random() < 0.35
+        self.column_width = (self.width - 2 * self.margin) // (2 if self.two_columns else 1)
+        self.header_style = rng.choice(("reversed", "grey"))
+        self.image = PIL.Image.new("L", (self.width, self.height), 255)
+        self.draw = PIL.ImageDraw.Draw(self.image)
+        self.words: list[str] = []
+        self.boxes: list[list[int]] = []
+        self.labels: list[str] = []
+        self.entities: list[dict] = []
+        self.links: list[list[int]] = []
+
+    def put(self, x: float, y: int, text: str, label: str, fill: int) -> float:
+        """Draw word `text` at `(x, y)` in grey level `fill`, record it with `label`; returns where the next word
+        starts."""
+        left, top, right, bottom = self.font.getbbox(text)
+        self.draw.text((x, y), text, font=self.font, fill=fill)
+        self.words.append(text)
+        self.boxes.append(normalize_box([x + left, y + top, x + right, y + bottom], self.width, self.height))
+        self.labels.append(label)
+        return x + self.font.getlength(text) + self.space
+
+    def put_entity(self, x: float, y: int, tokens: list[str], kind: str | None, fill: int) -> float:
+        """Draw `tokens` from `(x, y)` as one entity of type `kind` (`None`: other text, labelled O and not
+        recorded as an entity); returns where the next word starts."""
+        first = len(self.words)
+        for i, token in enumerate(tokens):
+            x = self.put(x, y, token, "O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}", fill)
+        if kind is not None:
+            members = self.boxes[first:]
+            box = [min(b[0] for b in members), min(b[1] for b in members)]
+            box += [max(b[2] for b in members), max(b[3] for b in members)]
+            indices = list(range(first, len(self.words)))
+            self.entities.append({"id": len(self.entities), "label": kind, "word_indices": indices, "box": box})
+        return x
+
+
+def _draw_prose_line(form: _FormPage, rng: random.Random, y: int) -> int:
+    """Draw a line of other text (labelled O) at height `y` on `form`; returns the next line's height."""
+    x, right = float(form.margin), form.width - form.margin
+    for _ in range(rng.randint(4, 12)):
+        token = rng.choice(PROSE)
+        if x + form.font.getlength(token) > right:
+            break
+        x = form.put(x, y, token, "O", 0)
+    return y + form.line_height + rng.randint(form.line_height // 2, form.line_height + form.band)
+
+
+def _draw_field_line(form: _FormPage, rng: random.Random, y: int) -> int:
+    """Draw a field line at height `y` on `form`: a section header in its band (any value after it O), or one
+    question per column, each often followed by its answer and linked to it; returns the next line's height."""
+    header = rng.random() < 0.3
+    columns = 1 if header or not form.two_columns else 2
+    if header:
+        dark = 40 if form.header_style == "reversed" else 170
+        band = (form.margin - 6, y - form.band, form.width - form.margin + 6, y + form.line_height + form.band)
+        form.draw.rectangle(band, fill=dark)
+    ink = 255 if header and form.header_style == "reversed" else 0
+    for column in range(columns):
+        x = float(form.margin + column * form.column_width + rng.randint(0, 12))
+        phrase = rng.choice(PHRASES).split()
+        if rng.random() < 0.5:
+            phrase[-1] += ":"
+        x = form.put_entity(x, y, phrase, "HEADER" if header else "QUESTION", ink)
+        if rng.random() < 0.65:
+            value = _value(rng)
+            x += rng.randint(0, 3) * form.space
+            column_end = form.margin + (column + 1) * form.column_width
+            if x + sum(form.font.getlength(t) + form.space for t in value) < column_end:
+                form.put_entity(x, y, value, None if header else "ANSWER", ink)
+                if not header:  # the question just drawn -> the answer beside it
+                    form.links.append([form.entities[-2]["id"], form.entities[-1]["id"]])
+    return y + form.line_height + 2 * form.band + rng.randint(2, form.line_height)
+
+
 def render_synthetic_form_with_links(
     seed: int, index: int
 ) -> tuple[PIL.Image.Image, list[str], list[list[int]], list[str], list[dict], list[list[int]]]:
@@ -105,86 +193,16 @@ def render_synthetic_form_with_links(
     entities, links). Entities are FUNSD-like records (`id`, `label` QUESTION/ANSWER/HEADER, `word_indices`, 0-1000
     `box`); links are `[question id, answer id]` pairs. The page is the one `render_synthetic_form` draws."""
     rng = random.Random(f"layoutlm-roialign-synthetic/{seed}/{index}")
-    width, height = rng.choice(((612, 792), (560, 720), (640, 760), (595, 842)))
-    fonts = _font_paths()
-    font = _font(rng.choice(fonts) if fonts else None, rng.randint(13, 18))
-    ascent, descent = font.getmetrics()
-    line_height = ascent + descent
-    band = int(line_height * 0.9)  # a header band reaches this far above and below its line
-    space = max(3, round(font.getlength(" ")))
-    margin = rng.randint(28, 60)
-    two_columns = rng.random() < 0.35
-    header_style = rng.choice(("reversed", "grey"))
-
-    page = PIL.Image.new("L", (width, height), 255)
-    draw = PIL.ImageDraw.Draw(page)
-    words: list[str] = []
-    boxes: list[list[int]] = []
-    labels: list[str] = []
-
-    def put(x: float, y: int, text: str, label: str, fill: int) -> float:
-        left, top, right, bottom = font.getbbox(text)
-        draw.text((x, y), text, font=font, fill=fill)
-        box = [x + left, y + top, x + right, y + bottom]
-        words.append(text)
-        boxes.append(
-            [min(1000, max(0, round(1000 * v / (width if i % 2 == 0 else height)))) for i, v in enumerate(box)]
-        )
-        labels.append(label)
-        return x + font.getlength(text) + space
-
-    entities: list[dict] = []
-    links: list[list[int]] = []
-
-    def put_entity(x: float, y: int, tokens: list[str], kind: str | None, fill: int) -> float:
-        first = len(words)
-        for i, token in enumerate(tokens):
-            x = put(x, y, token, "O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}", fill)
-        if kind is not None:
-            members = boxes[first:]
-            box = [min(b[0] for b in members), min(b[1] for b in members)]
-            box += [max(b[2] for b in members), max(b[3] for b in members)]
-            entities.append({"id": len(entities), "label": kind, "word_indices": list(range(first, len(words))),
-                             "box": box})  # fmt: skip
-        return x
-
-    y = margin + rng.randint(0, 20)
-    column_width = (width - 2 * margin) // (2 if two_columns else 1)
-    while y + line_height + band < height - margin:
-        kind = rng.random()
-        if kind < 0.15:  # prose: other text
-            x, right = float(margin), width - margin
-            for _ in range(rng.randint(4, 12)):
-                token = rng.choice(PROSE)
-                if x + font.getlength(token) > right:
-                    break
-                x = put(x, y, token, "O", 0)
-            y += line_height + rng.randint(line_height // 2, line_height + band)
-            continue
-        header = rng.random() < 0.3
-        columns = 1 if header or not two_columns else 2
-        if header:
-            dark = 40 if header_style == "reversed" else 170
-            draw.rectangle((margin - 6, y - band, width - margin + 6, y + line_height + band), fill=dark)
-        ink = 255 if header and header_style == "reversed" else 0
-        for column in range(columns):
-            x = float(margin + column * column_width + rng.randint(0, 12))
-            phrase = rng.choice(PHRASES).split()
-            if rng.random() < 0.5:
-                phrase[-1] += ":"
-            x = put_entity(x, y, phrase, "HEADER" if header else "QUESTION", ink)
-            if rng.random() < 0.65:
-                value = _value(rng)
-                x += rng.randint(0, 3) * space
-                if x + sum(font.getlength(t) + space for t in value) < margin + (column + 1) * column_width:
-                    put_entity(x, y, value, None if header else "ANSWER", ink)
-                    if not header:  # the question just drawn -> the answer beside it
-                        links.append([entities[-2]["id"], entities[-1]["id"]])
-        y += line_height + 2 * band + rng.randint(2, line_height)
-
-    noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, 6.0, size=(height, width))
-    page = PIL.Image.fromarray(np.clip(np.asarray(page, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "L")
-    return page, words, boxes, labels, entities, links
+    form = _FormPage(rng)
+    y = form.margin + rng.randint(0, 20)
+    while y + form.line_height + form.band < form.height - form.margin:
+        if rng.random() < 0.15:  # prose: other text
+            y = _draw_prose_line(form, rng, y)
+        else:
+            y = _draw_field_line(form, rng, y)
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, 6.0, size=(form.height, form.width))
+    pixels = np.clip(np.asarray(form.image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    return PIL.Image.fromarray(pixels, "L"), form.words, form.boxes, form.labels, form.entities, form.links
 
 
 def generate_synthetic_forms(num_pages: int = 240, seed: int = 0) -> Dataset:

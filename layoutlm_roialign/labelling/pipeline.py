@@ -207,13 +207,7 @@ def plan_run(
         ValueError: naming the argument, for missing inputs, an unusable destination, an unknown `words_from`,
             a dataset, split or column that does not exist, or an output file that is not the labeller's.
     """
-    if not inputs and not dataset:
-        raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
-    if words_from not in WORDS_FROM:
-        raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
-    check_dpi(dpi)
-    if (words_column is None) != (boxes_column is None):
-        raise ValueError("Give --words_column and --boxes_column together (the words and their 0-1000 boxes).")
+    _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column)
     if process_index is None or num_processes is None:
         process_index, num_processes = process_share()
     records_path, failures_path = output_paths(output, process_index, num_processes)
@@ -222,33 +216,10 @@ def plan_run(
         if os.path.exists(png_dir) and not os.path.isdir(png_dir):
             raise ValueError(f"--png_dir {png_dir!r} is a file; give a folder (it is created if missing).")
         os.makedirs(png_dir, exist_ok=True)
-
-    jobs, failures = [], []
-    if inputs:
-        unreadable: list[dict] = []
-        files = shard(expand_inputs(inputs, unreadable), process_index, num_processes)
-        jobs, failures = page_jobs(files)
-        failures += unreadable if process_index == 0 else []  # folders that cannot be read: once per launch
-    pages = None
-    if dataset:
-        pages = load_page_dataset(dataset, split, image_column)
-        for name, column in (("--words_column", words_column), ("--boxes_column", boxes_column)):
-            if column is not None and column not in pages.column_names:
-                raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")
-        jobs += shard(dataset_documents(dataset, split, len(pages)), process_index, num_processes)
-
-    recover(failures_path, cut=False)  # a foreign file there is refused, never replaced
-    lock = OutputLock(records_path)  # a second run on this output stops here (ValueError: exit 2)
-    try:
-        if os.path.exists(done_path(records_path)):
-            os.remove(done_path(records_path))  # this shard is being written again: unfinished until this run ends
-        done = {record_key(r) for r in recover(records_path)}
-        for path in record_files(output):
-            if os.path.abspath(path) != os.path.abspath(records_path):
-                done.update(record_key(r) for r in read_complete(path))
-    except BaseException:
-        lock.release()
-        raise
+    jobs, failures, pages = _share_of_jobs(
+        inputs, dataset, split, image_column, words_column, boxes_column, process_index, num_processes
+    )
+    lock, done = _lock_and_read_done(output, records_path, failures_path)
     todo = [job for job in jobs if job.key not in done]
     failures = [f for f in failures if record_key(f) not in done]
     return LabelRun(
@@ -273,3 +244,83 @@ def plan_run(
         png_dir=png_dir,
         lock=lock,
     )
+
+
+def _check_plan_arguments(
+    inputs: list[str] | None,
+    dataset: str | None,
+    words_from: str,
+    dpi: float,
+    words_column: str | None,
+    boxes_column: str | None,
+) -> None:
+    """Check `plan_run`'s arguments that need nothing read (as it takes them).
+
+    Raises:
+        ValueError: naming the flag, for no inputs, an unknown `words_from`, a bad `dpi`, or only one of
+            `words_column` and `boxes_column`.
+    """
+    if not inputs and not dataset:
+        raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
+    if words_from not in WORDS_FROM:
+        raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
+    check_dpi(dpi)
+    if (words_column is None) != (boxes_column is None):
+        raise ValueError("Give --words_column and --boxes_column together (the words and their 0-1000 boxes).")
+
+
+def _share_of_jobs(
+    inputs: list[str] | None,
+    dataset: str | None,
+    split: str,
+    image_column: str,
+    words_column: str | None,
+    boxes_column: str | None,
+    process_index: int,
+    num_processes: int,
+) -> tuple[list[PageJob], list[dict], Any]:
+    """This process's share of the page jobs (`plan_run`'s arguments, as it takes them): the pages of its share of the
+    input documents, then those of its share of the dataset's rows. Returns the jobs, the failures of documents that
+    could not be opened (and, for the first process, of folders that could not be read), and the loaded dataset
+    (`None` without `dataset`).
+
+    Raises:
+        ValueError: naming the flag, for a dataset, split or column that does not exist.
+    """
+    jobs, failures = [], []
+    if inputs:
+        unreadable: list[dict] = []
+        files = shard(expand_inputs(inputs, unreadable), process_index, num_processes)
+        jobs, failures = page_jobs(files)
+        failures += unreadable if process_index == 0 else []  # folders that cannot be read: once per launch
+    pages = None
+    if dataset:
+        pages = load_page_dataset(dataset, split, image_column)
+        for name, column in (("--words_column", words_column), ("--boxes_column", boxes_column)):
+            if column is not None and column not in pages.column_names:
+                raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")
+        jobs += shard(dataset_documents(dataset, split, len(pages)), process_index, num_processes)
+    return jobs, failures, pages
+
+
+def _lock_and_read_done(output: str, records_path: str, failures_path: str) -> tuple[OutputLock, set]:
+    """Lock this process's `records_path` and return the lock and the keys of the pages that every records file of
+    `output` already holds (a torn last line of `records_path` is cut off; `failures_path` is checked to be the
+    labeller's). This shard is marked unfinished again.
+
+    Raises:
+        ValueError: for an output file that is not the labeller's, or an output another run holds.
+    """
+    recover(failures_path, cut=False)  # a foreign file there is refused, never replaced
+    lock = OutputLock(records_path)  # a second run on this output stops here (ValueError: exit 2)
+    try:
+        if os.path.exists(done_path(records_path)):
+            os.remove(done_path(records_path))  # this shard is being written again: unfinished until this run ends
+        done = {record_key(r) for r in recover(records_path)}
+        for path in record_files(output):
+            if os.path.abspath(path) != os.path.abspath(records_path):
+                done.update(record_key(r) for r in read_complete(path))
+    except BaseException:
+        lock.release()
+        raise
+    return lock, done

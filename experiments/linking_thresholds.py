@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from layoutlm_roialign.data import DataArguments, load_training_data
+from layoutlm_roialign.dataset_predictions import end_to_end_scores
 from layoutlm_roialign.inference import load_model_and_processor
-from layoutlm_roialign.linking import end_to_end_scores
 from layoutlm_roialign.metrics import LinkingMetrics
 
 # FUNSD's training split: the tests' environment variable, else beside the repository.

@@ -63,7 +63,7 @@ LayoutLMRoIAlignForSequenceClassification.register_for_auto_class("AutoModelForS
 LayoutLMRoIAlignForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
 # There is no Auto class for relation extraction. The linking model is a token classifier (its `logits` are the
 # token logits) with a second output, so its checkpoints map AutoModelForTokenClassification to it: with
-# `trust_remote_code=True` that loads the joint model, link head included (see `layoutlm_roialign.linking`).
+# `trust_remote_code=True` that loads the joint model, link head included (see `linking_layoutlm_roialign`).
 LayoutLMRoIAlignForRelationExtraction.register_for_auto_class("AutoModelForTokenClassification")
 LayoutLMRoIAlignImageProcessor.register_for_auto_class("AutoImageProcessor")
 LayoutLMRoIAlignProcessor.register_for_auto_class("AutoProcessor")

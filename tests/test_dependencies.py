@@ -39,7 +39,7 @@ def test_inference_and_predict_script_need_no_training_dependency():
     result = run(
         f"import sys\nfor m in ({blocked},): sys.modules[m] = None\n"
         "import layoutlm_roialign, layoutlm_roialign.inference, layoutlm_roialign.pages, layoutlm_roialign.hub\n"
-        "import layoutlm_roialign.linking\n"
+        "import layoutlm_roialign.dataset_predictions\n"
         "import runpy\nrunpy.run_path('scripts/predict.py', run_name='script')\nprint('OK')\n"
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stderr[-3000:]

@@ -38,9 +38,9 @@ from layoutlm_roialign.data import (
     render_synthetic_form,
     render_synthetic_form_with_links,
 )
+from layoutlm_roialign.dataset_predictions import end_to_end_scores
 from layoutlm_roialign.drawing import draw_pairs
 from layoutlm_roialign.inference import is_linking_model, predict_page
-from layoutlm_roialign.linking import end_to_end_scores
 from layoutlm_roialign.metrics import end_to_end_link_scores, gold_links, link_scores
 from layoutlm_roialign.processing_layoutlm_roialign import merge_window_links, select_links
 from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer

@@ -1,6 +1,6 @@
 """The scoring run of `scripts/evaluate.py`: a checkpoint on a dataset split, with the package's `evaluate` metrics.
 
-`evaluate_checkpoint` labels every page of the split through the package's road (`linking.predict_dataset`: one
+`evaluate_checkpoint` labels every page of the split through the package's road (`dataset_predictions.predict_dataset`: one
 pass per page) and scores the word labels with `metrics.entity_scores` (the `entity_f1` metric: seqeval's entity F1,
 overall and per type); a linking checkpoint's pairs are scored with `metrics.link_scores` (the `pair_f1` metric), with
 the gold entities and end to end, at the checkpoint's `link_threshold`. The data arguments are `scripts/train.py`'s
@@ -16,8 +16,8 @@ import torch
 
 from ..checkpoints import load_checkpoint_for_labels
 from ..data import DataArguments, has_links, label_names_of, load_training_data
+from ..dataset_predictions import link_scores_of, predict_dataset
 from ..inference import is_linking_model
-from ..linking import link_scores_of, predict_dataset
 from ..metrics import entity_scores
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]

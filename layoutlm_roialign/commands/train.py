@@ -315,7 +315,7 @@ def _link_scores(
 ) -> dict:
     """The last evaluation's pair scores with gold entities, plus pairs end to end (between the entities the trained
     model finds) on `pages`, at the config's threshold (`end_to_end`) and at each of the metric's thresholds."""
-    from ..linking import end_to_end_scores
+    from ..dataset_predictions import end_to_end_scores
 
     link_scores = dict(metrics.last_scores)
     threshold = trainer.model.config.link_threshold

@@ -91,7 +91,7 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    # SDPA where the installed transformers' LayoutLM encoder has it (not before 5.2x); eager attention otherwise.
+    # SDPA where the installed transformers' LayoutLM encoder has it (5.17's has none); eager attention otherwise.
     _supports_sdpa = LayoutLMModel._supports_sdpa
     _no_split_modules = ["LayoutLMLayer", "LayoutLMRoIAlignVisualEmbeddings"]
 

@@ -100,10 +100,18 @@ def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def assert_remote_code_gives(ckpt: Path, model_inputs: dict, expected: torch.Tensor, tmp_path: Path, **config) -> None:
-    """Load `ckpt` with `AutoModelForTokenClassification(trust_remote_code=True)` in a fresh process without the
-    package, run it on `model_inputs` and assert its logits equal `expected` exactly and that its config has the
-    `config` values given."""
+def assert_remote_code_gives(
+    ckpt: Path,
+    model_inputs: dict,
+    expected: torch.Tensor,
+    tmp_path: Path,
+    auto_class: str = "AutoModelForTokenClassification",
+    checks: str = "",
+    **config,
+) -> None:
+    """Load `ckpt` with `auto_class(trust_remote_code=True)` in a fresh process without the package, run it on
+    `model_inputs` and assert its logits equal `expected` exactly, that its config has the `config` values given and
+    that `checks` (Python lines run on `model` there) hold."""
     torch.save(model_inputs, tmp_path / "batch.pt")
     torch.save(expected, tmp_path / "expected.pt")
     result = run_without_package(
@@ -114,11 +122,12 @@ def assert_remote_code_gives(ckpt: Path, model_inputs: dict, expected: torch.Ten
             raise SystemExit("package importable")
         except ImportError:
             pass
-        from transformers import AutoModelForTokenClassification
-        model = AutoModelForTokenClassification.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
+        from transformers import {auto_class}
+        model = {auto_class}.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         for key, value in {config!r}.items():
             assert getattr(model.config, key) == value, (key, getattr(model.config, key))
+        exec({checks!r})
         with torch.no_grad():
             logits = model(**torch.load({str(tmp_path / "batch.pt")!r})).logits
         expected = torch.load({str(tmp_path / "expected.pt")!r})

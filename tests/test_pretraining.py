@@ -14,7 +14,7 @@ import sys
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO_ROOT, model_inputs, random_batch, run_without_package, tiny_config
+from conftest import REPO_ROOT, assert_remote_code_gives, model_inputs, random_batch, tiny_config
 from transformers import TrainingArguments
 
 from layoutlm_roialign import (
@@ -133,31 +133,11 @@ def test_mlm_head_round_trips_as_remote_code_without_the_package(tmp_path):
     batch = model_inputs(random_batch())
     with torch.no_grad():
         expected = model(**batch).logits
-    torch.save(batch, tmp_path / "batch.pt")
-    torch.save(expected, tmp_path / "expected.pt")
-    result = run_without_package(
-        f"""
-        import torch
-        try:
-            import layoutlm_roialign
-            raise SystemExit("package importable")
-        except ImportError:
-            pass
-        from transformers import AutoModelForMaskedLM
-        model = AutoModelForMaskedLM.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
-        assert type(model).__name__ == "LayoutLMRoIAlignForMaskedLM", type(model)
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
-        with torch.no_grad():
-            logits = model(**torch.load({str(tmp_path / "batch.pt")!r})).logits
-        expected = torch.load({str(tmp_path / "expected.pt")!r})
-        assert torch.equal(logits, expected), (logits - expected).abs().max()
-        print("REMOTE_OK")
-        """,
-        cwd=tmp_path,
+    checks = (
+        'assert type(model).__name__ == "LayoutLMRoIAlignForMaskedLM", type(model)\n'
+        "assert model.get_output_embeddings().weight is model.get_input_embeddings().weight\n"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE_OK" in result.stdout
+    assert_remote_code_gives(ckpt, batch, expected, tmp_path, auto_class="AutoModelForMaskedLM", checks=checks)
 
 
 # --- Masking ----------------------------------------------------------------------------------------------------

@@ -49,6 +49,21 @@ FEATURES = datasets.Features(
 )
 
 
+MARKER = ".written-by-pretraining-experiments"
+
+
+def own_folder(folder: Path, flag: str) -> Path:
+    """`folder`, created if missing; a folder that holds anything these experiment scripts did not write (no
+    `MARKER` in it) is refused, so that nothing of the user's is overwritten or removed."""
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+        raise SystemExit(
+            f"{flag} {folder}: the folder holds files this script did not write; give a new or empty one."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).touch()
+    return folder
+
+
 def blank_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
@@ -79,8 +94,7 @@ def main() -> None:
     parser.add_argument("--funsd", default=FUNSD_TRAIN, help="FUNSD's training_data folder.")
     parser.add_argument("--debian_pages", type=int, default=1200)
     args = parser.parse_args()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = own_folder(Path(args.output), "--output")
 
     minilm = out / "minilm"
     minilm.mkdir(exist_ok=True)

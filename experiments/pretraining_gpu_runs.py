@@ -22,6 +22,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from pretraining_bundle import own_folder  # experiments/pretraining_bundle.py
+
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = ("debian", "funsd", "both")
 SEEDS = (0, 1, 2)
@@ -88,8 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.time()
     deadline = start + args.deadline
-    runs, work = Path(args.runs), Path(args.work)
-    runs.mkdir(parents=True, exist_ok=True)
+    runs, work = own_folder(Path(args.runs), "--runs"), own_folder(Path(args.work), "--work")
     parts = restore(Path(args.bundle), work)
     print(f"restored in {time.time() - start:.0f} s", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -1,11 +1,11 @@
 """The scoring run of `scripts/evaluate.py`: a checkpoint on a dataset split, with the package's `evaluate` metrics.
 
-`evaluate_checkpoint` labels every page of the split through the package's road (`dataset_predictions.predict_dataset`: one
-pass per page) and scores the word labels with `metrics.entity_scores` (the `entity_f1` metric: seqeval's entity F1,
-overall and per type); a linking checkpoint's pairs are scored with `metrics.link_scores` (the `pair_f1` metric), with
-the gold entities and end to end, at the checkpoint's `link_threshold`. The data arguments are `scripts/train.py`'s
-(`layoutlm_roialign.data.DataArguments`) and the dataset is loaded the same way, so the same `--split_seed` scores the
-same validation pages.
+`evaluate_checkpoint` labels every page of the split through the package's road
+(`dataset_predictions.predict_dataset`: one pass per page) and scores the word labels with `metrics.entity_scores`
+(the `entity_f1` metric: seqeval's entity F1, overall and per type); a linking checkpoint's pairs are scored with
+`metrics.link_scores` (the `pair_f1` metric), with the gold entities and end to end, at the checkpoint's
+`link_threshold`. The data arguments are `scripts/train.py`'s (`layoutlm_roialign.data.DataArguments`) and the
+dataset is loaded the same way, so the same `--split_seed` scores the same validation pages.
 """
 
 from __future__ import annotations

@@ -188,3 +188,21 @@ def make_funsd_release_root(root: Path, train_pages: int = 5, test_pages: int = 
             (root / split / "annotations" / f"{name}.json").write_text(json.dumps({"form": form}))
             PIL.Image.new("RGB", (200, 150), "white").save(root / split / "images" / f"{name}.png")
     return root
+
+
+def write_bilevel_png(path: Path, side: int = 20000) -> Path:
+    """A white `side` x `side` 1-bit PNG written row by row (a few KB on disk, never held in memory): a page past
+    PIL's decompression-bomb limit (2 x `PIL.Image.MAX_IMAGE_PIXELS`, 179 MP by default) at 20000."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)  # filter byte "none", then white pixels
+    rows = [deflate.compress(row * min(1000, side - start)) for start in range(0, side, 1000)]
+    pixels = b"".join(rows) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path

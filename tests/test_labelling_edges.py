@@ -13,7 +13,7 @@ import time
 
 import PIL.Image
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_bilevel_png
 from test_labelling import (
     TEXT_PAGES,
     label_in_process,
@@ -246,3 +246,16 @@ def test_dpi_out_of_bounds_is_an_argument_error_naming_dpi(checkpoint, text_pdfs
         )
         assert code == 2 and "--dpi must be a number of dots per inch above 0 and at most 1200" in err
     assert not list(tmp_path.glob("l*"))
+
+
+def test_a_page_past_the_decompression_bomb_limit_is_a_failure_record_and_the_run_goes_on(
+    checkpoint, text_pdfs, tmp_path, capsys
+):
+    write_bilevel_png(text_pdfs / "huge.png")  # 20000 x 20000: 400 MP, past PIL's 179 MP limit
+    output = tmp_path / "labels.jsonl"
+    code, _ = exit_code(checkpoint, ["--inputs", str(text_pdfs), "--output", str(output)], capsys)
+    assert code == 1  # some pages failed
+    assert len(read_complete(output)) == 5  # every page of the three PDFs
+    (failure,) = read_complete(tmp_path / "labels.failures.jsonl")
+    assert failure["source"] == str(text_pdfs / "huge.png") and failure["page"] is None
+    assert "400,000,000 pixels" in failure["error"] and "decompression bombs" in failure["error"]

@@ -319,3 +319,35 @@ def test_only_token_labelling_checkpoints_carry_the_pipeline_and_the_road_refuse
     model, processor = checkpoints["models"]["sequence"], checkpoints["processor"]
     with pytest.raises(ValueError, match="needs a token-classification or linking checkpoint.*SequenceClassification"):
         predict_page(model, processor, image, words, boxes)
+
+
+def test_the_pipeline_refuses_arguments_it_would_misread_through_the_checks_every_driver_shares(checkpoints):
+    from transformers import pipeline
+
+    pipe = pipeline(model=str(checkpoints["folders"]["linking"]), trust_remote_code=True)
+    image, words, boxes = checkpoints["page"]
+    page = {"image": image, "words": words, "boxes": boxes}
+    calls = [
+        ({"threshold": 2}, r"`threshold` must be a number in \[0, 1\].*got 2\."),
+        ({"threshold": -1}, r"`threshold` must be a number in \[0, 1\].*got -1\."),
+        ({"threshold": float("nan")}, r"`threshold` must be a number in \[0, 1\].*got nan\."),
+        ({"threshold": "0.5"}, r"`threshold` must be a number in \[0, 1\].*got '0\.5' \(a str\)"),
+        ({"one_value_key": "no"}, r"`one_value_key` must be True or False, got 'no'"),
+        ({"batch_size": 0}, r"`batch_size` must be a positive int \(windows per forward pass\), got 0"),
+        ({"max_length": 0}, r"`max_length` must be a positive int \(tokens per window\), got 0"),
+    ]
+    for kwargs, match in calls:
+        with pytest.raises(ValueError, match=match):
+            pipe(page, **kwargs)
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive int"):
+        pipeline(model=str(checkpoints["folders"]["linking"]), trust_remote_code=True, batch_size=0)
+    with pytest.raises(ValueError, match=r"`words` must be a list.*got str 'hello'.*text\.split\(\)"):
+        pipe({"image": image, "words": "hello", "boxes": [[0, 0, 10, 10]] * 5})
+    assert pipe(page, threshold=1)["pairs"] == [] and len(pipe(page, threshold=0)["pairs"]) > 0
+
+    # Pixel boxes measured on another size of the page are refused as predict.py refuses them, or clamped on request.
+    width, height = image.size
+    far = {"image": image, "words": words[:2], "pixel_boxes": [[0, 0, 10, 10], [10, 10, 3 * width, 20]]}
+    with pytest.raises(ValueError, match=rf"word 1 .* outside the {width} x {height} page.*--clamp_boxes"):
+        pipe(far)
+    assert pipe(far, clamp_boxes=True)["words"][1]["box"][2] == 1000

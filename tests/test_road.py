@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL, run_without_package
-from test_inference import VOCAB, make_pixels_matter
+from test_inference import VOCAB, make_pixels_matter, requires_tesseract
 from test_labelling import write_text_pdf
 
 from layoutlm_roialign import (
@@ -351,3 +351,37 @@ def test_the_pipeline_refuses_arguments_it_would_misread_through_the_checks_ever
     with pytest.raises(ValueError, match=rf"word 1 .* outside the {width} x {height} page.*--clamp_boxes"):
         pipe(far)
     assert pipe(far, clamp_boxes=True)["words"][1]["box"][2] == 1000
+
+
+def test_word_indices_that_are_not_a_list_of_integers_are_an_error_naming_word_indices_everywhere(checkpoints):
+    from transformers import pipeline
+
+    model, processor = checkpoints["models"]["linking"], checkpoints["processor"]
+    image, words, boxes = checkpoints["page"]
+    pipe = pipeline(model=str(checkpoints["folders"]["linking"]), trust_remote_code=True)
+    cases = [
+        (3, r"has `word_indices` 3: give a list of word indices \(integers\), e\.g\. \[3\]"),
+        ([1.5], r"has `word_indices` \[1\.5\]: they must be integers"),
+    ]
+    for word_indices, match in cases:
+        entities = [{"word_indices": word_indices, "label": "question"}]
+        with pytest.raises(ValueError, match=match):
+            predict_page(model, processor, image, words, boxes, entities=entities)
+        with pytest.raises(ValueError, match=match):
+            pipe({"image": image, "words": words, "boxes": boxes, "entities": entities})
+        with pytest.raises(ValueError, match=match):
+            processor(image, words, boxes, entities=entities, entity_types=model.config.resolved_entity_types)
+
+
+@requires_tesseract
+def test_an_ocr_language_tesseract_lacks_is_named_with_the_installed_ones_before_any_page_is_read(checkpoints):
+    from transformers import pipeline
+
+    model, processor = checkpoints["models"]["token"], checkpoints["processor"]
+    pipe = pipeline(model=str(checkpoints["folders"]["token"]), trust_remote_code=True)
+    path = str(checkpoints["root"] / "page.png")
+    match = r"`ocr_lang` 'xxx': Tesseract has no 'xxx' language; installed: .*eng"
+    with pytest.raises(ValueError, match=match):
+        pipe(path, ocr_lang="xxx")
+    with pytest.raises(ValueError, match=match):
+        predict_page(model, processor, path, ocr_lang="xxx")

@@ -23,6 +23,7 @@ from typing import Any
 
 import PIL.Image
 
+from ..page_words import check_ocr_lang
 from ..pages import DEFAULT_DPI, WORDS_FROM, count_frames
 
 __all__ = [
@@ -45,7 +46,8 @@ PAGE_EXTENSIONS = frozenset(
 @dataclass
 class PageSourceArguments:
     """Where pages come from and how their words are read: the arguments `scripts/label.py` and
-    `scripts/pretrain.py` share."""
+    `scripts/pretrain.py` share. `--ocr_lang` is checked against Tesseract's languages when they are built, before
+    any page is read (`ValueError` naming it)."""
 
     inputs: list[str] = field(
         default_factory=list,
@@ -65,6 +67,9 @@ class PageSourceArguments:
     )
     ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
     dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
+
+    def __post_init__(self) -> None:
+        check_ocr_lang(self.ocr_lang, "--ocr_lang")
 
 
 @dataclass(frozen=True)

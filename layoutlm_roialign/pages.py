@@ -161,8 +161,9 @@ def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
             image.seek(frame)
         factor = _shrink_factor(image.size)
         if factor > 1 and image.format == "JPEG":
+            full_size = image.size
             image.draft(image.mode, (image.width // factor, image.height // factor))  # decoded at 1/2, 1/4 or 1/8
-            image.info[FULL_SIZE] = image.size
+            image.info[FULL_SIZE] = full_size
         image.load()  # read every pixel now: a truncated file fails here, not later inside the model
     if frames > 1:
         # Multi-page files (TIFF) keep their file open for the other frames; keep this page and close it.

@@ -197,12 +197,16 @@ def test_page_arrays_and_wide_pil_pages_are_read_by_where_their_white_is():
         read_page(PIL.Image.new("L", (0, 0)), words=[], boxes=[])
 
 
-def test_pages_in_memory_keep_to_the_pixel_budget_and_pixel_boxes_to_their_own_pixels(monkeypatch):
+def test_pages_in_memory_keep_to_the_pixel_budget_and_pixel_boxes_to_their_own_pixels(monkeypatch, tmp_path):
     monkeypatch.setattr("layoutlm_roialign.pages.MAX_PAGE_PIXELS", 10_000)
-    grey = ink_page(300, 200)  # 60,000 pixels: shrunk 3 times to 100 x 67
-    for page in (PIL.Image.fromarray(grey), grey, grey.astype(np.float32) / 255, np.stack([grey] * 3)):
+    grey = ink_page(300, 200)  # 60,000 pixels: shrunk 3 times to 100 x 67 (a JPEG decoded at 1/2, then shrunk)
+    jpeg = str(tmp_path / "photo.jpg")
+    PIL.Image.fromarray(grey).save(jpeg, quality=95)
+    for page in (PIL.Image.fromarray(grey), grey, grey.astype(np.float32) / 255, np.stack([grey] * 3), jpeg):
         read = read_page(page, words=["INVOICE"], pixel_boxes=[[10, 20, 150, 60]])
-        assert (read["width"], read["height"]) == (100, 67) and read["image"].size == (100, 67)
+        assert (
+            read["image"].size == (read["width"], read["height"]) == ((75, 50) if isinstance(page, str) else (100, 67))
+        )
         assert read["boxes"] == [[33, 100, 500, 300]]  # the box on the page's own 300 x 200 pixels
         rgb = np.asarray(read["image"]).astype(float).mean(-1)
         assert rgb.min() < 100 and rgb.max() > 200  # the ink survives the shrinking

@@ -26,6 +26,7 @@ from transformers import HfArgumentParser
 
 from layoutlm_roialign.inference import DTYPES
 from layoutlm_roialign.labelling import merge_shards, plan_run
+from layoutlm_roialign.labelling.pipeline import check_run_arguments
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 
@@ -68,7 +69,8 @@ def main(argv=None) -> dict:
     if not args.model:
         parser.error("--model is required (a checkpoint folder or Hub id), except with --merge.")
     try:
-        device = check_device(args.device or _default_device())  # before any output is created
+        check_run_arguments(args.batch_size, args.num_workers)  # before any output is created
+        device = check_device(args.device or _default_device())
         plan = plan_run(
             args.output,
             sources.inputs,

@@ -324,3 +324,13 @@ runpy.run_path({str(REPO_ROOT / "scripts" / "label.py")!r}, run_name="__main__")
     run_script(*argv)
     keys = [(os.path.basename(r["source"]), r["page"]) for r in read_complete(output)]
     assert sorted(keys) == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))
+
+
+def test_window_and_batch_sizes_below_1_exit_2_naming_the_flag_before_any_output(
+    checkpoint, text_pdfs, tmp_path, capsys
+):
+    for flag, value in (("--max_length", "0"), ("--batch_size", "0"), ("--stride", "-1"), ("--num_workers", "-1")):
+        code, err = exit_code(checkpoint, ["--inputs", str(text_pdfs), "--output", str(tmp_path / "l.jsonl"),
+                                           flag, value], capsys)  # fmt: skip
+        assert code == 2 and f"{flag} must be" in err and f"got {value}" in err, (flag, err[-300:])
+    assert not list(tmp_path.glob("l*"))

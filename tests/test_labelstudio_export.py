@@ -1,0 +1,98 @@
+"""Pre-annotated Label Studio tasks from the labeller's records and the labelling configuration of a checkpoint:
+accepted as they are (as a reviewer would), the tasks import back as the labeller's entities and pairs."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import REPO_ROOT, label_synthetic_pages
+
+from layoutlm_roialign.data.labelstudio import load_labelstudio_export
+from layoutlm_roialign.labelling import read_complete
+
+pytest.importorskip("datasets")
+
+
+def labelstudio_script(*argv: str) -> dict:
+    return runpy.run_path(str(REPO_ROOT / "scripts" / "labelstudio.py"), run_name="script")["main"](list(argv))
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    return label_synthetic_pages(tmp_path_factory.mktemp("labelled"))
+
+
+def accept_predictions(tasks: list[dict]) -> list[dict]:
+    """What Label Studio exports after a reviewer accepts every prediction as it is (ids numbered as the server
+    numbers them)."""
+    return [{**task, "id": n, "annotations": [{"id": n, "result": task["predictions"][0]["result"],
+                                               "was_cancelled": False}]} for n, task in enumerate(tasks, start=1)]  # fmt: skip
+
+
+def assert_same_entities_and_pairs(rows, records) -> None:
+    """Every record's entities (label, words, inside their box) and pairs are the imported row's."""
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records, strict=True):
+        order = []
+        for entity in row["entities"]:
+            words = [row["words"][i] for i in entity["word_indices"]]
+            found = [
+                i for i, e in enumerate(record["entities"])
+                if (e["label"], e["text"].split()) == (entity["label"], words) and i not in order
+                and all(e["box"][0] <= row["bboxes"][w][0] and row["bboxes"][w][2] <= e["box"][2]
+                        for w in entity["word_indices"])
+            ]  # fmt: skip
+            assert found, (record["source"], record["page"], words)
+            order.append(found[0])
+        assert sorted(order) == list(range(len(record["entities"])))
+        pairs = sorted([order[a], order[b]] for a, b in row["links"])
+        assert pairs == sorted([p["key"]["entity"], p["value"]["entity"]] for p in record["pairs"])
+
+
+def test_the_config_lists_the_checkpoints_entity_types_and_refuses_foreign_files(labelled, tmp_path):
+    out = tmp_path / "config.xml"
+    assert labelstudio_script("config", "--model", str(labelled["checkpoint"]), "--output", str(out))[
+        "entity_types"
+    ] == ["HEADER", "QUESTION", "ANSWER"]
+    view = ET.fromstring(out.read_text())
+    assert [label.get("value") for label in view.iter("Label")] == ["HEADER", "QUESTION", "ANSWER"]
+    assert {tag.tag for tag in view} == {"Image", "Labels", "Rectangle", "TextArea"}
+    labelstudio_script("config", "--model", str(labelled["checkpoint"]), "--output", str(out))  # its own: replaced
+    (tmp_path / "mine.xml").write_text("<View/>")
+    with pytest.raises(SystemExit) as exit_:
+        labelstudio_script("config", "--model", str(labelled["checkpoint"]), "--output", str(tmp_path / "mine.xml"))
+    assert exit_.value.code == 2 and (tmp_path / "mine.xml").read_text() == "<View/>"
+
+
+def test_accepted_predictions_import_as_the_labellers_entities_and_pairs(labelled, tmp_path):
+    records = sorted(read_complete(labelled["records"]), key=lambda r: r["page"])
+    assert sum(len(r["entities"]) for r in records) > 10 and sum(len(r.get("pairs", [])) for r in records) > 0
+    argv = ["export", "--records", str(labelled["records"]), "--model", str(labelled["checkpoint"]),
+            "--image_root", str(tmp_path), "--image_root_url", "/data/local-files/?d=",
+            "--render_dir", str(tmp_path / "pages"), "--output", str(tmp_path / "tasks.json")]  # fmt: skip
+    summary = labelstudio_script(*argv)
+    assert (summary["tasks"], summary["rendered"], summary["skipped"]) == (3, 3, 0)
+    assert summary["relations"] == sum(len(r["pairs"]) for r in records)
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    by_page = sorted(tasks, key=lambda t: t["data"]["layoutlm_roialign"]["page"])
+    assert by_page[0]["data"]["image"].startswith("/data/local-files/?d=pages/")
+    assert all(t["predictions"][0]["model_version"] == str(labelled["checkpoint"]) for t in tasks)
+    assert labelstudio_script(*argv)["tasks"] == 3  # its own output and PNGs: written again
+    (tmp_path / "export.json").write_text(json.dumps(accept_predictions(by_page)))
+    rows = load_labelstudio_export(tmp_path / "export.json", images_dir=tmp_path, page_words_from="text")
+    assert_same_entities_and_pairs(rows, records)
+
+
+def test_export_refuses_to_write_over_a_file_it_did_not_write(labelled, tmp_path):
+    (tmp_path / "tasks.json").write_text('[{"data": {"image": "mine.png"}}]')
+    with pytest.raises(SystemExit) as exit_:
+        labelstudio_script("export", "--records", str(labelled["records"]), "--model", "m", "--image_root_url", "/",
+                           "--image_root", str(tmp_path), "--render_dir", str(tmp_path / "png"),
+                           "--output", str(tmp_path / "tasks.json"))  # fmt: skip
+    assert exit_.value.code == 2 and json.loads((tmp_path / "tasks.json").read_text())[0]["data"] == {
+        "image": "mine.png"
+    }
+    assert not (tmp_path / "png").exists() or not any((tmp_path / "png").iterdir())

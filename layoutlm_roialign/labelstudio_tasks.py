@@ -205,10 +205,11 @@ def write_tasks(path: str | os.PathLike, tasks: list[dict], rendered: dict[Path,
     for target, (source, page) in rendered.items():
         buffer = io.BytesIO()
         render_page(source, page).save(buffer, format="PNG")
-        if target.exists() and target.read_bytes() != buffer.getvalue():
+        data = buffer.getvalue()
+        if target.exists() and target.read_bytes() != data:
             raise ValueError(f"--render_dir: {target} exists and holds another image; give an empty or new folder.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        writers[str(target)] = lambda f, data=buffer.getvalue(): f.write(data)
+        writers[str(target)] = lambda f, data=data: f.write(data)
     write_files(writers)
 
 

@@ -216,3 +216,30 @@ def label_synthetic_pages(folder: Path, num_pages: int = 3) -> dict[str, Path]:
     main(["--model", str(folder / "checkpoint"), "--quiet", "--num_workers", "0", "--dataset", str(folder / "pages"),
           "--words_column", "words", "--boxes_column", "bboxes", "--output", str(folder / "labels.jsonl")])  # fmt: skip
     return {"pages": folder / "pages", "checkpoint": folder / "checkpoint", "records": folder / "labels.jsonl"}
+
+
+def accept_predictions(tasks: list[dict]) -> list[dict]:
+    """What Label Studio exports after a reviewer accepts every prediction as it is (ids numbered as the server
+    numbers them)."""
+    return [{**task, "id": n, "annotations": [{"id": n, "result": task["predictions"][0]["result"],
+                                               "was_cancelled": False}]} for n, task in enumerate(tasks, start=1)]  # fmt: skip
+
+
+def assert_same_entities_and_pairs(rows, records) -> None:
+    """Every record's entities (label, words, inside their box) and pairs are the imported row's."""
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records, strict=True):
+        order = []
+        for entity in row["entities"]:
+            words = [row["words"][i] for i in entity["word_indices"]]
+            found = [
+                i for i, e in enumerate(record["entities"])
+                if (e["label"], e["text"].split()) == (entity["label"], words) and i not in order
+                and all(e["box"][0] <= row["bboxes"][w][0] and row["bboxes"][w][2] <= e["box"][2]
+                        for w in entity["word_indices"])
+            ]  # fmt: skip
+            assert found, (record["source"], record["page"], words)
+            order.append(found[0])
+        assert sorted(order) == list(range(len(record["entities"])))
+        pairs = sorted([order[a], order[b]] for a, b in row["links"])
+        assert pairs == sorted([p["key"]["entity"], p["value"]["entity"]] for p in record["pairs"])

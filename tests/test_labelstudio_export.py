@@ -8,7 +8,7 @@ import runpy
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import REPO_ROOT, label_synthetic_pages
+from conftest import REPO_ROOT, accept_predictions, assert_same_entities_and_pairs, label_synthetic_pages
 
 from layoutlm_roialign.data.labelstudio import load_labelstudio_export
 from layoutlm_roialign.labelling import read_complete
@@ -23,33 +23,6 @@ def labelstudio_script(*argv: str) -> dict:
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     return label_synthetic_pages(tmp_path_factory.mktemp("labelled"))
-
-
-def accept_predictions(tasks: list[dict]) -> list[dict]:
-    """What Label Studio exports after a reviewer accepts every prediction as it is (ids numbered as the server
-    numbers them)."""
-    return [{**task, "id": n, "annotations": [{"id": n, "result": task["predictions"][0]["result"],
-                                               "was_cancelled": False}]} for n, task in enumerate(tasks, start=1)]  # fmt: skip
-
-
-def assert_same_entities_and_pairs(rows, records) -> None:
-    """Every record's entities (label, words, inside their box) and pairs are the imported row's."""
-    assert len(rows) == len(records)
-    for row, record in zip(rows, records, strict=True):
-        order = []
-        for entity in row["entities"]:
-            words = [row["words"][i] for i in entity["word_indices"]]
-            found = [
-                i for i, e in enumerate(record["entities"])
-                if (e["label"], e["text"].split()) == (entity["label"], words) and i not in order
-                and all(e["box"][0] <= row["bboxes"][w][0] and row["bboxes"][w][2] <= e["box"][2]
-                        for w in entity["word_indices"])
-            ]  # fmt: skip
-            assert found, (record["source"], record["page"], words)
-            order.append(found[0])
-        assert sorted(order) == list(range(len(record["entities"])))
-        pairs = sorted([order[a], order[b]] for a, b in row["links"])
-        assert pairs == sorted([p["key"]["entity"], p["value"]["entity"]] for p in record["pairs"])
 
 
 def test_the_config_lists_the_checkpoints_entity_types_and_refuses_foreign_files(labelled, tmp_path):

@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             records = tasks_module.read_records(args.records)
             if args.image:
                 records = [{**r, "source": args.image} for r in records]
+            elif any("source" not in r for r in records):
+                raise ValueError(f"--records {args.records} is predict.py's JSON: give --image, the page it labelled.")
             tasks, rendered, skipped = tasks_module.export_tasks(
                 records, args.image_root_url, args.image_root, args.model, args.render_dir
             )

@@ -69,3 +69,23 @@ def test_export_refuses_to_write_over_a_file_it_did_not_write(labelled, tmp_path
         "image": "mine.png"
     }
     assert not (tmp_path / "png").exists() or not any((tmp_path / "png").iterdir())
+
+
+def test_a_predict_py_json_becomes_one_task_of_its_image(labelled, tmp_path):
+    import PIL.Image
+
+    record = read_complete(labelled["records"])[0]
+    prediction = {k: record[k] for k in ("width", "height", "words_from", "words", "entities", "pairs")}
+    (tmp_path / "page.json").write_text(json.dumps(prediction))
+    PIL.Image.new("RGB", (record["width"], record["height"]), "white").save(tmp_path / "page.png")
+    argv = ["export", "--records", str(tmp_path / "page.json"), "--model", "m", "--image_root", str(tmp_path),
+            "--image_root_url", "https://files.example.com/forms/", "--output", str(tmp_path / "tasks.json")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        labelstudio_script(*argv)
+    assert exit_.value.code == 2 and not (tmp_path / "tasks.json").exists()
+    labelstudio_script(*argv, "--image", str(tmp_path / "page.png"))
+    (task,) = json.loads((tmp_path / "tasks.json").read_text())
+    assert task["data"]["image"] == "https://files.example.com/forms/page.png"
+    (tmp_path / "export.json").write_text(json.dumps(accept_predictions([task])))
+    rows = load_labelstudio_export(tmp_path / "export.json", page_words_from="text")
+    assert_same_entities_and_pairs(rows, [record])

@@ -280,3 +280,19 @@ def test_every_dataset_flag_set_takes_a_label_studio_export(page_folder):
 
     pages = load_page_dataset(sources.dataset, images_dir=sources.images_dir, page_words_from=sources.page_words_from)
     assert pages["words"] == [["x", "y"]] and pages[0]["image"]["path"] == str((page_folder / "page.png").resolve())
+
+
+def test_train_py_refuses_a_bad_export_naming_the_task_before_writing_anything(page_folder, capsys):
+    import runpy
+
+    from conftest import REPO_ROOT
+
+    tasks = [rectangle_task(12, "page.png", [("a", (10, 10, 20, 10), "Answer", "x")], [("a", "gone")])]
+    train = runpy.run_path(str(REPO_ROOT / "scripts" / "train.py"), run_name="script")["main"]
+    with pytest.raises(SystemExit) as exit_:
+        train(["--dataset", write_export(page_folder, tasks), "--page_words_from", "text",
+               "--output_dir", str(page_folder / "run")])  # fmt: skip
+    assert exit_.value.code == 2 and not (page_folder / "run").exists()
+    message = capsys.readouterr().err
+    assert "task 12: a relation a -> gone names the missing region(s) ['gone']" in message
+    assert "FUNSD-layout folder" not in message

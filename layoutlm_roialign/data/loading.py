@@ -66,9 +66,11 @@ def load_training_data(data_args: DataArguments) -> DatasetDict:
         else:
             ds = load_dataset_spec(spec)
     except (FileNotFoundError, ValueError, OSError) as err:
+        if is_labelstudio_file(spec):  # the message names the task and what is wrong with it
+            raise ValueError(f"--dataset {spec!r} could not be loaded: {err}") from err
         raise ValueError(
             f"--dataset {spec!r} could not be loaded: {err} (give a Hub dataset id, a FUNSD-layout folder with "
-            "annotations/ and images/, or 'synthetic')."
+            "annotations/ and images/, a Label Studio export, or 'synthetic')."
         ) from err
     if isinstance(ds, Dataset):
         ds = DatasetDict({"train": ds})

@@ -183,6 +183,7 @@ def test_regions_take_the_boxes_of_page_words_inside_them_and_other_page_words_b
     assert row["links"] == [[0, 1]]
     stats = json.loads(rows.info.description)
     assert (stats["words_page_words"], stats["words_apportioned"], stats["o_words"]) == (1, 2, 1)
+    assert stats["regions_page_words_mismatch"] == 1  # "May 1998" over the one page word "1998"
 
 
 def test_label_map_renames_keeps_as_o_or_drops_and_refuses_labels_it_does_not_name(page_folder):

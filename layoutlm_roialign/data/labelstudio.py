@@ -42,8 +42,8 @@ __all__ = ["load_labelstudio_export"]
 logger = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("image", "ocr")
-COUNTS = ("skipped_tasks", "words_page_words", "words_apportioned", "o_words", "regions_without_words",
-          "regions_dropped_by_label_map", "links", "links_dropped")  # fmt: skip
+COUNTS = ("skipped_tasks", "words_page_words", "words_apportioned", "regions_page_words_mismatch", "o_words",
+          "regions_without_words", "regions_dropped_by_label_map", "links", "links_dropped")  # fmt: skip
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(.+)$")  # Label Studio prefixes uploaded files with 8 hex digits
 
 
@@ -229,6 +229,7 @@ def _task_page(
         )
         counts[f"words_{rule}"] += len(words)  # rule "none": no words
         counts["regions_without_words"] += not words
+        counts["regions_page_words_mismatch"] += rule == "apportioned" and bool(inside)
         if words and label != "":
             units.append((boxes[region_id], words, word_boxes, label, region_id))
         counts["regions_dropped_by_label_map"] += label == ""

@@ -12,6 +12,7 @@ from conftest import REPO_ROOT, accept_predictions, assert_same_entities_and_pai
 
 from layoutlm_roialign.data.labelstudio import load_labelstudio_export
 from layoutlm_roialign.labelling import read_complete
+from layoutlm_roialign.labelstudio_tasks import export_tasks, write_tasks
 
 pytest.importorskip("datasets")
 
@@ -89,3 +90,28 @@ def test_a_predict_py_json_becomes_one_task_of_its_image(labelled, tmp_path):
     (tmp_path / "export.json").write_text(json.dumps(accept_predictions([task])))
     rows = load_labelstudio_export(tmp_path / "export.json", page_words_from="text")
     assert_same_entities_and_pairs(rows, [record])
+
+
+def test_pretraining_and_the_labeller_read_a_label_studio_export_as_a_dataset(labelled, tmp_path):
+    from layoutlm_roialign.pretraining.arguments import PretrainingArguments
+    from layoutlm_roialign.pretraining.windows import read_pretraining_windows
+    from layoutlm_roialign.processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
+
+    records = read_complete(labelled["records"])
+    tasks, rendered, _ = export_tasks(records, "/data/upload/7/", tmp_path, "m", str(tmp_path / "png"))
+    write_tasks(tmp_path / "tasks.json", tasks, rendered)
+    (tmp_path / "export.json").write_text(json.dumps(accept_predictions(tasks)))
+    args = PretrainingArguments(
+        dataset=str(tmp_path / "export.json"), images_dir=str(tmp_path / "png"), page_words_from="text",
+        words_column="words", boxes_column="bboxes", model_name_or_path=str(labelled["checkpoint"]), max_length=64,
+        stride=16, num_workers=0,
+    )  # fmt: skip
+    processor = LayoutLMRoIAlignProcessor.from_pretrained(labelled["checkpoint"])
+    _, stats = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=False)
+    assert stats["pages"] == len(records) and stats["words"] == sum(len(r["words"]) for r in records)
+    summary = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"](
+        ["--model", str(labelled["checkpoint"]), "--quiet", "--num_workers", "0", "--dataset", str(tmp_path / "export.json"),
+         "--images_dir", str(tmp_path / "png"), "--page_words_from", "text", "--words_column", "words",
+         "--boxes_column", "bboxes", "--output", str(tmp_path / "again.jsonl")]
+    )  # fmt: skip
+    assert summary["pages"] == len(records) and summary["words"] == sum(len(r["words"]) for r in records)

@@ -29,6 +29,7 @@ from layoutlm_roialign.labelling import merge_shards, plan_run
 from layoutlm_roialign.labelling.pipeline import check_run_arguments
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
+from layoutlm_roialign.labelstudio import labelstudio_options
 
 EXIT_FAILURES = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -85,6 +86,7 @@ def main(argv=None) -> dict:
             args.stride,
             sources.ocr_lang,
             sources.dpi,
+            labelstudio=labelstudio_options(sources),
         )
         from layoutlm_roialign.inference import load_model_and_processor
 

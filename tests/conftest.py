@@ -243,3 +243,21 @@ def assert_same_entities_and_pairs(rows, records) -> None:
         assert sorted(order) == list(range(len(record["entities"])))
         pairs = sorted([order[a], order[b]] for a, b in row["links"])
         assert pairs == sorted([p["key"]["entity"], p["value"]["entity"]] for p in record["pairs"])
+
+
+def write_bilevel_png(path: Path, side: int = 20000) -> Path:
+    """A white `side` x `side` 1-bit PNG written row by row (a few KB on disk, never held in memory): a page past
+    PIL's decompression-bomb limit (2 x `PIL.Image.MAX_IMAGE_PIXELS`, 179 MP by default) at 20000."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)  # filter byte "none", then white pixels
+    rows = [deflate.compress(row * min(1000, side - start)) for start in range(0, side, 1000)]
+    pixels = b"".join(rows) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path

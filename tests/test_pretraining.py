@@ -14,7 +14,7 @@ import sys
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO_ROOT, assert_remote_code_gives, model_inputs, random_batch, tiny_config
+from conftest import REPO_ROOT, assert_remote_code_gives, model_inputs, random_batch, tiny_config, write_bilevel_png
 from transformers import TrainingArguments
 
 from layoutlm_roialign import (
@@ -297,6 +297,19 @@ def test_pdf_pages_are_read_through_the_labellers_reader(pages, tmp_path):
     assert "pixel_values" not in windows.column_names
     words = processor.tokenizer.decode([i for row in windows["input_ids"] for i in row], skip_special_tokens=True)
     assert "invoice" in words.replace(" ##", "")
+
+
+def test_a_page_past_the_decompression_bomb_limit_is_a_failed_page_and_pretraining_goes_on(pages, tmp_path):
+    (tmp_path / "in").mkdir()
+    write_bilevel_png(tmp_path / "in" / "huge.png")  # 20000 x 20000: 400 MP, past PIL's 179 MP limit
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
+    summary = main([*_pretrain_command(pages, tmp_path / "out", "--inputs", str(tmp_path / "in"), "--max_steps", "1",
+                                       "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "true")[1:]])  # fmt: skip
+    data = summary["data"]
+    assert (data["pages"], data["pages_with_words"], data["failed_pages"]) == (24, 24, 1)
+    (failure,) = summary["failures"]
+    assert "huge.png" in failure and "400,000,000 pixels" in failure and "decompression bombs" in failure
+    assert summary["training"]["global_step"] == 1
 
 
 def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoint_train_py_fine_tunes(pages, tmp_path):

@@ -34,7 +34,7 @@ from .runner import PageLabeller
 from .shards import done_path, output_paths, record_files, write_done
 from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
 
-__all__ = ["LabelRun", "plan_run", "process_share"]
+__all__ = ["LabelRun", "check_run_arguments", "plan_run", "process_share"]
 
 
 def process_share() -> tuple[int, int]:
@@ -94,13 +94,11 @@ class LabelRun:
     def _run(self, model, processor, batch_size, num_workers, device, dtype, compile, quiet) -> dict:
         from tqdm.auto import tqdm
 
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"--batch_size must be a positive int (windows per forward pass), got {batch_size!r}.")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"--num_workers must be 0 (read pages in this process) or more, got {num_workers!r}.")
+        check_run_arguments(batch_size, num_workers)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
         options = dict(self.reader_options)
-        max_length = options.pop("max_length", None) or min(512, model.config.max_position_embeddings)
+        max_length = options.pop("max_length", None)
+        max_length = min(512, model.config.max_position_embeddings) if max_length is None else max_length
         stride = options.pop("stride", None)
         stride = max_length // 4 if stride is None else stride
         reader = PageReader(
@@ -180,6 +178,18 @@ class LabelRun:
         return path
 
 
+def check_run_arguments(batch_size: int, num_workers: int) -> None:
+    """Check `LabelRun.run`'s `batch_size` and `num_workers`, before a run creates anything.
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"--batch_size must be a positive int (windows per forward pass), got {batch_size!r}.")
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"--num_workers must be 0 (read pages in this process) or more, got {num_workers!r}.")
+
+
 def _as_is(item: dict) -> dict:
     return item
 
@@ -209,7 +219,7 @@ def plan_run(
             a dataset, split or column that does not exist, or an output file that is not the labeller's.
     `labelstudio`: how a Label Studio export given as `dataset` is read (`labelstudio.labelstudio_options`).
     """
-    _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column)
+    _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column, max_length, stride)
     if process_index is None or num_processes is None:
         process_index, num_processes = process_share()
     records_path, failures_path = output_paths(output, process_index, num_processes)
@@ -255,13 +265,18 @@ def _check_plan_arguments(
     dpi: float,
     words_column: str | None,
     boxes_column: str | None,
+    max_length: int | None = None,
+    stride: int | None = None,
 ) -> None:
     """Check `plan_run`'s arguments that need nothing read (as it takes them).
 
     Raises:
-        ValueError: naming the flag, for no inputs, an unknown `words_from`, a bad `dpi`, or only one of
-            `words_column` and `boxes_column`.
+        ValueError: naming the flag, for no inputs, an unknown `words_from`, a bad `dpi`, only one of
+            `words_column` and `boxes_column`, a `max_length` below 1 or a negative `stride`.
     """
+    for flag, value, least in (("--max_length", max_length, 1), ("--stride", stride, 0)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise ValueError(f"{flag} must be an int of at least {least} (tokens), got {value!r}.")
     if not inputs and not dataset:
         raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
     if words_from not in WORDS_FROM:

@@ -9,7 +9,8 @@ reaches again: files are compared by device and inode, and folder walks never fo
 that cannot be read becomes a failure record; a folder given directly that cannot be read is an error. `shard` splits
 documents round-robin between processes, so every process of a launch derives the same split from the same inputs.
 `page_jobs` opens each document just far enough to count its pages (a PDF's page count, a TIFF's frames) and turns a
-document that cannot be opened (empty, corrupt, encrypted) into a failure record instead.
+document that cannot be opened (empty, corrupt, encrypted, past PIL's decompression-bomb limit) into a failure record
+instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import PIL.Image
 
 from ..labelstudio import LabelStudioArguments, is_labelstudio_file
-from ..pages import DEFAULT_DPI, WORDS_FROM
+from ..page_words import check_ocr_lang
+from ..pages import DEFAULT_DPI, WORDS_FROM, count_frames
 
 __all__ = [
     "PageJob",
@@ -45,7 +47,8 @@ PAGE_EXTENSIONS = frozenset(
 @dataclass
 class PageSourceArguments(LabelStudioArguments):
     """Where pages come from and how their words are read: the arguments `scripts/label.py` and
-    `scripts/pretrain.py` share."""
+    `scripts/pretrain.py` share. `--ocr_lang` is checked against Tesseract's languages when they are built, before
+    any page is read (`ValueError` naming it)."""
 
     inputs: list[str] = field(
         default_factory=list,
@@ -67,6 +70,9 @@ class PageSourceArguments(LabelStudioArguments):
     )
     ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
     dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
+
+    def __post_init__(self) -> None:
+        check_ocr_lang(self.ocr_lang, "--ocr_lang")
 
 
 @dataclass(frozen=True)
@@ -197,10 +203,7 @@ def _document_pages(path: str) -> tuple[str, int]:
             if count == 0:
                 raise ValueError("the PDF has no pages")
             return "pdf", count
-        with PIL.Image.open(path) as image:  # the header only: pixels are read by the workers
-            return "image", int(getattr(image, "n_frames", 1))
-    except PIL.UnidentifiedImageError as err:
-        raise ValueError("not an image PIL can read, nor a PDF") from err
+        return "image", count_frames(path)  # the header only: pixels are read by the workers
     except OSError as err:
         raise ValueError(f"cannot be read ({err.strerror or err})") from err
 

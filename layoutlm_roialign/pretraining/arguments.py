@@ -74,6 +74,7 @@ class PretrainingArguments(PageSourceArguments):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.inputs and not self.dataset:
             raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
         if self.words_from not in WORDS_FROM:

@@ -85,11 +85,16 @@ def random_batch(batch_size: int = 3, seq_len: int = 12, image_size: int = 64, n
     }
 
 
-def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_without_package(code: str, cwd: Path, importable: bool = False) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter in which `import layoutlm_roialign` fails (as on a user's machine that
-    only has the checkpoint), from `cwd`, offline."""
-    prelude = "import sys\nsys.modules['layoutlm_roialign'] = None\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
+    only has the checkpoint), from `cwd`, offline; with `importable`, one that can import it (but has not)."""
+    prelude = "" if importable else "import sys\nsys.modules['layoutlm_roialign'] = None\n"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT) if importable else "",
+    }
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=cwd,

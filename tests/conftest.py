@@ -105,6 +105,32 @@ def run_without_package(code: str, cwd: Path, importable: bool = False) -> subpr
     )
 
 
+def save_tiny_checkpoint(folder: Path, head: type | None = None, max_position_embeddings: int = 128) -> Path:
+    """Save a tiny untrained checkpoint of `head` (default: the token classifier; FUNSD's labels), with a processor
+    whose WordPiece vocabulary is trained on synthetic forms, into `folder`, as `save_pretrained` writes one."""
+    from layoutlm_roialign import (
+        LayoutLMRoIAlignForTokenClassification,
+        LayoutLMRoIAlignImageProcessor,
+        LayoutLMRoIAlignProcessor,
+    )
+    from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+    from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer([" ".join(render_synthetic_form(seed=0, index=i)[1]) for i in range(4)], 300)
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_position_embeddings,
+        num_labels=len(FUNSD_LABELS),
+        id2label=dict(enumerate(FUNSD_LABELS)),
+        label2id={label: i for i, label in enumerate(FUNSD_LABELS)},
+    )
+    torch.manual_seed(0)
+    (head or LayoutLMRoIAlignForTokenClassification)(config).save_pretrained(folder)
+    processor = LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=config.image_size), tokenizer)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def assert_remote_code_gives(
     ckpt: Path,
     model_inputs: dict,

@@ -41,7 +41,10 @@ def check_output_paths(paths: Mapping[str, str | os.PathLike | None]) -> None:
 
 
 def _check_writable(flag: str, path: str, folder: str) -> None:
-    """Create and remove a file in `folder`: permission bits say nothing for root, a read-only mount or `/proc`."""
+    """Check the permission bits, then create and remove a file in `folder`: the bits pass for root, and say nothing
+    about a read-only mount, a full disk or `/proc`."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path!r}: the folder {folder!r} is not writable; choose another destination.")
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
     except OSError as err:

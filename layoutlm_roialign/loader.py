@@ -33,14 +33,17 @@ def _architecture_of(model: str, trust_remote_code: bool) -> str:
 
 def _check_labels_tokens(model: str, architecture: str) -> None:
     """Refuse a checkpoint whose head (`architecture`) does not label words, naming it and the kinds that do."""
-    if architecture not in PIPELINE_HEADS:
-        pretrained = architecture == "LayoutLMRoIAlignForMaskedLM"  # scripts/pretrain.py's: fine-tuning starts there
-        hint = f"Fine-tune one from it: scripts/train.py --model_name_or_path {model}" if pretrained else "Train one"
-        hint += " (scripts/train.py --task token-classification or linking)."
-        raise ValueError(
-            f"--model {model!r} is a {architecture} checkpoint, which does not label words: labelling needs a "
-            f"token-classification or linking checkpoint ({' or '.join(PIPELINE_HEADS)}). {hint}"
-        )
+    if architecture in PIPELINE_HEADS:
+        return
+    if architecture == "LayoutLMRoIAlignForMaskedLM":  # scripts/pretrain.py's checkpoints: fine-tuning starts there
+        hint = f"Fine-tune one from it: scripts/train.py --model_name_or_path {model}"
+    else:
+        hint = "Train one with scripts/train.py"
+    raise ValueError(
+        f"--model {model!r} is a {architecture} checkpoint, which does not label words: labelling needs a "
+        f"token-classification or linking checkpoint ({' or '.join(PIPELINE_HEADS)}). {hint} "
+        "(--task token-classification or linking)."
+    )
 
 
 def load_model_and_processor(

@@ -233,14 +233,11 @@ def test_auto_model_for_token_classification_gives_the_joint_class_with_the_pack
 
 
 @pytest.mark.parametrize("importable", [False, True], ids=["package-blocked", "package-importable"])
-@pytest.mark.parametrize("load", ["auto", "pipeline"])
-def test_two_checkpoints_in_final_folders_load_as_their_own_classes_in_either_order(
-    checkpoints, tmp_path, importable, load
-):
+def test_two_checkpoints_in_final_folders_load_as_their_own_classes_in_either_order(checkpoints, tmp_path, importable):
     """Every run saves to `final/`: a token and a linking checkpoint from two such folders, loaded in one process in
-    either order (by the Auto class or the pipeline), each come back as the class their config names, the linking
-    one with its saved link head and pairs, the token one without; with the package importable, by their own code
-    until the package is imported, then by the package's classes."""
+    either order, each come back as the class their config names (the linking one with its saved link head and
+    pairs, the token one without), the second one by the Auto class and by the pipeline; with the package
+    importable, by their own code until the package is imported, then by the package's classes."""
     import shutil
 
     folders = {}
@@ -250,34 +247,39 @@ def test_two_checkpoints_in_final_folders_load_as_their_own_classes_in_either_or
     image, words, boxes = checkpoints["page"]
     page = {"image": str(checkpoints["root"] / "page.png"), "words": words, "boxes": boxes}
     expected = {"token": "LayoutLMRoIAlignForTokenClassification", "linking": "LayoutLMRoIAlignForRelationExtraction"}
-    for order in (["token", "linking"], ["linking", "token"]):
+    # Each checkpoint first (one process each), then the other by the other road, then both again by the first's.
+    loads = (
+        [("auto", "token"), ("pipeline", "linking"), ("auto", "linking"), ("pipeline", "token")],
+        [("pipeline", "linking"), ("auto", "token"), ("pipeline", "token"), ("auto", "linking")],
+    )
+    for order in loads:
         result = run_without_package(
             f"""
             import sys
             import torch
             from transformers import AutoModelForTokenClassification, pipeline
 
-            def check(name, package):
-                if {load!r} == "auto":
+            def check(load, name, package):
+                if load == "auto":
                     model = AutoModelForTokenClassification.from_pretrained({folders!r}[name], trust_remote_code=True)
                 else:
                     pipe = pipeline(model={folders!r}[name], trust_remote_code=True)
                     model = pipe.model
-                    assert ("pairs" in pipe({page!r})) == (name == "linking"), name
-                assert type(model).__name__ == {expected!r}[name], (name, type(model))
+                    assert ("pairs" in pipe({page!r})) == (name == "linking"), (load, name)
+                assert type(model).__name__ == {expected!r}[name], (load, name, type(model))
                 assert type(model).__module__.startswith("layoutlm_roialign" if package else "transformers_modules")
                 if name == "linking":
                     saved = torch.load("link_head.pt")
                     for key, value in model.link_head.state_dict().items():
                         assert torch.equal(value, saved[key]), key
 
-            for name in {order!r}:
-                check(name, package=False)
-            assert "layoutlm_roialign" not in sys.modules or sys.modules["layoutlm_roialign"] is None
+            for load, name in {order!r}:
+                check(load, name, package=False)
+            assert sys.modules.get("layoutlm_roialign") is None
             if {importable!r}:
                 import layoutlm_roialign
-                for name in {order!r}:
-                    check(name, package=True)
+                for load, name in {order!r}:
+                    check(load, name, package=True)
             print("REMOTE_OK")
             """,
             cwd=tmp_path,

@@ -26,6 +26,7 @@ from transformers import HfArgumentParser
 from layoutlm_roialign.inference import DTYPES
 from layoutlm_roialign.labelling import merge_shards, plan_run
 from layoutlm_roialign.labelling.sources import PageSourceArguments
+from layoutlm_roialign.labelstudio import labelstudio_options
 
 EXIT_FAILURES = 1
 
@@ -76,6 +77,7 @@ def main(argv=None) -> dict:
             args.stride,
             sources.ocr_lang,
             sources.dpi,
+            labelstudio=labelstudio_options(sources),
         )
         from layoutlm_roialign.inference import load_model_and_processor
 

@@ -219,3 +219,58 @@ def make_funsd_release_root(root: Path, train_pages: int = 5, test_pages: int = 
             (root / split / "annotations" / f"{name}.json").write_text(json.dumps({"form": form}))
             PIL.Image.new("RGB", (200, 150), "white").save(root / split / "images" / f"{name}.png")
     return root
+
+
+def label_synthetic_pages(folder: Path, num_pages: int = 3) -> dict[str, Path]:
+    """Synthetic forms (a `save_to_disk` folder with word columns, so no OCR is needed) labelled by scripts/label.py
+    with a tiny linking checkpoint that finds questions and answers by turns and links them (threshold 0.05).
+    Returns the paths: `pages`, `checkpoint`, `records` (the labeller's JSON Lines)."""
+    import runpy
+
+    from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
+    from layoutlm_roialign.checkpoints import build_model_and_processor
+    from layoutlm_roialign.data import FUNSD_LABELS, generate_synthetic_forms
+
+    pages = generate_synthetic_forms(num_pages=num_pages, seed=0)
+    pages.save_to_disk(str(folder / "pages"))
+    torch.manual_seed(0)
+    vocabulary = sorted({w for words in pages["words"] for w in words})
+    token_model, processor = build_model_and_processor(FUNSD_LABELS, [vocabulary], **TINY_TRAINING_MODEL)
+    token_model.config.link_threshold = 0.05
+    model = LayoutLMRoIAlignForRelationExtraction(token_model.config)
+    with torch.no_grad():  # B-QUESTION and B-ANSWER by turns, whatever the word
+        model.classifier.weight.normal_(std=0.5)
+        model.classifier.bias.copy_(torch.tensor([-9.0, -9.0, -9.0, 3.0, -9.0, 3.0, -9.0]))
+    model.save_pretrained(folder / "checkpoint")
+    processor.save_pretrained(folder / "checkpoint")
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    main(["--model", str(folder / "checkpoint"), "--quiet", "--num_workers", "0", "--dataset", str(folder / "pages"),
+          "--words_column", "words", "--boxes_column", "bboxes", "--output", str(folder / "labels.jsonl")])  # fmt: skip
+    return {"pages": folder / "pages", "checkpoint": folder / "checkpoint", "records": folder / "labels.jsonl"}
+
+
+def accept_predictions(tasks: list[dict]) -> list[dict]:
+    """What Label Studio exports after a reviewer accepts every prediction as it is (ids numbered as the server
+    numbers them)."""
+    return [{**task, "id": n, "annotations": [{"id": n, "result": task["predictions"][0]["result"],
+                                               "was_cancelled": False}]} for n, task in enumerate(tasks, start=1)]  # fmt: skip
+
+
+def assert_same_entities_and_pairs(rows, records) -> None:
+    """Every record's entities (label, words, inside their box) and pairs are the imported row's."""
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records, strict=True):
+        order = []
+        for entity in row["entities"]:
+            words = [row["words"][i] for i in entity["word_indices"]]
+            found = [
+                i for i, e in enumerate(record["entities"])
+                if (e["label"], e["text"].split()) == (entity["label"], words) and i not in order
+                and all(e["box"][0] <= row["bboxes"][w][0] and row["bboxes"][w][2] <= e["box"][2]
+                        for w in entity["word_indices"])
+            ]  # fmt: skip
+            assert found, (record["source"], record["page"], words)
+            order.append(found[0])
+        assert sorted(order) == list(range(len(record["entities"])))
+        pairs = sorted([order[a], order[b]] for a, b in row["links"])
+        assert pairs == sorted([p["key"]["entity"], p["value"]["entity"]] for p in record["pairs"])

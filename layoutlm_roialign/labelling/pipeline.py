@@ -200,12 +200,14 @@ def plan_run(
     dpi: float = DEFAULT_DPI,
     process_index: int | None = None,
     num_processes: int | None = None,
+    labelstudio: dict | None = None,
 ) -> LabelRun:
     """Check the arguments and plan this process's pages (module docstring); nothing is labelled yet.
 
     Raises:
         ValueError: naming the argument, for missing inputs, an unusable destination, an unknown `words_from`,
             a dataset, split or column that does not exist, or an output file that is not the labeller's.
+    `labelstudio`: how a Label Studio export given as `dataset` is read (`labelstudio.labelstudio_options`).
     """
     _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column)
     if process_index is None or num_processes is None:
@@ -217,7 +219,7 @@ def plan_run(
             raise ValueError(f"--png_dir {png_dir!r} is a file; give a folder (it is created if missing).")
         os.makedirs(png_dir, exist_ok=True)
     jobs, failures, pages = _share_of_jobs(
-        inputs, dataset, split, image_column, words_column, boxes_column, process_index, num_processes
+        inputs, dataset, split, image_column, words_column, boxes_column, process_index, num_processes, labelstudio
     )
     lock, done = _lock_and_read_done(output, records_path, failures_path)
     todo = [job for job in jobs if job.key not in done]
@@ -278,6 +280,7 @@ def _share_of_jobs(
     boxes_column: str | None,
     process_index: int,
     num_processes: int,
+    labelstudio: dict | None = None,
 ) -> tuple[list[PageJob], list[dict], Any]:
     """This process's share of the page jobs (`plan_run`'s arguments, as it takes them): the pages of its share of the
     input documents, then those of its share of the dataset's rows. Returns the jobs, the failures of documents that
@@ -295,7 +298,7 @@ def _share_of_jobs(
         failures += unreadable if process_index == 0 else []  # folders that cannot be read: once per launch
     pages = None
     if dataset:
-        pages = load_page_dataset(dataset, split, image_column)
+        pages = load_page_dataset(dataset, split, image_column, **(labelstudio or {}))
         for name, column in (("--words_column", words_column), ("--boxes_column", boxes_column)):
             if column is not None and column not in pages.column_names:
                 raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")

@@ -22,6 +22,7 @@ from typing import Any
 
 import PIL.Image
 
+from ..labelstudio import LabelStudioArguments, is_labelstudio_file
 from ..pages import DEFAULT_DPI, WORDS_FROM
 
 __all__ = [
@@ -42,7 +43,7 @@ PAGE_EXTENSIONS = frozenset(
 
 
 @dataclass
-class PageSourceArguments:
+class PageSourceArguments(LabelStudioArguments):
     """Where pages come from and how their words are read: the arguments `scripts/label.py` and
     `scripts/pretrain.py` share."""
 
@@ -50,7 +51,9 @@ class PageSourceArguments:
         default_factory=list,
         metadata={"help": "Folders, globs (quoted), list files (.txt/.lst: a path a line), files: images and PDFs."},
     )
-    dataset: str | None = field(default=None, metadata={"help": "A datasets `save_to_disk` folder or Hub id."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "A datasets `save_to_disk` folder, a Hub id or a Label Studio export (.json)."}
+    )
     split: str = field(default="train", metadata={"help": "The --dataset split."})
     image_column: str = field(default="image", metadata={"help": "The --dataset column holding the pages."})
     words_column: str | None = field(default=None, metadata={"help": "A --dataset column of words (instead of OCR)."})
@@ -216,9 +219,11 @@ def page_jobs(files: Iterable[str]) -> tuple[list[PageJob], list[dict]]:
     return jobs, failures
 
 
-def load_page_dataset(spec: str, split: str = "train", image_column: str = "image") -> Any:
-    """A `datasets.Dataset` of pages: a `save_to_disk` folder or a Hub id (its parquet export when the repository
-    holds a loading script), split `split`, with `image_column` left undecoded (the workers decode it).
+def load_page_dataset(spec: str, split: str = "train", image_column: str = "image", **labelstudio: Any) -> Any:
+    """A `datasets.Dataset` of pages: a `save_to_disk` folder, a Hub id (its parquet export when the repository
+    holds a loading script) or a Label Studio export (its split `train`, read with the `labelstudio` options:
+    `layoutlm_roialign.labelstudio.labelstudio_options`), split `split`, with `image_column` left undecoded (the
+    workers decode it).
 
     Raises:
         ValueError: naming `--dataset`, `--split` or `--image_column` when the dataset cannot be loaded, has no
@@ -230,7 +235,11 @@ def load_page_dataset(spec: str, split: str = "train", image_column: str = "imag
         raise ImportError('--dataset needs the datasets library: pip install "layoutlm-roialign[train]".') from err
     path = os.path.expanduser(spec)
     try:
-        if os.path.isdir(path):
+        if is_labelstudio_file(path):
+            from ..data.labelstudio import load_labelstudio_export
+
+            loaded = datasets.DatasetDict({"train": load_labelstudio_export(path, **labelstudio)})
+        elif os.path.isdir(path):
             loaded = datasets.load_from_disk(path)
         elif os.path.exists(path):
             raise ValueError(f"--dataset {spec!r} is a file; give a `save_to_disk` folder or a Hub dataset id.")

@@ -18,6 +18,7 @@ from ..checkpoints import save_folder_atomically
 from ..data.encoding import TOKEN_COLUMNS
 from ..labelling.reading import PageReader, worker_init
 from ..labelling.sources import dataset_documents, expand_inputs, load_page_dataset, page_jobs
+from ..labelstudio import labelstudio_options
 from ..processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
 from ..windowing_layoutlm_roialign import WINDOW_INPUTS
 from .arguments import PretrainingArguments
@@ -89,7 +90,7 @@ def _page_jobs(args: PretrainingArguments) -> tuple[list, list[dict], Any]:
         jobs, failures = page_jobs(expand_inputs(args.inputs))
     pages = None
     if args.dataset:
-        pages = load_page_dataset(args.dataset, args.split, args.image_column)
+        pages = load_page_dataset(args.dataset, args.split, args.image_column, **labelstudio_options(args))
         for name, column in (("--words_column", args.words_column), ("--boxes_column", args.boxes_column)):
             if column is not None and column not in pages.column_names:
                 raise ValueError(

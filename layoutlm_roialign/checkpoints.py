@@ -87,11 +87,11 @@ def is_pretraining_checkpoint(path: str, trust_remote_code: bool = False) -> boo
 def load_checkpoint_for_labels(
     path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, Any]:
-    """Load checkpoint `path` (a folder or Hub id) and its processor, and check that its label set is
-    `label_names` (`source` names the flag for the messages)."""
+    """Load checkpoint `path` (a folder or Hub id) and its processor, and check that it labels words (a token
+    classifier or linking model) and that its label set is `label_names` (`source` names the flag for the messages)."""
     from .loader import load_model_and_processor
 
-    model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code)
+    model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code, task="token-classification")
     check_label_set(config_label_names(model.config), label_names, source)
     return model, processor
 

@@ -85,11 +85,16 @@ def random_batch(batch_size: int = 3, seq_len: int = 12, image_size: int = 64, n
     }
 
 
-def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_without_package(code: str, cwd: Path, importable: bool = False) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter in which `import layoutlm_roialign` fails (as on a user's machine that
-    only has the checkpoint), from `cwd`, offline."""
-    prelude = "import sys\nsys.modules['layoutlm_roialign'] = None\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
+    only has the checkpoint), from `cwd`, offline; with `importable`, one that can import it (but has not)."""
+    prelude = "" if importable else "import sys\nsys.modules['layoutlm_roialign'] = None\n"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT) if importable else "",
+    }
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=cwd,
@@ -98,6 +103,32 @@ def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def save_tiny_checkpoint(folder: Path, head: type | None = None, max_position_embeddings: int = 128) -> Path:
+    """Save a tiny untrained checkpoint of `head` (default: the token classifier; FUNSD's labels), with a processor
+    whose WordPiece vocabulary is trained on synthetic forms, into `folder`, as `save_pretrained` writes one."""
+    from layoutlm_roialign import (
+        LayoutLMRoIAlignForTokenClassification,
+        LayoutLMRoIAlignImageProcessor,
+        LayoutLMRoIAlignProcessor,
+    )
+    from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+    from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer([" ".join(render_synthetic_form(seed=0, index=i)[1]) for i in range(4)], 300)
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_position_embeddings,
+        num_labels=len(FUNSD_LABELS),
+        id2label=dict(enumerate(FUNSD_LABELS)),
+        label2id={label: i for i, label in enumerate(FUNSD_LABELS)},
+    )
+    torch.manual_seed(0)
+    (head or LayoutLMRoIAlignForTokenClassification)(config).save_pretrained(folder)
+    processor = LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=config.image_size), tokenizer)
+    processor.save_pretrained(folder)
+    return folder
 
 
 def assert_remote_code_gives(

@@ -232,6 +232,63 @@ def test_auto_model_for_token_classification_gives_the_joint_class_with_the_pack
     assert type(base) is LayoutLMRoIAlignModel
 
 
+@pytest.mark.parametrize("importable", [False, True], ids=["package-blocked", "package-importable"])
+def test_two_checkpoints_in_final_folders_load_as_their_own_classes_in_either_order(checkpoints, tmp_path, importable):
+    """Every run saves to `final/`: a token and a linking checkpoint from two such folders, loaded in one process in
+    either order, each come back as the class their config names (the linking one with its saved link head and
+    pairs, the token one without), the second one by the Auto class and by the pipeline; with the package
+    importable, by their own code until the package is imported, then by the package's classes."""
+    import shutil
+
+    folders = {}
+    for name in ("token", "linking"):
+        folders[name] = str(shutil.copytree(checkpoints["folders"][name], tmp_path / name / "final"))
+    torch.save(checkpoints["models"]["linking"].link_head.state_dict(), tmp_path / "link_head.pt")
+    image, words, boxes = checkpoints["page"]
+    page = {"image": str(checkpoints["root"] / "page.png"), "words": words, "boxes": boxes}
+    expected = {"token": "LayoutLMRoIAlignForTokenClassification", "linking": "LayoutLMRoIAlignForRelationExtraction"}
+    # Each checkpoint first (one process each), then the other by the other road, then both again by the first's.
+    loads = (
+        [("auto", "token"), ("pipeline", "linking"), ("auto", "linking"), ("pipeline", "token")],
+        [("pipeline", "linking"), ("auto", "token"), ("pipeline", "token"), ("auto", "linking")],
+    )
+    for order in loads:
+        result = run_without_package(
+            f"""
+            import sys
+            import torch
+            from transformers import AutoModelForTokenClassification, pipeline
+
+            def check(load, name, package):
+                if load == "auto":
+                    model = AutoModelForTokenClassification.from_pretrained({folders!r}[name], trust_remote_code=True)
+                else:
+                    pipe = pipeline(model={folders!r}[name], trust_remote_code=True)
+                    model = pipe.model
+                    assert ("pairs" in pipe({page!r})) == (name == "linking"), (load, name)
+                assert type(model).__name__ == {expected!r}[name], (load, name, type(model))
+                assert type(model).__module__.startswith("layoutlm_roialign" if package else "transformers_modules")
+                if name == "linking":
+                    saved = torch.load("link_head.pt")
+                    for key, value in model.link_head.state_dict().items():
+                        assert torch.equal(value, saved[key]), key
+
+            for load, name in {order!r}:
+                check(load, name, package=False)
+            assert sys.modules.get("layoutlm_roialign") is None
+            if {importable!r}:
+                import layoutlm_roialign
+                for load, name in {order!r}:
+                    check(load, name, package=True)
+            print("REMOTE_OK")
+            """,
+            cwd=tmp_path,
+            importable=importable,
+        )
+        assert result.returncode == 0, (order, result.stderr[-3000:])
+        assert "REMOTE_OK" in result.stdout
+
+
 def test_pairs_are_decided_by_the_checkpoints_rules_everywhere(checkpoints):
     """The processor's post-processing takes the threshold and the one-key rule from the model's config (or both
     given), like the road."""

@@ -140,5 +140,10 @@ def test_ci_installs_exactly_what_the_readme_installs():
     readme = (REPO_ROOT / "README.md").read_text()
     setup = readme[readme.index("```bash") : readme.index("```", readme.index("```bash") + 3)]
     assert pip_installs(setup) == [".[dev]"]
-    ci = [name for name in pip_installs((REPO_ROOT / ".ci" / "run").read_text()) if name != "pip"]  # pip upgraded
-    assert ci == pip_installs(setup)
+    ci_lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    ci_venv = [name for line in ci_lines if ".venv/" in line for name in pip_installs(line) if name != "pip"]
+    assert ci_venv == pip_installs(setup)  # the project's venv gets exactly the README's first command
+    # Anything else CI installs goes into an environment of its own and is an install the README tells users to
+    # run (Label Studio's server, in "Label your own forms").
+    others = [name for line in ci_lines if ".venv/" not in line for name in pip_installs(line) if name != "pip"]
+    assert set(others) <= set(pip_installs(readme)), others

@@ -302,6 +302,8 @@ def test_pdf_pages_are_read_through_the_labellers_reader(pages, tmp_path):
 
 
 def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoint_train_py_fine_tunes(pages, tmp_path):
+    from layoutlm_roialign.checkpoints import is_written_checkpoint
+
     args = source_args(pages)
     training = pretrain_training_args(
         tmp_path / "mvlm", max_steps=40, learning_rate=3e-3, eval_steps=10, save_steps=20, logging_steps=10, seed=0
@@ -317,6 +319,10 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
     assert "| steps / epochs | 40 /" in card and str(summary["data"]["tokens"]) in card
     assert str(tmp_path) not in card  # a card names sources, never this machine's paths
     assert json.loads((final / "config.json").read_text())["architectures"] == ["LayoutLMRoIAlignForMaskedLM"]
+    assert is_written_checkpoint(final)  # a rerun may replace it
+    (final / "notes.txt").write_text("mine")
+    assert not is_written_checkpoint(final)  # not once it holds something of the user's
+    (final / "notes.txt").unlink()
 
     from layoutlm_roialign.checkpoints import build_model_and_processor
 
@@ -338,6 +344,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
                              "--disable_tqdm", "true", "--eval_strategy", "no", "--save_strategy", "no",
                              "--load_best_model_at_end", "false"])  # fmt: skip
         assert (out / "final" / "config.json").is_file() and result["global_step"] == 2
+        assert is_written_checkpoint(out / "final")
 
 
 def test_bad_arguments_exit_with_status_2_and_name_the_flag(pages, tmp_path, capsys):
@@ -508,15 +515,11 @@ def test_counts_add_up_and_every_failure_names_its_file_and_page(tmp_path, caplo
 @pytest.mark.parametrize("script", ["pretrain.py", "train.py"])
 def test_a_final_folder_holding_files_a_save_does_not_write_is_refused_up_front_and_kept(pages, tmp_path, capsys,
                                                                                         script):  # fmt: skip
-    from layoutlm_roialign.checkpoints import is_written_checkpoint
-
     out = tmp_path / "out"
     final = out / "final"
     final.mkdir(parents=True)
     (final / "config.json").write_text(json.dumps({"model_type": "layoutlm_roialign"}))
-    assert is_written_checkpoint(final)
     (final / "keep.txt").write_text("mine")
-    assert not is_written_checkpoint(final)
     main = runpy.run_path(str(SCRIPTS / script), run_name="script")["main"]
     if script == "pretrain.py":
         argv = _pretrain_command(pages, out, "--max_steps", "1")[1:]
@@ -595,14 +598,20 @@ runpy.run_path(sys.argv[0], run_name="__main__")
     assert (out / "final" / "model.safetensors").is_file()
 
 
-def test_resuming_with_nothing_to_resume_or_with_other_arguments_is_refused_naming_them(pages, tmp_path, capsys):
+def test_resuming_before_anything_was_read_says_there_is_nothing_to_resume(pages, tmp_path, capsys):
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
+    out = tmp_path / "mvlm"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*_pretrain_command(pages, out, "--resume_from_checkpoint", "true")[1:]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--resume_from_checkpoint: nothing to resume in {out}: no complete checkpoint and no pages read" in err
+
+
+def test_resuming_with_other_arguments_is_refused_naming_them(pages, tmp_path, capsys):
     main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
     out = tmp_path / "mvlm"
     common = ["--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no"]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*_pretrain_command(pages, out, *common, "--resume_from_checkpoint", "true")[1:]])
-    assert exit_info.value.code == 2
-    assert f"--resume_from_checkpoint: nothing to resume in {out}: no complete checkpoint" in capsys.readouterr().err
     main(_pretrain_command(pages, out, *common)[1:])
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
     changes = [

@@ -586,7 +586,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
                             timeout=300, env=env)  # fmt: skip
     assert result.returncode == 130, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    hint = result.stderr.strip().splitlines()[-1]
+    [hint] = [line for line in result.stderr.splitlines() if line.startswith("Interrupted;")]
     prefix = "Interrupted; the pages read so far are kept. To go on from there, run: python "
     assert hint.startswith(prefix) and shlex.split(hint[len(prefix) :]) == ["scripts/pretrain.py", *command[1:]]
     resumed = subprocess.run([sys.executable, *command, "--resume_from_checkpoint", "true"], cwd=REPO_ROOT,

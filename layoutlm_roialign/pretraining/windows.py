@@ -154,16 +154,17 @@ def _read_and_cache(
     )  # fmt: skip
     failed = [failure_text(f) for f in failures]
     start = time.perf_counter()
+    bar = tqdm(loader, total=len(todo), unit="page", desc="reading pages", dynamic_ncols=True)
     try:
-        for position, item in enumerate(tqdm(loader, total=len(todo), unit="page", desc="reading pages",
-                                             dynamic_ncols=True)):  # fmt: skip
+        for position, item in enumerate(bar):
             index = todo[position]
             if "error" in item:
                 failed.append(failure_text(item))
             else:
                 store.add(jobs[index], index, item, _window_rows(item, index, pixels))
         store.flush()
-    finally:
+    finally:  # the bar first: a Ctrl-C's message is then the last line
+        bar.close()
         store.close()
     stats = _page_counts(jobs, failures, store.done, failed)
     stats["seconds"] = round(time.perf_counter() - start, 1)

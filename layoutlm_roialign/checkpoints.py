@@ -60,7 +60,7 @@ CHECKPOINT_FILE = re.compile(
     r"(config|generation_config|processor_config|preprocessor_config|tokenizer|tokenizer_config|special_tokens_map"
     r"|added_tokens|model\.safetensors\.index|eval_results|pretraining_results)\.json"
     r"|model(-\d+-of-\d+)?\.safetensors|training_args\.bin|vocab\.txt|chat_template\.jinja|README\.md"
-    r"|[a-z_]+_layoutlm_roialign\.py"
+    r"|[a-z_]+_layoutlm_roialign\.py"  # the code files; the other modules a checkpoint carries: `_is_checkpoint_file`
 )
 TEXT_SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -330,13 +330,23 @@ def is_written_checkpoint(folder: str | os.PathLike) -> bool:
     entries = list(folder.iterdir())
     if not entries:
         return True
-    if any(not CHECKPOINT_FILE.fullmatch(p.name) or p.is_symlink() or not p.is_file() for p in entries):
+    if any(not _is_checkpoint_file(p) for p in entries):
         return False
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and config.get("model_type") == LayoutLMRoIAlignConfig.model_type
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    """A file a checkpoint save writes: see `CHECKPOINT_FILE`, or a module of this package (the code a checkpoint
+    carries: the modeling file and what it imports)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    return bool(CHECKPOINT_FILE.fullmatch(path.name)) or (
+        path.suffix == ".py" and (Path(__file__).parent / path.name).is_file()
+    )
 
 
 def prepare_final_folder(output_dir: str | os.PathLike, remove_stale: bool = True, flag: str = "--output_dir") -> Path:

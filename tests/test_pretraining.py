@@ -481,6 +481,44 @@ def test_a_reading_interrupted_midway_is_resumed_reading_only_the_pages_not_read
     assert [path.name.startswith(".") for path in (tmp_path / "cache").iterdir()] == [False]  # the cache alone
 
 
+def test_a_reading_killed_with_sigkill_keeps_the_pages_written_and_a_rerun_reads_only_the_others(
+    pages, tmp_path, monkeypatch
+):
+    from layoutlm_roialign.pretraining import build_pretraining_model
+
+    out = tmp_path / "mvlm"
+    killer = f"""
+import os, signal, sys
+sys.argv = {_pretrain_command(pages, out, "--max_steps", "1")!r}
+from layoutlm_roialign.labelling.reading import PageReader
+from layoutlm_roialign.pretraining import windows
+windows.PART_WINDOWS = 1
+original, reads = PageReader.__getitem__, []
+def read_then_die(self, index):
+    if len(reads) == 10:
+        os.kill(os.getpid(), signal.SIGKILL)
+    reads.append(index)
+    return original(self, index)
+PageReader.__getitem__ = read_then_die
+import runpy
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    [store] = [path for path in (out / "windows").iterdir() if path.name.endswith(".parts")]
+    kept = len((store / "pages.jsonl").read_text().splitlines())
+    assert kept == 10  # each page read was on disk (its part, then its record) before the next one was read
+    args = source_args(pages)
+    _, processor = build_pretraining_model(args)
+    whole, _ = read_pretraining_windows(args, processor, tmp_path / "whole", pixels=True)
+    reads = PageReads(monkeypatch)
+    windows, stats = read_pretraining_windows(args, processor, out / "windows", pixels=True)
+    assert reads.keys == [(pages["dataset"] + "[train]", page) for page in range(kept + 1, 25)]
+    assert windows.to_dict() == whole.to_dict() and stats["pages_with_words"] == 24
+    assert [path.name.startswith(".") for path in (out / "windows").iterdir()] == [False]
+
+
 def test_counts_add_up_and_every_failure_names_its_file_and_page(tmp_path, caplog):
     from layoutlm_roialign.data.synthetic import generate_synthetic_forms
     from layoutlm_roialign.pretraining import build_pretraining_model

@@ -365,11 +365,11 @@ def prepare_final_folder(output_dir: str | os.PathLike, remove_stale: bool = Tru
     return final_dir
 
 
-def _check_replaceable(destination: Path, replaceable: Callable[[Path], bool], flag: str) -> None:
+def _check_replaceable(destination: Path, replaceable: Callable[[Path], bool], flag: str | None) -> None:
     if (destination.exists() or destination.is_symlink()) and not replaceable(destination):
         raise ValueError(
-            f"{flag}: {destination} holds files this run did not write, and a run replaces that folder; it was left "
-            f"as it is. Move it away, or give another {flag}."
+            f"{flag + ': ' if flag else ''}{destination} holds files this run did not write, and a run replaces that "
+            f"folder; it was left as it is. Move it away{f', or give another {flag}' if flag else ''}, and run again."
         )
 
 
@@ -391,7 +391,7 @@ def save_folder_atomically(
     """
     destination = Path(destination)
     if replaceable is not None:
-        _check_replaceable(destination, replaceable, "the destination")
+        _check_replaceable(destination, replaceable, None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporary_folders(destination)
     tmp = destination.parent / f".{destination.name}.tmp-{os.getpid()}"

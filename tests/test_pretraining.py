@@ -661,3 +661,14 @@ def test_resuming_with_other_arguments_is_refused_naming_them(pages, tmp_path, c
             main([*_pretrain_command(pages, out, *common, "--resume_from_checkpoint", "true")[1:], *change])
         assert exit_info.value.code == 2
         assert f"The run in {out} was started with other arguments: {named}." in capsys.readouterr().err
+
+
+def test_the_final_save_itself_never_replaces_a_folder_that_took_a_users_file_during_the_run(tmp_path):
+    from layoutlm_roialign.checkpoints import is_written_checkpoint, save_folder_atomically
+
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=f"{final} holds files this run did not write"):
+        save_folder_atomically(final, lambda out: (out / "config.json").write_text("{}"), is_written_checkpoint)
+    assert os.listdir(final) == ["keep.txt"] and os.listdir(tmp_path) == ["final"]

@@ -295,7 +295,7 @@ def finished_run(output_dir: Path, step: int = 6) -> None:
         state = {"global_step": n, "max_steps": step, "num_train_epochs": 2, "log_history": []}
         (output_dir / f"checkpoint-{n}" / "trainer_state.json").write_text(json.dumps(state))
     (output_dir / "final").mkdir()
-    (output_dir / "final" / "config.json").write_text("{}")
+    (output_dir / "final" / "config.json").write_text(json.dumps({"model_type": "layoutlm_roialign"}))
     scores = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_type": {}}
     results = {"entity_scores": scores, "final_dir": str(output_dir / "final"), "global_step": step}
     (output_dir / "all_results.json").write_text(json.dumps(results))

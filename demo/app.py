@@ -84,9 +84,6 @@ class Labeller:
         if torch.cuda.is_available():
             self.model.cuda()
         self.labels = label_names(self.model.config)
-        # Windows as long as the checkpoint's positions allow (512 for LayoutLM-base), overlapping by a quarter.
-        self.max_length = min(512, self.model.config.max_position_embeddings)
-        self.stride = self.max_length // 4
 
 
 def pdf_pages(path: str | os.PathLike | None) -> int:
@@ -147,7 +144,8 @@ def label_page(
     labeller: Labeller, path: str | os.PathLike, page_number: int = 1, words_path: str | os.PathLike | None = None
 ) -> tuple[PIL.Image.Image, dict]:
     """Read the page and label its words (and link its entities, for a linking checkpoint): `(page image,
-    prediction)`, the prediction as `inference.predict_page` gives it plus `model`, `file`, `page` and `words_from`.
+    prediction)`, the prediction as `inference.predict_page` (an `Engine` run on one page) gives it plus `model`,
+    `file`, `page` and `words_from`.
 
     Raises:
         BadInput: see `read_form`; also when no words are found.
@@ -157,9 +155,7 @@ def label_page(
         words, boxes = page["words"], page["boxes"]
     if not words:
         raise BadInput(f"No words were found on this page ({source} gave none): nothing to label.")
-    prediction = predict_page(
-        labeller.model, labeller.processor, page["image"], words, boxes, labeller.max_length, labeller.stride
-    )
+    prediction = predict_page(labeller.model, labeller.processor, page["image"], words, boxes)  # the model's windows
     prediction = {"model": labeller.model_id, "file": Path(path).name, "page": page_number, **prediction,
                   "words_from": source}  # fmt: skip
     return page["image"], prediction

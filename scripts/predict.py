@@ -52,8 +52,10 @@ class PredictArguments:
         default="prediction.png", metadata={"help": "Where to draw the entities (PNG, JPEG, ...); '' for none."}
     )
     ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language, e.g. eng."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per window."})
-    stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Tokens per window (default: the model's, <= 512)."}
+    )
+    stride: int | None = field(default=None, metadata={"help": "Tokens shared by consecutive windows (max_length/4)."})
     clamp_boxes: bool = field(
         default=False, metadata={"help": "Pin --words boxes that cross the page edge to it, instead of refusing them."}
     )

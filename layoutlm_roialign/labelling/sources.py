@@ -24,6 +24,7 @@ from typing import Any
 import PIL.Image
 
 from ..labelstudio import LabelStudioArguments, is_labelstudio_file
+from ..options_layoutlm_roialign import ReadOptions
 from ..page_words import check_ocr_lang
 from ..pages import DEFAULT_DPI, WORDS_FROM, count_frames
 
@@ -73,6 +74,11 @@ class PageSourceArguments(LabelStudioArguments):
 
     def __post_init__(self) -> None:
         check_ocr_lang(self.ocr_lang, "--ocr_lang")
+
+    def read_options(self) -> ReadOptions:
+        """How these pages are read, as the reader takes it."""
+        return ReadOptions(self.words_from, self.dpi, self.ocr_lang, self.image_column, self.words_column,
+                           self.boxes_column)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -123,12 +123,16 @@ def box_relation_features(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def candidate_type_pairs(config: LayoutLMRoIAlignConfig) -> list[tuple[int, int]]:
-    """`config.link_types` as `(key type, value type)` indices into `config.resolved_entity_types`.
+    """`config.link_types` as `(key type, value type)` indices into `config.resolved_entity_types`; none when the config
+    names no entity types at all (no `entity_types`, no `B-`/`I-` labels): its entities are untyped, and every pair
+    of entities is a candidate.
 
     Raises:
         ValueError: if a link type is not an entity type.
     """
     types = config.resolved_entity_types
+    if not types:
+        return []
     unknown = sorted({t for pair in config.link_types for t in pair} - set(types))
     if unknown:
         raise ValueError(

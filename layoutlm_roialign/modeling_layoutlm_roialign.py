@@ -12,8 +12,6 @@ This file and those siblings are copied into every checkpoint (remote code): the
 transformers and each other.
 """
 
-from __future__ import annotations
-
 import os
 from dataclasses import dataclass
 
@@ -30,7 +28,8 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.models.layoutlm.modeling_layoutlm import LayoutLMLMPredictionHead, LayoutLMOnlyMLMHead
-from transformers.utils import can_return_tuple, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
 from .checks_layoutlm_roialign import check_entities, check_inputs, check_labels, check_link_inputs, input_shape
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
@@ -62,6 +61,10 @@ __all__ = [
     "LayoutLMRoIAlignModelOutput",
     "PARAMETER_GROUPS",
 ]
+
+# The pooler's weights, which checkpoints written before the token-level heads dropped their pooler still hold: the
+# heads without one ignore them on loading.
+POOLER_KEYS = [r"\.pooler\."]
 
 # The parts of the model that training gives their own learning rates (`parameter_groups`), input side first.
 PARAMETER_GROUPS = ("backbone", "visual", "text", "head")
@@ -141,7 +144,7 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         text_model_name_or_path: str | os.PathLike | None = None,
         backbone_weights: str | os.PathLike | None = None,
         **config_kwargs,
-    ) -> LayoutLMRoIAlignPreTrainedModel:
+    ) -> "LayoutLMRoIAlignPreTrainedModel":
         """Build the model from a pretrained text encoder (LayoutLM, BERT or one of this package's checkpoints) and
         pretrained backbone weights, loaded after `post_init`: `layoutlm_roialign.assembly.from_pretrained_parts`
         documents the arguments. Needs the `layoutlm_roialign` package (a checkpoint's code does not carry it).
@@ -183,13 +186,27 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         return stages
 
 
-class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
-    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added."""
+class NoPooler(nn.Module):
+    """Takes the place of LayoutLM's pooler in models that read token states only: no parameters, no pooled output
+    (`pooler_output` is `None`). `LayoutLMModel` always builds a pooler and always calls it."""
 
-    def __init__(self, config: LayoutLMRoIAlignConfig):
+    def forward(self, hidden_states: torch.Tensor) -> None:
+        return None
+
+
+class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added.
+
+    `add_pooling_layer=False` (the heads that read token states) builds no pooler: `pooler_output` is `None`.
+    """
+
+    def __init__(self, config: LayoutLMRoIAlignConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.config = config
         self.layoutlm = LayoutLMModel(config)
+        if not add_pooling_layer:
+            # An unused pooler never gets a gradient: parameters for nothing, and DDP's `find_unused_parameters`.
+            self.layoutlm.pooler = NoPooler()
         self.visual_embeddings = LayoutLMRoIAlignVisualEmbeddings(config) if config.use_visual_features else None
         self.post_init()
 
@@ -211,7 +228,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         image_index: torch.LongTensor | None = None,
         output_feature_map: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> LayoutLMRoIAlignModelOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -264,10 +281,12 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
 class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
     """LayoutLM + RoIAlign image embeddings with a token classification head (e.g. FUNSD entity labelling)."""
 
+    _keys_to_ignore_on_load_unexpected = POOLER_KEYS
+
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -285,7 +304,7 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -346,7 +365,7 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -414,9 +433,11 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
 
+    _keys_to_ignore_on_load_unexpected = POOLER_KEYS
+
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
-        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
         self.cls = LayoutLMOnlyMLMHead(config)
         self.post_init()
 
@@ -439,7 +460,7 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -528,10 +549,12 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
     a value at most one key (`config.link_one_value_key`).
     """
 
+    _keys_to_ignore_on_load_unexpected = POOLER_KEYS
+
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -585,7 +608,7 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
         entity_labels: torch.LongTensor | None = None,
         link_labels: torch.LongTensor | None = None,
         output_link_states: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> LayoutLMRoIAlignRelationExtractionOutput:
         r"""
         bbox, pixel_values, labels, image_index: as in [`LayoutLMRoIAlignForTokenClassification.forward`].

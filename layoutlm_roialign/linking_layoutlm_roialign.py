@@ -177,14 +177,14 @@ def entity_states(
     sequence_output: torch.Tensor,
     entity_spans: torch.Tensor,
     entity_labels: torch.Tensor | None,
-    type_embeddings: nn.Embedding,
+    type_embeddings: nn.Embedding | None,
 ) -> torch.Tensor:
     """`(B, E, hidden)`: the mean of each entity's token states `(B, L, hidden)`, plus the embedding of its type
-    (`type_embeddings`, where `entity_labels` gives one)."""
+    (`type_embeddings`, where `entity_labels` gives one; untyped entities have none)."""
     weights = _entity_members(entity_spans, sequence_output.shape[1]).to(sequence_output.dtype)  # (B, E, L)
     counts = weights.sum(-1, keepdim=True).clamp(min=1)
     entities = (weights @ sequence_output) / counts  # (B, E, hidden)
-    if entity_labels is not None:
+    if entity_labels is not None and type_embeddings is not None:
         types = type_embeddings(entity_labels.clamp(min=0))
         entities = entities + types * (entity_labels >= 0)[..., None].to(types.dtype)
     return entities

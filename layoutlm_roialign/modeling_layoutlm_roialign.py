@@ -62,10 +62,6 @@ __all__ = [
     "PARAMETER_GROUPS",
 ]
 
-# The pooler's weights, which checkpoints written before the token-level heads dropped their pooler still hold: the
-# heads without one ignore them on loading.
-POOLER_KEYS = [r"\.pooler\."]
-
 # The parts of the model that training gives their own learning rates (`parameter_groups`), input side first.
 PARAMETER_GROUPS = ("backbone", "visual", "text", "head")
 
@@ -187,18 +183,15 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
 
 
 class NoPooler(nn.Module):
-    """Takes the place of LayoutLM's pooler in models that read token states only: no parameters, no pooled output
-    (`pooler_output` is `None`). `LayoutLMModel` always builds a pooler and always calls it."""
+    """LayoutLM's pooler (which `LayoutLMModel` always builds and calls) in models that read token states only."""
 
     def forward(self, hidden_states: torch.Tensor) -> None:
         return None
 
 
 class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
-    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added.
-
-    `add_pooling_layer=False` (the heads that read token states) builds no pooler: `pooler_output` is `None`.
-    """
+    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added; with
+    `add_pooling_layer=False` (heads that read token states) it has no pooler and its `pooler_output` is `None`."""
 
     def __init__(self, config: LayoutLMRoIAlignConfig, add_pooling_layer: bool = True):
         super().__init__(config)
@@ -206,7 +199,9 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         self.layoutlm = LayoutLMModel(config)
         if not add_pooling_layer:
             # An unused pooler never gets a gradient: parameters for nothing, and DDP's `find_unused_parameters`.
+            # Checkpoints written with a pooler load quietly (the heads that hold this model inherit the pattern).
             self.layoutlm.pooler = NoPooler()
+            self._keys_to_ignore_on_load_unexpected = [r"\.pooler\."]
         self.visual_embeddings = LayoutLMRoIAlignVisualEmbeddings(config) if config.use_visual_features else None
         self.post_init()
 
@@ -280,8 +275,6 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
 
 class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
     """LayoutLM + RoIAlign image embeddings with a token classification head (e.g. FUNSD entity labelling)."""
-
-    _keys_to_ignore_on_load_unexpected = POOLER_KEYS
 
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
@@ -433,8 +426,6 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
 
-    _keys_to_ignore_on_load_unexpected = POOLER_KEYS
-
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
         self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
@@ -549,8 +540,6 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
     a value at most one key (`config.link_one_value_key`).
     """
 
-    _keys_to_ignore_on_load_unexpected = POOLER_KEYS
-
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -558,7 +547,9 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.entity_type_embeddings = nn.Embedding(max(1, len(config.resolved_entity_types)), config.hidden_size)
+        num_types = len(config.resolved_entity_types)
+        # Untyped entities (a config without entity types) have no type embedding to train.
+        self.entity_type_embeddings = nn.Embedding(num_types, config.hidden_size) if num_types else None
         # Not a buffer: `from_pretrained` builds on the meta device and would leave a non-persistent buffer unset.
         self.candidate_type_pairs = candidate_type_pairs(config)
         self.use_box_feature = config.use_visual_features and config.link_entity_box_feature

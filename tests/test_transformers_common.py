@@ -166,6 +166,9 @@ class LayoutLMRoIAlignModelTest(ModelTesterMixin, unittest.TestCase):
     # The tests that rebuild the inputs from the main one (`input_ids`) take these from the tester's too: the models
     # refuse to run without the tokens' boxes and the page images.
     additional_model_inputs = ["bbox", "pixel_values"]
+    # `test_can_init_all_missing_weights` (does `_init_weights` reach every weight) skips models whose config file
+    # starts with a copyright year before 2023, or none, as ours does, unless they opt in; they are not excused.
+    test_can_init_all_missing_weights_before_2023 = True
 
     @classmethod
     def setUpClass(cls):

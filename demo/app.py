@@ -77,7 +77,9 @@ class Labeller:
         import torch
 
         self.model_id = model_id
-        self.model, self.processor = load_model_and_processor(model_id, trust_remote_code=True)
+        self.model, self.processor = load_model_and_processor(
+            model_id, trust_remote_code=True, task="token-classification"
+        )
         self.model.eval()
         if torch.cuda.is_available():
             self.model.cuda()

@@ -4,7 +4,8 @@
 must equal the dataset's; `check_label_set`) or pretrained parts. `last_complete_checkpoint` and `completed_run` read
 what an earlier run in the same output folder left (to resume it, or to see that it is finished), and
 `save_folder_atomically` writes the final folder so that an interruption never leaves a half-written one that loads;
-`remove_stale_temporary_folders` clears what an interrupted save left behind. `map_state_dict_by_position` turns
+`remove_stale_temporary_folders` clears what an interrupted save left behind, and `prepare_final_folder` refuses a
+`final/` that holds anything a checkpoint save does not write (`is_written_checkpoint`). `map_state_dict_by_position` turns
 backbone weights saved under other key names into a file the backbone loads.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
 from .configuration_layoutlm_roialign import label_names as config_label_names
 from .image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
 from .modeling_layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction, LayoutLMRoIAlignForTokenClassification
@@ -37,7 +39,9 @@ __all__ = [
     "last_complete_checkpoint",
     "is_pretraining_checkpoint",
     "load_checkpoint_for_labels",
+    "is_written_checkpoint",
     "map_state_dict_by_position",
+    "prepare_final_folder",
     "remove_stale_temporary_folders",
     "save_folder_atomically",
 ]
@@ -50,6 +54,14 @@ TASK_MODELS = {
     "token-classification": LayoutLMRoIAlignForTokenClassification,
     "linking": LayoutLMRoIAlignForRelationExtraction,
 }
+# The names of what a checkpoint save writes (`Trainer.save_model`: model, processor, tokenizer, code; our card and
+# results): a folder holding anything else holds something of the user's, and is never replaced.
+CHECKPOINT_FILE = re.compile(
+    r"(config|generation_config|processor_config|preprocessor_config|tokenizer|tokenizer_config|special_tokens_map"
+    r"|added_tokens|model\.safetensors\.index|eval_results|pretraining_results)\.json"
+    r"|model(-\d+-of-\d+)?\.safetensors|training_args\.bin|vocab\.txt|chat_template\.jinja|README\.md"
+    r"|[a-z_]+_layoutlm_roialign\.py"  # the code files; the other modules a checkpoint carries: `_is_checkpoint_file`
+)
 TEXT_SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
@@ -87,11 +99,11 @@ def is_pretraining_checkpoint(path: str, trust_remote_code: bool = False) -> boo
 def load_checkpoint_for_labels(
     path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, Any]:
-    """Load checkpoint `path` (a folder or Hub id) and its processor, and check that its label set is
-    `label_names` (`source` names the flag for the messages)."""
+    """Load checkpoint `path` (a folder or Hub id) and its processor, and check that it labels words (a token
+    classifier or linking model) and that its label set is `label_names` (`source` names the flag for the messages)."""
     from .loader import load_model_and_processor
 
-    model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code)
+    model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code, task="token-classification")
     check_label_set(config_label_names(model.config), label_names, source)
     return model, processor
 
@@ -309,11 +321,77 @@ def remove_stale_temporary_folders(destination: str | os.PathLike) -> list[Path]
     return removed
 
 
-def save_folder_atomically(destination: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+def is_written_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds only what a checkpoint save of this package writes (`config.json` of our model type,
+    weights, processor, code, card, results; see `CHECKPOINT_FILE`), or nothing: a folder a run may replace."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    if any(not _is_checkpoint_file(p) for p in entries):
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == LayoutLMRoIAlignConfig.model_type
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    """A file a checkpoint save writes: see `CHECKPOINT_FILE`, or a module of this package (the code a checkpoint
+    carries: the modeling file and what it imports)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    return bool(CHECKPOINT_FILE.fullmatch(path.name)) or (
+        path.suffix == ".py" and (Path(__file__).parent / path.name).is_file()
+    )
+
+
+def prepare_final_folder(output_dir: str | os.PathLike, remove_stale: bool = True, flag: str = "--output_dir") -> Path:
+    """`<output_dir>/final`, checked before a run starts: an existing one must be a checkpoint this package wrote
+    (`is_written_checkpoint`), since the run replaces it. With `remove_stale`, what an interrupted save left beside
+    it is cleared first (`remove_stale_temporary_folders`).
+
+    Raises:
+        ValueError: naming `flag` and the folder, when it holds anything a checkpoint save does not write (it is
+            left as it is).
+    """
+    final_dir = Path(output_dir) / FINAL_FOLDER
+    if remove_stale:
+        remove_stale_temporary_folders(final_dir)
+    _check_replaceable(final_dir, is_written_checkpoint, flag)
+    return final_dir
+
+
+def _check_replaceable(destination: Path, replaceable: Callable[[Path], bool], flag: str | None) -> None:
+    if (destination.exists() or destination.is_symlink()) and not replaceable(destination):
+        raise ValueError(
+            f"{flag + ': ' if flag else ''}{destination} holds files this run did not write, and a run replaces that "
+            f"folder; it was left as it is. Move it away{f', or give another {flag}' if flag else ''}, and run again."
+        )
+
+
+def save_folder_atomically(
+    destination: str | os.PathLike,
+    write: Callable[[Path], Any],
+    replaceable: Callable[[Path], bool] | None = None,
+) -> Path:
     """Call `write(folder)` on a fresh temporary folder beside `destination`, then rename it to `destination`
     (replacing an older one). An interruption leaves at most a `.<name>.tmp-*` folder, never a half-written
-    `destination`; the next call (or `remove_stale_temporary_folders`) removes it."""
+    `destination`; the next call (or `remove_stale_temporary_folders`) removes it.
+
+    Args:
+        replaceable: tells whether an existing `destination` may be replaced (e.g. `is_written_checkpoint`);
+            `None`: any.
+
+    Raises:
+        ValueError: when `destination` exists and `replaceable` says no (nothing is written then).
+    """
     destination = Path(destination)
+    if replaceable is not None:
+        _check_replaceable(destination, replaceable, None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporary_folders(destination)
     tmp = destination.parent / f".{destination.name}.tmp-{os.getpid()}"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .windowing_layoutlm_roialign import IGNORE_INDEX, merge_window_links, select_links
+from .windowing_layoutlm_roialign import IGNORE_INDEX, merge_window_links, select_links, word_index_list
 
 __all__ = ["NOT_LINKED", "given_entities", "group_entities", "link_pages", "pair_records"]
 
@@ -88,10 +88,8 @@ def given_entities(entities: Sequence[Any], words: Sequence[dict], entity_types:
                 f"(any case, with or without a B-/I- prefix, or its index), or {' / '.join(NOT_LINKED)} for an entity "
                 "never linked."
             )
-        raw = list(entity["word_indices"])
-        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in raw):
-            raise ValueError(f"{where} has `word_indices` {raw!r}: they must be integers (indices into the words).")
-        indices = [int(i) for i in raw]
+        raw = entity["word_indices"]
+        indices = word_index_list(raw, where)
         if not indices or indices != list(range(indices[0], indices[0] + len(indices))):
             raise ValueError(f"{where}: `word_indices` {indices} must be consecutive word indices in order.")
         if indices[0] < 0 or indices[-1] >= len(words):
@@ -99,7 +97,7 @@ def given_entities(entities: Sequence[Any], words: Sequence[dict], entity_types:
         for i in indices:
             if i in owner:
                 other = owner[i]
-                same = entities[other]["word_indices"] is not None and list(entities[other]["word_indices"]) == raw
+                same = list(entities[other]["word_indices"]) == list(raw)
                 relation = "repeats" if same else f"overlaps (word {i}, {words[i]['text']!r})"
                 raise ValueError(
                     f"{where} {relation} `entities`[{other}]: an entity's words belong to it alone (drop duplicates, "

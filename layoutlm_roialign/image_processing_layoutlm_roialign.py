@@ -25,7 +25,15 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
-__all__ = ["LayoutLMRoIAlignImageProcessor", "apply_tesseract", "normalize_box", "normalize_boxes", "page_to_rgb"]
+__all__ = [
+    "LayoutLMRoIAlignImageProcessor",
+    "apply_tesseract",
+    "normalize_box",
+    "normalize_boxes",
+    "page_channels_last",
+    "page_to_rgb",
+    "page_white",
+]
 
 logger = logging.get_logger(__name__)
 
@@ -82,28 +90,72 @@ def normalize_boxes(boxes: Sequence[Sequence[float]], width: int, height: int) -
     return [normalize_box(box, width, height) for box in boxes]
 
 
-def _array_to_float_rgb(array: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, C) or (C, H, W) array -> (H, W, 3) float32 on the 8-bit 0..255 scale.
+def page_channels_last(array: np.ndarray) -> np.ndarray:
+    """An (H, W), (H, W, C) or (C, H, W) page array as (H, W, C), C in 1, 3, 4 (a view, no copy).
 
-    uint8 is taken as 0..255, uint16 as 0..65535 (divided by 257), bool as 0/1 and floats as 0..1. A fourth channel
-    is alpha and is composited on white, since a transparent page background is paper.
+    Raises:
+        ValueError: for another shape, or a page without pixels (a side of 0).
     """
     if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels-first -> channels-last
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(f"expected an (H, W), (H, W, C) or (C, H, W) page with C in 1, 3, 4; got {array.shape}")
+    if 0 in array.shape:
+        raise ValueError(f"the page has no pixels (shape {array.shape}); give a page at least 1 x 1 pixel big")
+    return array
+
+
+def page_white(array: np.ndarray) -> float:
+    """The value of white in a page array, by its dtype and, where the dtype leaves it open, its largest value.
+
+    uint8 pages are 0..255 and bool pages 0/1. Other integer pages (uint16, int32, a PIL "I" page) are 0..255 when
+    no value exceeds 255 (8-bit values in a wider type) and 0..65535 (16-bit) when one does. Float pages are 0..1
+    when no value exceeds 1, else 0..255. Anything else (negative values, NaN, integers past 65535, floats past
+    255) has no reading and is refused rather than shown as a white or black page.
+
+    Raises:
+        ValueError: saying how to convert the page, for values outside every reading or an unsupported dtype.
+    """
     if array.dtype == np.bool_:
-        array = array.astype(np.float32) * 255.0
-    elif array.dtype == np.uint16:
-        array = array.astype(np.float32) / 257.0
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32) * 255.0
-    elif np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float32)
-    else:
-        raise ValueError(f"unsupported pixel dtype {array.dtype}")
+        return 1.0
+    if array.dtype == np.uint8:
+        return 255.0
+    floating = np.issubdtype(array.dtype, np.floating)
+    if not (floating or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"unsupported pixel dtype {array.dtype}; give uint8 (0..255) or float (0..1) pixels")
+    low, high = array.min(), array.max()
+    if floating and not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError("the page holds NaN or infinite pixel values; give finite values in 0..1 or 0..255")
+    if low < 0:
+        raise ValueError(
+            f"the page holds negative pixel values (down to {low}); pixels are 0 (black) to 1, 255 or 65535 (white): "
+            "rescale it, e.g. `(array - array.min()) / (array.max() - array.min())`"
+        )
+    for white in (1.0, 255.0) if floating else (255.0, 65535.0):
+        if high <= white:
+            return white
+    if floating:
+        raise ValueError(
+            f"float pixels are read as 0..1 or 0..255, but these reach {high:g}; rescale the page to 0..1 "
+            "(e.g. `array / array.max()`)"
+        )
+    raise ValueError(
+        f"integer pixels are read as 0..255 or 0..65535 (16-bit), but these reach {high}; convert the page, e.g. "
+        "`(array / array.max() * 255).astype(np.uint8)`"
+    )
+
+
+def _array_to_float_rgb(array: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, C) or (C, H, W) array -> (H, W, 3) float32 on the 8-bit 0..255 scale.
+
+    White is `page_white(array)` (uint8 0..255, bool 0/1, other integers 0..255 or 0..65535 and floats 0..1 or
+    0..255 by their largest value). A fourth channel is alpha and is composited on white, since a transparent page
+    background is paper.
+    """
+    array = page_channels_last(array)
+    array = array.astype(np.float32) * np.float32(255.0 / page_white(array))
     if array.shape[-1] == 4:
         alpha = array[..., 3:] / 255.0
         array = array[..., :3] * alpha + 255.0 * (1.0 - alpha)
@@ -114,11 +166,10 @@ def _array_to_float_rgb(array: np.ndarray) -> np.ndarray:
 
 def _pil_to_float_rgb(image: PIL.Image.Image) -> np.ndarray:
     """Any PIL mode -> (H, W, 3) float32 on the 0..255 scale, without losing 16-bit precision."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        # 16-bit greyscale (PNG/TIFF scans): PIL's convert("RGB") would clip it to 255 instead of scaling it.
-        return _array_to_float_rgb(np.clip(np.asarray(image), 0, 65535).astype(np.uint16))
-    if image.mode == "F":
-        return _array_to_float_rgb(np.asarray(image, dtype=np.float32) / 255.0)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # 16-bit greyscale (PNG/TIFF scans), 32-bit integer and float pages: PIL's convert("RGB") would clip them to
+        # 255 instead of scaling them; `page_white` says where white is.
+        return _array_to_float_rgb(np.asarray(image))
     if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
         # a palette entry or a colour key (PNG tRNS) marks transparent pixels: composite them on white like alpha
         image = image.convert("RGBA")

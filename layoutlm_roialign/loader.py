@@ -10,40 +10,40 @@ import os
 import re
 from typing import Any
 
-__all__ = ["load_model_and_processor"]
+from .saving_layoutlm_roialign import PIPELINE_HEADS, auto_class_of_head
+
+__all__ = ["TASKS", "load_model_and_processor"]
+
+# `task` of the loader: the checkpoint's own class, its base model, or its own class where it labels words.
+TASKS = (None, "feature-extraction", "token-classification")
 
 
-def _auto_classes() -> dict[str, Any]:
-    """`config.architectures` name -> the Auto class that loads it (the linking model answers
-    `AutoModelForTokenClassification`: its checkpoints map that class to it, and so does the package)."""
-    from transformers import (
-        AutoModel,
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
-
-    return {
-        "feature-extraction": AutoModel,
-        "LayoutLMRoIAlignModel": AutoModel,
-        "LayoutLMRoIAlignForMaskedLM": AutoModelForMaskedLM,
-        "LayoutLMRoIAlignForTokenClassification": AutoModelForTokenClassification,
-        "LayoutLMRoIAlignForRelationExtraction": AutoModelForTokenClassification,
-        "LayoutLMRoIAlignForSequenceClassification": AutoModelForSequenceClassification,
-    }
-
-
-def _auto_class_of(model: str, trust_remote_code: bool) -> Any:
-    """The Auto class for the architecture a checkpoint's config names (token classification by default)."""
+def _architecture_of(model: str, trust_remote_code: bool) -> str:
+    """The head a checkpoint's `config.architectures` names (the first of this package's; the token classifier when
+    it names none, or the config cannot be read: the load itself then says what is wrong)."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
-        return _auto_classes()["LayoutLMRoIAlignForTokenClassification"]  # the load itself then says what is wrong
-    classes = _auto_classes()
-    names = [n for n in getattr(config, "architectures", None) or [] if n in classes]
-    return classes[names[0] if names else "LayoutLMRoIAlignForTokenClassification"]
+        return PIPELINE_HEADS[0]
+    names = [n for n in getattr(config, "architectures", None) or [] if auto_class_of_head(n)]
+    return names[0] if names else PIPELINE_HEADS[0]
+
+
+def _check_labels_tokens(model: str, architecture: str) -> None:
+    """Refuse a checkpoint whose head (`architecture`) does not label words, naming it and the kinds that do."""
+    if architecture in PIPELINE_HEADS:
+        return
+    if architecture == "LayoutLMRoIAlignForMaskedLM":  # scripts/pretrain.py's checkpoints: fine-tuning starts there
+        hint = f"Fine-tune one from it: scripts/train.py --model_name_or_path {model}"
+    else:
+        hint = "Train one with scripts/train.py"
+    raise ValueError(
+        f"--model {model!r} is a {architecture} checkpoint, which does not label words: labelling needs a "
+        f"token-classification or linking checkpoint ({' or '.join(PIPELINE_HEADS)}). {hint} "
+        "(--task token-classification or linking)."
+    )
 
 
 def load_model_and_processor(
@@ -59,18 +59,21 @@ def load_model_and_processor(
     Args:
         model: the folder or Hub id (`user/name`).
         trust_remote_code: run the checkpoint's own code (needed where this package is not installed).
-        task: `None` for the checkpoint's own class, or `"feature-extraction"` for the base model (the fused token
-            states, whatever head the checkpoint has).
+        task: `None` for the checkpoint's own class, `"feature-extraction"` for the base model (the fused token
+            states, whatever head the checkpoint has), or `"token-classification"` for the checkpoint's own class
+            where it labels words (`PIPELINE_HEADS`: token classifier or linking model), refusing any other kind.
         dtype: the weights' dtype (e.g. `torch.bfloat16`); default float32.
 
     Raises:
         ValueError: naming `--model` and the path, when a local path does not exist (rather than a message about
-            reaching huggingface.co), the folder holds no saved model, or a weights file is damaged or incomplete.
+            reaching huggingface.co), the folder holds no saved model, a weights file is damaged or incomplete, or
+            (with `task="token-classification"`) the checkpoint's head does not label words.
     """
+    import transformers
     from transformers import AutoProcessor
 
-    if task not in (None, "feature-extraction"):
-        raise ValueError(f"`task` must be None (the checkpoint's own class) or 'feature-extraction', got {task!r}.")
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
     model = os.fspath(model)
     local = os.path.isdir(model)
     if local:
@@ -82,8 +85,13 @@ def load_model_and_processor(
             f"--model {model!r} does not exist (no folder {os.path.abspath(model)!r}). Give the folder that "
             "scripts/train.py wrote (e.g. runs/main/final) or a Hub id (user/name)."
         )
+    architecture = (
+        "LayoutLMRoIAlignModel" if task == "feature-extraction" else _architecture_of(model, trust_remote_code)
+    )
+    if task == "token-classification":
+        _check_labels_tokens(model, architecture)
+    auto_class = getattr(transformers, auto_class_of_head(architecture))
     try:
-        auto_class = _auto_classes()["feature-extraction"] if task else _auto_class_of(model, trust_remote_code)
         net = auto_class.from_pretrained(model, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as err:
         if local:

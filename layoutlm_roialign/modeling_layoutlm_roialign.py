@@ -45,7 +45,7 @@ from .linking_layoutlm_roialign import (
     link_log_probs,
     link_loss,
 )
-from .saving_layoutlm_roialign import copy_pipeline_code, prepare_config_for_saving
+from .saving_layoutlm_roialign import copy_pipeline_code, prepare_config_for_saving, register_heads
 from .visual_layoutlm_roialign import LayoutLMRoIAlignVisualEmbeddings, backbone_stages
 
 logger = logging.get_logger(__name__)
@@ -102,6 +102,13 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         if carries_pipeline and self._auto_class is not None:
             copy_pipeline_code(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:
+        """`PreTrainedModel.from_pretrained`, after `register_heads`: when an Auto class calls it, that Auto class's
+        next checkpoint with the same code loads as the class its `config.architectures` names."""
+        register_heads(kwargs.get("config"), cls._auto_class, globals())
+        return super().from_pretrained(*args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone keeps torchvision's initialization (He init for convolutions): the generic N(0, 0.02) would

@@ -8,6 +8,7 @@ leaves the old outputs as they were, never a new JSON beside an old drawing.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
@@ -32,12 +33,26 @@ def check_output_paths(paths: Mapping[str, str | os.PathLike | None]) -> None:
             raise ValueError(f"{flag} {path!r} is a folder; give a file name, e.g. {os.path.join(path, 'out')!r}.")
         if not os.path.isdir(folder):
             raise ValueError(f"{flag} {path!r}: the folder {folder!r} does not exist; create it first.")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {path!r}: the folder {folder!r} is not writable; choose another destination.")
+        _check_writable(flag, path, folder)
         real = os.path.realpath(path)
         if real in seen:
             raise ValueError(f"{flag} and {seen[real]} are the same file {path!r}; give two different paths.")
         seen[real] = flag
+
+
+def _check_writable(flag: str, path: str, folder: str) -> None:
+    """Check the permission bits, then create and remove a file in `folder`: the bits pass for root, and say nothing
+    about a read-only mount, a full disk or `/proc`."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path!r}: the folder {folder!r} is not writable; choose another destination.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    except OSError as err:
+        raise ValueError(
+            f"{flag} {path!r}: the folder {folder!r} is not writable ({err.strerror}); choose another destination."
+        ) from err
+    os.close(fd)
+    os.remove(probe)
 
 
 def write_files(writers: Mapping[str, Callable[[BinaryIO], object]]) -> None:

@@ -9,49 +9,58 @@ where the words came from (given, the PDF's text layer, or Tesseract OCR).
 the image processor, which converts them without loss (PIL's `convert("RGB")` clips 16-bit pages to white and turns
 transparent backgrounds black). Pixels are read here, so a truncated or corrupt file fails here, with its name.
 
-A page file is read at most `MAX_PAGE_PIXELS` pixels big: a larger one (a 12000 x 12000 TIFF) is shrunk by the
-smallest whole factor that fits it (a JPEG decoded at that scale, any other file decoded then shrunk with a box
-filter), because every later step (RGB conversion, OCR, the image processor) holds several float copies of the page.
-Its words, boxes and size are then those of the shrunk page. PDF pages are rendered within the same budget
-(`pdf.page_dpi`).
+A page is read at most `MAX_PAGE_PIXELS` pixels big: a larger one (a 12000 x 12000 TIFF, a 10000 x 10000 PIL image
+or array in memory) is shrunk by the smallest whole factor that fits it (a JPEG decoded at that scale, anything else
+shrunk with a box filter), because every later step (RGB conversion, OCR, the image processor) holds several float
+copies of the page. Its words, boxes and size are then those of the shrunk page (given `pixel_boxes` are in the
+page's own pixels). PDF pages are rendered within the same budget (`pdf.page_dpi`). A file past PIL's
+decompression-bomb limit is refused, naming the file.
+
+Arrays and 16-bit / 32-bit / float PIL pages are read by where their white is (`page_white`: uint8 0..255, other
+integers 0..255 or 0..65535 by their largest value, floats 0..1 or 0..255); values with no such reading are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import PIL.Image
 
-from .image_processing_layoutlm_roialign import apply_tesseract, normalize_box, normalize_boxes, page_to_rgb
+from .image_processing_layoutlm_roialign import (
+    apply_tesseract,
+    normalize_boxes,
+    page_channels_last,
+    page_to_rgb,
+    page_white,
+)
+from .page_words import BOX_TOLERANCE, BOX_TOLERANCE_PX, check_given_words, check_ocr_lang, fit_boxes, load_words_json
 from .pdf import DEFAULT_DPI, is_pdf, read_pdf_page
-from .processing_layoutlm_roialign import box_problem
 
 __all__ = [
+    "check_ocr_lang",
+    "count_frames",
     "load_page",
     "page_to_rgb_image",
     "read_page",
     "load_words_json",
     "PageNotFound",
     "MAX_PAGE_PIXELS",
+    "BOX_TOLERANCE",
+    "BOX_TOLERANCE_PX",
     "WORDS_FROM",
     "DEFAULT_DPI",
 ]
 
-# A pixel box may cross the page edge by this fraction of the page side (at least `BOX_TOLERANCE_PX` pixels) before
-# `load_words_json` refuses it: OCR and annotation boxes often overshoot by a few pixels, while boxes measured on a
-# different size of the image overshoot by far more.
-BOX_TOLERANCE = 0.02
-BOX_TOLERANCE_PX = 2.0
-
 WORDS_FROM = ("auto", "text", "ocr")
-MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger page files are shrunk (module docstring)
+MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger pages are shrunk (module docstring)
+FULL_SIZE = "layoutlm_roialign.full_size"  # `info` key of a shrunk page: the size it was read from
 
 
 def _shrink_factor(size: tuple[int, int]) -> int:
@@ -68,8 +77,11 @@ def _within_budget(image: PIL.Image.Image) -> PIL.Image.Image:
         image = image.convert("L")  # averaging bilevel pixels keeps thin strokes as grey
     elif image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    size = (math.ceil(image.width / factor), math.ceil(image.height / factor))
-    return image.resize(size, PIL.Image.Resampling.BOX)
+    shrunk = image.resize(
+        (math.ceil(image.width / factor), math.ceil(image.height / factor)), PIL.Image.Resampling.BOX
+    )
+    shrunk.info[FULL_SIZE] = image.info.get(FULL_SIZE, image.size)
+    return shrunk
 
 
 class PageNotFound(ValueError):
@@ -96,27 +108,18 @@ def _bomb_message(what: str, err: Exception) -> str:
     limit = 2 * PIL.Image.MAX_IMAGE_PIXELS if PIL.Image.MAX_IMAGE_PIXELS else 0
     return (
         f"The page {what!r} has {pixels}, more than PIL's limit of {limit:,} (2 x PIL.Image.MAX_IMAGE_PIXELS), "
-        "which guards against decompression bombs. If you trust the file, raise the limit before loading it "
-        "(`PIL.Image.MAX_IMAGE_PIXELS = None` in Python, or a larger number); otherwise downscale the page."
+        "which guards against decompression bombs: downscale the file, or, if you trust it, raise the limit before "
+        "loading it (`PIL.Image.MAX_IMAGE_PIXELS = None` in Python, or a larger number)."
     )
 
 
-def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
-    """Frame `frame` (0-based) of an image file, pixels read, and the file's number of frames."""
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """PIL's errors on opening and reading an image file, as `ValueError`s naming the page `what`."""
     try:
-        image = PIL.Image.open(file)
-        frames = getattr(image, "n_frames", 1)
-        if not 0 <= frame < frames:
-            image.close()
-            raise IndexError(frame)
-        if frame:
-            image.seek(frame)
-        factor = _shrink_factor(image.size)
-        if factor > 1 and image.format == "JPEG":
-            image.draft(image.mode, (image.width // factor, image.height // factor))  # decoded at 1/2, 1/4 or 1/8
-        image.load()  # read every pixel now: a truncated file fails here, not later inside the model
-    except IndexError:
-        raise PageNotFound(what, frame + 1, frames) from None
+        yield
+    except PageNotFound:
+        raise
     except PIL.Image.DecompressionBombError as err:
         raise ValueError(_bomb_message(what, err)) from err
     except FileNotFoundError as err:
@@ -133,6 +136,35 @@ def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
         raise ValueError(
             f"The page {what!r} is damaged or incomplete ({err}); re-export or re-download the image."
         ) from err
+
+
+def count_frames(file: Any, name: str | None = None) -> int:
+    """The pages (frames) of an image file, from its header alone.
+
+    Raises:
+        ValueError: naming the file, as `load_page` does, for a file that cannot be opened or is past PIL's
+            decompression-bomb limit.
+    """
+    with _reading(_describe(file, name)), PIL.Image.open(file) as image:
+        return int(getattr(image, "n_frames", 1))
+
+
+def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
+    """Frame `frame` (0-based) of an image file, pixels read, and the file's number of frames."""
+    with _reading(what):
+        image = PIL.Image.open(file)
+        frames = getattr(image, "n_frames", 1)
+        if not 0 <= frame < frames:
+            image.close()
+            raise PageNotFound(what, frame + 1, frames)
+        if frame:
+            image.seek(frame)
+        factor = _shrink_factor(image.size)
+        if factor > 1 and image.format == "JPEG":
+            full_size = image.size
+            image.draft(image.mode, (image.width // factor, image.height // factor))  # decoded at 1/2, 1/4 or 1/8
+            image.info[FULL_SIZE] = full_size
+        image.load()  # read every pixel now: a truncated file fails here, not later inside the model
     if frames > 1:
         # Multi-page files (TIFF) keep their file open for the other frames; keep this page and close it.
         page = image.copy()
@@ -142,17 +174,21 @@ def _open(file: Any, what: str, frame: int = 0) -> tuple[PIL.Image.Image, int]:
 
 
 def _from_array(array: np.ndarray, what: str) -> PIL.Image.Image:
-    # Arrays PIL holds without loss become images of their own mode; any other array (floats 0..1, 16-bit colour,
-    # channels first) goes through the image processor's conversion, which knows those conventions.
-    if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
-        return PIL.Image.fromarray(array)
-    if array.dtype == np.uint16 and array.ndim == 2:
-        return PIL.Image.fromarray(array)
+    """A page array as a PIL image within the pixel budget: 16-bit greyscale as 16-bit (`"I;16"`), anything else
+    as 8-bit L / RGB / RGBA by where its white is (`page_white`), converted a band of rows at a time."""
     try:
-        rgb = page_to_rgb(array)
+        array = page_channels_last(array)
+        white = page_white(array)
     except ValueError as err:
-        raise ValueError(f"The page {what!r}: {err}") from err
-    return PIL.Image.fromarray(np.rint(rgb).astype(np.uint8))
+        raise ValueError(f"The page {what!r}: {err}.") from err
+    if array.shape[-1] == 1 and white == 65535.0 and array.dtype == np.uint16:
+        return _within_budget(PIL.Image.fromarray(np.ascontiguousarray(array[..., 0])))
+    if array.dtype != np.uint8:
+        eight = np.empty(array.shape, np.uint8)
+        for row in range(0, array.shape[0], 512):  # bounded float copies however big the page
+            eight[row : row + 512] = np.rint(array[row : row + 512].astype(np.float32) * np.float32(255.0 / white))
+        array = eight
+    return _within_budget(PIL.Image.fromarray(np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)))
 
 
 def load_page(source: Any, *, name: str | None = None, frame: int = 0) -> PIL.Image.Image:
@@ -170,7 +206,9 @@ def load_page(source: Any, *, name: str | None = None, frame: int = 0) -> PIL.Im
     """
     what = _describe(source, name)
     if isinstance(source, PIL.Image.Image):
-        return source
+        if 0 in source.size:
+            raise ValueError(f"The page {what!r} has no pixels ({source.width} x {source.height}); give a real page.")
+        return _within_budget(source)
     if isinstance(source, (str, os.PathLike)):
         return _open(source, what, frame)[0]
     if isinstance(source, np.ndarray):
@@ -207,6 +245,7 @@ def read_page(
     dpi: float = DEFAULT_DPI,
     ocr_lang: str | None = None,
     name: str | None = None,
+    clamp_boxes: bool = False,
 ) -> dict:
     """Read one page and its words: the one page reader of the package.
 
@@ -214,13 +253,15 @@ def read_page(
         source: a PDF or image file path (told apart by their first bytes), a PIL image, a numpy array or a
             `datasets` image (anything `load_page` takes).
         page: the page number, from 1: a PDF's page or a multi-page image's frame; 1 for a page in memory.
-        words, boxes: the page's words and their 0-1000 boxes, when they are known (then nothing is OCR'd);
-            `pixel_boxes` instead of `boxes` gives them in the page's pixels.
+        words, boxes: the page's words (a list of strings) and their 0-1000 boxes, when they are known (then
+            nothing is OCR'd); `pixel_boxes` instead of `boxes` gives them in the page's own pixels (those of the
+            file or array, before any shrinking). Boxes must fit the page (`page_words.fit_boxes`).
         words_from: without `words`, `"auto"` reads a PDF page's text layer and OCRs pages without one (images,
             scans), `"text"` never OCRs (such pages get no words), `"ocr"` OCRs every page.
         dpi: resolution PDF pages are rendered at.
-        ocr_lang: Tesseract language(s), e.g. `"eng"`.
+        ocr_lang: Tesseract language(s), e.g. `"eng"` (checked against the installed ones before reading).
         name: what to call the page in messages (default: its path).
+        clamp_boxes: pin given boxes that do not fit the page to its edge instead of refusing them.
 
     Returns:
         `{"image": the page as 8-bit RGB, "width", "height", "words", "boxes" (0-1000 ints), "words_from"
@@ -230,12 +271,15 @@ def read_page(
 
     Raises:
         PageNotFound: (a `ValueError`) naming `page` and the page count, for a page past the document's pages.
-        ValueError: naming the argument, for an unreadable or
-            damaged file, words and boxes of different lengths or boxes that are not 4 numbers, an unknown
-            `words_from`. ImportError: naming the extra to install, for a PDF without pypdfium2 or OCR without
-            pytesseract (OSError: without the tesseract binary).
+        ValueError: naming the argument, for an unreadable or damaged file, a page without pixels or with pixel
+            values that have no reading (`page_white`), words that are not a list of strings, words and boxes of
+            different lengths, boxes that are not 4 numbers or do not fit the page, an unknown `words_from` or an
+            `ocr_lang` Tesseract does not have. ImportError: naming the extra to install, for a PDF without
+            pypdfium2 or OCR without pytesseract (OSError: without the tesseract binary).
     """
     page = _check_read_arguments(page, words, boxes, pixel_boxes, words_from)
+    if words is None and words_from != "text":
+        check_ocr_lang(ocr_lang)
     image, text_words, num_pages = _open_document_page(
         source, page, dpi, _describe(source, name), name, text_layer=words is None and words_from != "ocr"
     )
@@ -243,9 +287,9 @@ def read_page(
     width, height = rgb.size
     if words is not None:
         field = "boxes" if boxes is not None else "pixel_boxes"
-        words, given_boxes = _check_words(words, boxes if boxes is not None else pixel_boxes, field)
-        if pixel_boxes is not None:
-            given_boxes = normalize_boxes(given_boxes, width, height)
+        words, given_boxes = check_given_words(words, boxes if boxes is not None else pixel_boxes, field)
+        where = f"The page {_describe(source, name)!r}: "
+        given_boxes = fit_boxes(words, given_boxes, field, *image.info.get(FULL_SIZE, image.size), clamp_boxes, where)
         read_words, source_of_words = (words, given_boxes), "given"
     elif text_words is not None and text_words[0]:
         read_words, source_of_words = text_words, "text"
@@ -321,93 +365,3 @@ def _open_document_page(
     if page != 1:
         raise PageNotFound(what, page, 1)
     return load_page(source, name=name), None, 1
-
-
-def _check_words(words: Any, boxes: Any, field: str) -> tuple[list[str], list[list[float]]]:
-    """Given words and boxes as lists of the same length, each word a string and each box 4 numbers, not inverted."""
-    words, boxes = list(words), [b.tolist() if hasattr(b, "tolist") else b for b in boxes]
-    if len(words) != len(boxes):
-        raise ValueError(f"`words` has {len(words)} entries but `{field}` has {len(boxes)}: give one box per word.")
-    for i, (word, box) in enumerate(zip(words, boxes, strict=True)):
-        if not isinstance(word, str):
-            raise ValueError(f"`words`[{i}] is {word!r}: every word must be a string.")
-        problem = box_problem(list(box) if isinstance(box, tuple) else box)
-        if problem:
-            raise ValueError(f"`{field}`[{i}] (word {word!r}): {problem}.")
-    return words, [list(b) for b in boxes]
-
-
-def load_words_json(path: str, width: int, height: int, clamp: bool = False) -> tuple[list[str], list[list[int]]]:
-    """Read a `--words` file: `{"words": [...], "boxes": [...]}` (0-1000 boxes) or `{"words": [...],
-    "pixel_boxes": [...]}` (page pixels, normalized here with the page's `width` and `height`).
-
-    A pixel box may cross the page edge by `BOX_TOLERANCE` of the page side (at least `BOX_TOLERANCE_PX` pixels) and
-    is then clamped to it; a box past that, or a 0-1000 box outside 0..1000, is an error (boxes measured on another
-    size of the image would otherwise be pinned to the page edge), unless `clamp` is set.
-
-    Raises:
-        ValueError: naming the file, the field and the word, for unreadable JSON, a missing field, `words` that are
-            not a list of non-empty strings, boxes that are not 4 numbers or are inverted, lengths that differ, and
-            boxes that do not fit the page.
-    """
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as err:
-        raise ValueError(f"--words {path}: cannot read the file ({err.strerror or err}).") from err
-    except ValueError as err:
-        raise ValueError(f"--words {path}: not valid JSON ({err}).") from err
-    if not isinstance(data, dict) or "words" not in data or ("boxes" in data) == ("pixel_boxes" in data):
-        raise ValueError(
-            f"--words {path}: expected a JSON object with `words` and either `boxes` (0-1000) or `pixel_boxes`."
-        )
-    field = "pixel_boxes" if "pixel_boxes" in data else "boxes"
-    words, boxes = data["words"], data[field]
-    for name, values in (("words", words), (field, boxes)):
-        if not isinstance(values, list):
-            raise ValueError(
-                f"--words {path}: `{name}` must be a list, one entry per word; got {type(values).__name__}."
-            )
-    if len(boxes) != len(words):
-        raise ValueError(f"--words {path}: {len(words)} `words` but {len(boxes)} `{field}`: give one box per word.")
-    for i, word in enumerate(words):
-        if not isinstance(word, str) or not word.strip():
-            raise ValueError(f"--words {path}: `words`[{i}] is {word!r}; every word must be a non-empty string.")
-    for i, box in enumerate(boxes):
-        problem = box_problem(box)
-        if problem:
-            raise ValueError(f"--words {path}: `{field}`[{i}] (word {i}, {words[i]!r}): {problem}.")
-    if field == "boxes":
-        limits, unit = (1000, 1000, 0.0, 0.0), "the 0-1000 grid"
-    else:
-        tolerance = (max(BOX_TOLERANCE_PX, BOX_TOLERANCE * width), max(BOX_TOLERANCE_PX, BOX_TOLERANCE * height))
-        limits, unit = (width, height, *tolerance), f"the {width} x {height} page"
-    if not clamp:
-        _check_boxes_fit(path, field, words, boxes, *limits, unit)
-    if field == "pixel_boxes":
-        boxes = [normalize_box(box, width, height) for box in boxes]  # clamps to the page
-    return list(words), [[min(1000, max(0, int(round(v)))) for v in box] for box in boxes]
-
-
-def _check_boxes_fit(
-    path: str, field: str, words: list, boxes: list, width: float, height: float, tol_x: float, tol_y: float, unit: str
-) -> None:
-    def outside(box: list) -> bool:
-        x0, y0, x1, y1 = box
-        return x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y
-
-    bad = [i for i, box in enumerate(boxes) if outside(box)]
-    if not bad:
-        return
-    i = bad[0]
-    slack = f" (by more than {tol_x:g} x {tol_y:g} px)" if field == "pixel_boxes" else ""
-    more = f" {len(bad) - 1} more of the {len(words)} words do too." if len(bad) > 1 else ""
-    hint = (
-        "Were the boxes measured on another size of this image? Give boxes of this image's pixels"
-        if field == "pixel_boxes"
-        else "Give boxes on the 0-1000 grid (or page pixels under `pixel_boxes`)"
-    )
-    raise ValueError(
-        f"--words {path}: word {i} ({words[i]!r}) has `{field}` {boxes[i]} outside {unit}{slack}.{more} {hint}, "
-        "or pass --clamp_boxes (`clamp=True`) to pin them to the page edge."
-    )

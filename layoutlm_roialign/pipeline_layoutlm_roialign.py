@@ -25,8 +25,9 @@ import numpy as np
 import PIL.Image
 from transformers import Pipeline
 
+from .page_words import check_ocr_lang
 from .pages import DEFAULT_DPI, WORDS_FROM, read_page
-from .road import encode_page, group_pages, label_pages
+from .road import check_link_rules, check_positive, encode_page, group_pages, label_pages
 
 __all__ = ["FormUnderstandingPipeline"]
 
@@ -42,9 +43,11 @@ class FormUnderstandingPipeline(Pipeline):
     "entities"}`; `entities` (a linking checkpoint) are linked instead of the predicted ones.
 
     Call arguments: `page` (default 1), `words_from` (`"auto"`: the PDF's text layer, else OCR; `"text"`; `"ocr"`),
-    `dpi` (PDF rendering), `ocr_lang`, `max_length` and `stride` (windows), `threshold` and `one_value_key`
-    (override the checkpoint's `link_threshold` / `link_one_value_key`), `batch_size` (windows per forward pass,
-    across pages; default 8). `device` and `dtype` are taken at construction as by every pipeline.
+    `dpi` (PDF rendering), `ocr_lang` (checked against Tesseract's languages), `max_length` and `stride` (windows),
+    `threshold` (a probability in [0, 1]) and `one_value_key` (a bool), overriding the checkpoint's `link_threshold`
+    / `link_one_value_key`, `clamp_boxes` (pin given boxes past the page edge to it instead of refusing them),
+    `batch_size` (windows per forward pass, across pages; default 8). `device` and `dtype` are taken at construction
+    as by every pipeline. Pages are read by `pages.read_page`, with its rules (pixel budget, pixel values, boxes).
 
     Returns per page: `{"width", "height", "page", "words_from", "words": [{"text", "box", "pixel_box", "label",
     "score"}], "entities": [{"label", "text", "word_indices", "box", "pixel_box", "score"}]}`, plus `"pairs":
@@ -60,10 +63,18 @@ class FormUnderstandingPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("FormUnderstandingPipeline needs the checkpoint's processor (`processor=`).")
-        self._windows_per_pass = self._batch_size or DEFAULT_BATCH_SIZE
+        self._windows_per_pass = self._windows(None)
+
+    def _windows(self, batch_size: Any) -> int:
+        """Windows per forward pass: `batch_size` of the call, else of the construction, else the default."""
+        for value in (batch_size, self._batch_size):
+            if value is not None:
+                check_positive("batch_size", value, "windows per forward pass")
+                return value
+        return DEFAULT_BATCH_SIZE
 
     def __call__(self, inputs: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
-        self._windows_per_pass = batch_size or self._batch_size or DEFAULT_BATCH_SIZE
+        self._windows_per_pass = self._windows(batch_size)
         return super().__call__(inputs, *args, batch_size=self._windows_per_pass, **kwargs)
 
     def _sanitize_parameters(
@@ -76,19 +87,27 @@ class FormUnderstandingPipeline(Pipeline):
         stride: int | None = None,
         threshold: float | None = None,
         one_value_key: bool | None = None,
+        clamp_boxes: bool | None = None,
         **unknown: Any,
     ) -> tuple[dict, dict, dict]:
         if unknown:
             raise ValueError(
                 f"FormUnderstandingPipeline got unknown arguments {sorted(unknown)}; it takes page, words_from, dpi, "
-                "ocr_lang, max_length, stride, threshold, one_value_key and batch_size."
+                "ocr_lang, max_length, stride, threshold, one_value_key, clamp_boxes and batch_size."
             )
         if words_from is not None and words_from not in WORDS_FROM:
             raise ValueError(f"`words_from` must be one of {WORDS_FROM}, got {words_from!r}.")
         if dpi is not None and not 0 < dpi:
             raise ValueError(f"`dpi` must be a positive number (PDF rendering resolution), got {dpi!r}.")
+        if max_length is not None:
+            check_positive("max_length", max_length, "tokens per window")
+        if clamp_boxes is not None and not isinstance(clamp_boxes, bool):
+            raise ValueError(f"`clamp_boxes` must be True or False, got {clamp_boxes!r}.")
+        check_link_rules(threshold, one_value_key)
+        check_ocr_lang(ocr_lang)
         preprocess = {k: v for k, v in dict(page=page, words_from=words_from, dpi=dpi, ocr_lang=ocr_lang,
-                                             max_length=max_length, stride=stride).items() if v is not None}  # fmt: skip
+                                             max_length=max_length, stride=stride,
+                                             clamp_boxes=clamp_boxes).items() if v is not None}  # fmt: skip
         forward = {k: v for k, v in dict(threshold=threshold, one_value_key=one_value_key).items() if v is not None}
         return preprocess, forward, {}
 
@@ -101,6 +120,7 @@ class FormUnderstandingPipeline(Pipeline):
         ocr_lang: str | None = None,
         max_length: int | None = None,
         stride: int | None = None,
+        clamp_boxes: bool = False,
     ) -> dict:
         if isinstance(inputs, dict):
             unknown = sorted(set(inputs) - set(INPUT_KEYS))
@@ -119,8 +139,8 @@ class FormUnderstandingPipeline(Pipeline):
                 f"(and 'words' with 'boxes' or 'pixel_boxes'); got {type(inputs).__name__}."
             )
         read = read_page(source, page, words, boxes, pixel_boxes=pixel_boxes, words_from=words_from, dpi=dpi,
-                         ocr_lang=ocr_lang)  # fmt: skip
-        max_length = max_length or min(512, self.model.config.max_position_embeddings)
+                         ocr_lang=ocr_lang, clamp_boxes=clamp_boxes)  # fmt: skip
+        max_length = min(512, self.model.config.max_position_embeddings) if max_length is None else max_length
         stride = max_length // 4 if stride is None else stride
         encoded = encode_page(self.processor, read["image"], read["words"], read["boxes"], max_length, stride)
         fields = ("words", "boxes", "width", "height", "words_from", "num_pages")

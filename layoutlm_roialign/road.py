@@ -18,7 +18,9 @@ the demo, `scripts/evaluate.py` and the labeller all take:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import torch
@@ -26,10 +28,13 @@ import torch.nn.functional as F
 
 from .entities import given_entities, group_entities, link_pages, pair_records
 from .pages import DEFAULT_DPI, read_page
+from .saving_layoutlm_roialign import PIPELINE_HEADS
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 
 __all__ = [
     "DTYPES",
+    "check_link_rules",
+    "check_positive",
     "decode_page",
     "encode_page",
     "group_pages",
@@ -44,7 +49,7 @@ DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autoca
 
 
 def _labels_tokens(model: torch.nn.Module) -> bool:
-    return type(model).__name__ in ("LayoutLMRoIAlignForTokenClassification", "LayoutLMRoIAlignForRelationExtraction")
+    return type(model).__name__ in PIPELINE_HEADS
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:
@@ -103,9 +108,33 @@ def _autocast(device: torch.device, dtype: str) -> Any:
     return contextlib.nullcontext()
 
 
+def check_positive(name: str, value: Any, what: str) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is a positive int (`what` says what it counts)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int ({what}), got {value!r}.")
+
+
 def _check_batch_size(batch_size: Any) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int (windows per forward pass), got {batch_size!r}.")
+    check_positive("batch_size", batch_size, "windows per forward pass")
+
+
+def check_link_rules(threshold: Any, one_value_key: Any) -> None:
+    """Check overrides of a linking checkpoint's rules (`None`: the checkpoint's own): `threshold` a probability in
+    [0, 1] (0 keeps every candidate pair, 1 none), `one_value_key` a bool.
+
+    Raises:
+        ValueError: naming the argument.
+    """
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, Real)
+        or not math.isfinite(threshold)
+        or not 0 <= threshold <= 1
+    ):
+        kind = f" (a {type(threshold).__name__})" if not isinstance(threshold, Real) else ""
+        raise ValueError(f"`threshold` must be a number in [0, 1] (a pair's probability), got {threshold!r}{kind}.")
+    if one_value_key is not None and not isinstance(one_value_key, bool):
+        raise ValueError(f"`one_value_key` must be True or False, got {one_value_key!r}.")
 
 
 @torch.inference_mode()
@@ -280,6 +309,7 @@ def label_pages(
     Returns:
         Per page, `decode_page`'s result; for a linking model also `"pairs"` (`pair_records`).
     """
+    check_link_rules(threshold, one_value_key)
     if not _labels_tokens(model):
         raise ValueError(
             f"Labelling pages needs a token-classification or linking checkpoint; this one is a {type(model).__name__}"

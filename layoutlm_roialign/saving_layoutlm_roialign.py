@@ -1,6 +1,7 @@
 """What a checkpoint carries besides its weights: the whole `auto_map` (every Auto class answers with this package's
 class for it) and, for the heads that label tokens, the document pipeline (`custom_pipelines` and the pipeline's
-code), so that `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed.
+code), so that `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed; and
+`AUTO_CLASS_HEADS`, the one table of which Auto class loads which head.
 
 Travels with every checkpoint beside the modeling file, which imports it relatively.
 """
@@ -9,14 +10,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
+from typing import Any
 
+import transformers
+from transformers import PreTrainedConfig
 from transformers.dynamic_module_utils import get_relative_import_files
 
 __all__ = [
     "PIPELINE_TASK",
     "PIPELINE_FILE",
     "PIPELINE_HEADS",
+    "AUTO_CLASS_HEADS",
+    "auto_class_of_head",
     "checkpoint_auto_map",
+    "register_heads",
     "prepare_config_for_saving",
     "copy_pipeline_code",
 ]
@@ -24,7 +32,20 @@ __all__ = [
 # The document pipeline saved with every checkpoint (`pipeline_layoutlm_roialign.py`, registered by the package).
 PIPELINE_TASK = "form-understanding"
 PIPELINE_FILE = "pipeline_layoutlm_roialign.py"
-PIPELINE_HEADS = ("LayoutLMRoIAlignForTokenClassification", "LayoutLMRoIAlignForRelationExtraction")
+# Each Auto class's heads, by class name: the first is the one it gives a checkpoint saved by another head, the others
+# load as themselves (as `config.architectures` names them). There is no Auto class for linking: the linking model is
+# a token classifier (its `logits` are the token logits) with a second output.
+AUTO_CLASS_HEADS = {
+    "AutoModel": ("LayoutLMRoIAlignModel",),
+    "AutoModelForTokenClassification": (
+        "LayoutLMRoIAlignForTokenClassification",
+        "LayoutLMRoIAlignForRelationExtraction",
+    ),
+    "AutoModelForSequenceClassification": ("LayoutLMRoIAlignForSequenceClassification",),
+    "AutoModelForMaskedLM": ("LayoutLMRoIAlignForMaskedLM",),
+}
+# The heads that label tokens: those that carry the document pipeline, and the only ones the package labels pages with.
+PIPELINE_HEADS = AUTO_CLASS_HEADS["AutoModelForTokenClassification"]
 PIPELINE_INFO = {
     "impl": "pipeline_layoutlm_roialign.FormUnderstandingPipeline",
     "pt": ["AutoModelForTokenClassification"],
@@ -33,22 +54,37 @@ PIPELINE_INFO = {
 }
 
 
+def auto_class_of_head(name: str) -> str | None:
+    """The Auto class that loads the head class named `name` (a `config.architectures` entry), or `None`."""
+    return next((auto for auto, heads in AUTO_CLASS_HEADS.items() if name in heads), None)
+
+
 def checkpoint_auto_map(head: type) -> dict[str, str]:
     """The `auto_map` of a checkpoint saved by `head`: `AutoModel` gives the base model (the fused token states),
     each task's Auto class its head (newly initialized where the checkpoint has another), and the head that saved
     the checkpoint keeps its own Auto class (the linking model answers `AutoModelForTokenClassification`)."""
     module = "modeling_layoutlm_roialign"
-    auto_map = {
-        "AutoConfig": "configuration_layoutlm_roialign.LayoutLMRoIAlignConfig",
-        "AutoModel": f"{module}.LayoutLMRoIAlignModel",
-        "AutoModelForTokenClassification": f"{module}.LayoutLMRoIAlignForTokenClassification",
-        "AutoModelForSequenceClassification": f"{module}.LayoutLMRoIAlignForSequenceClassification",
-        "AutoModelForMaskedLM": f"{module}.LayoutLMRoIAlignForMaskedLM",
-    }
-    auto_class = getattr(head, "_auto_class", None)
-    if auto_class is not None:
-        auto_map[auto_class] = f"{module}.{head.__name__}"
+    auto_map = {"AutoConfig": "configuration_layoutlm_roialign.LayoutLMRoIAlignConfig"}
+    for auto_class, heads in AUTO_CLASS_HEADS.items():
+        auto_map[auto_class] = f"{module}.{head.__name__ if head.__name__ in heads else heads[0]}"
     return auto_map
+
+
+def register_heads(config: Any, auto_class: str | None, classes: Mapping[str, type]) -> None:
+    """Map `config`'s class, for Auto class `auto_class`, to each of its heads (`AUTO_CLASS_HEADS`, looked up in
+    `classes`), as the package's `__init__` does, when `auto_class` has several; does nothing for `config=None`.
+
+    An Auto class that loads a checkpoint's code maps the config's class to the class it loaded, and for the next
+    checkpoint with the same code (the same config class: transformers names the module after the folder and the
+    code, and every run saves to `final/`) it gives that class whatever `config.architectures` says: a linking
+    checkpoint after a token one lost its link head. Mapped to all its heads, it picks the one the config names.
+    """
+    heads = AUTO_CLASS_HEADS.get(auto_class or "", ())
+    if not isinstance(config, PreTrainedConfig) or len(heads) < 2:
+        return
+    for name in heads:  # as transformers marks the class it loads, so that saving it copies its code again
+        classes[name].register_for_auto_class(auto_class)
+    getattr(transformers, auto_class).register(type(config), tuple(classes[name] for name in heads), exist_ok=True)
 
 
 def _pipeline_file() -> str:

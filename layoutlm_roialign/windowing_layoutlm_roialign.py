@@ -25,7 +25,8 @@ This module travels with every checkpoint beside the processor (which imports it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ __all__ = [
     "merge_window_links",
     "merge_window_predictions",
     "select_links",
+    "word_index_list",
 ]
 
 IGNORE_INDEX = -100  # ignored by torch's cross-entropy
@@ -234,6 +236,28 @@ def select_links(
     return sorted(chosen)
 
 
+def word_index_list(value: Any, where: str) -> list[int]:
+    """An entity's `word_indices` as a list of ints (ints, numpy or 0-d tensor integers; not bools).
+
+    Raises:
+        ValueError: starting with `where`, for a single number, a string or a mapping instead of a list, or an
+            index that is not an integer.
+    """
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ValueError(
+            f"{where} has `word_indices` {value!r}: give a list of word indices (integers), e.g. [3] or [3, 4, 5]."
+        )
+    raw = list(value)
+    try:
+        if any(isinstance(i, (bool, np.bool_)) for i in raw):
+            raise TypeError
+        return [operator.index(i) for i in raw]
+    except TypeError:
+        raise ValueError(
+            f"{where} has `word_indices` {raw!r}: they must be integers (indices into the words)."
+        ) from None
+
+
 def check_page_entities(
     page_entities: list, page: int, num_words: int, entity_types: Sequence[str] | None
 ) -> list[tuple[int, int, int, int]]:
@@ -251,7 +275,7 @@ def check_page_entities(
         where = f"`entities` page {page}, entity {e}"
         if not isinstance(entity, dict) or "word_indices" not in entity:
             raise ValueError(f"{where} is {entity!r}: expected a dict with `word_indices` (and `label`, `id`).")
-        indices = [int(i) for i in entity["word_indices"]]
+        indices = word_index_list(entity["word_indices"], where)
         if not indices:
             raise ValueError(f"{where} has no `word_indices`: drop entities without words.")
         if indices != list(range(indices[0], indices[0] + len(indices))):

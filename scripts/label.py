@@ -8,7 +8,8 @@
     python scripts/label.py --merge --output labels.jsonl
 
 A rerun with the same `--output` skips the pages it holds. Exit status: 0 when every page was labelled, 1 when
-some pages failed (listed with their reasons in `<output stem>.failures.jsonl`), 2 for bad arguments.
+some pages failed (listed with their reasons in `<output stem>.failures.jsonl`), 2 for bad arguments, 130 when
+interrupted (Ctrl-C: the pages written so far are kept, and the same command resumes).
 """
 
 import sys
@@ -25,9 +26,13 @@ from transformers import HfArgumentParser
 
 from layoutlm_roialign.inference import DTYPES
 from layoutlm_roialign.labelling import merge_shards, plan_run
+from layoutlm_roialign.labelling.pipeline import check_run_arguments
+from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
+from layoutlm_roialign.labelstudio import labelstudio_options
 
 EXIT_FAILURES = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 @dataclass
@@ -51,7 +56,10 @@ class LabelArguments:
 
 def main(argv=None) -> dict:
     parser = HfArgumentParser((LabelArguments, PageSourceArguments))
-    args, sources = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
+    try:
+        args, sources = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
+    except ValueError as err:  # PageSourceArguments checks its fields when it is built (--ocr_lang)
+        parser.error(str(err))
     if args.merge:
         try:
             merged = merge_shards(args.output)
@@ -62,6 +70,8 @@ def main(argv=None) -> dict:
     if not args.model:
         parser.error("--model is required (a checkpoint folder or Hub id), except with --merge.")
     try:
+        check_run_arguments(args.batch_size, args.num_workers)  # before any output is created
+        device = check_device(args.device or _default_device())
         plan = plan_run(
             args.output,
             sources.inputs,
@@ -76,6 +86,7 @@ def main(argv=None) -> dict:
             args.stride,
             sources.ocr_lang,
             sources.dpi,
+            labelstudio=labelstudio_options(sources),
         )
         from layoutlm_roialign.inference import load_model_and_processor
 
@@ -85,13 +96,19 @@ def main(argv=None) -> dict:
             processor,
             args.batch_size,
             args.num_workers,
-            args.device or _default_device(),
+            device,
             args.dtype,
             args.compile,
             args.quiet,
         )
     except (ValueError, ImportError) as err:
         parser.error(str(err))
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the pages labelled so far are kept in {args.output}; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_INTERRUPTED)
     print(
         f"{summary['pages']} pages labelled ({summary['skipped']} already done), {summary['failed']} failed, "
         f"{summary['words']} words, {summary['entities']} entities, {summary['pages_per_second']} pages/s, "

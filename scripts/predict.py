@@ -30,7 +30,8 @@ from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
 from layoutlm_roialign.inference import load_model_and_processor, predict_page
 from layoutlm_roialign.outputs import check_output_paths, write_files
-from layoutlm_roialign.pages import DEFAULT_DPI, WORDS_FROM, load_words_json, read_page
+from layoutlm_roialign.page_words import read_words_json
+from layoutlm_roialign.pages import DEFAULT_DPI, WORDS_FROM, read_page
 
 
 @dataclass
@@ -65,14 +66,14 @@ def main(argv=None) -> dict:
     try:
         check_output_paths({"--output_json": args.output_json, "--output_png": args.output_png})
         png_format = _image_format(args.output_png) if args.output_png else None
-        words = boxes = None
-        if args.words:  # the page's size first, to check the words file's boxes against it
-            page = read_page(args.image, args.page, [], [], dpi=args.dpi, name=args.image)
-            words, boxes = load_words_json(args.words, page["width"], page["height"], clamp=args.clamp_boxes)
+        if args.words:  # the page reader checks the boxes against the page (its own pixels for `pixel_boxes`)
+            words, field, given = read_words_json(args.words)
+            page = read_page(args.image, args.page, words, **{field: given}, dpi=args.dpi, name=args.image,
+                             clamp_boxes=args.clamp_boxes)  # fmt: skip
         else:
             page = read_page(args.image, args.page, words_from=args.words_from, dpi=args.dpi, ocr_lang=args.ocr_lang,
                              name=args.image)  # fmt: skip
-            words, boxes = page["words"], page["boxes"]
+        words, boxes = page["words"], page["boxes"]
         model, processor = load_model_and_processor(args.model, args.trust_remote_code)
         prediction = predict_page(model, processor, page["image"], words, boxes, args.max_length, args.stride)
         prediction.update(words_from="the words file" if args.words else page["words_from"], page=args.page)

@@ -8,7 +8,9 @@ Arguments: `--help` lists the sources, model and masking arguments (`layoutlm_ro
 PretrainingArguments`) and every `TrainingArguments` flag; a single `.json` argument is read as a file of them. The
 run is `layoutlm_roialign.pretraining.run_pretraining`: pages read by the labeller's page reader and cached as
 windows, `Trainer` with one learning rate, `<output_dir>/final` written atomically with a model card. Runs unchanged
-under `accelerate launch`; `--resume_from_checkpoint true` continues a killed run from its last checkpoint.
+under `accelerate launch`; `--resume_from_checkpoint true` continues a killed run from its last checkpoint, and a
+rerun of a run killed while reading reads only the pages not read yet. Ctrl-C prints the command that goes on
+(exit 130).
 """
 
 import sys
@@ -28,6 +30,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from layoutlm_roialign.commands.train import use_cpu_processes_without_gpus
 from layoutlm_roialign.pretraining import PRETRAIN_SCRIPT_DEFAULTS, PretrainingArguments, run_pretraining
+from layoutlm_roialign.pretraining.run import resume_hint
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -50,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         summary = run_pretraining(args, training_args)
     except ValueError as err:  # bad input: a clear message naming the flag, no traceback
         parser.error(str(err))
+    except KeyboardInterrupt:  # Ctrl-C: what was kept and how to go on, no traceback
+        script = os.path.relpath(__file__) if not os.path.relpath(__file__).startswith("..") else __file__
+        print(f"\n{resume_hint(script, argv, training_args.output_dir)}", file=sys.stderr)
+        raise SystemExit(130) from None
     if training_args.should_log:
         keys = ("data", "training", "eval", "curve", "final_dir")
         print(json.dumps({k: summary[k] for k in keys}, indent=2, default=str))

@@ -87,11 +87,16 @@ def random_batch(batch_size: int = 3, seq_len: int = 12, image_size: int = 64, n
     }
 
 
-def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_without_package(code: str, cwd: Path, importable: bool = False) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter in which `import layoutlm_roialign` fails (as on a user's machine that
-    only has the checkpoint), from `cwd`, offline."""
-    prelude = "import sys\nsys.modules['layoutlm_roialign'] = None\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
+    only has the checkpoint), from `cwd`, offline; with `importable`, one that can import it (but has not)."""
+    prelude = "" if importable else "import sys\nsys.modules['layoutlm_roialign'] = None\n"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT) if importable else "",
+    }
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=cwd,
@@ -100,6 +105,32 @@ def run_without_package(code: str, cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def save_tiny_checkpoint(folder: Path, head: type | None = None, max_position_embeddings: int = 128) -> Path:
+    """Save a tiny untrained checkpoint of `head` (default: the token classifier; FUNSD's labels), with a processor
+    whose WordPiece vocabulary is trained on synthetic forms, into `folder`, as `save_pretrained` writes one."""
+    from layoutlm_roialign import (
+        LayoutLMRoIAlignForTokenClassification,
+        LayoutLMRoIAlignImageProcessor,
+        LayoutLMRoIAlignProcessor,
+    )
+    from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+    from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer([" ".join(render_synthetic_form(seed=0, index=i)[1]) for i in range(4)], 300)
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_position_embeddings,
+        num_labels=len(FUNSD_LABELS),
+        id2label=dict(enumerate(FUNSD_LABELS)),
+        label2id={label: i for i, label in enumerate(FUNSD_LABELS)},
+    )
+    torch.manual_seed(0)
+    (head or LayoutLMRoIAlignForTokenClassification)(config).save_pretrained(folder)
+    processor = LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=config.image_size), tokenizer)
+    processor.save_pretrained(folder)
+    return folder
 
 
 def assert_remote_code_gives(
@@ -257,3 +288,76 @@ def make_funsd_release_root(root: Path, train_pages: int = 5, test_pages: int = 
             (root / split / "annotations" / f"{name}.json").write_text(json.dumps({"form": form}))
             PIL.Image.new("RGB", (200, 150), "white").save(root / split / "images" / f"{name}.png")
     return root
+
+
+def label_synthetic_pages(folder: Path, num_pages: int = 3) -> dict[str, Path]:
+    """Synthetic forms (a `save_to_disk` folder with word columns, so no OCR is needed) labelled by scripts/label.py
+    with a tiny linking checkpoint that finds questions and answers by turns and links them (threshold 0.05).
+    Returns the paths: `pages`, `checkpoint`, `records` (the labeller's JSON Lines)."""
+    import runpy
+
+    from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
+    from layoutlm_roialign.checkpoints import build_model_and_processor
+    from layoutlm_roialign.data import FUNSD_LABELS, generate_synthetic_forms
+
+    pages = generate_synthetic_forms(num_pages=num_pages, seed=0)
+    pages.save_to_disk(str(folder / "pages"))
+    torch.manual_seed(0)
+    vocabulary = sorted({w for words in pages["words"] for w in words})
+    token_model, processor = build_model_and_processor(FUNSD_LABELS, [vocabulary], **TINY_TRAINING_MODEL)
+    token_model.config.link_threshold = 0.05
+    model = LayoutLMRoIAlignForRelationExtraction(token_model.config)
+    with torch.no_grad():  # B-QUESTION and B-ANSWER by turns, whatever the word
+        model.classifier.weight.normal_(std=0.5)
+        model.classifier.bias.copy_(torch.tensor([-9.0, -9.0, -9.0, 3.0, -9.0, 3.0, -9.0]))
+    model.save_pretrained(folder / "checkpoint")
+    processor.save_pretrained(folder / "checkpoint")
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    main(["--model", str(folder / "checkpoint"), "--quiet", "--num_workers", "0", "--dataset", str(folder / "pages"),
+          "--words_column", "words", "--boxes_column", "bboxes", "--output", str(folder / "labels.jsonl")])  # fmt: skip
+    return {"pages": folder / "pages", "checkpoint": folder / "checkpoint", "records": folder / "labels.jsonl"}
+
+
+def accept_predictions(tasks: list[dict]) -> list[dict]:
+    """What Label Studio exports after a reviewer accepts every prediction as it is (ids numbered as the server
+    numbers them)."""
+    return [{**task, "id": n, "annotations": [{"id": n, "result": task["predictions"][0]["result"],
+                                               "was_cancelled": False}]} for n, task in enumerate(tasks, start=1)]  # fmt: skip
+
+
+def assert_same_entities_and_pairs(rows, records) -> None:
+    """Every record's entities (label, words, inside their box) and pairs are the imported row's."""
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records, strict=True):
+        order = []
+        for entity in row["entities"]:
+            words = [row["words"][i] for i in entity["word_indices"]]
+            found = [
+                i for i, e in enumerate(record["entities"])
+                if (e["label"], e["text"].split()) == (entity["label"], words) and i not in order
+                and all(e["box"][0] <= row["bboxes"][w][0] and row["bboxes"][w][2] <= e["box"][2]
+                        for w in entity["word_indices"])
+            ]  # fmt: skip
+            assert found, (record["source"], record["page"], words)
+            order.append(found[0])
+        assert sorted(order) == list(range(len(record["entities"])))
+        pairs = sorted([order[a], order[b]] for a, b in row["links"])
+        assert pairs == sorted([p["key"]["entity"], p["value"]["entity"]] for p in record["pairs"])
+
+
+def write_bilevel_png(path: Path, side: int = 20000) -> Path:
+    """A white `side` x `side` 1-bit PNG written row by row (a few KB on disk, never held in memory): a page past
+    PIL's decompression-bomb limit (2 x `PIL.Image.MAX_IMAGE_PIXELS`, 179 MP by default) at 20000."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)  # filter byte "none", then white pixels
+    rows = [deflate.compress(row * min(1000, side - start)) for start in range(0, side, 1000)]
+    pixels = b"".join(rows) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path

@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, save_tiny_checkpoint
 
 pytest.importorskip("gradio", reason="the demo needs gradio (the `demo` extra)")
 
@@ -38,31 +38,7 @@ def app():
 def checkpoint(tmp_path_factory):
     """A tiny untrained checkpoint with its processor and code, as `save_pretrained` writes one (128 positions:
     a synthetic form takes more than one window)."""
-    import torch
-
-    from layoutlm_roialign import (
-        LayoutLMRoIAlignForTokenClassification,
-        LayoutLMRoIAlignImageProcessor,
-        LayoutLMRoIAlignProcessor,
-    )
-    from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
-
-    tokenizer = train_wordpiece_tokenizer([" ".join(render_synthetic_form(seed=0, index=i)[1]) for i in range(4)], 300)
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=128,
-        num_labels=len(FUNSD_LABELS),
-        id2label=dict(enumerate(FUNSD_LABELS)),
-        label2id={label: i for i, label in enumerate(FUNSD_LABELS)},
-    )
-    torch.manual_seed(0)
-    model = LayoutLMRoIAlignForTokenClassification(config)
-    folder = tmp_path_factory.mktemp("demo") / "tiny"
-    model.save_pretrained(folder)
-    LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=config.image_size), tokenizer).save_pretrained(
-        folder
-    )
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("demo") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -396,3 +372,23 @@ def _use_the_app(driver, png, words_json, words, tmp_path) -> None:
 
     wait.until(lambda d: first_words(d) == example[:3])
     assert f"{len(example)}wordsfromthewordsfile" in _text(driver, "status")
+
+
+def test_a_checkpoint_that_does_not_label_words_is_refused_at_start(app, tmp_path, monkeypatch):
+    """A masked-LM (pre-training) checkpoint started the demo, and every click then failed: the demo refuses it at
+    start, naming its architecture and the kinds that label words."""
+    from layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
+
+    folder = save_tiny_checkpoint(tmp_path / "mlm", LayoutLMRoIAlignForMaskedLM)
+    message = (
+        "is a LayoutLMRoIAlignForMaskedLM checkpoint, which does not label words.*token-classification or linking"
+    )
+    with pytest.raises(ValueError, match=message):
+        app.Labeller(str(folder))
+
+    def build_demo(*args):
+        raise AssertionError("the demo was built for a checkpoint that does not label words")
+
+    monkeypatch.setattr(app, "build_demo", build_demo)
+    with pytest.raises(SystemExit, match=message):
+        app.main(["--model", str(folder)])

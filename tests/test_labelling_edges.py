@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
 
 import PIL.Image
 import pytest
-from conftest import REPO_ROOT
+import torch
+from conftest import REPO_ROOT, write_bilevel_png
+from test_inference import requires_tesseract
 from test_labelling import (
     TEXT_PAGES,
     label_in_process,
@@ -245,4 +248,89 @@ def test_dpi_out_of_bounds_is_an_argument_error_naming_dpi(checkpoint, text_pdfs
             checkpoint, ["--inputs", str(text_pdfs), "--output", str(tmp_path / "l.jsonl"), "--dpi", dpi], capsys
         )
         assert code == 2 and "--dpi must be a number of dots per inch above 0 and at most 1200" in err
+    assert not list(tmp_path.glob("l*"))
+
+
+def test_a_page_past_the_decompression_bomb_limit_is_a_failure_record_and_the_run_goes_on(
+    checkpoint, text_pdfs, tmp_path, capsys
+):
+    write_bilevel_png(text_pdfs / "huge.png")  # 20000 x 20000: 400 MP, past PIL's 179 MP limit
+    output = tmp_path / "labels.jsonl"
+    code, _ = exit_code(checkpoint, ["--inputs", str(text_pdfs), "--output", str(output)], capsys)
+    assert code == 1  # some pages failed
+    assert len(read_complete(output)) == 5  # every page of the three PDFs
+    (failure,) = read_complete(tmp_path / "labels.failures.jsonl")
+    assert failure["source"] == str(text_pdfs / "huge.png") and failure["page"] is None
+    assert "400,000,000 pixels" in failure["error"] and "decompression bombs" in failure["error"]
+
+
+def test_a_device_this_machine_lacks_exits_2_naming_device_before_any_output(checkpoint, text_pdfs, tmp_path, capsys):
+    missing = f"cuda:{torch.cuda.device_count()}"  # on a machine without a GPU: cuda:0, what --device cuda means
+    for device in (missing, "gpu"):
+        code, err = exit_code(checkpoint, ["--inputs", str(text_pdfs), "--output", str(tmp_path / "l.jsonl"),
+                                           "--device", device], capsys)  # fmt: skip
+        assert code == 2 and f"--device {device}" in err and "no such device here" in err
+    assert not list(tmp_path.glob("l*"))  # no 0-byte output left behind
+
+
+@requires_tesseract
+def test_an_ocr_language_tesseract_lacks_exits_2_naming_ocr_lang_and_the_installed_ones(
+    checkpoint, text_pdfs, tmp_path, capsys
+):
+    code, err = exit_code(checkpoint, ["--inputs", str(text_pdfs), "--output", str(tmp_path / "l.jsonl"),
+                                       "--ocr_lang", "eng+xxx"], capsys)  # fmt: skip
+    assert code == 2 and "--ocr_lang 'eng+xxx': Tesseract has no 'xxx' language; installed: " in err
+    assert "eng" in err.split("installed: ")[1]
+    assert not list(tmp_path.glob("l*"))
+    # pretrain.py takes the same page-source arguments: refused before any page is read
+    pretrain = runpy.run_path(str(REPO_ROOT / "scripts" / "pretrain.py"), run_name="script")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain(["--inputs", str(text_pdfs), "--ocr_lang", "xxx", "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--ocr_lang 'xxx': Tesseract has no 'xxx' language; installed: " in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_prints_how_to_resume_and_exits_130_and_the_same_command_resumes(checkpoint, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, reader workers included) once two pages are written."""
+    (tmp_path / "in").mkdir()
+    pages = {"a.pdf": 2, "b.pdf": 1, "c.pdf": 2}
+    for name, count in pages.items():
+        write_text_pdf(tmp_path / "in" / name, TEXT_PAGES[:count])
+    output = tmp_path / "labels.jsonl"
+    argv = ["--model", checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--words_from", "text",
+            "--batch_size", "1", "--num_workers", "1", "--quiet"]  # fmt: skip
+    interrupter = f"""
+import os, signal, sys
+sys.argv = ["label.py", *{argv!r}]
+from layoutlm_roialign.labelling import jsonl
+original = jsonl.JsonlWriter.write
+def write(self, records):
+    original(self, records)
+    if self.path.endswith("labels.jsonl") and len(jsonl.read_complete(self.path)) == 2:
+        os.killpg(0, signal.SIGINT)  # what the terminal sends on Ctrl-C
+jsonl.JsonlWriter.write = write
+import runpy
+runpy.run_path({str(REPO_ROOT / "scripts" / "label.py")!r}, run_name="__main__")
+"""
+    interrupted = subprocess.run([sys.executable, "-c", interrupter], capture_output=True, text=True, timeout=300,
+                                 start_new_session=True)  # fmt: skip
+    assert interrupted.returncode == 130, interrupted.stderr[-3000:]
+    assert "Traceback" not in interrupted.stderr
+    assert interrupted.stderr.strip().splitlines()[-1] == (
+        f"interrupted: the pages labelled so far are kept in {output}; run the same command again to resume."
+    )
+    assert len(read_complete(output)) == 2
+    run_script(*argv)
+    keys = [(os.path.basename(r["source"]), r["page"]) for r in read_complete(output)]
+    assert sorted(keys) == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))
+
+
+def test_window_and_batch_sizes_below_1_exit_2_naming_the_flag_before_any_output(
+    checkpoint, text_pdfs, tmp_path, capsys
+):
+    for flag, value in (("--max_length", "0"), ("--batch_size", "0"), ("--stride", "-1"), ("--num_workers", "-1")):
+        code, err = exit_code(checkpoint, ["--inputs", str(text_pdfs), "--output", str(tmp_path / "l.jsonl"),
+                                           flag, value], capsys)  # fmt: skip
+        assert code == 2 and f"{flag} must be" in err and f"got {value}" in err, (flag, err[-300:])
     assert not list(tmp_path.glob("l*"))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from layoutlm_roialign.image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
-from layoutlm_roialign.pages import load_page, page_to_rgb_image
+from layoutlm_roialign.pages import load_page, page_to_rgb_image, read_page
 
 
 def ink_page(width: int = 240, height: int = 160) -> np.ndarray:
@@ -150,7 +150,7 @@ def test_a_12000_pixel_square_tiff_is_read_in_bounded_memory(tmp_path):
     code = f"""
 import resource
 from layoutlm_roialign.image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
-from layoutlm_roialign.pages import load_page, page_to_rgb_image
+from layoutlm_roialign.pages import load_page, page_to_rgb_image, read_page
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 page = page_to_rgb_image(load_page({str(tmp_path / "huge.tif")!r}))
 LayoutLMRoIAlignImageProcessor(size=64)(page, return_tensors="pt")
@@ -160,3 +160,53 @@ print(page.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) /
     assert out.returncode == 0, out.stderr[-2000:]
     size, grown_mib = out.stdout.rsplit(")", 1)
     assert size == "(4000, 4000" and int(grown_mib) < 700, out.stdout
+
+
+def test_page_arrays_and_wide_pil_pages_are_read_by_where_their_white_is():
+    """Float pages on 0..255 and 8-bit values held in 16- or 32-bit integers read as the 8-bit page (they read as an
+    all-white and an all-black page); values that have no reading are refused, naming the page."""
+    grey = ink_page()
+    expected = np.asarray(page_to_rgb_image(grey))
+    pages = {
+        "float64 0..255": grey.astype(np.float64),
+        "float32 0..1": grey.astype(np.float32) / 255.0,
+        "uint16 8-bit values": grey.astype(np.uint16),
+        "int64 8-bit values (H, W, 3)": np.stack([grey] * 3, axis=-1).astype(np.int64),
+        "uint16 16-bit": grey.astype(np.uint16) * 257,
+        'PIL "I" 8-bit values': PIL.Image.fromarray(grey).convert("I"),
+        'PIL "F" 0..255': PIL.Image.fromarray(grey).convert("F"),
+    }
+    for name, page in pages.items():
+        got = np.asarray(page_to_rgb_image(page))
+        assert got.shape == expected.shape and np.abs(got.astype(int) - expected).max() <= 1, name
+    assert expected.min() == 0 and expected.max() == 255  # black ink on white paper: a flat page would not tell
+    refused = {
+        "float above 255": (grey.astype(np.float32) * 2, r"reach 510.*rescale the page to 0\.\.1"),
+        "negative": (grey.astype(np.int16) - 5, r"negative pixel values \(down to -5\)"),
+        "NaN": (np.full((4, 4), np.nan), "NaN or infinite"),
+        "past 16 bits": (grey.astype(np.int32) * 1000, r"reach 255000.*astype\(np.uint8\)"),
+        "0 x 0 array": (np.zeros((0, 0), np.uint8), r"has no pixels"),
+        "0 x 5 RGB array": (np.zeros((0, 5, 3), np.float32), r"has no pixels"),
+    }
+    for page, match in refused.values():
+        with pytest.raises(ValueError, match=r"The page 'x': .*" + match):
+            read_page(page, words=[], boxes=[], name="x")
+        with pytest.raises(ValueError, match=match):
+            page_to_rgb_image(page)  # the drawing reads the page by the same rule
+    with pytest.raises(ValueError, match=r"The page '<Image>' has no pixels \(0 x 0\)"):
+        read_page(PIL.Image.new("L", (0, 0)), words=[], boxes=[])
+
+
+def test_pages_in_memory_keep_to_the_pixel_budget_and_pixel_boxes_to_their_own_pixels(monkeypatch, tmp_path):
+    monkeypatch.setattr("layoutlm_roialign.pages.MAX_PAGE_PIXELS", 10_000)
+    grey = ink_page(300, 200)  # 60,000 pixels: shrunk 3 times to 100 x 67 (a JPEG decoded at 1/2, then shrunk)
+    jpeg = str(tmp_path / "photo.jpg")
+    PIL.Image.fromarray(grey).save(jpeg, quality=95)
+    for page in (PIL.Image.fromarray(grey), grey, grey.astype(np.float32) / 255, np.stack([grey] * 3), jpeg):
+        read = read_page(page, words=["INVOICE"], pixel_boxes=[[10, 20, 150, 60]])
+        assert (
+            read["image"].size == (read["width"], read["height"]) == ((75, 50) if isinstance(page, str) else (100, 67))
+        )
+        assert read["boxes"] == [[33, 100, 500, 300]]  # the box on the page's own 300 x 200 pixels
+        rgb = np.asarray(read["image"]).astype(float).mean(-1)
+        assert rgb.min() < 100 and rgb.max() > 200  # the ink survives the shrinking

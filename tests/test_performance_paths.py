@@ -8,6 +8,7 @@ and the static-shape path used under `torch.compile` must give the same logits t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -32,10 +33,19 @@ def inputs_of(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
-def set_switches(model, **switches) -> None:
+@contextlib.contextmanager
+def switched(model, **switches):
+    """Set the visual branch's switches (`SWITCHES`; those not given on) for the block, and put back the values they
+    had whatever happens in it: the module's `model` is shared, and a failing test must not change the next one's."""
     visual = model.layoutlm_roialign.visual_embeddings
-    for name in SWITCHES:
-        setattr(visual, name, switches.get(name, True))
+    saved = {name: getattr(visual, name) for name in SWITCHES}
+    try:
+        for name in SWITCHES:
+            setattr(visual, name, switches.get(name, True))
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(visual, name, value)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +65,8 @@ def batch():
 
 @torch.no_grad()
 def straightforward(model, batch) -> torch.Tensor:
-    set_switches(model, skip_padding=False, share_boxes=False, channels_last=False)
-    try:
+    with switched(model, skip_padding=False, share_boxes=False, channels_last=False):
         return model(**inputs_of(batch)).logits
-    finally:
-        set_switches(model)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +76,8 @@ def straightforward(model, batch) -> torch.Tensor:
 )
 def test_fast_paths_give_straightforward_logits(model, batch, switches):
     reference = straightforward(model, batch)
-    set_switches(model, **switches)
-    try:
-        with torch.no_grad():
-            logits = model(**inputs_of(batch)).logits
-    finally:
-        set_switches(model)
+    with switched(model, **switches), torch.no_grad():
+        logits = model(**inputs_of(batch)).logits
     torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
     # The visual term matters in this comparison (a zero gate would make every path equal).
     with torch.no_grad():
@@ -85,11 +88,19 @@ def test_fast_paths_give_straightforward_logits(model, batch, switches):
 def test_padding_gets_no_visual_term_on_every_path(model, batch):
     padding = batch["attention_mask"] == 0
     for values in itertools.product((True, False), repeat=3):
-        set_switches(model, **dict(zip(SWITCHES, values, strict=True)))
-        with torch.no_grad():
+        with switched(model, **dict(zip(SWITCHES, values, strict=True))), torch.no_grad():
             visual = model.layoutlm_roialign(**inputs_of(batch)).visual_embeddings
         assert torch.equal(visual[padding], torch.zeros_like(visual[padding]))
-    set_switches(model)
+
+
+def test_a_failing_block_leaves_the_shared_models_switches_as_they_were(model, batch):
+    visual = model.layoutlm_roialign.visual_embeddings
+    before = {name: getattr(visual, name) for name in SWITCHES}
+    with pytest.raises(AssertionError, match="a check failed"):
+        with switched(model, skip_padding=False, share_boxes=False, channels_last=False):
+            assert not visual.skip_padding and not visual.share_boxes and not visual.channels_last
+            raise AssertionError("a check failed")
+    assert {name: getattr(visual, name) for name in SWITCHES} == before
 
 
 def test_fast_path_pools_each_attended_box_once(model, batch):
@@ -111,9 +122,9 @@ def test_fast_and_straightforward_paths_give_the_same_gradients(batch):
     model.train()
     grads = []
     for fast in (True, False):
-        set_switches(model, skip_padding=fast, share_boxes=fast, channels_last=fast)
         model.zero_grad()
-        model(**batch).loss.backward()
+        with switched(model, skip_padding=fast, share_boxes=fast, channels_last=fast):
+            model(**batch).loss.backward()
         visual = model.layoutlm_roialign.visual_embeddings
         grads.append(
             [
@@ -121,7 +132,6 @@ def test_fast_and_straightforward_paths_give_the_same_gradients(batch):
                 for p in (visual.projection.weight, visual.feature_norm.weight, visual.backbone.conv1.weight)
             ]
         )
-    set_switches(model)
     for fast, slow in zip(*grads, strict=True):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
 

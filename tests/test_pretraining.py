@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import sys
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO_ROOT, assert_remote_code_gives, model_inputs, random_batch, tiny_config
+from conftest import REPO_ROOT, assert_remote_code_gives, model_inputs, random_batch, tiny_config, write_bilevel_png
 from transformers import TrainingArguments
 
 from layoutlm_roialign import (
@@ -296,13 +297,29 @@ def test_pdf_pages_are_read_through_the_labellers_reader(pages, tmp_path):
                                 **{**TINY_PRETRAIN})  # fmt: skip
     _, processor = build_pretraining_model(args)
     windows, stats = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=False)
-    assert stats["pages"] == 2 and stats["failed_pages"] == 1 and stats["words"] == sum(map(len, TEXT_PAGES))
+    assert stats["documents"] == 2 and stats["pages_with_words"] == 2 and stats["failed_pages"] == 1
+    assert stats["pages"] == 3 and stats["words"] == sum(map(len, TEXT_PAGES))  # the empty PDF: one failed page
     assert "pixel_values" not in windows.column_names
     words = processor.tokenizer.decode([i for row in windows["input_ids"] for i in row], skip_special_tokens=True)
     assert "invoice" in words.replace(" ##", "")
 
 
+def test_a_page_past_the_decompression_bomb_limit_is_a_failed_page_and_pretraining_goes_on(pages, tmp_path):
+    (tmp_path / "in").mkdir()
+    write_bilevel_png(tmp_path / "in" / "huge.png")  # 20000 x 20000: 400 MP, past PIL's 179 MP limit
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
+    summary = main([*_pretrain_command(pages, tmp_path / "out", "--inputs", str(tmp_path / "in"), "--max_steps", "1",
+                                       "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "true")[1:]])  # fmt: skip
+    data = summary["data"]
+    assert (data["pages"], data["pages_with_words"], data["failed_pages"]) == (24, 24, 1)
+    (failure,) = summary["failures"]
+    assert "huge.png" in failure and "400,000,000 pixels" in failure and "decompression bombs" in failure
+    assert summary["training"]["global_step"] == 1
+
+
 def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoint_train_py_fine_tunes(pages, tmp_path):
+    from layoutlm_roialign.checkpoints import is_written_checkpoint
+
     args = source_args(pages)
     training = pretrain_training_args(
         tmp_path / "mvlm", max_steps=40, learning_rate=3e-3, eval_steps=10, save_steps=20, logging_steps=10, seed=0
@@ -314,10 +331,14 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
     assert summary["eval_curve"][-1]["masked_accuracy"] > summary["eval_curve"][0]["masked_accuracy"]
     final = tmp_path / "mvlm" / "final"
     card = (final / "README.md").read_text()
-    assert "| documents / pages read / pages with words / failed | 1 / 24 / 24 / 0 |" in card
+    assert "| documents / pages (with words + without words + failed) | 1 / 24 (24 + 0 + 0) |" in card
     assert "| steps / epochs | 40 /" in card and str(summary["data"]["tokens"]) in card
     assert str(tmp_path) not in card  # a card names sources, never this machine's paths
     assert json.loads((final / "config.json").read_text())["architectures"] == ["LayoutLMRoIAlignForMaskedLM"]
+    assert is_written_checkpoint(final)  # a rerun may replace it
+    (final / "notes.txt").write_text("mine")
+    assert not is_written_checkpoint(final)  # not once it holds something of the user's
+    (final / "notes.txt").unlink()
 
     from layoutlm_roialign.checkpoints import build_model_and_processor
 
@@ -339,6 +360,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
                              "--disable_tqdm", "true", "--eval_strategy", "no", "--save_strategy", "no",
                              "--load_best_model_at_end", "false"])  # fmt: skip
         assert (out / "final" / "config.json").is_file() and result["global_step"] == 2
+        assert is_written_checkpoint(out / "final")
 
 
 def test_bad_arguments_exit_with_status_2_and_name_the_flag(pages, tmp_path, capsys):
@@ -385,6 +407,7 @@ def save_then_die(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 transformers.Trainer._save_checkpoint = save_then_die
 import runpy
+import shlex
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
     killed = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300, env=env)
@@ -422,3 +445,246 @@ def test_two_process_pretraining_under_accelerate_launch(pages, tmp_path):
     assert len(list((out / "windows").iterdir())) == 1  # one cache, written by the main process
     model = LayoutLMRoIAlignForMaskedLM.from_pretrained(out / "final")
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+# --- What a run keeps, reuses and never replaces ------------------------------------------------------------------
+
+
+class PageReads:
+    """Counts the pages `PageReader` reads (their `(source, page)`), and raises `KeyboardInterrupt` (Ctrl-C) on the
+    read after `stop_after` pages."""
+
+    def __init__(self, monkeypatch, stop_after: int | None = None) -> None:
+        from layoutlm_roialign.labelling.reading import PageReader
+
+        self.keys, self.stop_after, original = [], stop_after, PageReader.__getitem__
+
+        def counted(reader, index):
+            if self.stop_after is not None and len(self.keys) == self.stop_after:
+                raise KeyboardInterrupt
+            self.keys.append(reader.jobs[index].key)
+            return original(reader, index)
+
+        monkeypatch.setattr(PageReader, "__getitem__", counted)
+
+
+def test_a_reading_interrupted_midway_is_resumed_reading_only_the_pages_not_read_yet(pages, tmp_path, monkeypatch):
+    from layoutlm_roialign.pretraining import build_pretraining_model
+    from layoutlm_roialign.pretraining import windows as windows_module
+
+    monkeypatch.setattr(windows_module, "PART_WINDOWS", 1)  # one part per page: the cut below drops one page
+    args = source_args(pages)
+    _, processor = build_pretraining_model(args)
+    whole, whole_stats = read_pretraining_windows(args, processor, tmp_path / "whole", pixels=True)
+    jobs = [(pages["dataset"] + "[train]", page) for page in range(1, 25)]
+    reads = PageReads(monkeypatch, stop_after=10)
+    with pytest.raises(KeyboardInterrupt):
+        read_pretraining_windows(args, processor, tmp_path / "cache", pixels=True)
+    assert reads.keys == jobs[:10]
+    [store] = [path for path in (tmp_path / "cache").iterdir() if path.name.endswith(".parts")]
+    records = (store / "pages.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(records) == 10  # Ctrl-C: every page read was kept
+    # as a kill mid-write leaves it: the last record cut short (its part is then no page's, and is dropped)
+    (store / "pages.jsonl").write_bytes(b"".join(records[:-1]) + records[-1][:30])
+    reads.keys.clear()
+    reads.stop_after = None
+    windows, stats = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=True)
+    assert reads.keys == jobs[9:]  # the 9 pages kept are not read again; the torn one is
+    assert not stats["cached"] and len(windows) == len(whole)
+    assert windows.to_dict() == whole.to_dict()
+    drop = ("seconds", "cached")
+    assert {k: v for k, v in stats.items() if k not in drop} == {k: v for k, v in whole_stats.items() if k not in drop}
+    assert [path.name.startswith(".") for path in (tmp_path / "cache").iterdir()] == [False]  # the cache alone
+
+
+def test_a_reading_killed_with_sigkill_keeps_the_pages_written_and_a_rerun_reads_only_the_others(
+    pages, tmp_path, monkeypatch
+):
+    from layoutlm_roialign.pretraining import build_pretraining_model
+
+    out = tmp_path / "mvlm"
+    killer = f"""
+import os, signal, sys
+sys.argv = {_pretrain_command(pages, out, "--max_steps", "1")!r}
+from layoutlm_roialign.labelling.reading import PageReader
+from layoutlm_roialign.pretraining import windows
+windows.PART_WINDOWS = 1
+original, reads = PageReader.__getitem__, []
+def read_then_die(self, index):
+    if len(reads) == 10:
+        os.kill(os.getpid(), signal.SIGKILL)
+    reads.append(index)
+    return original(self, index)
+PageReader.__getitem__ = read_then_die
+import runpy
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    [store] = [path for path in (out / "windows").iterdir() if path.name.endswith(".parts")]
+    kept = len((store / "pages.jsonl").read_text().splitlines())
+    assert kept == 10  # each page read was on disk (its part, then its record) before the next one was read
+    args = source_args(pages)
+    _, processor = build_pretraining_model(args)
+    whole, _ = read_pretraining_windows(args, processor, tmp_path / "whole", pixels=True)
+    reads = PageReads(monkeypatch)
+    windows, stats = read_pretraining_windows(args, processor, out / "windows", pixels=True)
+    assert reads.keys == [(pages["dataset"] + "[train]", page) for page in range(kept + 1, 25)]
+    assert windows.to_dict() == whole.to_dict() and stats["pages_with_words"] == 24
+    assert [path.name.startswith(".") for path in (out / "windows").iterdir()] == [False]
+
+
+def test_counts_add_up_and_every_failure_names_its_file_and_page(tmp_path, caplog):
+    from layoutlm_roialign.data.synthetic import generate_synthetic_forms
+    from layoutlm_roialign.pretraining import build_pretraining_model
+    from layoutlm_roialign.wordpiece import train_wordpiece_tokenizer
+
+    forms = generate_synthetic_forms(3, seed=0)
+    forms = forms.map(lambda row, i: {"words": [], "bboxes": []} if i == 1 else row, with_indices=True)
+    forms.save_to_disk(str(tmp_path / "forms"))
+    train_wordpiece_tokenizer([" ".join(w) for w in forms["words"]], vocab_size=300).save_pretrained(tmp_path / "tok")
+    (tmp_path / "in").mkdir()
+    PIL.Image.new("RGB", (40, 40), "white").save(tmp_path / "in" / "scan.png")  # no text layer: fails with text
+    (tmp_path / "in" / "empty.png").write_bytes(b"")  # cannot be opened
+    args = PretrainingArguments(inputs=[str(tmp_path / "in")], dataset=str(tmp_path / "forms"), words_column="words",
+                                boxes_column="bboxes", tokenizer=str(tmp_path / "tok"), words_from="text",
+                                **TINY_PRETRAIN)  # fmt: skip
+    _, processor = build_pretraining_model(args)
+    with caplog.at_level("INFO", logger="layoutlm_roialign.pretraining.windows"):
+        _, stats = read_pretraining_windows(args, processor, tmp_path / "cache", pixels=False)
+    assert (stats["documents"], stats["pages"]) == (3, 5)  # 2 files + the dataset; 1 + 1 + 3 pages
+    assert (stats["pages_with_words"], stats["pages_without_words"], stats["failed_pages"]) == (2, 1, 2)
+    assert stats["pages"] == stats["pages_with_words"] + stats["pages_without_words"] + stats["failed_pages"]
+    assert stats["failures"] == [
+        f"{tmp_path / 'in' / 'empty.png'}: the file is empty (0 bytes)",
+        f"{tmp_path / 'in' / 'scan.png'} page 1: the page has no text layer (an image, a scan) and --words_from "
+        "text never OCRs: it is left for a run with --words_from auto or ocr",
+    ]
+    assert "3 documents, 5 pages: 2 with words + 1 without words + 2 failed (a document that cannot be opened " in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize("script", ["pretrain.py", "train.py"])
+def test_a_final_folder_holding_files_a_save_does_not_write_is_refused_up_front_and_kept(pages, tmp_path, capsys,
+                                                                                        script):  # fmt: skip
+    out = tmp_path / "out"
+    final = out / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text(json.dumps({"model_type": "layoutlm_roialign"}))
+    (final / "keep.txt").write_text("mine")
+    main = runpy.run_path(str(SCRIPTS / script), run_name="script")["main"]
+    if script == "pretrain.py":
+        argv = _pretrain_command(pages, out, "--max_steps", "1")[1:]
+    else:
+        argv = ["--dataset", "synthetic", "--synthetic_pages", "8", "--validation_size", "2", "--max_length", "64",
+                "--stride", "16", "--backbone", "resnet18", "--image_size", "64", "--hidden_size", "32",
+                "--num_hidden_layers", "2", "--num_attention_heads", "4", "--intermediate_size", "37", "--max_steps",
+                "1", "--output_dir", str(out), "--use_cpu", "true", "--eval_strategy", "no", "--save_strategy", "no",
+                "--load_best_model_at_end", "false", "--report_to", "none"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--output_dir: {final} holds files this run did not write" in err
+    assert sorted(os.listdir(final)) == ["config.json", "keep.txt"] and (final / "keep.txt").read_text() == "mine"
+    assert os.listdir(out) == ["final"]  # refused before reading or training
+
+
+def test_an_output_dir_that_is_a_file_and_a_text_model_that_is_missing_exit_2_naming_the_flag(pages, tmp_path,
+                                                                                             capsys):  # fmt: skip
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    source = ["--dataset", pages["dataset"], "--words_column", "words", "--boxes_column", "bboxes", "--max_length",
+              "64", "--stride", "16", "--num_workers", "0", "--backbone", "resnet18", "--image_size", "64"]  # fmt: skip
+    out = ["--output_dir", str(tmp_path / "out")]
+    cases = [
+        (["--tokenizer", pages["tokenizer"], "--output_dir", str(notes)], "--output_dir", "is a file, not a folder"),
+        (["--tokenizer", pages["tokenizer"], "--output_dir", str(notes / "run")], "--output_dir", "a file, not a"),
+        (["--tokenizer", pages["tokenizer"], "--cache_dir", str(notes), *out], "--cache_dir", "is a file"),
+        (["--text_model", str(tmp_path / "models" / "bert"), *out], "--text_model", "is not a folder"),
+        (["--text_model", "./bert", *out], "--text_model", "is not a folder"),
+        (["--text_model", "no-such-model-here", *out], "--text_model 'no-such-model-here' cannot be loaded", ""),
+    ]
+    for extra, flag, reason in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*source, *extra])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert flag in err and reason in err and "Traceback" not in err, err
+    assert notes.read_text() == "mine" and not (tmp_path / "out").exists()  # nothing read, nothing written
+
+
+def test_ctrl_c_while_reading_prints_the_command_that_goes_on_and_resuming_reuses_the_pages_read(pages, tmp_path):
+    out = tmp_path / "mvlm"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = _pretrain_command(pages, out, "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no")
+    interrupted = f"""
+import sys
+sys.argv = {command!r}
+from layoutlm_roialign.labelling.reading import PageReader
+original, reads = PageReader.__getitem__, []
+def read_then_ctrl_c(self, index):
+    if len(reads) == 5:
+        raise KeyboardInterrupt
+    reads.append(index)
+    return original(self, index)
+PageReader.__getitem__ = read_then_ctrl_c
+import runpy
+import shlex
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+    result = subprocess.run([sys.executable, "-c", interrupted], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, env=env)  # fmt: skip
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [hint] = [line for line in result.stderr.splitlines() if line.startswith("Interrupted;")]
+    prefix = "Interrupted; the pages read so far are kept. To go on from there, run: python "
+    assert hint.startswith(prefix) and shlex.split(hint[len(prefix) :]) == ["scripts/pretrain.py", *command[1:]]
+    resumed = subprocess.run([sys.executable, *command, "--resume_from_checkpoint", "true"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"No complete checkpoint in {out} yet: the pages read so far are reused" in resumed.stderr
+    assert "Reusing the 5 pages read by an earlier run" in resumed.stderr and "reading the other 19" in resumed.stderr
+    assert [path.name for path in (out / "windows").iterdir() if path.name.startswith(".")] == []
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_resuming_before_anything_was_read_says_there_is_nothing_to_resume(pages, tmp_path, capsys):
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
+    out = tmp_path / "mvlm"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*_pretrain_command(pages, out, "--resume_from_checkpoint", "true")[1:]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--resume_from_checkpoint: nothing to resume in {out}: no complete checkpoint and no pages read" in err
+
+
+def test_resuming_with_other_arguments_is_refused_naming_them(pages, tmp_path, capsys):
+    main = runpy.run_path(str(SCRIPTS / "pretrain.py"), run_name="script")["main"]
+    out = tmp_path / "mvlm"
+    common = ["--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no"]
+    main(_pretrain_command(pages, out, *common)[1:])
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    changes = [
+        (["--max_length", "32", "--stride", "8"], "--max_length 32 (the run has 64); --stride 8 (the run has 16)"),
+        (["--text_only", "true"], "--text_only True (the run has False)"),
+    ]
+    for change, named in changes:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*_pretrain_command(pages, out, *common, "--resume_from_checkpoint", "true")[1:], *change])
+        assert exit_info.value.code == 2
+        assert f"The run in {out} was started with other arguments: {named}." in capsys.readouterr().err
+
+
+def test_the_final_save_itself_never_replaces_a_folder_that_took_a_users_file_during_the_run(tmp_path):
+    from layoutlm_roialign.checkpoints import is_written_checkpoint, save_folder_atomically
+
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=f"{final} holds files this run did not write"):
+        save_folder_atomically(final, lambda out: (out / "config.json").write_text("{}"), is_written_checkpoint)
+    assert os.listdir(final) == ["keep.txt"] and os.listdir(tmp_path) == ["final"]

@@ -80,28 +80,32 @@ def test_sub_tokens_carry_their_words_box_and_ids_match_joined_tokenization(proc
     assert set(enc.keys()) == {"input_ids", "bbox", "attention_mask", "token_type_ids", "pixel_values"}
 
 
-def test_labels_on_first_sub_token_only(processor):
+def per_word_labels(tokenizer, words: list[str], labels: list[int], all_tokens: bool = False) -> list[int]:
+    """The token labels of a page written out from each word tokenized on its own: -100 on [CLS] and [SEP], the
+    word's label on its first piece and -100 on its other pieces (its label on all of them with `all_tokens`)."""
+    expected = [-100]
+    for word, label in zip(words, labels, strict=True):
+        expected += [label] + [label if all_tokens else -100] * (len(tokenizer.tokenize(word)) - 1)
+    return expected + [-100]
+
+
+def test_labels_on_first_sub_token_only(processor, tokenizer):
     words, boxes, labels = make_page(6)
     enc = processor(make_image(), words, boxes, word_labels=labels)
-    word_ids, token_labels = enc.word_ids(0), enc["labels"][0]
-    previous = None
-    for w, label in zip(word_ids, token_labels, strict=True):
-        expected = labels[w] if w is not None and w != previous else -100
-        assert label == expected
-        previous = w
-    assert sum(label != -100 for label in token_labels) == len(words)
-    assert token_labels[0] == token_labels[-1] == -100  # [CLS], [SEP]
+    assert enc["labels"][0] == per_word_labels(tokenizer, words, labels)
+    assert sum(label != -100 for label in enc["labels"][0]) == len(words)
 
 
 def test_label_all_tokens(processor, tokenizer):
     words, boxes, labels = make_page(5)
+    expected = per_word_labels(tokenizer, words, labels, all_tokens=True)
+    assert expected != per_word_labels(tokenizer, words, labels)  # the words do split
     for enc in (
         processor(make_image(), words, boxes, word_labels=labels, label_all_tokens=True),
         LayoutLMRoIAlignProcessor(processor.image_processor, tokenizer, label_all_tokens=True)(
             make_image(), words, boxes, word_labels=labels
         ),
     ):
-        expected = [labels[w] if w is not None else -100 for w in enc.word_ids(0)]
         assert enc["labels"][0] == expected
 
 

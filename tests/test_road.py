@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL, run_without_package
-from test_inference import VOCAB, make_pixels_matter
+from test_inference import VOCAB, make_pixels_matter, requires_tesseract
 from test_labelling import write_text_pdf
 
 from layoutlm_roialign import (
@@ -232,6 +232,63 @@ def test_auto_model_for_token_classification_gives_the_joint_class_with_the_pack
     assert type(base) is LayoutLMRoIAlignModel
 
 
+@pytest.mark.parametrize("importable", [False, True], ids=["package-blocked", "package-importable"])
+def test_two_checkpoints_in_final_folders_load_as_their_own_classes_in_either_order(checkpoints, tmp_path, importable):
+    """Every run saves to `final/`: a token and a linking checkpoint from two such folders, loaded in one process in
+    either order, each come back as the class their config names (the linking one with its saved link head and
+    pairs, the token one without), the second one by the Auto class and by the pipeline; with the package
+    importable, by their own code until the package is imported, then by the package's classes."""
+    import shutil
+
+    folders = {}
+    for name in ("token", "linking"):
+        folders[name] = str(shutil.copytree(checkpoints["folders"][name], tmp_path / name / "final"))
+    torch.save(checkpoints["models"]["linking"].link_head.state_dict(), tmp_path / "link_head.pt")
+    image, words, boxes = checkpoints["page"]
+    page = {"image": str(checkpoints["root"] / "page.png"), "words": words, "boxes": boxes}
+    expected = {"token": "LayoutLMRoIAlignForTokenClassification", "linking": "LayoutLMRoIAlignForRelationExtraction"}
+    # Each checkpoint first (one process each), then the other by the other road, then both again by the first's.
+    loads = (
+        [("auto", "token"), ("pipeline", "linking"), ("auto", "linking"), ("pipeline", "token")],
+        [("pipeline", "linking"), ("auto", "token"), ("pipeline", "token"), ("auto", "linking")],
+    )
+    for order in loads:
+        result = run_without_package(
+            f"""
+            import sys
+            import torch
+            from transformers import AutoModelForTokenClassification, pipeline
+
+            def check(load, name, package):
+                if load == "auto":
+                    model = AutoModelForTokenClassification.from_pretrained({folders!r}[name], trust_remote_code=True)
+                else:
+                    pipe = pipeline(model={folders!r}[name], trust_remote_code=True)
+                    model = pipe.model
+                    assert ("pairs" in pipe({page!r})) == (name == "linking"), (load, name)
+                assert type(model).__name__ == {expected!r}[name], (load, name, type(model))
+                assert type(model).__module__.startswith("layoutlm_roialign" if package else "transformers_modules")
+                if name == "linking":
+                    saved = torch.load("link_head.pt")
+                    for key, value in model.link_head.state_dict().items():
+                        assert torch.equal(value, saved[key]), key
+
+            for load, name in {order!r}:
+                check(load, name, package=False)
+            assert sys.modules.get("layoutlm_roialign") is None
+            if {importable!r}:
+                import layoutlm_roialign
+                for load, name in {order!r}:
+                    check(load, name, package=True)
+            print("REMOTE_OK")
+            """,
+            cwd=tmp_path,
+            importable=importable,
+        )
+        assert result.returncode == 0, (order, result.stderr[-3000:])
+        assert "REMOTE_OK" in result.stdout
+
+
 def test_pairs_are_decided_by_the_checkpoints_rules_everywhere(checkpoints):
     """The processor's post-processing takes the threshold and the one-key rule from the model's config (or both
     given), like the road."""
@@ -319,3 +376,69 @@ def test_only_token_labelling_checkpoints_carry_the_pipeline_and_the_road_refuse
     model, processor = checkpoints["models"]["sequence"], checkpoints["processor"]
     with pytest.raises(ValueError, match="needs a token-classification or linking checkpoint.*SequenceClassification"):
         predict_page(model, processor, image, words, boxes)
+
+
+def test_the_pipeline_refuses_arguments_it_would_misread_through_the_checks_every_driver_shares(checkpoints):
+    from transformers import pipeline
+
+    pipe = pipeline(model=str(checkpoints["folders"]["linking"]), trust_remote_code=True)
+    image, words, boxes = checkpoints["page"]
+    page = {"image": image, "words": words, "boxes": boxes}
+    calls = [
+        ({"threshold": 2}, r"`threshold` must be a number in \[0, 1\].*got 2\."),
+        ({"threshold": -1}, r"`threshold` must be a number in \[0, 1\].*got -1\."),
+        ({"threshold": float("nan")}, r"`threshold` must be a number in \[0, 1\].*got nan\."),
+        ({"threshold": "0.5"}, r"`threshold` must be a number in \[0, 1\].*got '0\.5' \(a str\)"),
+        ({"one_value_key": "no"}, r"`one_value_key` must be True or False, got 'no'"),
+        ({"batch_size": 0}, r"`batch_size` must be a positive int \(windows per forward pass\), got 0"),
+        ({"max_length": 0}, r"`max_length` must be a positive int \(tokens per window\), got 0"),
+    ]
+    for kwargs, match in calls:
+        with pytest.raises(ValueError, match=match):
+            pipe(page, **kwargs)
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive int"):
+        pipeline(model=str(checkpoints["folders"]["linking"]), trust_remote_code=True, batch_size=0)
+    with pytest.raises(ValueError, match=r"`words` must be a list.*got str 'hello'.*text\.split\(\)"):
+        pipe({"image": image, "words": "hello", "boxes": [[0, 0, 10, 10]] * 5})
+    assert pipe(page, threshold=1)["pairs"] == [] and len(pipe(page, threshold=0)["pairs"]) > 0
+
+    # Pixel boxes measured on another size of the page are refused as predict.py refuses them, or clamped on request.
+    width, height = image.size
+    far = {"image": image, "words": words[:2], "pixel_boxes": [[0, 0, 10, 10], [10, 10, 3 * width, 20]]}
+    with pytest.raises(ValueError, match=rf"word 1 .* outside the {width} x {height} page.*--clamp_boxes"):
+        pipe(far)
+    assert pipe(far, clamp_boxes=True)["words"][1]["box"][2] == 1000
+
+
+def test_word_indices_that_are_not_a_list_of_integers_are_an_error_naming_word_indices_everywhere(checkpoints):
+    from transformers import pipeline
+
+    model, processor = checkpoints["models"]["linking"], checkpoints["processor"]
+    image, words, boxes = checkpoints["page"]
+    pipe = pipeline(model=str(checkpoints["folders"]["linking"]), trust_remote_code=True)
+    cases = [
+        (3, r"has `word_indices` 3: give a list of word indices \(integers\), e\.g\. \[3\]"),
+        ([1.5], r"has `word_indices` \[1\.5\]: they must be integers"),
+    ]
+    for word_indices, match in cases:
+        entities = [{"word_indices": word_indices, "label": "question"}]
+        with pytest.raises(ValueError, match=match):
+            predict_page(model, processor, image, words, boxes, entities=entities)
+        with pytest.raises(ValueError, match=match):
+            pipe({"image": image, "words": words, "boxes": boxes, "entities": entities})
+        with pytest.raises(ValueError, match=match):
+            processor(image, words, boxes, entities=entities, entity_types=model.config.resolved_entity_types)
+
+
+@requires_tesseract
+def test_an_ocr_language_tesseract_lacks_is_named_with_the_installed_ones_before_any_page_is_read(checkpoints):
+    from transformers import pipeline
+
+    model, processor = checkpoints["models"]["token"], checkpoints["processor"]
+    pipe = pipeline(model=str(checkpoints["folders"]["token"]), trust_remote_code=True)
+    path = str(checkpoints["root"] / "page.png")
+    match = r"`ocr_lang` 'xxx': Tesseract has no 'xxx' language; installed: .*eng"
+    with pytest.raises(ValueError, match=match):
+        pipe(path, ocr_lang="xxx")
+    with pytest.raises(ValueError, match=match):
+        predict_page(model, processor, path, ocr_lang="xxx")

@@ -9,11 +9,12 @@ import os
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO_ROOT, run_without_package
+from conftest import REPO_ROOT, run_without_package, save_tiny_checkpoint
 
 SCRIPTS = REPO_ROOT / "scripts"
 TINY = [
@@ -44,10 +45,36 @@ def script_main(name: str):
 @pytest.mark.parametrize("name", ["train.py", "evaluate.py", "pretrain.py"])
 def test_scripts_run_from_their_folder_import_the_evaluate_library_not_evaluate_py(name):
     """`python scripts/<name>` puts scripts/ first on sys.path, where evaluate.py would shadow the `evaluate` library
-    that the package's metrics load; each script takes its folder off the path before its imports."""
-    result = run_script(name, "--help", timeout=300)
+    that the package's metrics load; each script takes its folder off the path before its imports. `python -i` keeps
+    the script's own process after its run, where `import evaluate` must give the library."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-i", str(SCRIPTS / name), "--help"],
+        input="import evaluate\nprint('EVALUATE_FILE', evaluate.__file__, callable(getattr(evaluate, 'load', None)))\n",
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "--output_dir" in result.stdout or "--model" in result.stdout, result.stderr[-3000:]
+    line = next((x for x in (result.stdout + result.stderr).splitlines() if "EVALUATE_FILE" in x), "")
+    _, file, loads = line.rsplit(" ", 2) if line.count(" ") >= 2 else ("", "", "")
+    assert os.path.join("site-packages", "evaluate") in file and loads == "True", (line, result.stderr[-3000:])
+
+
+def test_evaluate_py_scores_a_checkpoint_with_the_evaluate_library_from_its_folder(tmp_path):
+    """scripts/evaluate.py run as users run it (from scripts/, where evaluate.py sits) scores a tiny checkpoint with
+    the package's `evaluate` metrics: the report holds seqeval's fields."""
+    folder = save_tiny_checkpoint(tmp_path / "token")
+    result = run_script(
+        "evaluate.py", "--model", str(folder), "--dataset", "synthetic", "--synthetic_pages", "4",
+        "--validation_size", "2", "--max_length", "64", "--stride", "16", "--output", str(tmp_path / "report.json"),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "--output_dir" in result.stdout or "--model" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["pages"] == 2 and {"precision", "recall", "f1", "accuracy"} <= set(report), report
+    assert set(report["per_type"]) == {"HEADER", "QUESTION", "ANSWER"}, report  # seqeval's entity types
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +194,18 @@ def test_predict_writes_json_and_a_png(trained, tmp_path):
 
 
 def test_evaluate_checks_its_output_before_it_evaluates(tmp_path, capsys):
-    """An --output in a missing folder ran the whole evaluation, then a traceback, and the report was lost."""
+    """An --output in a missing folder, or one where no file can be created (root passes every permission check;
+    `/proc` takes no files), ran the whole evaluation, then a traceback, and the report was lost."""
     evaluate = script_main("evaluate.py")
     evaluated = []
     evaluate.__globals__["evaluate_checkpoint"] = lambda *args: evaluated.append(args) or {"f1": 0.5}
-    for output, message in (
-        (tmp_path / "missing" / "report.json", "the folder"),
-        (tmp_path, "is a folder"),
-    ):
+    cases = [(tmp_path / "missing" / "report.json", "the folder"), (tmp_path, "is a folder")]
+    if os.path.isdir("/proc/self"):
+        cases.append((Path("/proc/report.json"), "is not writable"))
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        (tmp_path / "locked").mkdir(mode=0o555)
+        cases.append((tmp_path / "locked" / "report.json", "is not writable"))
+    for output, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             evaluate(["--model", "m", "--dataset", "synthetic", "--output", str(output)])
         assert exit_info.value.code == 2
@@ -183,7 +214,41 @@ def test_evaluate_checks_its_output_before_it_evaluates(tmp_path, capsys):
     assert evaluated == []
     report = evaluate(["--model", "m", "--dataset", "synthetic", "--output", str(tmp_path / "report.json")])
     assert json.loads((tmp_path / "report.json").read_text()) == report == {"f1": 0.5}
-    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # written whole, no temporary file left
+    assert sorted(p for p in os.listdir(tmp_path) if p != "locked") == ["report.json"]  # whole, no temporary file
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    """A tiny token-classification checkpoint and a masked-LM (pre-training) one, with their processors."""
+    from layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "token": save_tiny_checkpoint(root / "token"),
+        "mlm": save_tiny_checkpoint(root / "mlm", LayoutLMRoIAlignForMaskedLM),
+    }
+
+
+def test_evaluate_refuses_a_checkpoint_that_does_not_label_words_naming_its_kind(tiny_checkpoints, capsys):
+    """A masked-LM checkpoint was reported as a label-set mismatch."""
+    evaluate = script_main("evaluate.py")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(["--model", str(tiny_checkpoints["mlm"]), "--dataset", "synthetic", "--synthetic_pages", "4"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is a LayoutLMRoIAlignForMaskedLM checkpoint, which does not label words" in err, err
+    assert "token-classification or linking checkpoint" in err and "label set" not in err
+
+
+def test_evaluate_refuses_max_eval_pages_below_one_naming_the_flag(tiny_checkpoints, capsys):
+    """`--max_eval_pages 0` scored no pages and stopped with seqeval's TypeError."""
+    evaluate = script_main("evaluate.py")
+    for pages in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate(["--model", str(tiny_checkpoints["token"]), "--dataset", "synthetic", "--synthetic_pages", "4",
+                      "--max_length", "64", "--max_eval_pages", pages])  # fmt: skip
+        assert exit_info.value.code == 2
+        assert f"--max_eval_pages {pages}: give at least 1 page" in capsys.readouterr().err
 
 
 def test_bad_input_stops_with_a_message_naming_the_flag(tmp_path, capsys):

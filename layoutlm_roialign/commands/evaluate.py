@@ -56,13 +56,20 @@ def evaluate_checkpoint(
         end (`end_to_end`) at its `link_threshold`; and the per-page word labels with `return_predictions`.
 
     Raises:
-        ValueError: naming the flag, for a split the dataset lacks, a checkpoint whose labels differ from the
-            dataset's, or a linking checkpoint on a dataset without entity links.
+        ValueError: naming the flag, for a split the dataset lacks or that has no pages, `--max_eval_pages` below 1,
+            a checkpoint that does not label words (e.g. a masked-LM one) or whose labels differ from the dataset's,
+            or a linking checkpoint on a dataset without entity links.
     """
+    if data_args.max_eval_pages is not None and data_args.max_eval_pages < 1:
+        raise ValueError(
+            f"--max_eval_pages {data_args.max_eval_pages}: give at least 1 page, or leave it out to score every page."
+        )
     raw = load_training_data(data_args)
     if split not in raw:
         raise ValueError(f"--split {split!r} is not a split of --dataset {data_args.dataset!r}: {sorted(raw)}.")
     pages = raw[split]
+    if len(pages) == 0:
+        raise ValueError(f"--split {split!r} of --dataset {data_args.dataset!r} has no pages to score.")
     net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
     if torch.cuda.is_available():
         net = net.cuda()

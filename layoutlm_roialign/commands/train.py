@@ -33,7 +33,8 @@ from ..checkpoints import (
     FINAL_FOLDER,
     build_model_and_processor,
     completed_run,
-    remove_stale_temporary_folders,
+    is_written_checkpoint,
+    prepare_final_folder,
     resume_checkpoint,
     resumes_last,
     save_folder_atomically,
@@ -190,8 +191,7 @@ def run_training(
     """
     token = check_push_arguments(training_args)
     push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the final folder ourselves
-    if training_args.should_save:
-        remove_stale_temporary_folders(Path(training_args.output_dir) / FINAL_FOLDER)
+    prepare_final_folder(training_args.output_dir, remove_stale=training_args.should_save)
     done = _finished_run(training_args)
     if done is not None:
         return done
@@ -342,7 +342,7 @@ def _save_final_folder(trainer: LayoutLMRoIAlignTrainer, final_dir: Path, card: 
         results = {"eval": eval_metrics, "entity_scores": card["scores"], "link_scores": card["link_scores"]}
         (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
 
-    save_folder_atomically(final_dir, write)
+    save_folder_atomically(final_dir, write, replaceable=is_written_checkpoint)
 
 
 def _push(final_dir: Path, training_args: TrainingArguments, token: str | None) -> str:

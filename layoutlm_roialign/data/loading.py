@@ -8,22 +8,25 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, DatasetDict
 
+from ..labelstudio import LabelStudioArguments, is_labelstudio_file
 from .funsd import load_dataset_spec, split_train_validation
+from .labelstudio import load_labelstudio_export
 from .synthetic import generate_synthetic_forms
 
 __all__ = ["DataArguments", "load_training_data", "label_names_of", "describe_data"]
 
 
 @dataclass
-class DataArguments:
-    """Which data to train and evaluate on, and how pages are cut into windows."""
+class DataArguments(LabelStudioArguments):
+    """Which data to train and evaluate on, and how pages are cut into windows (and how a Label Studio export is
+    read: `LabelStudioArguments`)."""
 
     dataset: str = field(
         default="synthetic",
         metadata={
             "help": "A Hub dataset id (e.g. nielsr/funsd), a local FUNSD-layout folder (annotations/, "
-            "images/), a FUNSD release root (training_data/, testing_data/), a `save_to_disk` folder, or "
-            "'synthetic' (generated forms; see layoutlm_roialign.data)."
+            "images/), a FUNSD release root (training_data/, testing_data/), a `save_to_disk` folder, a Label "
+            "Studio JSON export (.json), or 'synthetic' (generated forms; see layoutlm_roialign.data)."
         },
     )
     validation_size: float = field(
@@ -58,12 +61,16 @@ def load_training_data(data_args: DataArguments) -> DatasetDict:
     try:
         if spec == "synthetic":
             ds = generate_synthetic_forms(num_pages=data_args.synthetic_pages, seed=data_args.synthetic_seed)
+        elif is_labelstudio_file(spec):
+            ds = load_labelstudio_export(spec, data_args.images_dir, data_args.label_map, data_args.page_words_from)
         else:
             ds = load_dataset_spec(spec)
     except (FileNotFoundError, ValueError, OSError) as err:
+        if is_labelstudio_file(spec):  # the message names the task and what is wrong with it
+            raise ValueError(f"--dataset {spec!r} could not be loaded: {err}") from err
         raise ValueError(
             f"--dataset {spec!r} could not be loaded: {err} (give a Hub dataset id, a FUNSD-layout folder with "
-            "annotations/ and images/, or 'synthetic')."
+            "annotations/ and images/, a Label Studio export, or 'synthetic')."
         ) from err
     if isinstance(ds, Dataset):
         ds = DatasetDict({"train": ds})

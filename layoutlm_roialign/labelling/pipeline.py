@@ -34,7 +34,7 @@ from .runner import PageLabeller
 from .shards import done_path, output_paths, record_files, write_done
 from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
 
-__all__ = ["LabelRun", "plan_run", "process_share"]
+__all__ = ["LabelRun", "check_run_arguments", "plan_run", "process_share"]
 
 
 def process_share() -> tuple[int, int]:
@@ -94,13 +94,11 @@ class LabelRun:
     def _run(self, model, processor, batch_size, num_workers, device, dtype, compile, quiet) -> dict:
         from tqdm.auto import tqdm
 
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"--batch_size must be a positive int (windows per forward pass), got {batch_size!r}.")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"--num_workers must be 0 (read pages in this process) or more, got {num_workers!r}.")
+        check_run_arguments(batch_size, num_workers)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
         options = dict(self.reader_options)
-        max_length = options.pop("max_length", None) or min(512, model.config.max_position_embeddings)
+        max_length = options.pop("max_length", None)
+        max_length = min(512, model.config.max_position_embeddings) if max_length is None else max_length
         stride = options.pop("stride", None)
         stride = max_length // 4 if stride is None else stride
         reader = PageReader(
@@ -180,6 +178,18 @@ class LabelRun:
         return path
 
 
+def check_run_arguments(batch_size: int, num_workers: int) -> None:
+    """Check `LabelRun.run`'s `batch_size` and `num_workers`, before a run creates anything.
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"--batch_size must be a positive int (windows per forward pass), got {batch_size!r}.")
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"--num_workers must be 0 (read pages in this process) or more, got {num_workers!r}.")
+
+
 def _as_is(item: dict) -> dict:
     return item
 
@@ -200,14 +210,16 @@ def plan_run(
     dpi: float = DEFAULT_DPI,
     process_index: int | None = None,
     num_processes: int | None = None,
+    labelstudio: dict | None = None,
 ) -> LabelRun:
     """Check the arguments and plan this process's pages (module docstring); nothing is labelled yet.
 
     Raises:
         ValueError: naming the argument, for missing inputs, an unusable destination, an unknown `words_from`,
             a dataset, split or column that does not exist, or an output file that is not the labeller's.
+    `labelstudio`: how a Label Studio export given as `dataset` is read (`labelstudio.labelstudio_options`).
     """
-    _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column)
+    _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column, max_length, stride)
     if process_index is None or num_processes is None:
         process_index, num_processes = process_share()
     records_path, failures_path = output_paths(output, process_index, num_processes)
@@ -217,7 +229,7 @@ def plan_run(
             raise ValueError(f"--png_dir {png_dir!r} is a file; give a folder (it is created if missing).")
         os.makedirs(png_dir, exist_ok=True)
     jobs, failures, pages = _share_of_jobs(
-        inputs, dataset, split, image_column, words_column, boxes_column, process_index, num_processes
+        inputs, dataset, split, image_column, words_column, boxes_column, process_index, num_processes, labelstudio
     )
     lock, done = _lock_and_read_done(output, records_path, failures_path)
     todo = [job for job in jobs if job.key not in done]
@@ -253,13 +265,18 @@ def _check_plan_arguments(
     dpi: float,
     words_column: str | None,
     boxes_column: str | None,
+    max_length: int | None = None,
+    stride: int | None = None,
 ) -> None:
     """Check `plan_run`'s arguments that need nothing read (as it takes them).
 
     Raises:
-        ValueError: naming the flag, for no inputs, an unknown `words_from`, a bad `dpi`, or only one of
-            `words_column` and `boxes_column`.
+        ValueError: naming the flag, for no inputs, an unknown `words_from`, a bad `dpi`, only one of
+            `words_column` and `boxes_column`, a `max_length` below 1 or a negative `stride`.
     """
+    for flag, value, least in (("--max_length", max_length, 1), ("--stride", stride, 0)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise ValueError(f"{flag} must be an int of at least {least} (tokens), got {value!r}.")
     if not inputs and not dataset:
         raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
     if words_from not in WORDS_FROM:
@@ -278,6 +295,7 @@ def _share_of_jobs(
     boxes_column: str | None,
     process_index: int,
     num_processes: int,
+    labelstudio: dict | None = None,
 ) -> tuple[list[PageJob], list[dict], Any]:
     """This process's share of the page jobs (`plan_run`'s arguments, as it takes them): the pages of its share of the
     input documents, then those of its share of the dataset's rows. Returns the jobs, the failures of documents that
@@ -295,7 +313,7 @@ def _share_of_jobs(
         failures += unreadable if process_index == 0 else []  # folders that cannot be read: once per launch
     pages = None
     if dataset:
-        pages = load_page_dataset(dataset, split, image_column)
+        pages = load_page_dataset(dataset, split, image_column, **(labelstudio or {}))
         for name, column in (("--words_column", words_column), ("--boxes_column", boxes_column)):
             if column is not None and column not in pages.column_names:
                 raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")

@@ -13,7 +13,27 @@ import torch
 
 from ..road import DTYPES, label_pages
 
-__all__ = ["PageLabeller"]
+__all__ = ["PageLabeller", "check_device"]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a `torch.device`, once a tensor could be put there.
+
+    Raises:
+        ValueError: naming `--device`, for a name torch does not know or a device this machine does not have (CUDA
+            on a machine without a GPU, a GPU index past the last one).
+    """
+    try:
+        device = torch.device(device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:  # AssertionError: "Torch not compiled with CUDA"
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(
+            f"--device {device!s}: no such device here ({str(err).splitlines()[0]}); this machine has "
+            + (f"{gpus} GPU(s) (cuda:0 .. cuda:{gpus - 1}) and the CPU" if gpus else "no GPU: use --device cpu")
+            + "."
+        ) from err
+    return device
 
 
 class PageLabeller:
@@ -43,7 +63,7 @@ class PageLabeller:
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}.")
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = check_device(device) if device is not None else next(model.parameters()).device
         self.model = model.eval().to(self.device)
         self.forward = torch.compile(self.model, dynamic=True) if compile else None
         self.processor = processor

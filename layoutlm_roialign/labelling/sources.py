@@ -9,7 +9,8 @@ reaches again: files are compared by device and inode, and folder walks never fo
 that cannot be read becomes a failure record; a folder given directly that cannot be read is an error. `shard` splits
 documents round-robin between processes, so every process of a launch derives the same split from the same inputs.
 `page_jobs` opens each document just far enough to count its pages (a PDF's page count, a TIFF's frames) and turns a
-document that cannot be opened (empty, corrupt, encrypted) into a failure record instead.
+document that cannot be opened (empty, corrupt, encrypted, past PIL's decompression-bomb limit) into a failure record
+instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 import PIL.Image
 
-from ..pages import DEFAULT_DPI, WORDS_FROM
+from ..labelstudio import LabelStudioArguments, is_labelstudio_file
+from ..page_words import check_ocr_lang
+from ..pages import DEFAULT_DPI, WORDS_FROM, count_frames
 
 __all__ = [
     "PageJob",
@@ -42,15 +45,18 @@ PAGE_EXTENSIONS = frozenset(
 
 
 @dataclass
-class PageSourceArguments:
+class PageSourceArguments(LabelStudioArguments):
     """Where pages come from and how their words are read: the arguments `scripts/label.py` and
-    `scripts/pretrain.py` share."""
+    `scripts/pretrain.py` share. `--ocr_lang` is checked against Tesseract's languages when they are built, before
+    any page is read (`ValueError` naming it)."""
 
     inputs: list[str] = field(
         default_factory=list,
         metadata={"help": "Folders, globs (quoted), list files (.txt/.lst: a path a line), files: images and PDFs."},
     )
-    dataset: str | None = field(default=None, metadata={"help": "A datasets `save_to_disk` folder or Hub id."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "A datasets `save_to_disk` folder, a Hub id or a Label Studio export (.json)."}
+    )
     split: str = field(default="train", metadata={"help": "The --dataset split."})
     image_column: str = field(default="image", metadata={"help": "The --dataset column holding the pages."})
     words_column: str | None = field(default=None, metadata={"help": "A --dataset column of words (instead of OCR)."})
@@ -64,6 +70,9 @@ class PageSourceArguments:
     )
     ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
     dpi: float = field(default=DEFAULT_DPI, metadata={"help": "Resolution PDF pages are rendered at."})
+
+    def __post_init__(self) -> None:
+        check_ocr_lang(self.ocr_lang, "--ocr_lang")
 
 
 @dataclass(frozen=True)
@@ -194,10 +203,7 @@ def _document_pages(path: str) -> tuple[str, int]:
             if count == 0:
                 raise ValueError("the PDF has no pages")
             return "pdf", count
-        with PIL.Image.open(path) as image:  # the header only: pixels are read by the workers
-            return "image", int(getattr(image, "n_frames", 1))
-    except PIL.UnidentifiedImageError as err:
-        raise ValueError("not an image PIL can read, nor a PDF") from err
+        return "image", count_frames(path)  # the header only: pixels are read by the workers
     except OSError as err:
         raise ValueError(f"cannot be read ({err.strerror or err})") from err
 
@@ -216,9 +222,11 @@ def page_jobs(files: Iterable[str]) -> tuple[list[PageJob], list[dict]]:
     return jobs, failures
 
 
-def load_page_dataset(spec: str, split: str = "train", image_column: str = "image") -> Any:
-    """A `datasets.Dataset` of pages: a `save_to_disk` folder or a Hub id (its parquet export when the repository
-    holds a loading script), split `split`, with `image_column` left undecoded (the workers decode it).
+def load_page_dataset(spec: str, split: str = "train", image_column: str = "image", **labelstudio: Any) -> Any:
+    """A `datasets.Dataset` of pages: a `save_to_disk` folder, a Hub id (its parquet export when the repository
+    holds a loading script) or a Label Studio export (its split `train`, read with the `labelstudio` options:
+    `layoutlm_roialign.labelstudio.labelstudio_options`), split `split`, with `image_column` left undecoded (the
+    workers decode it).
 
     Raises:
         ValueError: naming `--dataset`, `--split` or `--image_column` when the dataset cannot be loaded, has no
@@ -230,7 +238,11 @@ def load_page_dataset(spec: str, split: str = "train", image_column: str = "imag
         raise ImportError('--dataset needs the datasets library: pip install "layoutlm-roialign[train]".') from err
     path = os.path.expanduser(spec)
     try:
-        if os.path.isdir(path):
+        if is_labelstudio_file(path):
+            from ..data.labelstudio import load_labelstudio_export
+
+            loaded = datasets.DatasetDict({"train": load_labelstudio_export(path, **labelstudio)})
+        elif os.path.isdir(path):
             loaded = datasets.load_from_disk(path)
         elif os.path.exists(path):
             raise ValueError(f"--dataset {spec!r} is a file; give a `save_to_disk` folder or a Hub dataset id.")

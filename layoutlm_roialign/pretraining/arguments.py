@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ..labelling.reading import WORDS_FROM
@@ -29,6 +30,11 @@ PRETRAIN_SCRIPT_DEFAULTS = dict(
     remove_unused_columns=False,
     train_sampling_strategy="group_by_length",  # windows of similar lengths in a batch: padding costs as much as text
 )
+
+
+def _is_path(name: str) -> bool:
+    """Whether `name` can only be a local path: a Hub id is `name` or `owner/name`."""
+    return name.startswith((".", "~", "/")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 @dataclass
@@ -74,6 +80,7 @@ class PretrainingArguments(PageSourceArguments):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.inputs and not self.dataset:
             raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
         if self.words_from not in WORDS_FROM:
@@ -85,6 +92,12 @@ class PretrainingArguments(PageSourceArguments):
                 "Give exactly one of --text_model (a BERT/LayoutLM checkpoint), --model_name_or_path (one of this "
                 "package's checkpoints) or --tokenizer (a tokenizer folder, for a randomly initialized encoder)."
             )
+        for flag in ("text_model", "model_name_or_path", "tokenizer"):
+            value = getattr(self, flag)
+            if value is not None and _is_path(value) and not os.path.isdir(os.path.expanduser(value)):
+                raise ValueError(
+                    f"--{flag} {value!r} is not a folder: give a checkpoint folder or a Hub id (owner/name)."
+                )
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if not 0 <= self.stride < self.max_length:

@@ -4,11 +4,13 @@ with held-out windows masked once (`run_pretraining`), and the final folder with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,11 @@ from transformers import AutoProcessor, AutoTokenizer, Trainer, TrainingArgument
 
 from ..checkpoints import (
     FINAL_FOLDER,
-    remove_stale_temporary_folders,
+    is_written_checkpoint,
+    last_complete_checkpoint,
+    prepare_final_folder,
     resume_checkpoint,
+    resumes_last,
     save_folder_atomically,
 )
 from ..image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
@@ -27,11 +32,16 @@ from ..modeling_layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
 from ..processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
 from .arguments import PretrainingArguments
 from .masking import DataCollatorForMaskedVisualLanguageModeling, MaskedTokenAccuracy, blank_fill_value, premask
-from .windows import public_name, read_pretraining_windows
+from .windows import has_read_pages, public_name, read_pretraining_windows
 
-__all__ = ["build_pretraining_model", "run_pretraining", "write_pretraining_card"]
+__all__ = ["RUN_ARGUMENTS", "build_pretraining_model", "resume_hint", "run_pretraining", "write_pretraining_card"]
 
 logger = logging.getLogger(__name__)
+
+# What a run records in its output folder when it starts: the arguments that shape its model and data, which a
+# resumed run must repeat. The others (`num_workers`, `cache_dir`) only say how and where pages are read.
+RUN_ARGUMENTS = "pretraining_arguments.json"
+NOT_SHAPING = ("num_workers", "cache_dir")
 
 
 def build_pretraining_model(
@@ -41,10 +51,13 @@ def build_pretraining_model(
     none), a pretrained text encoder (`text_model`, its 2-D position embeddings fresh when it is a BERT), or a random
     encoder of the given sizes with `tokenizer`."""
     if args.model_name_or_path is not None:
-        model = LayoutLMRoIAlignForMaskedLM.from_pretrained(args.model_name_or_path)
-        processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+        with _names_the_flag("--model_name_or_path", args.model_name_or_path):
+            model = LayoutLMRoIAlignForMaskedLM.from_pretrained(args.model_name_or_path)
+            processor = AutoProcessor.from_pretrained(args.model_name_or_path)
         return model, processor
-    tokenizer = AutoTokenizer.from_pretrained(args.text_model or args.tokenizer, use_fast=True)
+    flag = "--text_model" if args.text_model is not None else "--tokenizer"
+    with _names_the_flag(flag, args.text_model or args.tokenizer):
+        tokenizer = AutoTokenizer.from_pretrained(args.text_model or args.tokenizer, use_fast=True)
     config: dict[str, Any] = {"backbone": args.backbone, "image_size": args.image_size}
     config["use_visual_features"] = not args.text_only
     sizes = {
@@ -57,9 +70,20 @@ def build_pretraining_model(
         config.update(sizes, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
         config["max_position_embeddings"] = max(512, args.max_length)
     weights = None if args.text_only else args.backbone_weights
-    model = LayoutLMRoIAlignForMaskedLM.from_pretrained_parts(args.text_model, weights, **config)
+    with _names_the_flag("--text_model", args.text_model):
+        model = LayoutLMRoIAlignForMaskedLM.from_pretrained_parts(args.text_model, weights, **config)
     processor = LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=model.config.image_size), tokenizer)
     return model, processor
+
+
+@contextlib.contextmanager
+def _names_the_flag(flag: str, value: str | None) -> Iterator[None]:
+    """Turn a checkpoint that cannot be loaded (`OSError`: no such folder or Hub model, a file missing) into a
+    `ValueError` naming `flag`."""
+    try:
+        yield
+    except OSError as err:
+        raise ValueError(f"{flag} {value!r} cannot be loaded: {err}") from err
 
 
 def write_pretraining_card(folder: str | os.PathLike, summary: dict) -> Path:
@@ -69,8 +93,8 @@ def write_pretraining_card(folder: str | os.PathLike, summary: dict) -> Path:
     data, train = summary["data"], summary["training"]
     rows = [
         ("sources", ", ".join(data["sources"])),
-        ("documents / pages read / pages with words / failed", f"{data['documents']} / {data['pages']} / "
-         f"{data['pages_with_words']} / {data['failed_pages']}"),
+        ("documents / pages (with words + without words + failed)", f"{data['documents']} / {data['pages']} "
+         f"({data['pages_with_words']} + {data['pages_without_words']} + {data['failed_pages']})"),
         ("words / windows / tokens", f"{data['words']} / {data['windows']} / {data['tokens']}"),
         ("held-out windows", summary["validation_windows"]),
         ("text encoder started from", summary["started_from"]),
@@ -122,16 +146,26 @@ trust_remote_code=True)`. The pages' own licences apply to what this model learn
 def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments, callbacks: Sequence = ()) -> dict:
     """Read (or reuse) the windows, pre-train with MVLM and write `<output_dir>/final` (model, processor, code,
     model card, `pretraining_results.json`). `--resume_from_checkpoint true` continues from the last complete
-    checkpoint of `output_dir`. Returns the summary written to `<output_dir>/pretraining_results.json`."""
+    checkpoint of `output_dir` (before the first checkpoint: from the pages read so far, training from step 0), and
+    refuses arguments that differ from the run's (`RUN_ARGUMENTS`). Returns the summary written to
+    `<output_dir>/pretraining_results.json`.
+
+    Raises:
+        ValueError: naming the argument, for an `--output_dir` / `--cache_dir` that cannot be a folder, a
+            `final/` holding files a checkpoint save does not write, nothing to resume, or changed arguments.
+    """
     output_dir = Path(training_args.output_dir)
-    if training_args.should_save:
-        remove_stale_temporary_folders(output_dir / FINAL_FOLDER)
-    resume = resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    cache_dir = args.cache_dir or str(output_dir / "windows")
+    for flag, folder in (("--output_dir", output_dir), ("--cache_dir", Path(cache_dir))):
+        _check_folder(folder, flag)
+    prepare_final_folder(output_dir, remove_stale=training_args.should_save)
+    resume = _resume_point(args, training_args, output_dir, cache_dir)
     set_seed(training_args.seed)
     model, processor = build_pretraining_model(args)
     model.config.mlm_sparse_prediction = True  # the vocabulary decoder on the predicted tokens only, in training
     pixels = bool(model.config.use_visual_features)
-    cache_dir = args.cache_dir or str(output_dir / "windows")
+    if not training_args.resume_from_checkpoint and training_args.should_save:
+        _record_run_arguments(output_dir, args)
     with training_args.main_process_first(desc="reading pages"):
         windows, data_stats = read_pretraining_windows(args, processor, cache_dir, pixels)
     trainer, held_out = _trainer(args, training_args, model, processor, windows, callbacks)
@@ -275,6 +309,92 @@ def _save_final(trainer: Trainer, output_dir: Path, summary: dict) -> None:
         write_pretraining_card(folder, summary)
         (folder / "pretraining_results.json").write_text(json.dumps(summary, indent=2, default=str))
 
-    save_folder_atomically(final_dir, write)
+    save_folder_atomically(final_dir, write, replaceable=is_written_checkpoint)
     (output_dir / "pretraining_results.json").write_text(json.dumps(summary, indent=2, default=str))
     logger.info(f"Saved the pre-trained model, processor, code and model card to {final_dir}")
+
+
+def _check_folder(folder: Path, flag: str) -> None:
+    """Refuse a `folder` that cannot be created or used as one: it, or the nearest of its parents that exists, is
+    not a folder."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        what = "is a file" if existing == folder else f"is under {existing}, a file"
+        raise ValueError(f"{flag} {str(folder)!r} {what}, not a folder: give a folder (it is created if missing).")
+
+
+def _shaping_arguments(args: PretrainingArguments) -> dict:
+    return json.loads(json.dumps({k: v for k, v in asdict(args).items() if k not in NOT_SHAPING}))
+
+
+def _resume_point(
+    args: PretrainingArguments, training_args: TrainingArguments, output_dir: Path, cache_dir: str
+) -> str | None:
+    """The checkpoint `--resume_from_checkpoint` asks for (`None`: train from step 0); a resumed run is checked
+    against the arguments its run recorded (`RUN_ARGUMENTS`). `true` before the first checkpoint resumes
+    the reading of the pages (those already read are reused) when some were read, and is refused otherwise."""
+    flag = training_args.resume_from_checkpoint
+    if not flag:
+        return None
+    if resumes_last(flag) and last_complete_checkpoint(output_dir) is None:
+        if not has_read_pages(cache_dir):
+            raise ValueError(
+                f"--resume_from_checkpoint: nothing to resume in {output_dir}: no complete checkpoint and no pages "
+                "read yet. Run without --resume_from_checkpoint to start."
+            )
+        _check_run_arguments(output_dir, args)
+        logger.warning(
+            f"No complete checkpoint in {output_dir} yet: the pages read so far are reused (the others are read) and "
+            "training starts at step 0."
+        )
+        return None
+    resume = resume_checkpoint(flag, output_dir)
+    _check_run_arguments(Path(resume).parent, args)
+    return resume
+
+
+def _record_run_arguments(output_dir: Path, args: PretrainingArguments) -> None:
+    """Write `<output_dir>/RUN_ARGUMENTS` (atomically): the arguments a resumed run must repeat."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f".{RUN_ARGUMENTS}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(_shaping_arguments(args), indent=2))
+    os.replace(tmp, output_dir / RUN_ARGUMENTS)
+
+
+def _check_run_arguments(run_dir: Path, args: PretrainingArguments) -> None:
+    """Refuse to resume the run of `run_dir` with arguments that shape the model or data differently."""
+    path = run_dir / RUN_ARGUMENTS
+    if not path.is_file():
+        logger.warning(f"{run_dir} has no {RUN_ARGUMENTS}: the arguments of the run being resumed are not checked.")
+        return
+    recorded, now = json.loads(path.read_text()), _shaping_arguments(args)
+    changed = [k for k in now if k in recorded and recorded[k] != now[k]]
+    if changed:
+        raise ValueError(
+            f"The run in {run_dir} was started with other arguments: "
+            + "; ".join(f"--{k} {now[k]!r} (the run has {recorded[k]!r})" for k in changed)
+            + ". Resume with the run's arguments, or give another --output_dir to start a new run."
+        )
+
+
+def resume_hint(script: str, argv: Sequence[str], output_dir: str | os.PathLike) -> str:
+    """The line printed when a run is interrupted: what was kept and the command that goes on from there."""
+    argv = list(argv)
+    checkpoint = last_complete_checkpoint(output_dir)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        command = f"python {shlex.join([script, *argv])}"
+        if checkpoint is not None:
+            command += ' (with "resume_from_checkpoint": "true" in the file)'
+    else:
+        kept, i = [], 0
+        while i < len(argv):  # without --resume_from_checkpoint: it is added back below when there is a checkpoint
+            if argv[i] == "--resume_from_checkpoint":
+                i += 2
+                continue
+            if not argv[i].startswith("--resume_from_checkpoint="):
+                kept.append(argv[i])
+            i += 1
+        resume = ["--resume_from_checkpoint", "true"] if checkpoint is not None else []
+        command = shlex.join(["python", script, *kept, *resume])
+    kept = f"{os.path.basename(checkpoint)} is kept" if checkpoint else "the pages read so far are kept"
+    return f"Interrupted; {kept}. To go on from there, run: {command}"

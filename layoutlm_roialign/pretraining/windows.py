@@ -1,6 +1,7 @@
 """The windows MVLM trains on: every page of the sources read by the labeller's page reader (text layer or OCR, the
 processor's windows) and kept as a `datasets` folder on disk, keyed by the pages and the reading settings, so that a
-second epoch, a rerun or a resumed run never re-reads a PDF."""
+second epoch, a rerun or a resumed run never re-reads a PDF. While the pages are read, each batch is kept on disk
+(`parts.PageParts`), so that a rerun after a kill reads only the pages not read yet."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,15 +20,18 @@ from ..checkpoints import save_folder_atomically
 from ..data.encoding import TOKEN_COLUMNS
 from ..labelling.reading import PageReader, worker_init
 from ..labelling.sources import dataset_documents, expand_inputs, load_page_dataset, page_jobs
+from ..labelstudio import labelstudio_options
 from ..processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
 from ..windowing_layoutlm_roialign import WINDOW_INPUTS
 from .arguments import PretrainingArguments
+from .parts import RECORDS, PageParts, parts_folder
 
-__all__ = ["WINDOWS_STATS", "public_name", "read_pretraining_windows"]
+__all__ = ["WINDOWS_STATS", "count_line", "failure_text", "has_read_pages", "public_name", "read_pretraining_windows"]
 
 logger = logging.getLogger(__name__)
 
 WINDOWS_STATS = "pretraining_windows.json"
+PART_WINDOWS = 256  # windows with pixels written as one part of the store of pages read
 
 
 def public_name(entry: str) -> str:
@@ -61,8 +66,9 @@ def read_pretraining_windows(
     Returns:
         `(windows, stats)`: a `datasets.Dataset` with one row per window (`input_ids`, `bbox`, `attention_mask`,
         `token_type_ids`, `word_ids` (-1 for special tokens), `page` and, with `pixels`, the page's `pixel_values`
-        in float16) and what was read (`documents`, `pages`, `pages_with_words`, `failed_pages`, `windows`,
-        `tokens`, `words`, `seconds`, `sources`, `cached`).
+        in float16) and what was read (`documents`, `pages` = `pages_with_words` + `pages_without_words` +
+        `failed_pages`, `windows`, `tokens`, `words`, `failures` (the first 20, each naming its file and page),
+        `seconds`, `sources`, `cached`).
     """
     import datasets
 
@@ -75,10 +81,26 @@ def read_pretraining_windows(
     folder = Path(cache_dir) / _fingerprint(jobs, pages, processor, settings)
     if (folder / WINDOWS_STATS).is_file():
         stats = json.loads((folder / WINDOWS_STATS).read_text())
+        stats.setdefault(
+            "pages_without_words", max(0, stats["pages"] - stats["pages_with_words"] - stats["failed_pages"])
+        )
         logger.info(f"Reusing the {stats['windows']} windows of {stats['pages']} pages cached in {folder}")
         return datasets.load_from_disk(str(folder)), {**stats, "cached": True}
     stats = _read_and_cache(args, processor, jobs, failures, pages, folder, pixels)
     return datasets.load_from_disk(str(folder)), {**stats, "cached": False}
+
+
+def has_read_pages(cache_dir: str | os.PathLike) -> bool:
+    """Whether `cache_dir` holds pages read by an earlier run: a finished cache, or the parts store of a reading
+    that was interrupted."""
+    folder = Path(cache_dir)
+    if not folder.is_dir():
+        return False
+    for path in folder.iterdir():
+        records = path / RECORDS
+        if (path / WINDOWS_STATS).is_file() or (records.is_file() and records.stat().st_size > 0):
+            return True
+    return False
 
 
 def _page_jobs(args: PretrainingArguments) -> tuple[list, list[dict], Any]:
@@ -89,7 +111,7 @@ def _page_jobs(args: PretrainingArguments) -> tuple[list, list[dict], Any]:
         jobs, failures = page_jobs(expand_inputs(args.inputs))
     pages = None
     if args.dataset:
-        pages = load_page_dataset(args.dataset, args.split, args.image_column)
+        pages = load_page_dataset(args.dataset, args.split, args.image_column, **labelstudio_options(args))
         for name, column in (("--words_column", args.words_column), ("--boxes_column", args.boxes_column)):
             if column is not None and column not in pages.column_names:
                 raise ValueError(
@@ -107,13 +129,23 @@ def _read_and_cache(
     args: PretrainingArguments, processor: LayoutLMRoIAlignProcessor, jobs: list, failures: list[dict], pages: Any,
     folder: Path, pixels: bool,
 ) -> dict:  # fmt: skip
-    """Read every page of `jobs` (in `--num_workers` processes), write their windows to `folder` (atomically) and
-    return what was read."""
+    """Read the pages of `jobs` that the parts store (`parts.PageParts`) does not hold yet (in `--num_workers`
+    processes), keeping each batch on disk as it is read; once every page is there, write their windows to `folder`
+    (atomically), remove the store and return what was read."""
     from tqdm.auto import tqdm
 
+    for stale in folder.parent.glob(f".{folder.name}.parts-*"):  # per-process parts of an earlier version
+        if stale.name.rpartition("-")[2].isdigit() and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    store = PageParts(parts_folder(folder), window_features(processor.image_processor.size, pixels),
+                      every=PART_WINDOWS if pixels else 16 * PART_WINDOWS)  # fmt: skip
+    todo = [index for index in range(len(jobs)) if index not in store.done]
+    if len(todo) < len(jobs):
+        logger.info(f"Reusing the {len(jobs) - len(todo)} pages read by an earlier run (kept in {store.folder}); "
+                    f"reading the other {len(todo)}")  # fmt: skip
     reader = PageReader(
-        jobs, processor, words_from=args.words_from, max_length=args.max_length, stride=args.stride,
-        ocr_lang=args.ocr_lang, dpi=args.dpi, dataset=pages, image_column=args.image_column,
+        [jobs[index] for index in todo], processor, words_from=args.words_from, max_length=args.max_length,
+        stride=args.stride, ocr_lang=args.ocr_lang, dpi=args.dpi, dataset=pages, image_column=args.image_column,
         words_column=args.words_column, boxes_column=args.boxes_column,
     )  # fmt: skip
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
@@ -121,89 +153,97 @@ def _read_and_cache(
         reader, batch_size=None, num_workers=args.num_workers, collate_fn=_as_is,
         worker_init_fn=worker_init if args.num_workers else None,
     )  # fmt: skip
-    stats = {"documents": len({j.source for j in jobs}), "pages": len(jobs), "pages_with_words": 0, "words": 0}
-    stats.update(failed_pages=len(failures), windows=0, tokens=0, failures=[f["error"] for f in failures][:20])
-    parts = _WindowParts(folder.parent / f".{folder.name}.parts-{os.getpid()}", processor.image_processor.size, pixels)
+    failed = [failure_text(f) for f in failures]
     start = time.perf_counter()
-    for index, item in enumerate(tqdm(loader, total=len(jobs), unit="page", desc="reading pages", dynamic_ncols=True)):
-        if "error" in item:
-            stats["failed_pages"] += 1
-            if len(stats["failures"]) < 20:
-                stats["failures"].append(f"{item['source']} page {item['page']}: {item['error']}")
-        elif item["windows"] is not None:
-            stats["pages_with_words"] += 1
-            stats["words"] += len(item["words"])
-            stats["windows"] += len(item["windows"]["input_ids"])
-            stats["tokens"] += parts.add(item, index)
-    parts.flush()
+    bar = tqdm(loader, total=len(todo), unit="page", desc="reading pages", dynamic_ncols=True)
+    try:
+        for position, item in enumerate(bar):
+            index = todo[position]
+            if "error" in item:
+                failed.append(failure_text(item))
+            else:
+                store.add(jobs[index], index, item, _window_rows(item, index, pixels))
+        store.flush()
+    finally:  # the bar first: a Ctrl-C's message is then the last line
+        bar.close()
+        store.close()
+    stats = _page_counts(jobs, failures, store.done, failed)
     stats["seconds"] = round(time.perf_counter() - start, 1)
     stats["sources"] = [public_name(e) for e in args.inputs] + ([public_name(args.dataset)] if args.dataset else [])
-    if not parts.parts:
+    windows = store.dataset()
+    if windows is None:
+        shutil.rmtree(store.folder, ignore_errors=True)
         raise ValueError(
             f"None of the {len(jobs)} pages gave any words (--words_from {args.words_from}); failures: "
             f"{stats['failures'][:3]}"
         )
-    parts.save(folder, stats)
-    logger.info(
-        f"Read {stats['pages']} pages ({stats['pages_with_words']} with words, {stats['failed_pages']} failed) in "
-        f"{stats['seconds']} s: {stats['windows']} windows, {stats['tokens']} tokens, cached in {folder}"
-    )
+
+    def write(out: Path) -> None:
+        windows.save_to_disk(str(out))
+        (out / WINDOWS_STATS).write_text(json.dumps(stats, indent=2))
+
+    save_folder_atomically(folder, write)
+    shutil.rmtree(store.folder, ignore_errors=True)
+    logger.info(f"{count_line(stats)}; read in {stats['seconds']} s: {stats['windows']} windows, {stats['tokens']} "
+                f"tokens, cached in {folder}")  # fmt: skip
     return stats
 
 
-class _WindowParts:
-    """Windows gathered in memory and written as `datasets` parts under `folder` every few hundred windows, then
-    joined into the cache: the rows the model reads (`WINDOW_INPUTS`), `word_ids`, `page` and, with `pixels`, the
-    page's `pixel_values` in float16."""
+def failure_text(failure: dict) -> str:
+    """How a failure record is reported: its file (or dataset row), its page, and the reason."""
+    where = failure["source"] if failure.get("page") is None else f"{failure['source']} page {failure['page']}"
+    return f"{where}: {failure['error']}"
 
-    def __init__(self, folder: Path, image_size: int, pixels: bool) -> None:
-        import datasets
 
-        features = {name: TOKEN_COLUMNS[name] for name in WINDOW_INPUTS}
-        features.update(word_ids=datasets.Sequence(datasets.Value("int32")), page=datasets.Value("int32"))
+def _page_counts(jobs: list, failures: list[dict], done: dict, failed: list[str]) -> dict:
+    """What was read, counted so that it adds up: `pages` = `pages_with_words` + `pages_without_words` +
+    `failed_pages`, where a document that cannot be opened counts as one failed page."""
+    records = [done[index] for index in range(len(jobs)) if index in done]
+    with_words = sum(record["windows"] > 0 for record in records)
+    return {
+        "documents": len({job.source for job in jobs} | {failure["source"] for failure in failures}),
+        "pages": len(jobs) + len(failures),
+        "pages_with_words": with_words,
+        "pages_without_words": len(records) - with_words,
+        "failed_pages": len(failed),
+        "words": sum(record["words"] for record in records),
+        "windows": sum(record["windows"] for record in records),
+        "tokens": sum(record["tokens"] for record in records),
+        "failures": failed[:20],
+    }
+
+
+def count_line(stats: dict) -> str:
+    """The counts of a reading in words, with what they mean."""
+    return (
+        f"{stats['documents']} documents, {stats['pages']} pages: {stats['pages_with_words']} with words + "
+        f"{stats['pages_without_words']} without words + {stats['failed_pages']} failed (a document that cannot be "
+        "opened counts as one failed page)"
+    )
+
+
+def window_features(image_size: int, pixels: bool) -> Any:
+    """The columns of a cached window: the rows the model reads (`WINDOW_INPUTS`), `word_ids`, `page` and, with
+    `pixels`, the page's `pixel_values` in float16."""
+    import datasets
+
+    features = {name: TOKEN_COLUMNS[name] for name in WINDOW_INPUTS}
+    features.update(word_ids=datasets.Sequence(datasets.Value("int32")), page=datasets.Value("int32"))
+    if pixels:
+        features["pixel_values"] = datasets.Array3D(shape=(3, image_size, image_size), dtype="float16")
+    return datasets.Features(features)
+
+
+def _window_rows(item: dict, index: int, pixels: bool) -> list[dict]:
+    """The cache rows of one read page (`PageReader`'s item, page number `index`): one per window, without its
+    padding (the windows are padded on the right)."""
+    windows, rows = item["windows"], []
+    for w in range(0 if windows is None else len(windows["input_ids"])):
+        length = int(windows["attention_mask"][w].sum())
+        row = {name: windows[name][w, :length].tolist() for name in WINDOW_INPUTS}
+        row["word_ids"] = [-1 if i is None else i for i in item["word_ids"][w][:length]]
+        row["page"] = index
         if pixels:
-            features["pixel_values"] = datasets.Array3D(shape=(3, image_size, image_size), dtype="float16")
-        self.features = datasets.Features(features)
-        self.folder, self.pixels, self.every = folder, pixels, 256 if pixels else 4096
-        self.rows: dict[str, list] = {name: [] for name in features}
-        self.parts: list = []
-
-    def add(self, item: dict, index: int) -> int:
-        """Add the windows of one read page (`PageReader`'s item, page number `index`); returns their tokens."""
-        windows, tokens = item["windows"], 0
-        for w in range(len(windows["input_ids"])):
-            length = int(windows["attention_mask"][w].sum())  # the windows are padded on the right
-            for name in WINDOW_INPUTS:
-                self.rows[name].append(windows[name][w, :length].tolist())
-            self.rows["word_ids"].append([-1 if i is None else i for i in item["word_ids"][w][:length]])
-            self.rows["page"].append(index)
-            if self.pixels:
-                self.rows["pixel_values"].append(item["pixel_values"].to(torch.float16).numpy())
-            tokens += length
-        if len(self.rows["page"]) >= self.every:
-            self.flush()
-        return tokens
-
-    def flush(self) -> None:
-        """Write the windows held in memory as one part."""
-        import datasets
-
-        if self.rows["page"]:
-            path = str(self.folder / f"part-{len(self.parts):05d}")
-            datasets.Dataset.from_dict(self.rows, features=self.features).save_to_disk(path)
-            self.parts.append(datasets.load_from_disk(path))
-            for values in self.rows.values():
-                values.clear()
-
-    def save(self, folder: Path, stats: dict) -> None:
-        """Join the parts into `folder` with `stats` beside them (atomically), and remove the parts."""
-        import shutil
-
-        import datasets
-
-        def write(out: Path) -> None:
-            datasets.concatenate_datasets(self.parts).save_to_disk(str(out))
-            (out / WINDOWS_STATS).write_text(json.dumps(stats, indent=2))
-
-        save_folder_atomically(folder, write)
-        shutil.rmtree(self.folder, ignore_errors=True)
+            row["pixel_values"] = item["pixel_values"].to(torch.float16).numpy()
+        rows.append(row)
+    return rows

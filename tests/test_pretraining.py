@@ -311,7 +311,11 @@ def test_a_page_past_the_decompression_bomb_limit_is_a_failed_page_and_pretraini
     summary = main([*_pretrain_command(pages, tmp_path / "out", "--inputs", str(tmp_path / "in"), "--max_steps", "1",
                                        "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "true")[1:]])  # fmt: skip
     data = summary["data"]
-    assert (data["pages"], data["pages_with_words"], data["failed_pages"]) == (24, 24, 1)
+    assert (data["pages"], data["pages_with_words"], data["failed_pages"]) == (
+        25,
+        24,
+        1,
+    )  # pages = with words + without words + failed
     (failure,) = summary["failures"]
     assert "huge.png" in failure and "400,000,000 pixels" in failure and "decompression bombs" in failure
     assert summary["training"]["global_step"] == 1

@@ -35,8 +35,8 @@ import PIL.Image  # noqa: E402
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names  # noqa: E402
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
 from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
-from layoutlm_roialign.pages import PageNotFound, load_words_json, read_page  # noqa: E402
-from layoutlm_roialign.pdf import is_pdf  # noqa: E402
+from layoutlm_roialign.pages_layoutlm_roialign import PageNotFound, load_words_json, read_page  # noqa: E402
+from layoutlm_roialign.pdf_layoutlm_roialign import is_pdf  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODEL_ENV = "MODEL_ID"
@@ -90,7 +90,7 @@ def pdf_pages(path: str | os.PathLike | None) -> int:
     """Pages of an uploaded PDF (0 for anything else), for the page picker."""
     if not path or not os.path.isfile(path) or not is_pdf(path):
         return 0
-    from layoutlm_roialign.pdf import pdf_page_count
+    from layoutlm_roialign.pdf_layoutlm_roialign import pdf_page_count
 
     try:
         return pdf_page_count(path)
@@ -265,7 +265,7 @@ def write_examples(folder: str | os.PathLike, count: int = 3) -> list[list]:
             )
             continue
         try:
-            from layoutlm_roialign.pdf import write_pdf
+            from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf
         except ImportError:
             break
         width, height = image.size

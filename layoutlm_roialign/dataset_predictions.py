@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from .engine_layoutlm_roialign import read_and_encode
-from .entities import link_pages
+from .entities_layoutlm_roialign import link_pages
 from .options_layoutlm_roialign import ReadOptions, WindowOptions
-from .road import decode_page, group_pages, is_linking_model, predict_windows
+from .road_layoutlm_roialign import decode_page, group_pages, is_linking_model, predict_windows
 
 __all__ = ["predict_dataset", "end_to_end_scores", "link_scores_of"]
 

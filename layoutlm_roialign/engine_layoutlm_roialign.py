@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from .options_layoutlm_roialign import LinkOptions, ReadOptions, WindowOptions
-from .pages import DEFAULT_DPI, read_page
-from .road import DTYPES, check_link_rules, check_positive, encode_page, group_pages, label_pages
+from .pages_layoutlm_roialign import DEFAULT_DPI, read_page
+from .road_layoutlm_roialign import DTYPES, check_link_rules, check_positive, encode_page, group_pages, label_pages
 
 __all__ = ["Engine", "predict_page", "read_and_encode"]
 

@@ -11,9 +11,9 @@ which composes them with the page reader, and `predict_page`, one page through i
 """
 
 from .engine_layoutlm_roialign import Engine, predict_page, read_and_encode
-from .entities import NOT_LINKED, given_entities, group_entities, link_pages, pair_records
+from .entities_layoutlm_roialign import NOT_LINKED, given_entities, group_entities, link_pages, pair_records
 from .loader import load_model_and_processor
-from .road import (
+from .road_layoutlm_roialign import (
     DTYPES,
     decode_page,
     encode_page,

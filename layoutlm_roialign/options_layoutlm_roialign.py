@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .pdf import DEFAULT_DPI
+from .pdf_layoutlm_roialign import DEFAULT_DPI
 
 __all__ = ["LinkOptions", "MAX_WINDOW", "ReadOptions", "WindowOptions", "link_rules", "window_sizes"]
 

@@ -27,9 +27,9 @@ from transformers import Pipeline
 
 from .engine_layoutlm_roialign import Engine, read_and_encode
 from .options_layoutlm_roialign import LinkOptions, ReadOptions, WindowOptions
-from .page_words import check_ocr_lang
-from .pages import DEFAULT_DPI, WORDS_FROM
-from .road import check_link_rules, check_positive, group_pages
+from .page_words_layoutlm_roialign import check_ocr_lang
+from .pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM
+from .road_layoutlm_roialign import check_link_rules, check_positive, group_pages
 
 __all__ = ["FormUnderstandingPipeline"]
 

@@ -30,8 +30,8 @@ from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
 from layoutlm_roialign.inference import load_model_and_processor, predict_page
 from layoutlm_roialign.outputs import check_output_paths, write_files
-from layoutlm_roialign.page_words import read_words_json
-from layoutlm_roialign.pages import DEFAULT_DPI, WORDS_FROM, read_page
+from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json
+from layoutlm_roialign.pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM, read_page
 
 
 @dataclass

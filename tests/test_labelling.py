@@ -36,7 +36,7 @@ from layoutlm_roialign.labelling import (  # noqa: E402
     recover,
 )
 from layoutlm_roialign.options_layoutlm_roialign import ReadOptions, WindowOptions  # noqa: E402
-from layoutlm_roialign.pdf import write_pdf  # noqa: E402
+from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf  # noqa: E402
 
 VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
 TEXT_PAGES = [["date", "name", "total"], ["invoice", "amount", "signature", "phone", "received"]]

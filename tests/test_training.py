@@ -28,7 +28,7 @@ from layoutlm_roialign.data import FUNSD_LABELS, DataArguments, load_training_da
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign
 from layoutlm_roialign.hub import check_push_arguments
 from layoutlm_roialign.inference import encode_page
-from layoutlm_roialign.road import num_windows
+from layoutlm_roialign.road_layoutlm_roialign import num_windows
 from layoutlm_roialign.trainer import LayoutLMRoIAlignTrainer, freeze_backbone_until
 
 LABELS = FUNSD_LABELS

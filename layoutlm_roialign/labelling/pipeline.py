@@ -26,9 +26,9 @@ from ..configuration_layoutlm_roialign import label_names
 from ..drawing import draw_prediction
 from ..options_layoutlm_roialign import ReadOptions, WindowOptions
 from ..outputs import check_output_paths, write_files
-from ..pages import WORDS_FROM
-from ..pdf import check_dpi
-from ..road import group_pages
+from ..pages_layoutlm_roialign import WORDS_FROM
+from ..pdf_layoutlm_roialign import check_dpi
+from ..road_layoutlm_roialign import group_pages
 from .jsonl import JsonlWriter, OutputLock, read_complete, record_key, recover
 from .reading import PageReader, reader_loader
 from .runner import PageLabeller

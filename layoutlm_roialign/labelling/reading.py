@@ -25,7 +25,7 @@ import torch
 
 from ..engine_layoutlm_roialign import read_and_encode
 from ..options_layoutlm_roialign import ReadOptions, WindowOptions
-from ..pages import WORDS_FROM
+from ..pages_layoutlm_roialign import WORDS_FROM
 from .sources import PageJob
 
 __all__ = ["PageReader", "reader_loader", "worker_init", "WORDS_FROM"]

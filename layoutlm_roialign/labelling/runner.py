@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..engine_layoutlm_roialign import Engine
-from ..road import DTYPES
+from ..road_layoutlm_roialign import DTYPES
 
 __all__ = ["PageLabeller", "check_device"]
 

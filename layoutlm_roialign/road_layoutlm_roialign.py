@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .entities import given_entities, group_entities, link_pages, pair_records
+from .entities_layoutlm_roialign import given_entities, group_entities, link_pages, pair_records
 from .saving_layoutlm_roialign import PIPELINE_HEADS
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 

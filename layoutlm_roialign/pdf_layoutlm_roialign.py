@@ -52,7 +52,7 @@ def check_dpi(dpi: float) -> float:
 def page_dpi(page, dpi: float) -> float:
     """The dpi a PDF page is rendered at: `dpi` (checked by `check_dpi`), or less for a page that would have more
     than `MAX_PAGE_PIXELS` pixels at `dpi`: the largest dpi that keeps it within them."""
-    from .pages import MAX_PAGE_PIXELS  # pages imports this module
+    from .pages_layoutlm_roialign import MAX_PAGE_PIXELS  # pages imports this module
 
     dpi = check_dpi(dpi)
     area = max(page.get_width() * page.get_height(), 1e-6)  # in points squared

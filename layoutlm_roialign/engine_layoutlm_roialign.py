@@ -3,25 +3,26 @@
     engine = Engine(model, processor, ReadOptions(dpi=200), WindowOptions(), LinkOptions(threshold=0.6))
     page = engine.encode_page("form.pdf", page=2)      # read (`pages.read_page`) -> windows (`road.encode_page`)
     records = engine.label_batch([page])               # one forward pass -> words, entities (-> pairs)
-    for batch, records in engine.run(pages): ...        # encoded pages batched by windows (`road.group_pages`)
 
 `read_and_encode` is the reading half on its own (no model), for reader workers (`labelling.reading.PageReader`,
 the pipeline's `preprocess`); `Engine.label_batch` is the model half (`road.label_pages`: window loop, decoding,
-linking). The drivers choose inputs, workers and outputs: the pipeline (`pipeline_layoutlm_roialign`),
-`road.predict_page` (`scripts/predict.py`, the demo), the labeller (`labelling`), `dataset_predictions` (
-`scripts/evaluate.py`) and pre-training's reader (`pretraining.windows`). This module travels with every checkpoint.
+linking). The drivers choose inputs, workers and outputs: the pipeline (`pipeline_layoutlm_roialign`: both
+halves), `predict_page` below (`scripts/predict.py`, the demo), the labeller (`labelling`: `PageReader` reads,
+`PageLabeller` labels), `dataset_predictions` (`scripts/evaluate.py`: the reading half; it scores every candidate
+pair from the kept states itself) and pre-training's reader (`pretraining.windows`: the reading half). This module
+travels with every checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .options_layoutlm_roialign import LinkOptions, ReadOptions, WindowOptions
 from .pages_layoutlm_roialign import DEFAULT_DPI, read_page
-from .road_layoutlm_roialign import DTYPES, check_link_rules, check_positive, encode_page, group_pages, label_pages
+from .road_layoutlm_roialign import DTYPES, check_link_rules, check_positive, encode_page, label_pages
 
 __all__ = ["Engine", "predict_page", "read_and_encode"]
 
@@ -100,14 +101,6 @@ class Engine:
             self.model, self.processor, pages, self.batch_size, dtype=self.dtype, entities=entities,
             threshold=self.links.threshold, one_value_key=self.links.one_value_key, forward=self.forward,
         )  # fmt: skip
-
-    def run(self, pages: Iterable[dict]) -> Iterator[tuple[list[dict], list[dict | None]]]:
-        """Encoded pages (a page that could not be read: a dict with `"error"`) in batches of at most `batch_size`
-        windows (`road.group_pages`), each with its results in order (`None` for a page with an error)."""
-        for batch in group_pages(pages, self.batch_size):
-            readable = [page for page in batch if "error" not in page]
-            labelled = iter(self.label_batch(readable) if readable else [])
-            yield batch, [None if "error" in page else next(labelled) for page in batch]
 
 
 def predict_page(

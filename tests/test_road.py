@@ -9,8 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL, run_without_package
-from test_inference import VOCAB, make_pixels_matter, requires_tesseract
-from test_labelling import write_text_pdf
+from helpers import VOCAB, make_pixels_matter, requires_tesseract, write_text_pdf
 
 from layoutlm_roialign import (
     LayoutLMRoIAlignForRelationExtraction,

@@ -3,10 +3,12 @@ matter, pages and PDFs with known words, the labeller's script run in and out of
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import PIL.Image
 import PIL.ImageDraw
@@ -19,6 +21,16 @@ from huggingface_hub import HfApi
 from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.pdf import write_pdf
+
+LAB = REPO_ROOT / "lab"
+
+
+def lab_module(path: str):
+    """The lab's file `lab/<path>` (not part of the package) as a module, as its scripts import their siblings."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, LAB / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tesseract_available() -> bool:

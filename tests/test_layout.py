@@ -1,10 +1,17 @@
-"""The project's boundaries, read from its source with `ast`: the package's modules import each other without a
-circle, and test modules share helpers through `conftest.py` / `helpers.py`, never by importing each other."""
+"""The project's boundaries: the package's modules import each other without a circle and test modules share helpers
+through `conftest.py` / `helpers.py`, never by importing each other (both read from the source with `ast`); the
+wheel holds the package and nothing of the lab (`lab/`: experiments, benchmarks and their data)."""
 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = REPO_ROOT / "layoutlm_roialign"
@@ -114,3 +121,39 @@ def test_no_test_module_imports_another():
                 if name.removeprefix("tests.").split(".")[0] in test_modules:
                     offenders.append(f"{path.name}:{node.lineno} imports {name}")
     assert offenders == [], "test modules share helpers through conftest.py / helpers.py"
+
+
+LAB_NAMES = ("lab/", "experiments", "benchmarks", "painted_box")
+
+
+@pytest.mark.slow  # builds a wheel with pip
+def test_the_wheel_holds_the_package_and_nothing_of_the_lab(tmp_path):
+    """Built from a copy of every tracked file (the lab, tests and scripts beside the package, as in a clone)."""
+    source = tmp_path / "source"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    files = [name for name in tracked.decode().split("\0") if name and (REPO_ROOT / name).is_file()]
+    assert any(name.startswith("lab/experiments/") for name in files)  # the copy has what must stay out
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, source / name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "-q",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("layoutlm_roialign-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "layoutlm_roialign/modeling_layoutlm_roialign.py" in names
+    outside = [n for n in names if not n.startswith(("layoutlm_roialign/", "layoutlm_roialign-"))]
+    assert outside == [], "the wheel holds only the package and its metadata"
+    assert [n for n in names if any(lab in n for lab in LAB_NAMES)] == []

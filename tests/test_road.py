@@ -328,7 +328,7 @@ def test_the_pipeline_takes_batch_size_workers_and_dtype_as_pipelines_do(checkpo
 
 
 def test_evaluate_script_scores_pairs_of_a_linking_checkpoint(checkpoints, tmp_path, capsys):
-    """scripts/evaluate.py on a linking checkpoint and a FUNSD folder prints and writes entity F1 and pair
+    """scripts/evaluate_checkpoint.py on a linking checkpoint and a FUNSD folder prints and writes entity F1 and pair
     precision / recall / F1, with gold entities and end to end."""
     import runpy
 
@@ -340,7 +340,7 @@ def test_evaluate_script_scores_pairs_of_a_linking_checkpoint(checkpoints, tmp_p
         for entity in form["form"]:
             entity["linking"] = [[1, 2]] if entity["id"] in (1, 2) else []
         annotation.write_text(json.dumps(form))
-    main = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_checkpoint.py"), run_name="script")["main"]
     folder = str(checkpoints["folders"]["linking"])
     report = main(["--model", folder, "--dataset", str(root), "--split", "test", "--output", str(tmp_path / "r.json")])
     written = json.loads((tmp_path / "r.json").read_text())

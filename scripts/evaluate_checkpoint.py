@@ -3,8 +3,8 @@
 linking checkpoint also key-value pair P/R/F1 with the gold entities and end to end (pairs between the entities the
 checkpoint finds), at the checkpoint's `link_threshold`.
 
-    python scripts/evaluate.py --model runs/main/final --dataset synthetic --split validation --output report.json
-    python scripts/evaluate.py --model runs/linking/final --dataset dataset --split test   # a FUNSD release root
+    python scripts/evaluate_checkpoint.py --model runs/main/final --dataset synthetic --split validation --output report.json
+    python scripts/evaluate_checkpoint.py --model runs/linking/final --dataset dataset --split test   # a FUNSD release root
 
 The data flags are `scripts/train.py`'s (`layoutlm_roialign.data.DataArguments`), and the dataset is loaded the same
 way, so the same `--split_seed` scores the same validation pages; a dataset's own splits (a FUNSD release root's
@@ -13,13 +13,8 @@ loaded from their files by `layoutlm_roialign.metrics`). The run is
 `layoutlm_roialign.commands.evaluate.evaluate_checkpoint`; this file parses the flags and writes the report.
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
+import sys
 from collections.abc import Sequence
 
 from transformers import HfArgumentParser

@@ -108,14 +108,12 @@ def test_the_package_has_no_import_circles():
 def test_no_test_module_imports_another():
     test_modules = {p.stem for p in TESTS.glob("test_*.py")}
     offenders = []
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.glob("*.py")):  # the helpers modules too
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(
-                node, ast.ImportFrom
-            ):  # `from test_x import y`, `from tests.test_x import y`, `from . import test_x`
+            elif isinstance(node, ast.ImportFrom):  # from test_x / tests.test_x import y; from . import test_x
                 names = [node.module or ""] + [f"{node.module or ''}.{alias.name}".lstrip(".") for alias in node.names]
             for name in names:
                 if name.removeprefix("tests.").split(".")[0] in test_modules:

@@ -33,7 +33,7 @@ from .processing_layoutlm_roialign import LayoutLMRoIAlignProcessor, merge_windo
 from .saving_layoutlm_roialign import PIPELINE_TASK
 from .visual_layoutlm_roialign import backbone_weights_name, build_backbone, load_backbone_weights
 
-__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here
+__version__ = "0.1.0"  # written only here: pyproject.toml reads it from this line
 
 AutoConfig.register(LayoutLMRoIAlignConfig.model_type, LayoutLMRoIAlignConfig, exist_ok=True)
 AutoModel.register(LayoutLMRoIAlignConfig, LayoutLMRoIAlignModel, exist_ok=True)

@@ -8,13 +8,16 @@ the package, not to checkpoints: a checkpoint's code loads trained weights and n
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel, LayoutLMModel
 from transformers.utils import logging
 
 from .configuration_layoutlm_roialign import BACKBONE_NORMS, LayoutLMRoIAlignConfig
-from .modeling_layoutlm_roialign import LayoutLMRoIAlignModel, LayoutLMRoIAlignPreTrainedModel
 from .visual_layoutlm_roialign import backbone_weights_name, load_backbone_weights
+
+if TYPE_CHECKING:  # modeling calls into this module; it is not imported from here
+    from .modeling_layoutlm_roialign import LayoutLMRoIAlignPreTrainedModel
 
 logger = logging.get_logger(__name__)
 
@@ -47,8 +50,9 @@ def text_encoder_state(text_model_name_or_path: str | os.PathLike) -> tuple[dict
     if text_config.model_type == "layoutlm":
         return fields, LayoutLMModel.from_pretrained(text_model_name_or_path).state_dict()
     if text_config.model_type == LayoutLMRoIAlignConfig.model_type:
-        # One of ours (e.g. an MVLM pre-training checkpoint): its text encoder, `layoutlm.*` of the base model.
-        state = LayoutLMRoIAlignModel.from_pretrained(text_model_name_or_path).state_dict()
+        # One of ours (e.g. an MVLM pre-training checkpoint): its text encoder, `layoutlm.*` of the base model
+        # (`AutoModel` gives `LayoutLMRoIAlignModel`: importing the package registered it).
+        state = AutoModel.from_pretrained(text_model_name_or_path).state_dict()
         return fields, {k[len("layoutlm.") :]: v for k, v in state.items() if k.startswith("layoutlm.")}
     return fields, AutoModel.from_pretrained(text_model_name_or_path).state_dict()
 

@@ -1,4 +1,4 @@
-"""The one loader of a checkpoint: `load_model_and_processor` loads a folder written by `save_pretrained` or a Hub
+"""Loading a checkpoint: `load_model_and_processor` loads a folder written by `save_pretrained` or a Hub
 id as the class its config names, with its processor, and says which path is missing or which file is damaged
 instead of a message about reaching huggingface.co.
 """
@@ -54,7 +54,7 @@ def load_model_and_processor(
     dtype: Any = None,
 ) -> tuple[Any, Any]:
     """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) as the class its `config.architectures`
-    names (token classifier, linking model, sequence classifier), and its processor: the one loader of the package.
+    names (token classifier, linking model, sequence classifier), and its processor. Every driver of the package loads checkpoints through it.
 
     Args:
         model: the folder or Hub id (`user/name`).

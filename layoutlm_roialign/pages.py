@@ -41,7 +41,7 @@ from .image_processing_layoutlm_roialign import (
     page_white,
 )
 from .page_words import BOX_TOLERANCE, BOX_TOLERANCE_PX, check_given_words, check_ocr_lang, fit_boxes, load_words_json
-from .pdf import DEFAULT_DPI, is_pdf, read_pdf_page
+from .pdf import DEFAULT_DPI, MAX_PAGE_PIXELS, is_pdf, read_pdf_page
 
 __all__ = [
     "check_ocr_lang",
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 WORDS_FROM = ("auto", "text", "ocr")
-MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger pages are shrunk (module docstring)
 FULL_SIZE = "layoutlm_roialign.full_size"  # `info` key of a shrunk page: the size it was read from
 
 

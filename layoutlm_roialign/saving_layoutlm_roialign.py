@@ -1,7 +1,7 @@
 """What a checkpoint carries besides its weights: the whole `auto_map` (every Auto class answers with this package's
 class for it) and, for the heads that label tokens, the document pipeline (`custom_pipelines` and the pipeline's
 code), so that `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed; and
-`AUTO_CLASS_HEADS`, the one table of which Auto class loads which head.
+`AUTO_CLASS_HEADS`, the table of which Auto class loads which head.
 
 Travels with every checkpoint beside the modeling file, which imports it relatively.
 """

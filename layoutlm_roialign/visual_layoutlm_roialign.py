@@ -177,7 +177,7 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
     box), in a single `roi_align` call for the whole batch.
 
     Performance switches (attributes, all on by default; each gives the same output as the straightforward path, to
-    float32 rounding, and `benchmarks/bench.py` measures them):
+    float32 rounding, and `lab/benchmarks/bench.py` measures them):
 
     - `skip_padding`: pool and project only tokens with `attention_mask == 1` (padding gets a zero visual term
       either way).

@@ -13,6 +13,7 @@ import PIL.ImageFont
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL
+from helpers import VOCAB, make_pixels_matter, requires_tesseract
 
 from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
@@ -27,32 +28,6 @@ from layoutlm_roialign.inference import (
 from layoutlm_roialign.pages import load_words_json
 
 LABELS = FUNSD_LABELS
-
-
-def tesseract_available() -> bool:
-    """pytesseract importable and the tesseract binary it calls found (the binary is apt's, not pip's)."""
-    try:
-        import pytesseract
-
-        pytesseract.get_tesseract_version()
-    except (ImportError, OSError, RuntimeError):  # TesseractNotFoundError is an OSError
-        return False
-    return True
-
-
-requires_tesseract = pytest.mark.skipif(
-    not tesseract_available(), reason="OCR needs pytesseract and the tesseract binary (apt-get install tesseract-ocr)"
-)
-VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
-
-
-def make_pixels_matter(model) -> None:
-    """Random visual projection (and gate, where the config has one): a fresh model's visual branch starts at zero,
-    and these tests need the page pixels to change the predictions."""
-    visual = model.layoutlm_roialign.visual_embeddings
-    torch.nn.init.normal_(visual.projection.weight, std=0.2)
-    if getattr(visual, "gate", None) is not None:
-        torch.nn.init.normal_(visual.gate, std=1.0)
 
 
 @pytest.fixture(scope="module")

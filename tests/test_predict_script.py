@@ -14,7 +14,7 @@ import PIL.ImageDraw
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_TRAINING_MODEL
-from test_inference import make_pixels_matter
+from helpers import make_pixels_matter
 
 from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS

@@ -286,7 +286,7 @@ def test_windows_are_read_once_and_a_second_call_reuses_the_cache(pages, tmp_pat
 
 def test_pdf_pages_are_read_through_the_labellers_reader(pages, tmp_path):
     pytest.importorskip("pypdfium2")
-    from test_labelling import TEXT_PAGES, write_text_pdf
+    from helpers import TEXT_PAGES, write_text_pdf
 
     from layoutlm_roialign.pretraining import build_pretraining_model
 

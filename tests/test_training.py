@@ -191,12 +191,12 @@ def test_a_release_root_keeps_its_test_split(tmp_path):
 
 
 def test_evaluate_scores_the_test_split_of_a_release_root(tmp_path):
-    """The README's FUNSD evaluation: `scripts/evaluate.py --dataset <release root> --split test`."""
+    """The README's FUNSD evaluation: `scripts/evaluate_checkpoint.py --dataset <release root> --split test`."""
     root = make_funsd_release_root(tmp_path / "dataset", train_pages=5, test_pages=2)
     model, processor = build_model_and_processor(LABELS, [["FORM", "Date:", "1998"]], **TINY_MODEL)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]  # as run
+    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_checkpoint.py"), run_name="script")["main"]
     argv = [
         "--model",
         str(tmp_path / "model"),
@@ -370,7 +370,7 @@ def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
         for log in json.loads((Path(result["best_checkpoint"]) / "trainer_state.json").read_text())["log_history"]
         if "eval_f1" in log
     )
-    # scripts/evaluate.py's function scores the saved folder the same way.
+    # scripts/evaluate_checkpoint.py's function scores the saved folder the same way.
     report = evaluate_checkpoint(str(final), data_args)
     assert report["f1"] == pytest.approx(result["eval"]["eval_f1"], abs=1e-9)
     assert report["pages"] == len(pages)
@@ -378,7 +378,7 @@ def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
 
 @pytest.mark.slow
 def test_reported_scores_equal_evaluate_py_on_pages_that_span_several_windows(tmp_path):
-    """Training's evaluation and scripts/evaluate.py's label a page longer than `max_length` through its
+    """Training's evaluation and scripts/evaluate_checkpoint.py's label a page longer than `max_length` through its
     overlapping windows, merged back per word: both report the same scores, seqeval's on those word labels."""
     data_args = DataArguments(**SMALL_DATA)  # 64-token windows overlapping by 16
     result = run_training(ModelArguments(**TINY_MODEL), data_args, training_args(tmp_path, num_train_epochs=2))

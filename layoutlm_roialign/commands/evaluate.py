@@ -1,4 +1,4 @@
-"""The scoring run of `scripts/evaluate.py`: a checkpoint on a dataset split, with the package's `evaluate` metrics.
+"""The scoring run of `scripts/evaluate_checkpoint.py`: a checkpoint on a dataset split, with the package's `evaluate` metrics.
 
 `evaluate_checkpoint` labels every page of the split through the package's road
 (`dataset_predictions.predict_dataset`: one pass per page) and scores the word labels with `metrics.entity_scores`

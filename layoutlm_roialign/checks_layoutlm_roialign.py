@@ -175,6 +175,12 @@ def check_entities(
             "for a padding row. An entity past the sequence belongs to another window (the processor keeps only "
             "the entities whose tokens a window holds)."
         )
+    if entity_labels is not None and num_types == 0 and (entity_labels != -100).any():
+        raise ValueError(
+            "`entity_labels` index entity types, and the config names none: set `config.entity_types` (e.g. "
+            "['QUESTION', 'ANSWER']) or give `id2label` B-/I- labels, or leave `entity_labels` out (every pair of "
+            "entities is then a candidate)."
+        )
     if entity_labels is not None:
         wrong = (entity_labels != -100) & ((entity_labels < 0) | (entity_labels >= num_types))
         if wrong.any():

@@ -113,7 +113,8 @@ class LayoutLMRoIAlignConfig(LayoutLMConfig):
     Args:
         entity_types (`list[str]`, *optional*):
             The entity types that `entity_labels` index, in id order. Defaults to the types of the `B-`/`I-` labels
-            of `id2label` in label-id order (FUNSD's labels give `["HEADER", "QUESTION", "ANSWER"]`).
+            of `id2label` in label-id order (FUNSD's labels give `["HEADER", "QUESTION", "ANSWER"]`). With neither,
+            entities are untyped: `link_types` is not used and every pair of entities is a candidate.
         link_types (`list[[str, str]]`, defaults to `[["QUESTION", "ANSWER"]]`):
             The candidate pairs: an entity of the first type (the key) may link to an entity of the second (the
             value) in the same window. Pairs of other types are never scored or predicted.

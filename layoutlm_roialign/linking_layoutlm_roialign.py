@@ -123,12 +123,16 @@ def box_relation_features(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def candidate_type_pairs(config: LayoutLMRoIAlignConfig) -> list[tuple[int, int]]:
-    """`config.link_types` as `(key type, value type)` indices into `config.resolved_entity_types`.
+    """`config.link_types` as `(key type, value type)` indices into `config.resolved_entity_types`; none when the config
+    names no entity types at all (no `entity_types`, no `B-`/`I-` labels): its entities are untyped, and every pair
+    of entities is a candidate.
 
     Raises:
         ValueError: if a link type is not an entity type.
     """
     types = config.resolved_entity_types
+    if not types:
+        return []
     unknown = sorted({t for pair in config.link_types for t in pair} - set(types))
     if unknown:
         raise ValueError(
@@ -173,14 +177,14 @@ def entity_states(
     sequence_output: torch.Tensor,
     entity_spans: torch.Tensor,
     entity_labels: torch.Tensor | None,
-    type_embeddings: nn.Embedding,
+    type_embeddings: nn.Embedding | None,
 ) -> torch.Tensor:
     """`(B, E, hidden)`: the mean of each entity's token states `(B, L, hidden)`, plus the embedding of its type
-    (`type_embeddings`, where `entity_labels` gives one)."""
+    (`type_embeddings`, where `entity_labels` gives one; untyped entities have none)."""
     weights = _entity_members(entity_spans, sequence_output.shape[1]).to(sequence_output.dtype)  # (B, E, L)
     counts = weights.sum(-1, keepdim=True).clamp(min=1)
     entities = (weights @ sequence_output) / counts  # (B, E, hidden)
-    if entity_labels is not None:
+    if entity_labels is not None and type_embeddings is not None:
         types = type_embeddings(entity_labels.clamp(min=0))
         entities = entities + types * (entity_labels >= 0)[..., None].to(types.dtype)
     return entities

@@ -12,8 +12,6 @@ This file and those siblings are copied into every checkpoint (remote code): the
 transformers and each other.
 """
 
-from __future__ import annotations
-
 import os
 from dataclasses import dataclass
 
@@ -30,7 +28,8 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.models.layoutlm.modeling_layoutlm import LayoutLMLMPredictionHead, LayoutLMOnlyMLMHead
-from transformers.utils import can_return_tuple, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
 from .checks_layoutlm_roialign import check_entities, check_inputs, check_labels, check_link_inputs, input_shape
 from .configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
@@ -148,7 +147,7 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         text_model_name_or_path: str | os.PathLike | None = None,
         backbone_weights: str | os.PathLike | None = None,
         **config_kwargs,
-    ) -> LayoutLMRoIAlignPreTrainedModel:
+    ) -> "LayoutLMRoIAlignPreTrainedModel":
         """Build the model from a pretrained text encoder (LayoutLM, BERT or one of this package's checkpoints) and
         pretrained backbone weights, loaded after `post_init`: `layoutlm_roialign.assembly.from_pretrained_parts`
         documents the arguments. Needs the `layoutlm_roialign` package (a checkpoint's code does not carry it).
@@ -190,13 +189,26 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         return stages
 
 
-class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
-    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added."""
+class NoPooler(nn.Module):
+    """LayoutLM's pooler (which `LayoutLMModel` always builds and calls) in models that read token states only."""
 
-    def __init__(self, config: LayoutLMRoIAlignConfig):
+    def forward(self, hidden_states: torch.Tensor) -> None:
+        return None
+
+
+class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
+    """LayoutLM whose token representations get each token box's RoIAlign-pooled image feature added; with
+    `add_pooling_layer=False` (heads that read token states) it has no pooler and its `pooler_output` is `None`."""
+
+    def __init__(self, config: LayoutLMRoIAlignConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.config = config
         self.layoutlm = LayoutLMModel(config)
+        if not add_pooling_layer:
+            # An unused pooler never gets a gradient: parameters for nothing, and DDP's `find_unused_parameters`.
+            # Checkpoints written with a pooler load quietly (the heads that hold this model inherit the pattern).
+            self.layoutlm.pooler = NoPooler()
+            self._keys_to_ignore_on_load_unexpected = [r"\.pooler\."]
         self.visual_embeddings = LayoutLMRoIAlignVisualEmbeddings(config) if config.use_visual_features else None
         self.post_init()
 
@@ -218,7 +230,7 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         image_index: torch.LongTensor | None = None,
         output_feature_map: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> LayoutLMRoIAlignModelOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -274,7 +286,7 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -292,7 +304,7 @@ class LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -353,7 +365,7 @@ class LayoutLMRoIAlignForSequenceClassification(LayoutLMRoIAlignPreTrainedModel)
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -423,7 +435,7 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
 
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
-        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
         self.cls = LayoutLMOnlyMLMHead(config)
         self.post_init()
 
@@ -446,7 +458,7 @@ class LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput:
         r"""
         bbox (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`):
@@ -538,11 +550,13 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
     def __init__(self, config: LayoutLMRoIAlignConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.layoutlm_roialign = LayoutLMRoIAlignModel(config)
+        self.layoutlm_roialign = LayoutLMRoIAlignModel(config, add_pooling_layer=False)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.entity_type_embeddings = nn.Embedding(max(1, len(config.resolved_entity_types)), config.hidden_size)
+        num_types = len(config.resolved_entity_types)
+        # Untyped entities (a config without entity types) have no type embedding to train.
+        self.entity_type_embeddings = nn.Embedding(num_types, config.hidden_size) if num_types else None
         # Not a buffer: `from_pretrained` builds on the meta device and would leave a non-persistent buffer unset.
         self.candidate_type_pairs = candidate_type_pairs(config)
         self.use_box_feature = config.use_visual_features and config.link_entity_box_feature
@@ -592,7 +606,7 @@ class LayoutLMRoIAlignForRelationExtraction(LayoutLMRoIAlignPreTrainedModel):
         entity_labels: torch.LongTensor | None = None,
         link_labels: torch.LongTensor | None = None,
         output_link_states: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> LayoutLMRoIAlignRelationExtractionOutput:
         r"""
         bbox, pixel_values, labels, image_index: as in [`LayoutLMRoIAlignForTokenClassification.forward`].

@@ -162,6 +162,13 @@ def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict
     backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
 
 
+def _may_be_reentrant(checkpoint_func) -> bool:
+    """Whether `checkpoint_func` (what `gradient_checkpointing_enable` sets: `torch.utils.checkpoint.checkpoint` with
+    its keyword arguments bound by `functools.partial`) may checkpoint reentrantly: unless it says
+    `use_reentrant=False`, torch's default or a custom function might."""
+    return getattr(checkpoint_func, "keywords", {}).get("use_reentrant") is not False
+
+
 class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
     """Backbone + RoIAlign + projection: one visual embedding per token box.
 
@@ -324,7 +331,16 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
         `return_feature_map=True` also returns the backbone's feature map `(num_images, C, h, w)` (the linking head
         pools entity boxes from it).
         """
-        args = (pixel_values, bbox, attention_mask, image_index, return_feature_map)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if not pixel_values.requires_grad and _may_be_reentrant(self._gradient_checkpointing_func):
+                # Reentrant checkpointing back-propagates only through the inputs that require grad, and the page
+                # images never do: the backbone, the projection and its norms would get no gradient at all and
+                # train as if frozen. An alias of the images that requires grad (what transformers'
+                # `enable_input_require_grads` does for the text embeddings) keeps the branch checkpointed, which is
+                # the point: the backbone's feature maps are the largest activations of the model. Running the
+                # branch unwrapped would keep them all; the gradient of the images costs one transposed first
+                # convolution, to 3 channels, and is discarded.
+                pixel_values = pixel_values.detach().requires_grad_()
+            args = (pixel_values, bbox, attention_mask, image_index, return_feature_map)
             return self._gradient_checkpointing_func(self._forward, *args)
-        return self._forward(*args)
+        return self._forward(pixel_values, bbox, attention_mask, image_index, return_feature_map)

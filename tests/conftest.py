@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -169,6 +171,73 @@ def assert_remote_code_gives(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE_OK" in result.stdout
+
+
+# Downloads the tests need, kept between runs (`$LAYOUTLM_ROIALIGN_CACHE`, default ~/.cache/layoutlm-roialign).
+CACHE_ENV = "LAYOUTLM_ROIALIGN_CACHE"
+TRANSFORMERS_TESTS_PACKAGE = "transformers_tests"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not collect tests/test_transformers_common.py (slow tests only) from a folder where the run's `-m` leaves
+    the slow tests out: importing it fetches transformers' source archive from PyPI, which the quick, offline run
+    (`pytest -q`) must not wait for. Named explicitly, the file is collected (and its tests deselected)."""
+    if collection_path.name != "test_transformers_common.py" or not config.getoption("markexpr"):
+        return None
+    try:
+        from _pytest.mark.expression import Expression  # pytest's own `-m` parser
+    except ImportError:
+        return None
+    return not Expression.compile(config.getoption("markexpr")).evaluate(lambda name, **kwargs: name == "slow") or None
+
+
+def transformers_test_suite() -> Path:
+    """A folder holding the `tests/` of the installed transformers version's source archive (its sdist on PyPI) as the
+    package `transformers_tests` (put the folder on `sys.path` to import it). The archive is downloaded with pip
+    once and its `tests/` kept in the cache (`$LAYOUTLM_ROIALIGN_CACHE`, default ~/.cache/layoutlm-roialign).
+
+    Raises:
+        RuntimeError: saying why, when the archive cannot be had (no network, no such release, pip failed).
+    """
+    import transformers
+
+    version = transformers.__version__
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "layoutlm-roialign")
+    root = cache / f"transformers-{version}-tests"
+    if (root / TRANSFORMERS_TESTS_PACKAGE / "test_modeling_common.py").is_file():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet"]
+        try:
+            pip = subprocess.run(
+                [*command, "--dest", tmp, f"transformers=={version}"], capture_output=True, text=True, timeout=600
+            )
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(
+                f"pip download of transformers=={version}'s source archive took over 10 minutes"
+            ) from err
+        archives = list(Path(tmp).glob("transformers-*.tar.gz"))
+        if pip.returncode != 0 or not archives:
+            reason = (pip.stderr.strip().splitlines() or ["no archive"])[-1]
+            raise RuntimeError(f"transformers=={version}'s source archive could not be downloaded: {reason}")
+        extracted = Path(tmp) / "extracted"
+        with tarfile.open(archives[0]) as archive:
+            prefix = f"{archives[0].name[: -len('.tar.gz')]}/tests/"
+            members = [m for m in archive.getmembers() if m.name.startswith(prefix)]
+            for member in members:
+                member.name = f"{TRANSFORMERS_TESTS_PACKAGE}/{member.name[len(prefix) :]}"
+            archive.extractall(extracted, members=members, filter="data")
+        package = extracted / TRANSFORMERS_TESTS_PACKAGE
+        if not (package / "test_modeling_common.py").is_file():
+            raise RuntimeError(f"transformers=={version}'s source archive has no tests/test_modeling_common.py")
+        (package / "__init__.py").touch()  # the archive's tests/ is a folder; its modules import each other relatively
+        try:
+            extracted.rename(root)  # whole or not at all; a concurrent run may have put it there first
+        except OSError:
+            if not (root / TRANSFORMERS_TESTS_PACKAGE / "test_modeling_common.py").is_file():
+                raise
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -250,6 +250,21 @@ def test_candidates_follow_link_types_and_bad_entity_inputs_are_refused(processo
         linking_config(processor, link_threshold=1.5)
 
 
+def test_a_config_without_entity_types_builds_a_linker_of_untyped_entities():
+    config = tiny_config(use_visual_features=False)  # labels LABEL_0..6: no B-/I- types, no `entity_types`
+    assert config.resolved_entity_types == []
+    model = LayoutLMRoIAlignForRelationExtraction(config).eval()
+    ids = torch.randint(5, 50, (1, 10))
+    spans = torch.tensor([[[1, 3], [3, 4], [4, 6], [0, 0]]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, entity_spans=spans).link_logits[0]
+    # every ordered pair of the three real entities is a candidate, never an entity with itself or padding
+    expected = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]]).bool()
+    assert ((logits > -1e4) == expected).all()
+    with pytest.raises(ValueError, match="the config names none: set `config.entity_types`"):
+        model(input_ids=ids, entity_spans=spans, entity_labels=torch.tensor([[0, 1, 0, -100]]))
+
+
 def test_the_link_head_learns_to_recover_the_links_of_synthetic_forms(synthetic, processor):
     torch.manual_seed(0)
     model = LayoutLMRoIAlignForRelationExtraction(linking_config(processor, use_visual_features=False))

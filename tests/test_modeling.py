@@ -14,6 +14,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from layoutlm_roialign import (
     LayoutLMRoIAlignConfig,
+    LayoutLMRoIAlignForMaskedLM,
+    LayoutLMRoIAlignForRelationExtraction,
     LayoutLMRoIAlignForSequenceClassification,
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
@@ -335,14 +337,85 @@ def test_trainer_steps_lower_the_loss(tmp_path):
     assert sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3
 
 
-def test_gradient_checkpointing_gives_same_gradients(batch):
-    model = build(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, visual_dropout=0.0).train()
-    model(**inputs(batch, labels=True)).loss.backward()
+@pytest.mark.parametrize(
+    "cls", [LayoutLMRoIAlignForTokenClassification, LayoutLMRoIAlignForMaskedLM, LayoutLMRoIAlignForRelationExtraction]
+)
+def test_token_level_heads_build_no_pooler_and_load_checkpoints_that_have_one(batch, cls, tmp_path, caplog):
+    with_pooler = build(LayoutLMRoIAlignForSequenceClassification)  # reads the pooled [CLS]: keeps its pooler
+    pooler = {n for n, _ in with_pooler.named_parameters() if ".pooler." in n}
+    assert pooler == {"layoutlm_roialign.layoutlm.pooler.dense.weight", "layoutlm_roialign.layoutlm.pooler.dense.bias"}
+    with_pooler.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="transformers"):
+        model, info = cls.from_pretrained(tmp_path, output_loading_info=True)
+    assert not [n for n in model.state_dict() if "pooler" in n]
+    # the old pooler weights are ignored quietly (the masked-LM head does report the classifier it does not have)
+    assert not [k for k in info["unexpected_keys"] if "pooler" in k] and "pooler" not in caplog.text
+    text = model.layoutlm_roialign.layoutlm.embeddings.word_embeddings.weight
+    assert torch.equal(text, with_pooler.layoutlm_roialign.layoutlm.embeddings.word_embeddings.weight)
+    with torch.no_grad():
+        out = model.layoutlm_roialign(**inputs(batch))
+    assert out.pooler_output is None and out.last_hidden_state.shape == (3, 12, 32)
+
+
+# Entity types from the B-/I- labels (QUESTION 0, ANSWER 1, HEADER 2), and one question -> answer pair per sequence.
+LINKING_ID2LABEL = dict(enumerate(["O", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER", "B-HEADER", "I-HEADER"]))
+
+
+def _head_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """A loss that reaches every parameter of `model`: the head's own (the linking head's with its link loss), or
+    for the base model a fixed random projection of its token states and its pooled output."""
+    if isinstance(model, LayoutLMRoIAlignModel):
+        out = model(**inputs(batch))
+        g = torch.Generator().manual_seed(1)
+        weights = torch.randn(out.last_hidden_state.shape, generator=g)
+        return (out.last_hidden_state * weights).sum() + out.pooler_output.sum()
+    if isinstance(model, LayoutLMRoIAlignForRelationExtraction):
+        size = batch["input_ids"].shape[0]
+        entities = dict(
+            entity_spans=torch.tensor([[1, 2], [2, 4]]).expand(size, 2, 2),
+            entity_labels=torch.tensor([0, 1]).expand(size, 2),
+            link_labels=torch.tensor([[0, 1], [0, 0]]).expand(size, 2, 2),
+        )
+        return model(**inputs(batch, labels=True), **entities).loss
+    if isinstance(model, LayoutLMRoIAlignForSequenceClassification):
+        return model(**inputs(batch), labels=torch.tensor([0, 1, 2])).loss
+    if isinstance(model, LayoutLMRoIAlignForMaskedLM):
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        return model(**inputs(batch), labels=labels).loss
+    return model(**inputs(batch, labels=True)).loss
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        LayoutLMRoIAlignModel,
+        LayoutLMRoIAlignForTokenClassification,
+        LayoutLMRoIAlignForSequenceClassification,
+        LayoutLMRoIAlignForMaskedLM,
+        LayoutLMRoIAlignForRelationExtraction,
+    ],
+)
+def test_gradient_checkpointing_gives_every_parameter_its_gradient(batch, cls, use_reentrant):
+    """Both checkpointing modes (Trainer's `gradient_checkpointing_kwargs` lets users pick either) give the loss and
+    the gradients of the run without checkpointing, to every parameter, the visual branch's included."""
+    config = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, visual_dropout=0.0)
+    model = build(cls, id2label=LINKING_ID2LABEL, **config).train()
+    plain_loss = _head_loss(model, batch)
+    plain_loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
-    model.activation_checkpointing_enable()  # transformers v5 name (gradient_checkpointing_enable is deprecated)
-    assert model.layoutlm_roialign.visual_embeddings.gradient_checkpointing
-    model(**inputs(batch, labels=True)).loss.backward()
+    assert set(plain) == {n for n, _ in model.named_parameters()}  # every parameter is trained
+    model.zero_grad(set_to_none=True)
+    # transformers v5's name for `gradient_checkpointing_enable(gradient_checkpointing_kwargs=...)` (deprecated)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    assert getattr(model, model.base_model_prefix, model).visual_embeddings.gradient_checkpointing
+    pixel_values = batch["pixel_values"]
+    loss = _head_loss(model, batch)
+    loss.backward()
+    assert not pixel_values.requires_grad  # the caller's images are left as they were
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
+    checkpointed = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert checkpointed == set(plain), f"no gradient with checkpointing: {sorted(set(plain) - checkpointed)[:5]}"
     for name, grad in plain.items():
         torch.testing.assert_close(model.get_parameter(name).grad, grad, rtol=1e-4, atol=1e-5, msg=name)
 

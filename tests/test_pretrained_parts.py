@@ -55,6 +55,9 @@ def test_from_layoutlm_checkpoint_and_backbone_file(tmp_path, resnet18_file):
     assert model.config.resolved_backbone_norm == "frozen_batch_norm"
     ours = model.layoutlm_roialign.layoutlm.state_dict()
     for key, value in text.state_dict().items():
+        if key.startswith("pooler."):
+            assert key not in ours  # the token classifier reads token states: it has no pooler to load into
+            continue
         assert torch.equal(ours[key], value), key  # nothing re-initialized by post_init
     backbone = model.layoutlm_roialign.visual_embeddings.backbone.state_dict()
     for key in ("conv1.weight", "bn1.running_var", "layer3.1.bn2.weight", "layer3.1.conv2.weight"):

@@ -1,6 +1,7 @@
 """The registry of the model's heads: for each head class (by name, as `config.architectures` writes it), the Auto
 class that loads it and what it does. Registration with the Auto classes, a checkpoint's `auto_map` and pipeline, the
-loader, the road and the training factory all read `HEADS`; a new head is one `register_head` call.
+loader, the road and the model factory all read `HEADS`: a new head is one entry here (a class of the modeling
+file) or one `register_head` call (a class defined elsewhere).
 
 Travels with every checkpoint beside the modeling file, which imports it relatively.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "heads_of",
     "is_masked_lm",
     "labels_tokens",
+    "module_of",
     "register_auto_classes",
     "register_head",
     "register_heads",
@@ -105,6 +107,13 @@ def task_heads() -> dict[str, str]:
     return {head.task: name for name, head in HEADS.items() if head.task}
 
 
+def module_of(name: str) -> str:
+    """The module (file name without `.py`) that defines the head class named `name`: the modeling file, or the
+    module of the class given to `register_head`."""
+    cls = _CLASSES.get(name)
+    return cls.__module__.rsplit(".", 1)[-1] if cls is not None else "modeling_layoutlm_roialign"
+
+
 def head_classes(classes: Mapping[str, type]) -> dict[str, type]:
     """Every registered head's class, by name: from `classes` (e.g. the modeling module's namespace), else the one
     `register_head` or `register_auto_classes` was given."""
@@ -134,7 +143,8 @@ def register_head(
 ) -> None:
     """Add head class `cls` (a subclass of the package's `PreTrainedModel`) to `HEADS` and register it with
     `auto_class` for its config class: the loader, `save_pretrained` (`auto_map`, the pipeline) and the road then
-    take it as the built-in heads. The flags are `Head`'s.
+    take it as the built-in heads. The flags are `Head`'s. Its checkpoints carry its module beside the modeling
+    file; the checkpoints of other heads name it in `auto_map` only when it is a class of the modeling file.
 
     Raises:
         ValueError: when `auto_class` is not one of transformers' Auto classes.
@@ -147,7 +157,8 @@ def register_head(
 
 
 def unregister_head(cls: type) -> None:
-    """Undo `register_head(cls, ...)`: its Auto class loads the other heads again."""
+    """Undo `register_head(cls, ...)`: its Auto class loads the other heads again (an Auto class left without heads
+    keeps its transformers mapping)."""
     HEADS.pop(cls.__name__, None)
     _CLASSES.pop(cls.__name__, None)
     cls._auto_class = None

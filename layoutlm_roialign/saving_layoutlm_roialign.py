@@ -13,7 +13,7 @@ import shutil
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .heads_layoutlm_roialign import auto_classes, heads_of, labels_tokens, register_heads
+from .heads_layoutlm_roialign import auto_classes, heads_of, labels_tokens, module_of, register_heads
 
 __all__ = [
     "PIPELINE_TASK",
@@ -37,17 +37,17 @@ PIPELINE_INFO = {
 
 def checkpoint_auto_map(head: type) -> dict[str, str]:
     """The `auto_map` of a checkpoint saved by `head`: `AutoModel` gives the base model (the fused token states),
-    each task's Auto class its default head (newly initialized where the checkpoint has another), and the head that
-    saved the checkpoint keeps its own Auto class, from its own module (the linking model answers
-    `AutoModelForTokenClassification`)."""
-    module = "modeling_layoutlm_roialign"
+    each task's Auto class its default head (newly initialized where the checkpoint has another; left out where that
+    head is not a class of the modeling file, which every checkpoint carries), and the head that saved the checkpoint
+    keeps its own Auto class, from its own module (the linking model answers `AutoModelForTokenClassification`)."""
+    modeling = "modeling_layoutlm_roialign"
     auto_map = {"AutoConfig": "configuration_layoutlm_roialign.LayoutLMRoIAlignConfig"}
     for auto_class in auto_classes():
         heads = heads_of(auto_class)
         if head.__name__ in heads:
             auto_map[auto_class] = f"{head.__module__.rsplit('.', 1)[-1]}.{head.__name__}"
-        else:
-            auto_map[auto_class] = f"{module}.{heads[0]}"
+        elif module_of(heads[0]) == modeling:
+            auto_map[auto_class] = f"{modeling}.{heads[0]}"
     return auto_map
 
 

@@ -9,7 +9,11 @@ from torch import nn
 from transformers import AutoModel, AutoModelForTokenClassification
 from transformers.modeling_outputs import TokenClassifierOutput
 
-from layoutlm_roialign import LayoutLMRoIAlignModel, LayoutLMRoIAlignPreTrainedModel
+from layoutlm_roialign import (
+    LayoutLMRoIAlignForTokenClassification,
+    LayoutLMRoIAlignModel,
+    LayoutLMRoIAlignPreTrainedModel,
+)
 from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
 from layoutlm_roialign.heads_layoutlm_roialign import HEADS, auto_class_of_head, register_head, unregister_head
 from layoutlm_roialign.loader import load_model_and_processor
@@ -97,3 +101,17 @@ def test_a_registered_heads_task_is_built_by_the_model_factory():
         ValueError, match=r"--task must be one of \['linking', 'token-classification'\], got 'tagging'"
     ):
         build_model_and_processor(FUNSD_LABELS, [["date"]], task="tagging", **TINY_TRAINING_MODEL)
+
+
+def test_a_head_of_a_new_auto_class_is_named_only_in_its_own_checkpoints(tmp_path):
+    register_head(TaggerHead, "AutoModelForQuestionAnswering")
+    try:
+        assert checkpoint_auto_map(TaggerHead)["AutoModelForQuestionAnswering"] == "test_heads.TaggerHead"
+        assert "AutoModelForQuestionAnswering" not in checkpoint_auto_map(LayoutLMRoIAlignForTokenClassification)
+        folder = save_tiny_checkpoint(tmp_path / "qa", head=TaggerHead)
+        assert "custom_pipelines" not in json.loads((folder / "config.json").read_text())
+        assert type(load_model_and_processor(folder)[0]) is TaggerHead
+        with pytest.raises(ValueError, match="is a TaggerHead checkpoint, which does not label words"):
+            load_model_and_processor(folder, task="token-classification")
+    finally:
+        unregister_head(TaggerHead)

@@ -45,7 +45,7 @@ from .linking_layoutlm_roialign import (
     link_log_probs,
     link_loss,
 )
-from .saving_layoutlm_roialign import copy_pipeline_code, prepare_config_for_saving, register_heads
+from .saving_layoutlm_roialign import copy_checkpoint_code, prepare_config_for_saving, register_heads
 from .visual_layoutlm_roialign import LayoutLMRoIAlignVisualEmbeddings, backbone_stages
 
 logger = logging.get_logger(__name__)
@@ -100,8 +100,8 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed."""
         carries_pipeline = prepare_config_for_saving(self)
         super().save_pretrained(save_directory, *args, **kwargs)
-        if carries_pipeline and self._auto_class is not None:
-            copy_pipeline_code(save_directory)
+        if self._auto_class is not None:  # the code every `auto_map` entry names, wherever the head is defined
+            copy_checkpoint_code(save_directory, carries_pipeline)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:

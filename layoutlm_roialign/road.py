@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .entities import given_entities, group_entities, link_pages, pair_records
+from .heads_layoutlm_roialign import labels_tokens
 from .pages import DEFAULT_DPI, read_page
-from .saving_layoutlm_roialign import PIPELINE_HEADS
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 
 __all__ = [
@@ -49,7 +49,7 @@ DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autoca
 
 
 def _labels_tokens(model: torch.nn.Module) -> bool:
-    return type(model).__name__ in PIPELINE_HEADS
+    return labels_tokens(type(model).__name__)
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:

@@ -150,7 +150,7 @@ def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict
     if missing:
         raise ValueError(
             f"Backbone weights miss {len(missing)} of the {backbone_name} backbone's tensors, e.g. {missing[:3]} "
-            "(they must use torchvision's key names; `layoutlm_roialign.checkpoints.map_state_dict_by_position` "
+            "(they must use torchvision's key names; `layoutlm_roialign.assembly.map_state_dict_by_position` "
             "renames an export under other names)."
         )
     for key in target:

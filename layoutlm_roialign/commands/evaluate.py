@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoints import load_checkpoint_for_labels
 from ..data import DataArguments, has_links, label_names_of, load_training_data
 from ..dataset_predictions import link_scores_of, predict_dataset
 from ..inference import is_linking_model
+from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]

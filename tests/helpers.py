@@ -18,8 +18,8 @@ import torch
 from conftest import REPO_ROOT, TINY_TRAINING_MODEL
 from huggingface_hub import HfApi
 
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
+from layoutlm_roialign.model_factory import build_model_and_processor
 from layoutlm_roialign.pdf import write_pdf
 
 LAB = REPO_ROOT / "lab"

@@ -17,10 +17,10 @@ from helpers import SCORES, Intercepted
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE, DataArguments, describe_data, load_training_data
 from layoutlm_roialign.hub import HubError, push_folder_to_hub, render_model_card, write_model_card
+from layoutlm_roialign.model_factory import build_model_and_processor
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = {**TINY_TRAINING_MODEL, "num_hidden_layers": 1}

@@ -15,7 +15,6 @@ import torch
 from conftest import TINY_TRAINING_MODEL
 from helpers import VOCAB, make_pixels_matter, requires_tesseract
 
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.drawing import draw_entities, label_colours
 from layoutlm_roialign.inference import (
@@ -25,6 +24,7 @@ from layoutlm_roialign.inference import (
     predict_page,
     predict_windows,
 )
+from layoutlm_roialign.model_factory import build_model_and_processor
 from layoutlm_roialign.pages import load_words_json
 
 LABELS = FUNSD_LABELS

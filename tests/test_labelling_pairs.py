@@ -9,10 +9,10 @@ from conftest import TINY_TRAINING_MODEL  # noqa: I001
 from helpers import VOCAB, label_in_process, make_pixels_matter, write_text_pdf
 
 from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.inference import predict_page
 from layoutlm_roialign.labelling import read_complete
+from layoutlm_roialign.model_factory import build_model_and_processor
 from layoutlm_roialign.pdf import DEFAULT_DPI, render_pdf_page
 
 

@@ -17,9 +17,9 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
 )
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
 from layoutlm_roialign.inference import decode_page, load_model_and_processor, predict_page
+from layoutlm_roialign.model_factory import build_model_and_processor
 
 
 @pytest.fixture(scope="module")

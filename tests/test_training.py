@@ -14,20 +14,16 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
 
 from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
-from layoutlm_roialign.checkpoints import (
-    build_model_and_processor,
-    check_label_set,
-    completed_run,
-    last_complete_checkpoint,
-    remove_stale_temporary_folders,
-    save_folder_atomically,
-)
 from layoutlm_roialign.commands.evaluate import evaluate_checkpoint
 from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, DataArguments, load_training_data
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign
+from layoutlm_roialign.final_folder import remove_stale_temporary_folders, save_folder_atomically
 from layoutlm_roialign.hub import check_push_arguments
 from layoutlm_roialign.inference import encode_page
+from layoutlm_roialign.label_sets import check_label_set
+from layoutlm_roialign.model_factory import build_model_and_processor
+from layoutlm_roialign.resuming import completed_run, last_complete_checkpoint
 from layoutlm_roialign.road import num_windows
 from layoutlm_roialign.trainer import LayoutLMRoIAlignTrainer, freeze_backbone_until
 

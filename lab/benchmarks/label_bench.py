@@ -58,8 +58,8 @@ SMALL_BACKBONE = dict(backbone="resnet18", image_size=224)
 
 def build_model(folder: Path, size: str) -> str:
     """A checkpoint with random weights (a WordPiece vocabulary trained on the synthetic forms' words)."""
-    from layoutlm_roialign.checkpoints import build_model_and_processor
     from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+    from layoutlm_roialign.model_factory import build_model_and_processor
 
     words = [render_synthetic_form(0, i)[1] for i in range(20)]
     text, backbone = (BASE, BASE_BACKBONE) if size == "base" else (SMALL, SMALL_BACKBONE)

@@ -40,8 +40,8 @@ from label_bench import BASE, BASE_BACKBONE, SMALL, SMALL_BACKBONE, make_corpora
 
 def build_checkpoints(folder: Path, size: str) -> dict[str, str]:
     """A token and a linking checkpoint with random weights, one WordPiece vocabulary (the synthetic forms' words)."""
-    from layoutlm_roialign.checkpoints import build_model_and_processor
     from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+    from layoutlm_roialign.model_factory import build_model_and_processor
 
     words = [render_synthetic_form(0, i)[1] for i in range(20)]
     text, backbone = (BASE, BASE_BACKBONE) if size == "base" else (SMALL, SMALL_BACKBONE)

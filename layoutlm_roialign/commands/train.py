@@ -2,7 +2,7 @@
 `run_training`, which the script, `scripts/quickstart.py` and the tests call.
 
 `run_training` loads the data (`layoutlm_roialign.data`), builds the model and processor
-(`layoutlm_roialign.checkpoints`), encodes the pages (`layoutlm_roialign.data.encoding`), trains with a learning rate
+(`layoutlm_roialign.model_factory`), encodes the pages (`layoutlm_roialign.data.encoding`), trains with a learning rate
 per part of the model (`layoutlm_roialign.trainer`), scores entities word by word with the package's `evaluate` metrics
 (`layoutlm_roialign.metrics`), and writes the final folder (model + processor + code + model card) beside its
 destination, renamed into place so that an interruption never leaves a half-written folder that loads. Only the main

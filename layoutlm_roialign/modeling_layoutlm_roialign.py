@@ -1,15 +1,9 @@
-"""LayoutLM with RoIAlign image embeddings.
+"""LayoutLM with RoIAlign image embeddings: the LayoutLM paper's "+image" model (Xu et al., 2020, section 2.2).
 
-The design is the LayoutLM paper's "+image" model (Xu et al., 2020, section 2.2) as popularized by the FUNSD
-image-embedding tutorial: a torchvision backbone cut at a stride-16 stage (ResNet-101 `layer3`) runs on the page
-resized to `image_size`; `torchvision.ops.roi_align` pools one feature per token box; a linear layer maps it to
-the hidden size and the result is added to LayoutLM's last hidden states. The text encoder *is*
-`transformers.LayoutLMModel`, the backbone *is* a torchvision model and the pooling *is* `roi_align`: this file holds
-the models (the base model and its heads), their input checks and their initialization (see `visual_init`); the
-visual branch is in `visual_layoutlm_roialign.py` and the link head's parts in `linking_layoutlm_roialign.py`.
-
-This file and those siblings are copied into every checkpoint (remote code): they import only torch, torchvision,
-transformers and each other.
+A torchvision backbone cut at a stride-16 stage runs on the page; `torchvision.ops.roi_align` pools one feature per
+token box, projected and added to `transformers.LayoutLMModel`'s last hidden states. This file holds the models;
+their parts are in the relative siblings (`visual_`, `linking_`, `checks_`, `saving_`, `heads_layoutlm_roialign.py`),
+copied with it into every checkpoint: they import only torch, torchvision, transformers and each other.
 """
 
 import os

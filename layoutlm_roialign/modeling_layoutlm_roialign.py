@@ -196,7 +196,6 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
 
     def __init__(self, config: LayoutLMRoIAlignConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.config = config
         self.layoutlm = LayoutLMModel(config)
         if not add_pooling_layer:
             # An unused pooler never gets a gradient: parameters for nothing, and DDP's `find_unused_parameters`.

@@ -1,5 +1,6 @@
 """Assembling a model from pretrained parts: a text encoder from a LayoutLM, BERT or LayoutLM-RoIAlign checkpoint and
-backbone weights from torchvision or a state-dict file, loaded after `post_init` (which would re-initialize them).
+backbone weights from torchvision or a state-dict file, loaded after `post_init` (which would re-initialize them); `map_state_dict_by_position` turns backbone weights saved
+under other key names into a file the backbone loads.
 
 `LayoutLMRoIAlignPreTrainedModel.from_pretrained_parts` calls `from_pretrained_parts` here. This module belongs to
 the package, not to checkpoints: a checkpoint's code loads trained weights and never needs it.
@@ -8,17 +9,20 @@ the package, not to checkpoints: a checkpoint's code loads trained weights and n
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel, LayoutLMModel
 from transformers.utils import logging
 
 from .configuration_layoutlm_roialign import BACKBONE_NORMS, LayoutLMRoIAlignConfig
-from .modeling_layoutlm_roialign import LayoutLMRoIAlignModel, LayoutLMRoIAlignPreTrainedModel
 from .visual_layoutlm_roialign import backbone_weights_name, load_backbone_weights
+
+if TYPE_CHECKING:  # modeling calls into this module; it is not imported from here
+    from .modeling_layoutlm_roialign import LayoutLMRoIAlignPreTrainedModel
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["TEXT_CONFIG_KEYS", "from_pretrained_parts", "text_encoder_state"]
+__all__ = ["TEXT_CONFIG_KEYS", "from_pretrained_parts", "map_state_dict_by_position", "text_encoder_state"]
 
 # The config fields that a text checkpoint decides (its sizes, vocabulary, dropout, ...).
 TEXT_CONFIG_KEYS = (
@@ -47,8 +51,9 @@ def text_encoder_state(text_model_name_or_path: str | os.PathLike) -> tuple[dict
     if text_config.model_type == "layoutlm":
         return fields, LayoutLMModel.from_pretrained(text_model_name_or_path).state_dict()
     if text_config.model_type == LayoutLMRoIAlignConfig.model_type:
-        # One of ours (e.g. an MVLM pre-training checkpoint): its text encoder, `layoutlm.*` of the base model.
-        state = LayoutLMRoIAlignModel.from_pretrained(text_model_name_or_path).state_dict()
+        # One of ours (e.g. an MVLM pre-training checkpoint): its text encoder, `layoutlm.*` of the base model
+        # (`AutoModel` gives `LayoutLMRoIAlignModel`: importing the package registered it).
+        state = AutoModel.from_pretrained(text_model_name_or_path).state_dict()
         return fields, {k[len("layoutlm.") :]: v for k, v in state.items() if k.startswith("layoutlm.")}
     return fields, AutoModel.from_pretrained(text_model_name_or_path).state_dict()
 
@@ -107,3 +112,26 @@ def from_pretrained_parts(
     if backbone_weights is not None:
         load_backbone_weights(base.visual_embeddings.backbone, backbone_weights, config.backbone)
     return model
+
+
+def map_state_dict_by_position(source: dict, target: dict) -> dict:
+    """Rename a state dict saved under other key names to `target`'s keys, in order, checking every shape: backbone
+    weights exported under other names -> a state dict that `--backbone_weights` (`load_backbone_weights`) loads, e.g.
+    `torch.save(map_state_dict_by_position(export, torchvision.models.resnet50().state_dict()), "weights.pt")`.
+
+    `num_batches_tracked` entries are left out on both sides; tensors of `source` past the end of `target` (e.g. the
+    layers after a backbone's return node) are ignored.
+
+    Raises:
+        ValueError: if `source` has fewer tensors than `target`, or a shape differs (naming both keys).
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    tgt = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) < len(tgt):
+        raise ValueError(f"The weights have {len(src)} tensors, the target needs {len(tgt)}.")
+    mapped = {}
+    for (sk, sv), (tk, tv) in zip(src, tgt, strict=False):
+        if sv.shape != tv.shape:
+            raise ValueError(f"Weight {sk!r} {tuple(sv.shape)} does not fit {tk!r} {tuple(tv.shape)}.")
+        mapped[tk] = sv
+    return mapped

@@ -165,7 +165,6 @@ def write_model_card(
         link_scores: for a linking checkpoint, `{"gold_entities": ..., "end_to_end": ...}` pair scores
             (`metrics.link_scores` output) on the validation pages; adds their table and how to get the pairs.
     """
-    import json
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -244,34 +243,6 @@ def link_metrics_section(link_scores: dict | None, config: dict) -> str:
     )
 
 
-def checkpoint_code_files(folder: str | os.PathLike) -> list[str]:
-    """The code files a checkpoint folder must carry for `trust_remote_code`: the modules its configs name (`auto_map`
-    of config.json and processor_config.json, `custom_pipelines`) and every module they import relatively."""
-    from transformers.dynamic_module_utils import get_relative_imports
-
-    folder = Path(folder)
-    modules: set[str] = set()
-    for name in ("config.json", "processor_config.json"):
-        try:
-            config = json.loads((folder / name).read_text())
-        except (OSError, ValueError):
-            continue
-        refs = list((config.get("auto_map") or {}).values())
-        refs += [task.get("impl") for task in (config.get("custom_pipelines") or {}).values()]
-        for ref in refs:
-            for item in ref if isinstance(ref, (list, tuple)) else [ref]:
-                if isinstance(item, str) and "." in item:
-                    modules.add(item.split("--")[-1].rsplit(".", 1)[0] + ".py")
-    files, todo = set(modules), list(modules)
-    while todo:  # the relative imports of each present file (a missing one is reported by the caller)
-        module = folder / todo.pop()
-        if module.is_file():
-            found = {f"{name}.py" for name in get_relative_imports(str(module))} - files
-            files |= found
-            todo += found
-    return sorted(files)
-
-
 def check_push_arguments(training_args: Any) -> str | None:
     """With `--push_to_hub` (a `TrainingArguments`), return the token to push with; raise a `ValueError` naming the
     missing flag. Called before training, so a run never ends unable to publish."""
@@ -314,19 +285,15 @@ def push_folder_to_hub(
     written into the folder only once the push succeeded).
 
     Raises:
-        ValueError: if `folder` lacks a piece a remote-code checkpoint needs (weights, config, processor, code,
-            card). HubError: the Hub could not be reached or refused the repository or the commit.
+        ValueError: if `folder` is not a complete checkpoint (`check_complete_checkpoint`: config, whole weights,
+            processor, code) or has no card. HubError: the Hub could not be reached or refused the repository or the commit.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    from .checkpoint_files import check_complete_checkpoint
+
     folder = Path(folder)
-    names = {p.name for p in folder.iterdir()}
-    required = {"config.json", "processor_config.json", "README.md", *checkpoint_code_files(folder)}
-    missing = sorted(required - names)
-    if not any(n.endswith(".safetensors") or n.endswith(".bin") and n.startswith("pytorch_model") for n in names):
-        missing.append("model weights (*.safetensors)")
-    if missing:
-        raise ValueError(f"{folder} is not a complete checkpoint folder; missing {missing}.")
+    check_complete_checkpoint(folder, also=("README.md",))
     replace = dict(replace or {})
     # One commit holding every file (not `upload_folder`, which may split a folder over several commits): the
     # repository never shows a partial checkpoint.

@@ -4,9 +4,10 @@
     model, processor = load_model_and_processor("runs/main/final")
     prediction = predict_page(model, processor, "form.png")
 
-Each part lives in a module with one job: `loader` (`load_model_and_processor`), `road` (the steps a page takes:
-`encode_page`, `predict_windows` (the window loop), `decode_page`, `label_pages`, `group_pages`), `engine` (`Engine`,
-which composes them with the page reader, and `predict_page`, one page through it) and `entities` (words into entities and the key-value pairs among them: `group_entities`,
+Each part lives in a module with one job: `loader` (`load_model_and_processor`: a checkpoint and its processor),
+`road` (the steps a page takes: `encode_page`, `predict_windows` (the windows of many pages, batched), `decode_page`,
+`label_pages`, `group_pages`), `engine` (`Engine`, which composes them with the page reader, and `predict_page`, one
+page through it) and `entities` (words into entities and the key-value pairs among them: `group_entities`,
 `given_entities`, `link_pages`, `pair_records`). Pages are read by `pages.read_page`.
 """
 

@@ -1,16 +1,16 @@
-"""The one loader of a checkpoint: `load_model_and_processor` loads a folder written by `save_pretrained` or a Hub
+"""Loading a checkpoint: `load_model_and_processor` loads a folder written by `save_pretrained` or a Hub
 id as the class its config names, with its processor, and says which path is missing or which file is damaged
 instead of a message about reaching huggingface.co.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
 
-from .saving_layoutlm_roialign import PIPELINE_HEADS, auto_class_of_head
+from .checkpoint_files import check_complete_checkpoint
+from .heads_layoutlm_roialign import auto_class_of_head, heads_of, is_masked_lm, token_labelling_heads
 
 __all__ = ["TASKS", "load_model_and_processor"]
 
@@ -26,22 +26,23 @@ def _architecture_of(model: str, trust_remote_code: bool) -> str:
     try:
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
-        return PIPELINE_HEADS[0]
+        return token_labelling_heads()[0]
     names = [n for n in getattr(config, "architectures", None) or [] if auto_class_of_head(n)]
-    return names[0] if names else PIPELINE_HEADS[0]
+    return names[0] if names else token_labelling_heads()[0]
 
 
 def _check_labels_tokens(model: str, architecture: str) -> None:
     """Refuse a checkpoint whose head (`architecture`) does not label words, naming it and the kinds that do."""
-    if architecture in PIPELINE_HEADS:
+    heads = token_labelling_heads()
+    if architecture in heads:
         return
-    if architecture == "LayoutLMRoIAlignForMaskedLM":  # scripts/pretrain.py's checkpoints: fine-tuning starts there
+    if is_masked_lm(architecture):  # scripts/pretrain.py's checkpoints: fine-tuning starts there
         hint = f"Fine-tune one from it: scripts/train.py --model_name_or_path {model}"
     else:
         hint = "Train one with scripts/train.py"
     raise ValueError(
         f"--model {model!r} is a {architecture} checkpoint, which does not label words: labelling needs a "
-        f"token-classification or linking checkpoint ({' or '.join(PIPELINE_HEADS)}). {hint} "
+        f"token-classification or linking checkpoint ({' or '.join(heads)}). {hint} "
         "(--task token-classification or linking)."
     )
 
@@ -54,14 +55,14 @@ def load_model_and_processor(
     dtype: Any = None,
 ) -> tuple[Any, Any]:
     """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) as the class its `config.architectures`
-    names (token classifier, linking model, sequence classifier), and its processor: the one loader of the package.
+    names (token classifier, linking model, sequence classifier), and its processor. Every driver of the package loads checkpoints through it.
 
     Args:
         model: the folder or Hub id (`user/name`).
         trust_remote_code: run the checkpoint's own code (needed where this package is not installed).
         task: `None` for the checkpoint's own class, `"feature-extraction"` for the base model (the fused token
             states, whatever head the checkpoint has), or `"token-classification"` for the checkpoint's own class
-            where it labels words (`PIPELINE_HEADS`: token classifier or linking model), refusing any other kind.
+            where it labels words (`heads_layoutlm_roialign.labels_tokens`: token classifier, linking model), refusing any other kind.
         dtype: the weights' dtype (e.g. `torch.bfloat16`); default float32.
 
     Raises:
@@ -77,7 +78,7 @@ def load_model_and_processor(
     model = os.fspath(model)
     local = os.path.isdir(model)
     if local:
-        _check_model_folder(model)
+        check_complete_checkpoint(model, "--model")
     elif os.path.exists(model):
         raise ValueError(f"--model {model!r} is a file; give the folder that holds its config.json.")
     elif _looks_like_a_path(model):
@@ -86,7 +87,7 @@ def load_model_and_processor(
             "scripts/train.py wrote (e.g. runs/main/final) or a Hub id (user/name)."
         )
     architecture = (
-        "LayoutLMRoIAlignModel" if task == "feature-extraction" else _architecture_of(model, trust_remote_code)
+        heads_of("AutoModel")[0] if task == "feature-extraction" else _architecture_of(model, trust_remote_code)
     )
     if task == "token-classification":
         _check_labels_tokens(model, architecture)
@@ -119,54 +120,3 @@ def _looks_like_a_path(model: str) -> bool:
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) or model.startswith((".", "~")) or ".." in model:
         return True
     return "/" in model and os.path.isdir(model.split("/")[0])  # `models/nope` while `models/` exists here
-
-
-def _check_model_folder(folder: str) -> None:
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        inside = sorted(d for d in os.listdir(folder) if os.path.isfile(os.path.join(folder, d, "config.json")))
-        hint = f" It holds saved models in {inside}: give one of them." if inside else ""
-        raise ValueError(
-            f"--model {folder!r} has no config.json: it is not a folder written by `save_pretrained`.{hint}"
-        )
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index) as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as err:
-            raise ValueError(f"--model {folder!r}: {index} is damaged ({err}); save or copy the model again.") from err
-        files = [os.path.join(folder, shard) for shard in shards]
-        for file in files:
-            if not os.path.isfile(file):
-                raise ValueError(f"--model {folder!r}: the weights file {file} listed in {index} is missing.")
-    else:
-        files = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".safetensors")]
-        if not files and not any(n.endswith(".bin") for n in os.listdir(folder)):
-            raise ValueError(f"--model {folder!r} has no weights (model.safetensors): save or copy the model again.")
-    for file in files:
-        _check_safetensors(file)
-
-
-def _check_safetensors(file: str) -> None:
-    """A safetensors file is an 8-byte header length, a JSON header giving each tensor's byte range, and the bytes:
-    a file cut short (an interrupted copy, download or save) is shorter than its header says."""
-    size = os.path.getsize(file)
-    problem = None
-    try:
-        with open(file, "rb") as f:
-            head = f.read(8)
-            length = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if length < 2 or 8 + length > size:
-                problem = f"it is {size} bytes, too short for its header"
-            else:
-                header = json.loads(f.read(length))
-                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-                if size < 8 + length + end:
-                    problem = f"it is {size} bytes but its header describes {8 + length + end}"
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
-        problem = f"its header cannot be read ({err})"
-    if problem:
-        raise ValueError(
-            f"The weights file {file} is damaged or incomplete: {problem} (an interrupted save, copy or download?). "
-            "Copy or download the model again, or save it again."
-        )

@@ -1,5 +1,5 @@
 """Word-level entity scores (seqeval's entity precision, recall and F1, overall and per type) and key-value pair scores,
-for `Trainer`'s `compute_metrics`, `scripts/evaluate.py` and the model card, computed offline.
+for `Trainer`'s `compute_metrics`, `scripts/evaluate_checkpoint.py` and the model card, computed offline.
 
 `entity_scores` scores label sequences; `WordLevelEntityMetrics` is `Trainer`'s `compute_metrics`: it turns the
 token predictions of every window back into one label per word of each page before scoring, so that a word split

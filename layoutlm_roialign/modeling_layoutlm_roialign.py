@@ -1,15 +1,9 @@
-"""LayoutLM with RoIAlign image embeddings.
+"""LayoutLM with RoIAlign image embeddings: the LayoutLM paper's "+image" model (Xu et al., 2020, section 2.2).
 
-The design is the LayoutLM paper's "+image" model (Xu et al., 2020, section 2.2) as popularized by the FUNSD
-image-embedding tutorial: a torchvision backbone cut at a stride-16 stage (ResNet-101 `layer3`) runs on the page
-resized to `image_size`; `torchvision.ops.roi_align` pools one feature per token box; a linear layer maps it to
-the hidden size and the result is added to LayoutLM's last hidden states. The text encoder *is*
-`transformers.LayoutLMModel`, the backbone *is* a torchvision model and the pooling *is* `roi_align`: this file holds
-the models (the base model and its heads), their input checks and their initialization (see `visual_init`); the
-visual branch is in `visual_layoutlm_roialign.py` and the link head's parts in `linking_layoutlm_roialign.py`.
-
-This file and those siblings are copied into every checkpoint (remote code): they import only torch, torchvision,
-transformers and each other.
+A torchvision backbone cut at a stride-16 stage runs on the page; `torchvision.ops.roi_align` pools one feature per
+token box, projected and added to `transformers.LayoutLMModel`'s last hidden states. This file holds the models;
+their parts are in the relative siblings (`visual_`, `linking_`, `checks_`, `saving_`, `heads_layoutlm_roialign.py`),
+copied with it into every checkpoint: they import only torch, torchvision, transformers and each other.
 """
 
 import os
@@ -45,7 +39,7 @@ from .linking_layoutlm_roialign import (
     link_log_probs,
     link_loss,
 )
-from .saving_layoutlm_roialign import copy_pipeline_code, prepare_config_for_saving, register_heads
+from .saving_layoutlm_roialign import copy_checkpoint_code, prepare_config_for_saving, register_heads
 from .visual_layoutlm_roialign import LayoutLMRoIAlignVisualEmbeddings, backbone_stages
 
 logger = logging.get_logger(__name__)
@@ -100,8 +94,8 @@ class LayoutLMRoIAlignPreTrainedModel(PreTrainedModel):
         `pipeline(model=folder, trust_remote_code=True)` works where this package is not installed."""
         carries_pipeline = prepare_config_for_saving(self)
         super().save_pretrained(save_directory, *args, **kwargs)
-        if carries_pipeline and self._auto_class is not None:
-            copy_pipeline_code(save_directory)
+        if self._auto_class is not None:  # the code every `auto_map` entry names, wherever the head is defined
+            copy_checkpoint_code(save_directory, carries_pipeline)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> PreTrainedModel:
@@ -202,7 +196,6 @@ class LayoutLMRoIAlignModel(LayoutLMRoIAlignPreTrainedModel):
 
     def __init__(self, config: LayoutLMRoIAlignConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.config = config
         self.layoutlm = LayoutLMModel(config)
         if not add_pooling_layer:
             # An unused pooler never gets a gradient: parameters for nothing, and DDP's `find_unused_parameters`.

@@ -48,7 +48,7 @@ from .page_words_layoutlm_roialign import (
     fit_boxes,
     load_words_json,
 )
-from .pdf_layoutlm_roialign import DEFAULT_DPI, is_pdf, read_pdf_page
+from .pdf_layoutlm_roialign import DEFAULT_DPI, MAX_PAGE_PIXELS, is_pdf, read_pdf_page
 
 __all__ = [
     "check_ocr_lang",
@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 WORDS_FROM = ("auto", "text", "ocr")
-MAX_PAGE_PIXELS = 25_000_000  # 5000 x 5000: an A3 page at 400 dpi; larger pages are shrunk (module docstring)
 FULL_SIZE = "layoutlm_roialign.full_size"  # `info` key of a shrunk page: the size it was read from
 
 

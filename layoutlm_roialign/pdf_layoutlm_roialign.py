@@ -10,7 +10,7 @@ layer (what a scanner's OCR produces), for examples and tests.
 
 A scanned PDF without a text layer gives no words: OCR its rendered page instead.
 
-`dpi` must lie in (0, `MAX_DPI`]; a page that would render larger than `pages.MAX_PAGE_PIXELS` at `dpi` (a poster, a
+`dpi` must lie in (0, `MAX_DPI`]; a page that would render larger than `MAX_PAGE_PIXELS` at `dpi` (a poster, a
 large dpi) is rendered at the largest dpi that fits (`page_dpi`), and its words' boxes are in that image's pixels.
 """
 
@@ -33,10 +33,14 @@ __all__ = [
     "check_dpi",
     "page_dpi",
     "MAX_DPI",
+    "MAX_PAGE_PIXELS",
 ]
 
 DEFAULT_DPI = 150  # PDF pages are sized in points (1/72 in); 150 dpi turns a Letter page into 1275x1650 pixels
 MAX_DPI = 1200  # scanners' top optical resolution; more only costs memory
+# 5000 x 5000: an A3 page at 400 dpi. Every page is read within it: PDF pages here, images by `pages` (which shrinks
+# a larger one; see its module docstring).
+MAX_PAGE_PIXELS = 25_000_000
 
 
 def check_dpi(dpi: float) -> float:
@@ -52,8 +56,6 @@ def check_dpi(dpi: float) -> float:
 def page_dpi(page, dpi: float) -> float:
     """The dpi a PDF page is rendered at: `dpi` (checked by `check_dpi`), or less for a page that would have more
     than `MAX_PAGE_PIXELS` pixels at `dpi`: the largest dpi that keeps it within them."""
-    from .pages_layoutlm_roialign import MAX_PAGE_PIXELS  # pages imports this module
-
     dpi = check_dpi(dpi)
     area = max(page.get_width() * page.get_height(), 1e-6)  # in points squared
     fits = 72 * math.sqrt(MAX_PAGE_PIXELS / area) * 0.999  # margin for `_pixel_size`'s rounding up

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .entities_layoutlm_roialign import given_entities, group_entities, link_pages, pair_records
-from .saving_layoutlm_roialign import PIPELINE_HEADS
+from .heads_layoutlm_roialign import labels_tokens
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 
 __all__ = [
@@ -48,7 +48,7 @@ DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autoca
 
 
 def _labels_tokens(model: torch.nn.Module) -> bool:
-    return type(model).__name__ in PIPELINE_HEADS
+    return labels_tokens(type(model).__name__)
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:

@@ -150,7 +150,7 @@ def load_backbone_weights(backbone: nn.Module, weights: str | os.PathLike | dict
     if missing:
         raise ValueError(
             f"Backbone weights miss {len(missing)} of the {backbone_name} backbone's tensors, e.g. {missing[:3]} "
-            "(they must use torchvision's key names; `layoutlm_roialign.checkpoints.map_state_dict_by_position` "
+            "(they must use torchvision's key names; `layoutlm_roialign.assembly.map_state_dict_by_position` "
             "renames an export under other names)."
         )
     for key in target:
@@ -177,7 +177,7 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
     box), in a single `roi_align` call for the whole batch.
 
     Performance switches (attributes, all on by default; each gives the same output as the straightforward path, to
-    float32 rounding, and `benchmarks/bench.py` measures them):
+    float32 rounding, and `lab/benchmarks/bench.py` measures them):
 
     - `skip_padding`: pool and project only tokens with `attention_mask == 1` (padding gets a zero visual term
       either way).

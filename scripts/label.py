@@ -12,14 +12,9 @@ some pages failed (listed with their reasons in `<output stem>.failures.jsonl`),
 interrupted (Ctrl-C: the pages written so far are kept, and the same command resumes).
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser

@@ -13,14 +13,9 @@ After correcting, export the project as JSON and train on it: `scripts/train.py 
 files this script wrote. Exit status 2 for bad arguments.
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
 

@@ -14,14 +14,9 @@ Everything that can be checked is checked before the model loads, and the JSON a
 (temporary files renamed once both are ready): a failure leaves earlier outputs as they were.
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser

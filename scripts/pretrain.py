@@ -13,15 +13,10 @@ rerun of a run killed while reading reads only the pages not read yet. Ctrl-C pr
 (exit 130).
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 import torch

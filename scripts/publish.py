@@ -13,13 +13,8 @@ A push that fails (no network, a refused token) ends with one line saying what f
 status 1; the folder is changed only after its push succeeded. Bad arguments exit with status 2.
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
+import sys
 
 
 def main(argv=None) -> dict:

@@ -20,17 +20,13 @@ pairs (`"pairs"` in the JSON, an arrow from each question to its answer in the p
 The real run (FUNSD, LayoutLM-base, ImageNet ResNet-101) is `scripts/train.py`; see the README.
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import json
 import os
 import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 LOAD_AS_REMOTE_CODE = """
 import json, sys

@@ -4,21 +4,16 @@
     python scripts/train.py --dataset synthetic --output_dir runs/main ...   # see the README for full commands
 
 Arguments: `--help` lists the model arguments (`ModelArguments`), the data arguments shared with
-`scripts/evaluate.py` (`layoutlm_roialign.data.DataArguments`) and every `TrainingArguments` flag; a single `.json`
+`scripts/evaluate_checkpoint.py` (`layoutlm_roialign.data.DataArguments`) and every `TrainingArguments` flag; a single `.json`
 argument is read as a file of them. `--task linking` trains the key-value linking model (labels and question ->
 answer links, one checkpoint). The run is `layoutlm_roialign.commands.train.run_training` (the data, the model, the
 metrics, the final folder with its model card, the push); this file parses the flags and prints the scores.
 """
 
-import sys
-from pathlib import Path
-
-# This folder holds evaluate.py, which would shadow the `evaluate` library: take it off the import path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 import transformers

@@ -297,8 +297,8 @@ def label_synthetic_pages(folder: Path, num_pages: int = 3) -> dict[str, Path]:
     import runpy
 
     from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
-    from layoutlm_roialign.checkpoints import build_model_and_processor
     from layoutlm_roialign.data import FUNSD_LABELS, generate_synthetic_forms
+    from layoutlm_roialign.model_factory import build_model_and_processor
 
     pages = generate_synthetic_forms(num_pages=num_pages, seed=0)
     pages.save_to_disk(str(folder / "pages"))

@@ -18,7 +18,7 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignModel,
     build_backbone,
 )
-from layoutlm_roialign.checkpoints import map_state_dict_by_position
+from layoutlm_roialign.assembly import map_state_dict_by_position
 
 
 def page_like_batch(seed: int = 0, image_size: int = 64) -> dict:

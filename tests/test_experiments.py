@@ -1,26 +1,21 @@
-"""The experiments' helpers (`experiments/`, not part of the package): the offline locators of real pretrained parts
-(`experiments/pretrained_parts.py`, the `experiments` extra) say what to install when it is missing and, when it is
+"""The experiments' helpers (`lab/experiments/`, not part of the package): the offline locators of real pretrained parts
+(`lab/experiments/pretrained_parts.py`, the `experiments` extra) say what to install when it is missing and, when it is
 installed, give a MiniLM folder and MobileNetV2 weights that the package loads."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_config
+from conftest import tiny_config
+from helpers import lab_module
 
 from layoutlm_roialign import build_backbone, load_backbone_weights
 
 
 @pytest.fixture
 def pretrained_parts():
-    """`experiments/pretrained_parts.py` as a module (the experiments import it as a sibling of their script)."""
-    path = REPO_ROOT / "experiments" / "pretrained_parts.py"
-    spec = importlib.util.spec_from_file_location("pretrained_parts", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """`lab/experiments/pretrained_parts.py` as a module (the experiments import it as a sibling of their script)."""
+    return lab_module("experiments/pretrained_parts.py")
 
 
 def test_missing_package_says_how_to_install(pretrained_parts, monkeypatch, capsys):

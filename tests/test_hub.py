@@ -13,44 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
+from helpers import SCORES, Intercepted
 from huggingface_hub import HfApi
 from transformers import TrainingArguments
 
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, FUNSD_LICENSE, DataArguments, describe_data, load_training_data
 from layoutlm_roialign.hub import HubError, push_folder_to_hub, render_model_card, write_model_card
+from layoutlm_roialign.model_factory import build_model_and_processor
 
 LABELS = FUNSD_LABELS
 TINY_MODEL = {**TINY_TRAINING_MODEL, "num_hidden_layers": 1}
-SCORES = {
-    "precision": 0.5,
-    "recall": 0.25,
-    "f1": 1 / 3,
-    "accuracy": 0.75,
-    "per_type": {
-        "QUESTION": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "number": 4},
-        "ANSWER": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "number": 4},
-    },
-}
-
-
-class Intercepted:
-    """Records `create_repo` and `create_commit` calls instead of sending them."""
-
-    def __init__(self, monkeypatch):
-        self.repos, self.commits, self.whoami = [], [], []
-        monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: self.repos.append((repo_id, kw)))
-        monkeypatch.setattr(HfApi, "whoami", lambda api, *a, **kw: self.whoami.append(api.token) or {"name": "me"})
-
-        def create_commit(api, repo_id, operations, **kw):
-            self.commits.append({"repo_id": repo_id, "operations": list(operations), **kw})
-            return f"https://huggingface.co/{repo_id}/commit/0"
-
-        monkeypatch.setattr(HfApi, "create_commit", create_commit)
-
-    def files(self, commit: int = -1) -> set[str]:
-        return {op.path_in_repo for op in self.commits[commit]["operations"]}
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import PIL.ImageFont
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL
+from helpers import VOCAB, make_pixels_matter, requires_tesseract
 
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.drawing import draw_entities, label_colours
 from layoutlm_roialign.inference import (
@@ -24,35 +24,10 @@ from layoutlm_roialign.inference import (
     predict_page,
     predict_windows,
 )
+from layoutlm_roialign.model_factory import build_model_and_processor
 from layoutlm_roialign.pages_layoutlm_roialign import load_words_json
 
 LABELS = FUNSD_LABELS
-
-
-def tesseract_available() -> bool:
-    """pytesseract importable and the tesseract binary it calls found (the binary is apt's, not pip's)."""
-    try:
-        import pytesseract
-
-        pytesseract.get_tesseract_version()
-    except (ImportError, OSError, RuntimeError):  # TesseractNotFoundError is an OSError
-        return False
-    return True
-
-
-requires_tesseract = pytest.mark.skipif(
-    not tesseract_available(), reason="OCR needs pytesseract and the tesseract binary (apt-get install tesseract-ocr)"
-)
-VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
-
-
-def make_pixels_matter(model) -> None:
-    """Random visual projection (and gate, where the config has one): a fresh model's visual branch starts at zero,
-    and these tests need the page pixels to change the predictions."""
-    visual = model.layoutlm_roialign.visual_embeddings
-    torch.nn.init.normal_(visual.projection.weight, std=0.2)
-    if getattr(visual, "gate", None) is not None:
-        torch.nn.init.normal_(visual.gate, std=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +320,10 @@ def test_damaged_model_folders_name_the_file(saved_model, tmp_path):
     model_only.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(saved_model / name, model_only / name)
-    with pytest.raises(ValueError, match=r"model_only'?: the model loads but its processor does not"):
+    with pytest.raises(
+        ValueError,
+        match=r"model_only'? is not a complete checkpoint folder; missing \[.*'processor_config\.json'.*processor\.save_pretrained",
+    ):
         load_model_and_processor(str(model_only))
 
 

@@ -17,12 +17,23 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_TRAINING_MODEL
-from test_inference import make_pixels_matter, requires_tesseract
+from conftest import REPO_ROOT
+from helpers import (
+    TEXT_PAGES,
+    VOCAB,
+    assert_same_records,
+    by_key,
+    draw_words,
+    label_in_process,
+    make_archive,
+    requires_tesseract,
+    run_script,
+    save_tiny_checkpoint,
+    write_text_pdf,
+)
 
 pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
 
-from layoutlm_roialign.checkpoints import build_model_and_processor  # noqa: E402
 from layoutlm_roialign.data import FUNSD_LABELS  # noqa: E402
 from layoutlm_roialign.inference import group_pages, predict_page  # noqa: E402
 from layoutlm_roialign.labelling import (  # noqa: E402
@@ -36,22 +47,6 @@ from layoutlm_roialign.labelling import (  # noqa: E402
     recover,
 )
 from layoutlm_roialign.options_layoutlm_roialign import ReadOptions, WindowOptions  # noqa: E402
-from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf  # noqa: E402
-
-VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
-TEXT_PAGES = [["date", "name", "total"], ["invoice", "amount", "signature", "phone", "received"]]
-
-
-def save_tiny_checkpoint(folder) -> str:
-    """A tiny checkpoint whose pixels change its predictions, saved in `folder`."""
-    torch.manual_seed(0)
-    model, processor = build_model_and_processor(
-        FUNSD_LABELS, [VOCAB * 3], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120}
-    )
-    make_pixels_matter(model)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -64,79 +59,6 @@ def model_and_processor(checkpoint):
     from layoutlm_roialign.inference import load_model_and_processor
 
     return load_model_and_processor(checkpoint)
-
-
-def draw_words(words: list[str], seed=0) -> tuple[PIL.Image.Image, list[list[float]]]:
-    """A page (400 x 300 pixels, taller for more than 6 words) with `words` written on it in a line each, and their
-    pixel boxes."""
-    image = PIL.Image.new("RGB", (400, max(300, 40 + 40 * len(words))), "white")
-    draw = PIL.ImageDraw.Draw(image)
-    font = PIL.ImageFont.load_default(size=24)
-    boxes = []
-    for i, word in enumerate(words):
-        x, y = 30 + 40 * (seed % 3), 20 + 40 * i
-        draw.text((x, y), word, fill="black", font=font)
-        boxes.append([float(v) for v in draw.textbbox((x, y), word, font=font)])
-    return image, boxes
-
-
-def write_text_pdf(path, pages: list[list[str]]) -> None:
-    """A PDF with one page per word list, each word drawn and in the text layer."""
-    import pypdfium2
-
-    merged = pypdfium2.PdfDocument.new()
-    for i, words in enumerate(pages):
-        image, boxes = draw_words(words, seed=i)
-        single = path.parent / f".{path.stem}-{i}.pdf"
-        write_pdf(single, image, words, boxes, dpi=72)
-        source = pypdfium2.PdfDocument(str(single))
-        merged.import_pages(source)
-        source.close()
-        single.unlink()
-    merged.save(str(path))
-    merged.close()
-
-
-def make_archive(folder) -> dict[str, int]:
-    """The acceptance folder: PNG, JPEG, a 2-page PDF with a text layer, a scanned-only PDF, a 3-page TIFF, a corrupt
-    PNG and an empty PDF; returns the readable files and their page counts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    draw_words(["total", "amount"])[0].save(folder / "a.png")
-    draw_words(["name", "date"], seed=1)[0].save(folder / "b.jpg", quality=90)
-    write_text_pdf(folder / "c_text.pdf", TEXT_PAGES)
-    write_pdf(folder / "d_scan.pdf", draw_words(["received"])[0], dpi=72)  # pixels only, no text layer
-    frames = [draw_words([w], seed=i)[0] for i, w in enumerate(["phone", "invoice", "date"])]
-    frames[0].save(folder / "e.tif", save_all=True, append_images=frames[1:])
-    png = (folder / "a.png").read_bytes()
-    (folder / "f_corrupt.png").write_bytes(png[: len(png) // 3])  # cut short: the header reads, the pixels do not
-    (folder / "g_empty.pdf").write_bytes(b"")
-    (folder / "notes.md").write_text("not a page: folders give only image and PDF files")
-    return {"a.png": 1, "b.jpg": 1, "c_text.pdf": 2, "d_scan.pdf": 1, "e.tif": 3}
-
-
-def run_script(*argv: str, check_exit: int | None = 0) -> tuple[int, str]:
-    """scripts/label.py in a subprocess: (exit status, stderr then stdout, whose last line is the JSON summary)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "label.py"), *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    if check_exit is not None:
-        assert out.returncode == check_exit, out.stdout[-2000:] + out.stderr[-3000:]
-    return out.returncode, out.stderr + out.stdout
-
-
-def by_key(records: list[dict]) -> dict:
-    return {(r["source"], r["page"]): r for r in records}
-
-
-def label_in_process(checkpoint, argv: list[str]) -> dict:
-    """scripts/label.py's `main` in this process (no exit on success); returns the summary."""
-    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
-    return main(["--model", checkpoint, "--quiet", "--num_workers", "0", *argv])
 
 
 def test_a_mixed_folder_gives_one_record_per_readable_page_and_the_failures_with_reasons(checkpoint, tmp_path):
@@ -326,20 +248,6 @@ def test_shards_of_two_processes_merge_to_the_single_process_output(checkpoint, 
         by_key(read_complete(tmp_path / "one.failures.jsonl")).keys()
         == by_key(read_complete(tmp_path / "two.failures.jsonl")).keys()
     )
-
-
-def assert_same_records(one: list[dict], other: list[dict]) -> None:
-    one, other = by_key(one), by_key(other)
-    assert one.keys() == other.keys() and len(one) > 0
-    for key, record in one.items():
-        twin = other[key]
-        assert {k: v for k, v in record.items() if k not in ("words", "entities")} == {
-            k: v for k, v in twin.items() if k not in ("words", "entities")
-        }
-        assert [(w["text"], w["box"], w["label"]) for w in record["words"]] == [
-            (w["text"], w["box"], w["label"]) for w in twin["words"]
-        ]
-        assert [w["score"] for w in record["words"]] == pytest.approx([w["score"] for w in twin["words"]], abs=1e-5)
 
 
 def test_a_dataset_with_word_columns_is_labelled_without_ocr(checkpoint, tmp_path):

@@ -16,11 +16,11 @@ import PIL.Image
 import pytest
 import torch
 from conftest import REPO_ROOT, write_bilevel_png
-from test_inference import requires_tesseract
-from test_labelling import (
+from helpers import (
     TEXT_PAGES,
     label_in_process,
     make_archive,
+    requires_tesseract,
     run_script,
     save_tiny_checkpoint,
     write_text_pdf,

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT
-from test_labelling import assert_same_records, make_archive, run_script, save_tiny_checkpoint
+from helpers import assert_same_records, make_archive, run_script, save_tiny_checkpoint
 
 from layoutlm_roialign.labelling import read_complete
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL  # noqa: I001
-from test_inference import make_pixels_matter
-from test_labelling import VOCAB, label_in_process, write_text_pdf
+from helpers import VOCAB, label_in_process, make_pixels_matter, write_text_pdf
 
 from layoutlm_roialign import LayoutLMRoIAlignForRelationExtraction
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.inference import predict_page
 from layoutlm_roialign.labelling import read_complete
+from layoutlm_roialign.model_factory import build_model_and_processor
 from layoutlm_roialign.pdf_layoutlm_roialign import DEFAULT_DPI, render_pdf_page
 
 

@@ -492,7 +492,7 @@ def test_offline_linking_run_then_predict_script_writes_pairs_and_arrows(tmp_pat
 
 
 def test_a_linking_run_pushes_its_folder_with_the_pair_scores_on_the_card(tmp_path, monkeypatch):
-    from test_hub import Intercepted
+    from helpers import Intercepted
 
     hub = Intercepted(monkeypatch)
     args = linking_training_args(tmp_path, max_steps=2, eval_strategy="no", save_strategy="no",

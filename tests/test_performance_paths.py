@@ -3,7 +3,7 @@
 The straightforward path pools every token (padding included), each token's box separately, from a contiguous
 (NCHW) image; each switch of `LayoutLMRoIAlignVisualEmbeddings` (`skip_padding`, `share_boxes`, `channels_last`)
 and the static-shape path used under `torch.compile` must give the same logits to 1e-5. Speed itself is measured by
-`benchmarks/bench.py`, not asserted here.
+`lab/benchmarks/bench.py`, not asserted here.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ import PIL.ImageDraw
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_TRAINING_MODEL
-from test_inference import make_pixels_matter
+from helpers import make_pixels_matter
 
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS
+from layoutlm_roialign.model_factory import build_model_and_processor
 
 VOCAB = ["date", "name", "total", "amount", "signature", "received", "invoice", "phone"]
 WORDS = {"words": ["date", "1998", "total"], "pixel_boxes": [[10, 10, 60, 30], [70, 10, 120, 30], [10, 50, 60, 70]]}

@@ -12,7 +12,7 @@ from conftest import model_inputs as inputs
 from torchvision.ops import FrozenBatchNorm2d
 from transformers import BertConfig, BertModel, LayoutLMConfig, LayoutLMModel
 
-from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification, backbone_weights_name
+from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification, backbone_weights_name
 
 TEXT = {
     k: TINY[k]
@@ -142,3 +142,27 @@ def test_old_config_with_a_local_path_builds_the_same_model(tmp_path, resnet18_f
     batch = random_batch()
     with torch.no_grad():
         assert torch.equal(old(**inputs(batch)).logits, model(**inputs(batch)).logits)
+
+
+def test_text_encoder_from_one_of_our_checkpoints(tmp_path):
+    """A checkpoint of this package (e.g. after MVLM pre-training) gives its `layoutlm` text encoder; the rest (the
+    backbone, the head) starts fresh."""
+    from layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
+
+    torch.manual_seed(0)
+    mlm = LayoutLMRoIAlignForMaskedLM(LayoutLMRoIAlignConfig(**TINY))
+    mlm.save_pretrained(tmp_path / "mvlm")
+    torch.manual_seed(1)
+    model = LayoutLMRoIAlignForTokenClassification.from_pretrained_parts(
+        str(tmp_path / "mvlm"), backbone="resnet18", image_size=64, num_labels=3
+    )
+    assert model.config.hidden_size == TINY["hidden_size"] and model.config.num_labels == 3
+    expected = mlm.layoutlm_roialign.layoutlm.state_dict()
+    got = model.layoutlm_roialign.layoutlm.state_dict()
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+    assert not torch.equal(
+        model.layoutlm_roialign.visual_embeddings.backbone.conv1.weight,
+        mlm.layoutlm_roialign.visual_embeddings.backbone.conv1.weight,
+    )

@@ -286,7 +286,7 @@ def test_windows_are_read_once_and_a_second_call_reuses_the_cache(pages, tmp_pat
 
 def test_pdf_pages_are_read_through_the_labellers_reader(pages, tmp_path):
     pytest.importorskip("pypdfium2")
-    from test_labelling import TEXT_PAGES, write_text_pdf
+    from helpers import TEXT_PAGES, write_text_pdf
 
     from layoutlm_roialign.pretraining import build_pretraining_model
 
@@ -322,7 +322,7 @@ def test_a_page_past_the_decompression_bomb_limit_is_a_failed_page_and_pretraini
 
 
 def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoint_train_py_fine_tunes(pages, tmp_path):
-    from layoutlm_roialign.checkpoints import is_written_checkpoint
+    from layoutlm_roialign.checkpoint_files import is_written_checkpoint
 
     args = source_args(pages)
     training = pretrain_training_args(
@@ -344,7 +344,7 @@ def test_short_run_on_synthetic_pages_lowers_the_mlm_loss_and_writes_a_checkpoin
     assert not is_written_checkpoint(final)  # not once it holds something of the user's
     (final / "notes.txt").unlink()
 
-    from layoutlm_roialign.checkpoints import build_model_and_processor
+    from layoutlm_roialign.model_factory import build_model_and_processor
 
     train_main = runpy.run_path(str(SCRIPTS / "train.py"), run_name="script")["main"]
 
@@ -684,7 +684,8 @@ def test_resuming_with_other_arguments_is_refused_naming_them(pages, tmp_path, c
 
 
 def test_the_final_save_itself_never_replaces_a_folder_that_took_a_users_file_during_the_run(tmp_path):
-    from layoutlm_roialign.checkpoints import is_written_checkpoint, save_folder_atomically
+    from layoutlm_roialign.checkpoint_files import is_written_checkpoint
+    from layoutlm_roialign.final_folder import save_folder_atomically
 
     final = tmp_path / "final"
     final.mkdir()

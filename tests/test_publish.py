@@ -15,8 +15,8 @@ import sys
 import pytest
 import yaml
 from conftest import REPO_ROOT, tiny_config
+from helpers import SCORES  # the card tests' evaluation scores
 from huggingface_hub import EvalResult, HfApi, ModelCard, SpaceCard
-from test_hub import SCORES  # the card tests' evaluation scores
 
 from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,

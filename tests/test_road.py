@@ -9,8 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from conftest import TINY_TRAINING_MODEL, run_without_package
-from test_inference import VOCAB, make_pixels_matter, requires_tesseract
-from test_labelling import write_text_pdf
+from helpers import VOCAB, make_pixels_matter, requires_tesseract, write_text_pdf
 
 from layoutlm_roialign import (
     LayoutLMRoIAlignForRelationExtraction,
@@ -18,9 +17,9 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
 )
-from layoutlm_roialign.checkpoints import build_model_and_processor
 from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
 from layoutlm_roialign.inference import decode_page, load_model_and_processor, predict_page
+from layoutlm_roialign.model_factory import build_model_and_processor
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +328,7 @@ def test_the_pipeline_takes_batch_size_workers_and_dtype_as_pipelines_do(checkpo
 
 
 def test_evaluate_script_scores_pairs_of_a_linking_checkpoint(checkpoints, tmp_path, capsys):
-    """scripts/evaluate.py on a linking checkpoint and a FUNSD folder prints and writes entity F1 and pair
+    """scripts/evaluate_checkpoint.py on a linking checkpoint and a FUNSD folder prints and writes entity F1 and pair
     precision / recall / F1, with gold entities and end to end."""
     import runpy
 
@@ -341,7 +340,7 @@ def test_evaluate_script_scores_pairs_of_a_linking_checkpoint(checkpoints, tmp_p
         for entity in form["form"]:
             entity["linking"] = [[1, 2]] if entity["id"] in (1, 2) else []
         annotation.write_text(json.dumps(form))
-    main = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_checkpoint.py"), run_name="script")["main"]
     folder = str(checkpoints["folders"]["linking"])
     report = main(["--model", folder, "--dataset", str(root), "--split", "test", "--output", str(tmp_path / "r.json")])
     written = json.loads((tmp_path / "r.json").read_text())

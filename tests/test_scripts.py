@@ -1,9 +1,11 @@
 """The scripts end to end, as users run them: train.py -> a folder that loads as remote code in a fresh process
-without the package; evaluate.py's JSON report; predict.py's JSON and PNG; two-process training under
+without the package; evaluate_checkpoint.py's JSON report; predict.py's JSON and PNG; two-process training under
 `accelerate launch --cpu`; and bad input stopping with a message that names the flag."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import runpy
@@ -42,11 +44,28 @@ def script_main(name: str):
     return runpy.run_path(str(SCRIPTS / name), run_name="script")["main"]
 
 
-@pytest.mark.parametrize("name", ["train.py", "evaluate.py", "pretrain.py"])
-def test_scripts_run_from_their_folder_import_the_evaluate_library_not_evaluate_py(name):
-    """`python scripts/<name>` puts scripts/ first on sys.path, where evaluate.py would shadow the `evaluate` library
-    that the package's metrics load; each script takes its folder off the path before its imports. `python -i` keeps
-    the script's own process after its run, where `import evaluate` must give the library."""
+def test_no_script_touches_sys_path_or_is_named_after_an_importable_module():
+    """`python scripts/<name>` puts scripts/ first on sys.path: a script named after a module (a scripts/evaluate.py)
+    would shadow it for every script. Here scripts/ is not on the path, so `find_spec` sees only real modules."""
+    scripts = sorted(SCRIPTS.glob("*.py"))
+    assert {"train", "evaluate_checkpoint", "predict", "label", "pretrain", "publish"} <= {p.stem for p in scripts}
+    assert importlib.util.find_spec("evaluate") is not None  # the check can see a library's name
+    shadowing = [p.name for p in scripts if importlib.util.find_spec(p.stem) is not None]
+    assert shadowing == [], "these script names shadow an importable module"
+    touching = [
+        f"{p.name}:{node.lineno}"
+        for p in scripts
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "path" and ast.unparse(node.value) == "sys"
+    ]
+    assert touching == [], "scripts import the package as installed, without editing sys.path"
+
+
+@pytest.mark.parametrize("name", ["train.py", "evaluate_checkpoint.py", "pretrain.py"])
+def test_scripts_run_from_their_folder_import_the_evaluate_library(name):
+    """`python scripts/<name>` puts scripts/ first on sys.path, and no script there shadows the `evaluate` library
+    that the package's metrics load. `python -i` keeps the script's own process after its run, where
+    `import evaluate` must give the library."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
         [sys.executable, "-i", str(SCRIPTS / name), "--help"],
@@ -63,12 +82,12 @@ def test_scripts_run_from_their_folder_import_the_evaluate_library_not_evaluate_
     assert os.path.join("site-packages", "evaluate") in file and loads == "True", (line, result.stderr[-3000:])
 
 
-def test_evaluate_py_scores_a_checkpoint_with_the_evaluate_library_from_its_folder(tmp_path):
-    """scripts/evaluate.py run as users run it (from scripts/, where evaluate.py sits) scores a tiny checkpoint with
+def test_evaluate_checkpoint_scores_a_checkpoint_with_the_evaluate_library_from_its_folder(tmp_path):
+    """scripts/evaluate_checkpoint.py run as users run it (scripts/ first on sys.path) scores a tiny checkpoint with
     the package's `evaluate` metrics: the report holds seqeval's fields."""
     folder = save_tiny_checkpoint(tmp_path / "token")
     result = run_script(
-        "evaluate.py", "--model", str(folder), "--dataset", "synthetic", "--synthetic_pages", "4",
+        "evaluate_checkpoint.py", "--model", str(folder), "--dataset", "synthetic", "--synthetic_pages", "4",
         "--validation_size", "2", "--max_length", "64", "--stride", "16", "--output", str(tmp_path / "report.json"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -153,7 +172,7 @@ def test_evaluate_reports_the_training_scores_as_json(trained, tmp_path):
     out, printed = trained
     report_path = tmp_path / "report.json"
     result = run_script(
-        "evaluate.py", "--model", str(out / "final"), "--dataset", "synthetic", "--synthetic_pages", "10",
+        "evaluate_checkpoint.py", "--model", str(out / "final"), "--dataset", "synthetic", "--synthetic_pages", "10",
         "--validation_size", "3", "--max_length", "64", "--stride", "16", "--output", str(report_path),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -196,7 +215,7 @@ def test_predict_writes_json_and_a_png(trained, tmp_path):
 def test_evaluate_checks_its_output_before_it_evaluates(tmp_path, capsys):
     """An --output in a missing folder, or one where no file can be created (root passes every permission check;
     `/proc` takes no files), ran the whole evaluation, then a traceback, and the report was lost."""
-    evaluate = script_main("evaluate.py")
+    evaluate = script_main("evaluate_checkpoint.py")
     evaluated = []
     evaluate.__globals__["evaluate_checkpoint"] = lambda *args: evaluated.append(args) or {"f1": 0.5}
     cases = [(tmp_path / "missing" / "report.json", "the folder"), (tmp_path, "is a folder")]
@@ -231,7 +250,7 @@ def tiny_checkpoints(tmp_path_factory):
 
 def test_evaluate_refuses_a_checkpoint_that_does_not_label_words_naming_its_kind(tiny_checkpoints, capsys):
     """A masked-LM checkpoint was reported as a label-set mismatch."""
-    evaluate = script_main("evaluate.py")
+    evaluate = script_main("evaluate_checkpoint.py")
     with pytest.raises(SystemExit) as exit_info:
         evaluate(["--model", str(tiny_checkpoints["mlm"]), "--dataset", "synthetic", "--synthetic_pages", "4"])
     assert exit_info.value.code == 2
@@ -242,7 +261,7 @@ def test_evaluate_refuses_a_checkpoint_that_does_not_label_words_naming_its_kind
 
 def test_evaluate_refuses_max_eval_pages_below_one_naming_the_flag(tiny_checkpoints, capsys):
     """`--max_eval_pages 0` scored no pages and stopped with seqeval's TypeError."""
-    evaluate = script_main("evaluate.py")
+    evaluate = script_main("evaluate_checkpoint.py")
     for pages in ("0", "-1"):
         with pytest.raises(SystemExit) as exit_info:
             evaluate(["--model", str(tiny_checkpoints["token"]), "--dataset", "synthetic", "--synthetic_pages", "4",

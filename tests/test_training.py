@@ -9,25 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, tiny_config
+from conftest import REPO_ROOT, TINY_TRAINING_MODEL, make_funsd_release_root, save_tiny_checkpoint, tiny_config
 from seqeval.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification, AutoProcessor, TrainerCallback, TrainingArguments
 
 from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
-from layoutlm_roialign.checkpoints import (
-    build_model_and_processor,
-    check_label_set,
-    completed_run,
-    last_complete_checkpoint,
-    remove_stale_temporary_folders,
-    save_folder_atomically,
-)
 from layoutlm_roialign.commands.evaluate import evaluate_checkpoint
 from layoutlm_roialign.commands.train import TRAIN_SCRIPT_DEFAULTS, ModelArguments, run_training
 from layoutlm_roialign.data import FUNSD_LABELS, DataArguments, load_training_data
 from layoutlm_roialign.data.encoding import DataCollatorForLayoutLMRoIAlign
+from layoutlm_roialign.final_folder import remove_stale_temporary_folders, save_folder_atomically
 from layoutlm_roialign.hub import check_push_arguments
 from layoutlm_roialign.inference import encode_page
+from layoutlm_roialign.label_sets import check_label_set
+from layoutlm_roialign.model_factory import build_model_and_processor
+from layoutlm_roialign.resuming import completed_run, last_complete_checkpoint
 from layoutlm_roialign.road_layoutlm_roialign import num_windows
 from layoutlm_roialign.trainer import LayoutLMRoIAlignTrainer, freeze_backbone_until
 
@@ -191,12 +187,12 @@ def test_a_release_root_keeps_its_test_split(tmp_path):
 
 
 def test_evaluate_scores_the_test_split_of_a_release_root(tmp_path):
-    """The README's FUNSD evaluation: `scripts/evaluate.py --dataset <release root> --split test`."""
+    """The README's FUNSD evaluation: `scripts/evaluate_checkpoint.py --dataset <release root> --split test`."""
     root = make_funsd_release_root(tmp_path / "dataset", train_pages=5, test_pages=2)
     model, processor = build_model_and_processor(LABELS, [["FORM", "Date:", "1998"]], **TINY_MODEL)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"), run_name="script")["main"]  # as run
+    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_checkpoint.py"), run_name="script")["main"]
     argv = [
         "--model",
         str(tmp_path / "model"),
@@ -294,8 +290,7 @@ def finished_run(output_dir: Path, step: int = 6) -> None:
         (output_dir / f"checkpoint-{n}").mkdir(parents=True)
         state = {"global_step": n, "max_steps": step, "num_train_epochs": 2, "log_history": []}
         (output_dir / f"checkpoint-{n}" / "trainer_state.json").write_text(json.dumps(state))
-    (output_dir / "final").mkdir()
-    (output_dir / "final" / "config.json").write_text(json.dumps({"model_type": "layoutlm_roialign"}))
+    save_tiny_checkpoint(output_dir / "final")  # a complete checkpoint: what resume checks `final/` is
     scores = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_type": {}}
     results = {"entity_scores": scores, "final_dir": str(output_dir / "final"), "global_step": step}
     (output_dir / "all_results.json").write_text(json.dumps(results))
@@ -370,7 +365,7 @@ def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
         for log in json.loads((Path(result["best_checkpoint"]) / "trainer_state.json").read_text())["log_history"]
         if "eval_f1" in log
     )
-    # scripts/evaluate.py's function scores the saved folder the same way.
+    # scripts/evaluate_checkpoint.py's function scores the saved folder the same way.
     report = evaluate_checkpoint(str(final), data_args)
     assert report["f1"] == pytest.approx(result["eval"]["eval_f1"], abs=1e-9)
     assert report["pages"] == len(pages)
@@ -378,7 +373,7 @@ def test_reported_f1_equals_seqeval_on_the_same_predictions(tmp_path):
 
 @pytest.mark.slow
 def test_reported_scores_equal_evaluate_py_on_pages_that_span_several_windows(tmp_path):
-    """Training's evaluation and scripts/evaluate.py's label a page longer than `max_length` through its
+    """Training's evaluation and scripts/evaluate_checkpoint.py's label a page longer than `max_length` through its
     overlapping windows, merged back per word: both report the same scores, seqeval's on those word labels."""
     data_args = DataArguments(**SMALL_DATA)  # 64-token windows overlapping by 16
     result = run_training(ModelArguments(**TINY_MODEL), data_args, training_args(tmp_path, num_train_epochs=2))

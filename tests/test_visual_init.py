@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 from conftest import tiny_config
+from helpers import lab_module
 
 from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification
-from layoutlm_roialign.data.painted_boxes import painted_box_pages
 
+painted_box_pages = lab_module("experiments/painted_box_pages.py").painted_box_pages
 KEYS = ("input_ids", "bbox", "attention_mask", "token_type_ids")
 
 

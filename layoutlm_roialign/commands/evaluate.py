@@ -1,4 +1,4 @@
-"""The scoring run of `scripts/evaluate.py`: a checkpoint on a dataset split, with the package's `evaluate` metrics.
+"""The scoring run of `scripts/evaluate_checkpoint.py`: a checkpoint on a dataset split, with the package's `evaluate` metrics.
 
 `evaluate_checkpoint` labels every page of the split through the package's road
 (`dataset_predictions.predict_dataset`: one pass per page) and scores the word labels with `metrics.entity_scores`
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoints import load_checkpoint_for_labels
 from ..data import DataArguments, has_links, label_names_of, load_training_data
 from ..dataset_predictions import link_scores_of, predict_dataset
 from ..inference import is_linking_model
+from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]

@@ -2,7 +2,7 @@
 `run_training`, which the script, `scripts/quickstart.py` and the tests call.
 
 `run_training` loads the data (`layoutlm_roialign.data`), builds the model and processor
-(`layoutlm_roialign.checkpoints`), encodes the pages (`layoutlm_roialign.data.encoding`), trains with a learning rate
+(`layoutlm_roialign.model_factory`), encodes the pages (`layoutlm_roialign.data.encoding`), trains with a learning rate
 per part of the model (`layoutlm_roialign.trainer`), scores entities word by word with the package's `evaluate` metrics
 (`layoutlm_roialign.metrics`), and writes the final folder (model + processor + code + model card) beside its
 destination, renamed into place so that an interruption never leaves a half-written folder that loads. Only the main
@@ -29,22 +29,16 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
-from ..checkpoints import (
-    FINAL_FOLDER,
-    build_model_and_processor,
-    completed_run,
-    is_written_checkpoint,
-    prepare_final_folder,
-    resume_checkpoint,
-    resumes_last,
-    save_folder_atomically,
-)
+from ..checkpoint_files import is_written_checkpoint
 from ..configuration_layoutlm_roialign import VISUAL_INITS, LayoutLMRoIAlignConfig
 from ..data import DataArguments, describe_data, has_links, label_names_of, load_training_data
 from ..data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
+from ..final_folder import FINAL_FOLDER, prepare_final_folder, save_folder_atomically
 from ..hub import HubError, check_push_arguments, push_folder_to_hub, write_model_card
 from ..metrics import LinkingMetrics, WordLevelEntityMetrics, argmax_logits, argmax_logits_keep_links
+from ..model_factory import build_model_and_processor
 from ..options_layoutlm_roialign import window_sizes
+from ..resuming import completed_run, resume_checkpoint, resumes_last
 from ..trainer import PARAMETER_GROUPS, LayoutLMRoIAlignTrainer, freeze_backbone_until
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The data arguments that `scripts/train.py` and `scripts/evaluate.py` share, and loading `--dataset` the same way
+"""The data arguments that `scripts/train.py` and `scripts/evaluate_checkpoint.py` share, and loading `--dataset` the same way
 for both: every split the dataset has, plus a `validation` split held out of `train` by a seed when it has none, so
 that the same `--split_seed` gives the same validation pages to training and to evaluation."""
 

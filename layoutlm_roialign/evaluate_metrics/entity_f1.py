@@ -4,9 +4,9 @@ accuracy, as an `evaluate` metric.
     metric = evaluate.load("<site-packages>/layoutlm_roialign/evaluate_metrics/entity_f1.py")  # a local file: no Hub
     metric.compute(predictions=[["B-QUESTION", "I-QUESTION", "O"]], references=[["B-QUESTION", "I-QUESTION", "O"]])
 
-`layoutlm_roialign.metrics.load_metric("entity_f1")` does the same without the path. This file is the one
-implementation of the package's entity scores: `layoutlm_roialign.metrics.entity_scores` (hence `Trainer`'s
-`compute_metrics`, `scripts/evaluate.py` and the model card) computes through it. It is not a module of the package:
+`layoutlm_roialign.metrics.load_metric("entity_f1")` does the same without the path. This file computes
+the package's entity scores: `layoutlm_roialign.metrics.entity_scores` (hence `Trainer`'s
+`compute_metrics`, `scripts/evaluate_checkpoint.py` and the model card) computes through it. It is not a module of the package:
 `evaluate.load` copies it into its modules cache and imports it alone, so it imports only seqeval, datasets and
 evaluate (one import per line: `evaluate` reads the file's imports to check they are installed).
 

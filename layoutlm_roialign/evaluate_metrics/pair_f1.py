@@ -6,8 +6,8 @@ of every page counts once), with the counts, as an `evaluate` metric: the FUNSD 
 
 A page's pairs are `[key, value]` entity indices (any integers that name the page's entities: positions, or ids); a
 pair listed twice counts once. `layoutlm_roialign.metrics.load_metric("pair_f1")` loads it without the path, and this
-file is the one implementation of the package's pair scores: `layoutlm_roialign.metrics.link_scores` (the linking
-task's `compute_metrics`, `scripts/evaluate.py`, the model card) computes through it. `evaluate.load` imports it alone,
+file computes the package's pair scores: `layoutlm_roialign.metrics.link_scores` (the linking
+task's `compute_metrics`, `scripts/evaluate_checkpoint.py`, the model card) computes through it. `evaluate.load` imports it alone,
 outside the package, so it imports only datasets and evaluate.
 """
 

@@ -5,8 +5,8 @@ chosen, their text is hidden (80 % `[MASK]`, 10 % a random token, 10 % unchanged
 model predicts them from the words and the layout around them. This package does that on a user's own pages:
 
 - `windows.read_pretraining_windows`: the pages of folders, globs, list files, PDFs (text layer), images (OCR) and `datasets`
-  datasets, named as the labeller takes them (`labelling.sources`) and read by the labeller's `PageReader` (the one
-  page reader: text layer or OCR, the processor's 512-token windows), kept as a `datasets` folder on disk keyed by
+  datasets, named as the labeller takes them (`labelling.sources`) and read by the labeller's `PageReader` (which
+  reads a page: text layer or OCR, the processor's 512-token windows), kept as a `datasets` folder on disk keyed by
   the pages and the reading settings, so that a second epoch, a rerun or a resumed run never re-reads a PDF; while
   they are read, each batch is kept on disk (`parts.PageParts`), so that a rerun after a kill reads only the rest.
 - `masking.DataCollatorForMaskedVisualLanguageModeling`: pads windows and masks them (token or whole-word masking); the

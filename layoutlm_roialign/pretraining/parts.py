@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import save_folder_atomically
+from ..final_folder import save_folder_atomically
 from ..labelling.jsonl import JsonlWriter, OutputLock, recover
 
 __all__ = ["PageParts", "parts_folder"]

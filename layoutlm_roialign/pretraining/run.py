@@ -4,32 +4,25 @@ with held-out windows masked once (`run_pretraining`), and the final folder with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shlex
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoProcessor, AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
-from ..checkpoints import (
-    FINAL_FOLDER,
-    is_written_checkpoint,
-    last_complete_checkpoint,
-    prepare_final_folder,
-    resume_checkpoint,
-    resumes_last,
-    save_folder_atomically,
-)
-from ..image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
+from ..checkpoint_files import is_written_checkpoint
+from ..final_folder import FINAL_FOLDER, prepare_final_folder, save_folder_atomically
 from ..metrics import argmax_logits
+from ..model_factory import build_pretraining_model
 from ..modeling_layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
 from ..processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
+from ..resuming import last_complete_checkpoint, resume_checkpoint, resumes_last
 from .arguments import PretrainingArguments
 from .masking import DataCollatorForMaskedVisualLanguageModeling, MaskedTokenAccuracy, blank_fill_value, premask
 from .windows import has_read_pages, public_name, read_pretraining_windows
@@ -42,48 +35,6 @@ logger = logging.getLogger(__name__)
 # resumed run must repeat. The others (`num_workers`, `cache_dir`) only say how and where pages are read.
 RUN_ARGUMENTS = "pretraining_arguments.json"
 NOT_SHAPING = ("num_workers", "cache_dir")
-
-
-def build_pretraining_model(
-    args: PretrainingArguments,
-) -> tuple[LayoutLMRoIAlignForMaskedLM, LayoutLMRoIAlignProcessor]:
-    """The MVLM model and its processor: one of our checkpoints (`model_name_or_path`; a head is added if it has
-    none), a pretrained text encoder (`text_model`, its 2-D position embeddings fresh when it is a BERT), or a random
-    encoder of the given sizes with `tokenizer`."""
-    if args.model_name_or_path is not None:
-        with _names_the_flag("--model_name_or_path", args.model_name_or_path):
-            model = LayoutLMRoIAlignForMaskedLM.from_pretrained(args.model_name_or_path)
-            processor = AutoProcessor.from_pretrained(args.model_name_or_path)
-        return model, processor
-    flag = "--text_model" if args.text_model is not None else "--tokenizer"
-    with _names_the_flag(flag, args.text_model or args.tokenizer):
-        tokenizer = AutoTokenizer.from_pretrained(args.text_model or args.tokenizer, use_fast=True)
-    config: dict[str, Any] = {"backbone": args.backbone, "image_size": args.image_size}
-    config["use_visual_features"] = not args.text_only
-    sizes = {
-        k: getattr(args, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    }
-    sizes = {k: v for k, v in sizes.items() if v is not None}
-    if args.text_model is not None and sizes:
-        raise ValueError(f"--{', --'.join(sizes)} cannot be combined with --text_model (it sets the sizes).")
-    if args.text_model is None:
-        config.update(sizes, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        config["max_position_embeddings"] = max(512, args.max_length)
-    weights = None if args.text_only else args.backbone_weights
-    with _names_the_flag("--text_model", args.text_model):
-        model = LayoutLMRoIAlignForMaskedLM.from_pretrained_parts(args.text_model, weights, **config)
-    processor = LayoutLMRoIAlignProcessor(LayoutLMRoIAlignImageProcessor(size=model.config.image_size), tokenizer)
-    return model, processor
-
-
-@contextlib.contextmanager
-def _names_the_flag(flag: str, value: str | None) -> Iterator[None]:
-    """Turn a checkpoint that cannot be loaded (`OSError`: no such folder or Hub model, a file missing) into a
-    `ValueError` naming `flag`."""
-    try:
-        yield
-    except OSError as err:
-        raise ValueError(f"{flag} {value!r} cannot be loaded: {err}") from err
 
 
 def write_pretraining_card(folder: str | os.PathLike, summary: dict) -> Path:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import save_folder_atomically
 from ..data.encoding import TOKEN_COLUMNS
+from ..final_folder import save_folder_atomically
 from ..labelling.reading import PageReader, reader_loader
 from ..labelling.sources import dataset_documents, expand_inputs, load_page_dataset, page_jobs
 from ..labelstudio import labelstudio_options

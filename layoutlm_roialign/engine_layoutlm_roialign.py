@@ -8,9 +8,9 @@
 the pipeline's `preprocess`); `Engine.label_batch` is the model half (`road.label_pages`: window loop, decoding,
 linking). The drivers choose inputs, workers and outputs: the pipeline (`pipeline_layoutlm_roialign`: both
 halves), `predict_page` below (`scripts/predict.py`, the demo), the labeller (`labelling`: `PageReader` reads,
-`PageLabeller` labels), `dataset_predictions` (`scripts/evaluate.py`: the reading half; it scores every candidate
-pair from the kept states itself) and pre-training's reader (`pretraining.windows`: the reading half). This module
-travels with every checkpoint.
+`PageLabeller` labels), `dataset_predictions` (`scripts/evaluate_checkpoint.py`: the reading half; it scores every
+candidate pair from the kept states itself) and pre-training's reader (`pretraining.windows`: the reading half).
+This module travels with every checkpoint.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The options of the road from a page to its answer, each with its default, as three small dataclasses that every
-driver (the pipeline, `predict_page`, `scripts/predict.py`, the labeller, `scripts/evaluate.py`, the demo and
-pre-training's reader) passes on as they are:
+driver (the pipeline, `predict_page`, `scripts/predict.py`, the labeller, `scripts/evaluate_checkpoint.py`, the demo
+and pre-training's reader) passes on as they are:
 
 - `ReadOptions`: how a page is read (`pages.read_page`): where its words come from, the PDF resolution, the OCR
   language, and which columns of a dataset hold the page, its words and their boxes.

@@ -35,8 +35,8 @@ import PIL.Image  # noqa: E402
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names  # noqa: E402
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
 from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
-from layoutlm_roialign.pages import PageNotFound, load_words_json, read_page  # noqa: E402
-from layoutlm_roialign.pdf import is_pdf  # noqa: E402
+from layoutlm_roialign.pages_layoutlm_roialign import PageNotFound, load_words_json, read_page  # noqa: E402
+from layoutlm_roialign.pdf_layoutlm_roialign import is_pdf  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODEL_ENV = "MODEL_ID"
@@ -84,16 +84,13 @@ class Labeller:
         if torch.cuda.is_available():
             self.model.cuda()
         self.labels = label_names(self.model.config)
-        # Windows as long as the checkpoint's positions allow (512 for LayoutLM-base), overlapping by a quarter.
-        self.max_length = min(512, self.model.config.max_position_embeddings)
-        self.stride = self.max_length // 4
 
 
 def pdf_pages(path: str | os.PathLike | None) -> int:
     """Pages of an uploaded PDF (0 for anything else), for the page picker."""
     if not path or not os.path.isfile(path) or not is_pdf(path):
         return 0
-    from layoutlm_roialign.pdf import pdf_page_count
+    from layoutlm_roialign.pdf_layoutlm_roialign import pdf_page_count
 
     try:
         return pdf_page_count(path)
@@ -147,7 +144,8 @@ def label_page(
     labeller: Labeller, path: str | os.PathLike, page_number: int = 1, words_path: str | os.PathLike | None = None
 ) -> tuple[PIL.Image.Image, dict]:
     """Read the page and label its words (and link its entities, for a linking checkpoint): `(page image,
-    prediction)`, the prediction as `inference.predict_page` gives it plus `model`, `file`, `page` and `words_from`.
+    prediction)`, the prediction as `inference.predict_page` (an `Engine` run on one page) gives it plus `model`,
+    `file`, `page` and `words_from`.
 
     Raises:
         BadInput: see `read_form`; also when no words are found.
@@ -157,9 +155,7 @@ def label_page(
         words, boxes = page["words"], page["boxes"]
     if not words:
         raise BadInput(f"No words were found on this page ({source} gave none): nothing to label.")
-    prediction = predict_page(
-        labeller.model, labeller.processor, page["image"], words, boxes, labeller.max_length, labeller.stride
-    )
+    prediction = predict_page(labeller.model, labeller.processor, page["image"], words, boxes)  # the model's windows
     prediction = {"model": labeller.model_id, "file": Path(path).name, "page": page_number, **prediction,
                   "words_from": source}  # fmt: skip
     return page["image"], prediction
@@ -269,7 +265,7 @@ def write_examples(folder: str | os.PathLike, count: int = 3) -> list[list]:
             )
             continue
         try:
-            from layoutlm_roialign.pdf import write_pdf
+            from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf
         except ImportError:
             break
         width, height = image.size

@@ -1,6 +1,7 @@
-"""A checkpoint's predictions over a labelled dataset, for its scores: `predict_dataset` runs the road
-(`road`) over FUNSD-schema rows, one encoder and one backbone pass per page; `end_to_end_scores` scores the
-pairs a linking checkpoint finds between the entities it predicts against the rows' gold links.
+"""A checkpoint's predictions over a labelled dataset, for its scores: `predict_dataset` reads FUNSD-schema rows as
+the engine does (`engine_layoutlm_roialign.read_and_encode`) and runs the road's steps (`road`) over them, one
+encoder and one backbone pass per page; `end_to_end_scores` scores the pairs a linking checkpoint finds between the
+entities it predicts against the rows' gold links.
 
 For a linking checkpoint each page's pass gives the token labels, the pairs among the page's gold entities and the
 pairs among its predicted entities (the link head runs twice on the states kept from the one pass).
@@ -13,17 +14,18 @@ from typing import Any
 
 import torch
 
-from .entities import link_pages
-from .pages import read_page
-from .road import decode_page, encode_page, group_pages, is_linking_model, predict_windows
+from .engine_layoutlm_roialign import read_and_encode
+from .entities_layoutlm_roialign import link_pages
+from .options_layoutlm_roialign import ReadOptions, WindowOptions
+from .road_layoutlm_roialign import decode_page, group_pages, is_linking_model, predict_windows
 
 __all__ = ["predict_dataset", "end_to_end_scores", "link_scores_of"]
 
 
-def _encoded_rows(processor: Any, rows: Iterable[dict], max_length: int, stride: int) -> Iterator[dict]:
+def _encoded_rows(processor: Any, rows: Iterable[dict], windows: WindowOptions) -> Iterator[dict]:
     for index, row in enumerate(rows):
-        page = read_page(row["image"], words=row["words"], boxes=row["bboxes"], name=f"row {index}")
-        encoded = {**page, **encode_page(processor, page["image"], page["words"], page["boxes"], max_length, stride)}
+        encoded = read_and_encode(processor, row["image"], 1, row["words"], row["bboxes"], read=ReadOptions(),
+                                  windows=windows, name=f"row {index}")  # fmt: skip
         encoded.update(index=index, gold_entities=row.get("entities"))
         del encoded["image"]
         yield encoded
@@ -34,13 +36,14 @@ def predict_dataset(
     model: torch.nn.Module,
     processor: Any,
     rows: Iterable[dict],
-    max_length: int = 512,
-    stride: int = 128,
+    max_length: int | None = None,
+    stride: int | None = None,
     batch_size: int = 8,
     dtype: str = "float32",
 ) -> list[dict]:
     """Label (and link) every row of a FUNSD-schema dataset (`image`, `words`, `bboxes`[, `entities`]), pages of
-    similar lengths batched together (`group_pages`), one encoder and backbone pass per page.
+    similar lengths batched together (`group_pages`), one encoder and backbone pass per page, in windows of
+    `max_length` tokens overlapping by `stride` (`None`: the checkpoint's, `window_sizes`).
 
     Returns:
         Per row, in order, `decode_page`'s result; for a linking model also `"pair_scores"`: every scored
@@ -48,8 +51,9 @@ def predict_dataset(
         best key), and with gold `entities` in the rows `"gold_pair_scores"`, the same among the gold entities.
     """
     linking = is_linking_model(model)
+    windows = WindowOptions(max_length, stride).resolve(model.config)
     results: list[dict | None] = []
-    for group in group_pages(_encoded_rows(processor, rows, max_length, stride), batch_size):
+    for group in group_pages(_encoded_rows(processor, rows, windows), batch_size):
         kept = predict_windows(
             model, group, batch_size, pad_token_id=processor.tokenizer.pad_token_id, dtype=dtype,
             keep_link_states=linking,
@@ -101,8 +105,8 @@ def end_to_end_scores(
     model: torch.nn.Module,
     processor: Any,
     pages: Any,
-    max_length: int = 512,
-    stride: int = 128,
+    max_length: int | None = None,
+    stride: int | None = None,
     thresholds: Sequence[float] | None = None,
 ) -> dict:
     """Pairs predicted from predicted entities against the pages' gold links (`metrics.end_to_end_link_scores`:

@@ -12,7 +12,7 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
-from .pages import load_page, page_to_rgb_image
+from .pages_layoutlm_roialign import load_page, page_to_rgb_image
 
 __all__ = ["KNOWN_COLOURS", "PAIR_COLOUR", "label_colours", "draw_entities", "draw_pairs", "draw_prediction"]
 

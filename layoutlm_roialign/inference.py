@@ -4,15 +4,17 @@
     model, processor = load_model_and_processor("runs/main/final")
     prediction = predict_page(model, processor, "form.png")
 
-Each part lives in a module with one job: `loader` (`load_model_and_processor`: a checkpoint and its processor), `road` (the steps
-a page takes: `encode_page`, `predict_windows` (the windows of many pages, batched), `decode_page`, `label_pages`, `group_pages`,
-`predict_page`) and `entities` (words into entities and the key-value pairs among them: `group_entities`,
+Each part lives in a module with one job: `loader` (`load_model_and_processor`: a checkpoint and its processor),
+`road` (the steps a page takes: `encode_page`, `predict_windows` (the windows of many pages, batched), `decode_page`,
+`label_pages`, `group_pages`), `engine` (`Engine`, which composes them with the page reader, and `predict_page`, one
+page through it) and `entities` (words into entities and the key-value pairs among them: `group_entities`,
 `given_entities`, `link_pages`, `pair_records`). Pages are read by `pages.read_page`.
 """
 
-from .entities import NOT_LINKED, given_entities, group_entities, link_pages, pair_records
+from .engine_layoutlm_roialign import Engine, predict_page, read_and_encode
+from .entities_layoutlm_roialign import NOT_LINKED, given_entities, group_entities, link_pages, pair_records
 from .loader import load_model_and_processor
-from .road import (
+from .road_layoutlm_roialign import (
     DTYPES,
     decode_page,
     encode_page,
@@ -20,13 +22,14 @@ from .road import (
     is_linking_model,
     label_pages,
     num_windows,
-    predict_page,
     predict_windows,
 )
 from .windowing_layoutlm_roialign import WINDOW_INPUTS
 
 __all__ = [
     "DTYPES",
+    "Engine",
+    "read_and_encode",
     "NOT_LINKED",
     "WINDOW_INPUTS",
     "load_model_and_processor",

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .pages import WORDS_FROM
+from .pages_layoutlm_roialign import WORDS_FROM
 
 __all__ = ["LabelStudioArguments", "is_labelstudio_file", "parse_label_map", "labelstudio_options"]
 

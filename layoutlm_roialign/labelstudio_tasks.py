@@ -166,7 +166,7 @@ def export_tasks(
 
 def render_page(source: str, page: int) -> Any:
     """A page the labeller read, as an RGB PIL image: a file's page or frame, or a `<dataset>[<split>]` row."""
-    from .pages import read_page
+    from .pages_layoutlm_roialign import read_page
 
     if source.endswith("]") and "[" in source and not os.path.exists(source):
         from .labelling.sources import load_page_dataset

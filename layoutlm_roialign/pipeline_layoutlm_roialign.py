@@ -10,8 +10,8 @@ pairs out, in one pass of the model.
     pipe(["a.png", "b.png"], batch_size=16)             # windows of several pages share a forward pass
 
 Every checkpoint the package saves carries this file (`custom_pipelines` in its config.json), so the lines above work
-where the package is not installed. The pipeline is the package's road (`road`): `preprocess` reads the page
-(`pages.read_page`) and cuts it into windows (`encode_page`), `_forward` runs them (`label_pages`: the window loop,
+where the package is not installed. The pipeline drives the engine (`engine_layoutlm_roialign`): `preprocess` reads
+the page and cuts it into windows (`read_and_encode`), `_forward` runs them (`Engine.label_batch`: the window loop,
 the decoding and the linking), `postprocess` returns the result as `scripts/predict.py` writes it.
 """
 
@@ -25,14 +25,17 @@ import numpy as np
 import PIL.Image
 from transformers import Pipeline
 
-from .page_words import check_ocr_lang
-from .pages import DEFAULT_DPI, WORDS_FROM, read_page
-from .road import check_link_rules, check_positive, encode_page, group_pages, label_pages
+from .engine_layoutlm_roialign import Engine, read_and_encode
+from .options_layoutlm_roialign import LinkOptions, ReadOptions, WindowOptions
+from .page_words_layoutlm_roialign import check_ocr_lang
+from .pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM
+from .road_layoutlm_roialign import check_link_rules, check_positive, group_pages
 
 __all__ = ["FormUnderstandingPipeline"]
 
 INPUT_KEYS = ("image", "words", "boxes", "pixel_boxes", "page", "entities")
 DEFAULT_BATCH_SIZE = 8  # windows per forward pass
+ENCODED = ("windows", "word_ids", "pixel_values")  # what `_forward` reads of an encoded page, beside its words
 
 
 class FormUnderstandingPipeline(Pipeline):
@@ -63,7 +66,7 @@ class FormUnderstandingPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("FormUnderstandingPipeline needs the checkpoint's processor (`processor=`).")
-        self._windows_per_pass = self._windows(None)
+        self._windows(None)  # a `batch_size` given at construction is checked here
 
     def _windows(self, batch_size: Any) -> int:
         """Windows per forward pass: `batch_size` of the call, else of the construction, else the default."""
@@ -74,8 +77,8 @@ class FormUnderstandingPipeline(Pipeline):
         return DEFAULT_BATCH_SIZE
 
     def __call__(self, inputs: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
-        self._windows_per_pass = self._windows(batch_size)
-        return super().__call__(inputs, *args, batch_size=self._windows_per_pass, **kwargs)
+        windows = self._windows(batch_size)  # the pages' batches and the engine's forward passes alike
+        return super().__call__(inputs, *args, batch_size=windows, windows_per_pass=windows, **kwargs)
 
     def _sanitize_parameters(
         self,
@@ -88,6 +91,7 @@ class FormUnderstandingPipeline(Pipeline):
         threshold: float | None = None,
         one_value_key: bool | None = None,
         clamp_boxes: bool | None = None,
+        windows_per_pass: int | None = None,
         **unknown: Any,
     ) -> tuple[dict, dict, dict]:
         if unknown:
@@ -108,7 +112,8 @@ class FormUnderstandingPipeline(Pipeline):
         preprocess = {k: v for k, v in dict(page=page, words_from=words_from, dpi=dpi, ocr_lang=ocr_lang,
                                              max_length=max_length, stride=stride,
                                              clamp_boxes=clamp_boxes).items() if v is not None}  # fmt: skip
-        forward = {k: v for k, v in dict(threshold=threshold, one_value_key=one_value_key).items() if v is not None}
+        forward = {k: v for k, v in dict(threshold=threshold, one_value_key=one_value_key,
+                                         windows_per_pass=windows_per_pass).items() if v is not None}  # fmt: skip
         return preprocess, forward, {}
 
     def preprocess(
@@ -138,23 +143,22 @@ class FormUnderstandingPipeline(Pipeline):
                 "`inputs` must be a page: an image or PDF path, a PIL image, a numpy array, or a dict with 'image' "
                 f"(and 'words' with 'boxes' or 'pixel_boxes'); got {type(inputs).__name__}."
             )
-        read = read_page(source, page, words, boxes, pixel_boxes=pixel_boxes, words_from=words_from, dpi=dpi,
-                         ocr_lang=ocr_lang, clamp_boxes=clamp_boxes)  # fmt: skip
-        max_length = min(512, self.model.config.max_position_embeddings) if max_length is None else max_length
-        stride = max_length // 4 if stride is None else stride
-        encoded = encode_page(self.processor, read["image"], read["words"], read["boxes"], max_length, stride)
-        fields = ("words", "boxes", "width", "height", "words_from", "num_pages")
-        return {**{k: read[k] for k in fields}, **encoded, "page": page, "entities": entities}
+        encoded = read_and_encode(
+            self.processor, source, page, words, boxes, read=ReadOptions(words_from, dpi, ocr_lang),
+            windows=WindowOptions(max_length, stride).resolve(self.model.config), pixel_boxes=pixel_boxes,
+            clamp_boxes=clamp_boxes,
+        )  # fmt: skip
+        fields = ("words", "boxes", "width", "height", "words_from", "num_pages", *ENCODED)
+        return {**{k: encoded[k] for k in fields}, "page": page, "entities": entities}
 
     def _forward(self, model_inputs: dict | list[dict], threshold: float | None = None,
-                 one_value_key: bool | None = None) -> dict | list[dict]:  # fmt: skip
+                 one_value_key: bool | None = None, windows_per_pass: int = DEFAULT_BATCH_SIZE,
+                 ) -> dict | list[dict]:  # fmt: skip
         pages = model_inputs if isinstance(model_inputs, list) else [model_inputs]
         given = [page["entities"] for page in pages]
-        results = label_pages(
-            self.model, self.processor, pages, self._windows_per_pass,
-            entities=given if any(e is not None for e in given) else None, threshold=threshold,
-            one_value_key=one_value_key,
-        )  # fmt: skip
+        engine = Engine(self.model, self.processor, links=LinkOptions(threshold, one_value_key),
+                        batch_size=windows_per_pass)  # fmt: skip
+        results = engine.label_batch(pages, given if any(e is not None for e in given) else None)
         for page, result in zip(pages, results, strict=True):
             result.update(page=page["page"], words_from=page["words_from"], order=page.get("order"))
         return results if isinstance(model_inputs, list) else results[0]

@@ -28,6 +28,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 from transformers.utils import TensorType
 
+from .options_layoutlm_roialign import link_rules
 from .windowing_layoutlm_roialign import (
     IGNORE_INDEX,
     WINDOW_INPUTS,
@@ -297,8 +298,7 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
                     "Pass the model's `config` (its `link_threshold` and `link_one_value_key` decide the pairs), or "
                     "both `threshold` and `one_value_key`."
                 )
-            threshold = config.link_threshold if threshold is None else threshold
-            one_value_key = config.link_one_value_key if one_value_key is None else one_value_key
+            threshold, one_value_key = link_rules(config, threshold, one_value_key)
         num_rows = len(encoding["input_ids"])
         spans = encoding["entity_spans"]
         content = [sum(w is not None for w in encoding.word_ids(i)) for i in range(num_rows)]

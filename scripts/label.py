@@ -25,6 +25,7 @@ from layoutlm_roialign.labelling.pipeline import check_run_arguments
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 from layoutlm_roialign.labelstudio import labelstudio_options
+from layoutlm_roialign.options_layoutlm_roialign import WindowOptions
 
 EXIT_FAILURES = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -72,15 +73,9 @@ def main(argv=None) -> dict:
             sources.inputs,
             sources.dataset,
             sources.split,
-            sources.image_column,
-            sources.words_column,
-            sources.boxes_column,
-            sources.words_from,
-            args.png_dir,
-            args.max_length,
-            args.stride,
-            sources.ocr_lang,
-            sources.dpi,
+            read=sources.read_options(),
+            windows=WindowOptions(args.max_length, args.stride),
+            png_dir=args.png_dir,
             labelstudio=labelstudio_options(sources),
         )
         from layoutlm_roialign.inference import load_model_and_processor

@@ -25,8 +25,8 @@ from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
 from layoutlm_roialign.inference import load_model_and_processor, predict_page
 from layoutlm_roialign.outputs import check_output_paths, write_files
-from layoutlm_roialign.page_words import read_words_json
-from layoutlm_roialign.pages import DEFAULT_DPI, WORDS_FROM, read_page
+from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json
+from layoutlm_roialign.pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM, read_page
 
 
 @dataclass
@@ -47,8 +47,10 @@ class PredictArguments:
         default="prediction.png", metadata={"help": "Where to draw the entities (PNG, JPEG, ...); '' for none."}
     )
     ocr_lang: str | None = field(default=None, metadata={"help": "Tesseract language, e.g. eng."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per window."})
-    stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Tokens per window (default: the model's, <= 512)."}
+    )
+    stride: int | None = field(default=None, metadata={"help": "Tokens shared by consecutive windows (max_length/4)."})
     clamp_boxes: bool = field(
         default=False, metadata={"help": "Pin --words boxes that cross the page edge to it, instead of refusing them."}
     )

@@ -20,7 +20,7 @@ from huggingface_hub import HfApi
 
 from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.model_factory import build_model_and_processor
-from layoutlm_roialign.pdf import write_pdf
+from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf
 
 LAB = REPO_ROOT / "lab"
 

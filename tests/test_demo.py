@@ -76,7 +76,7 @@ def test_a_form_with_its_words_gives_tables_a_picture_and_the_json(app, labeller
 
 def test_a_pdf_page_is_read_from_its_text_layer(app, labeller, tmp_path):
     pytest.importorskip("pypdfium2")
-    from layoutlm_roialign.pdf import write_pdf
+    from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf
 
     image, words, boxes, _ = render_synthetic_form(seed=7, index=3)
     w, h = image.size
@@ -94,7 +94,7 @@ def test_a_pdf_page_is_read_from_its_text_layer(app, labeller, tmp_path):
 
 def test_the_page_picker_chooses_a_page_of_a_longer_pdf(app, labeller, tmp_path):
     pypdfium2 = pytest.importorskip("pypdfium2")
-    from layoutlm_roialign.pdf import write_pdf
+    from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf
 
     pages = []
     for index in range(2):
@@ -180,9 +180,9 @@ def test_missing_ocr_and_unexpected_errors_give_a_message(app, labeller, form, m
     def no_ocr(*args, **kwargs):
         raise ImportError("OCR (`apply_ocr=True`) needs pytesseract and Tesseract")
 
-    import layoutlm_roialign.pages
+    import layoutlm_roialign.pages_layoutlm_roialign
 
-    monkeypatch.setattr(layoutlm_roialign.pages, "apply_tesseract", no_ocr)
+    monkeypatch.setattr(layoutlm_roialign.pages_layoutlm_roialign, "apply_tesseract", no_ocr)
     result = app.analyse(labeller, str(png), 1, None, tmp_path)
     assert result["status"].startswith("Reading the words needs OCR, which is not available here")
     monkeypatch.undo()

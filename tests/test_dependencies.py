@@ -39,7 +39,8 @@ def test_inference_and_predict_script_need_no_training_dependency():
     blocked = ", ".join(repr(m) for m in TRAIN_ONLY)
     result = run(
         f"import sys\nfor m in ({blocked},): sys.modules[m] = None\n"
-        "import layoutlm_roialign, layoutlm_roialign.inference, layoutlm_roialign.pages, layoutlm_roialign.hub\n"
+        "import layoutlm_roialign, layoutlm_roialign.inference, layoutlm_roialign.pages_layoutlm_roialign\n"
+        "import layoutlm_roialign.hub\n"
         "import layoutlm_roialign.dataset_predictions\n"
         "import runpy\nrunpy.run_path('scripts/predict.py', run_name='script')\nprint('OK')\n"
     )
@@ -119,7 +120,7 @@ def test_the_declaration_check_holds_where_only_the_readmes_install_is_and_still
     monkeypatch.setattr(importlib.metadata, "requires", requires)
     assert EXPERIMENTS and EXPERIMENTS <= DECLARED
     assert undeclared_imports(DECLARED) == {}
-    # layoutlm_roialign.pdf imports pypdfium2, which only the `pdf`, `demo` and `dev` extras declare.
+    # layoutlm_roialign.pdf_layoutlm_roialign imports pypdfium2, which only the `pdf`, `demo` and `dev` extras declare.
     assert set(undeclared_imports(DECLARED - {"pypdfium2"})) == {"pypdfium2"}
 
 

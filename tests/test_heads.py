@@ -15,10 +15,10 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignPreTrainedModel,
 )
 from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+from layoutlm_roialign.engine_layoutlm_roialign import predict_page
 from layoutlm_roialign.heads_layoutlm_roialign import HEADS, auto_class_of_head, register_head, unregister_head
 from layoutlm_roialign.loader import load_model_and_processor
 from layoutlm_roialign.model_factory import build_model_and_processor
-from layoutlm_roialign.road import predict_page
 from layoutlm_roialign.saving_layoutlm_roialign import checkpoint_auto_map
 
 

@@ -25,7 +25,7 @@ from layoutlm_roialign.inference import (
     predict_windows,
 )
 from layoutlm_roialign.model_factory import build_model_and_processor
-from layoutlm_roialign.pages import load_words_json
+from layoutlm_roialign.pages_layoutlm_roialign import load_words_json
 
 LABELS = FUNSD_LABELS
 

@@ -46,6 +46,7 @@ from layoutlm_roialign.labelling import (  # noqa: E402
     read_complete,
     recover,
 )
+from layoutlm_roialign.options_layoutlm_roialign import ReadOptions, WindowOptions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_batched_pages_get_the_labels_and_scores_of_predict_page(model_and_proce
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES + [VOCAB * 3])
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    reader = PageReader(jobs, processor, words_from="text", max_length=16, stride=4, keep_image=True)
+    reader = PageReader(jobs, processor, ReadOptions("text"), WindowOptions(16, 4), keep_image=True)
     items = [reader[i] for i in range(len(reader))]
     windows = [len(i["windows"]["input_ids"]) for i in items]
     assert windows[:2] == [1, 1] and windows[2] >= 2  # the long page has windows
@@ -136,7 +137,7 @@ def test_a_page_split_into_windows_runs_the_backbone_once(model_and_processor, t
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", [VOCAB * 3, ["date", "total"]])
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    reader = PageReader(jobs, processor, words_from="text", max_length=12, stride=3)
+    reader = PageReader(jobs, processor, ReadOptions("text"), WindowOptions(12, 3))
     items = [reader[i] for i in range(len(reader))]
     windows = [len(i["windows"]["input_ids"]) for i in items]
     assert windows[0] >= 2 and windows[1] == 1
@@ -227,7 +228,7 @@ def test_shards_of_two_processes_merge_to_the_single_process_output(checkpoint, 
     model, processor = load_model_and_processor(checkpoint)
     for index in range(2):
         plan = plan_run(
-            str(tmp_path / "two.jsonl"), [str(tmp_path / "in")], words_from="text", max_length=16, stride=4,
+            str(tmp_path / "two.jsonl"), [str(tmp_path / "in")], read=ReadOptions("text"), windows=WindowOptions(16, 4),
             process_index=index, num_processes=2,
         )  # fmt: skip
         plan.run(model, processor, num_workers=0, quiet=True)
@@ -277,7 +278,9 @@ def test_a_token_classifiers_records_have_no_pairs(model_and_processor, tmp_path
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES[:1])
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    record = PageLabeller(model, processor)([PageReader(jobs, processor, words_from="text")[0]])[0]
+    record = PageLabeller(model, processor)(
+        [PageReader(jobs, processor, ReadOptions("text"), WindowOptions().resolve(model.config))[0]]
+    )[0]
     assert record["words"] and "pairs" not in record
 
 
@@ -318,7 +321,9 @@ def test_pages_are_read_as_numpy_free_plain_json(model_and_processor, tmp_path):
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES[:1])
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    record = PageLabeller(model, processor)([PageReader(jobs, processor, "text")[0]])[0]
+    record = PageLabeller(model, processor)(
+        [PageReader(jobs, processor, ReadOptions("text"), WindowOptions().resolve(model.config))[0]]
+    )[0]
     assert json.loads(json.dumps(record)) == record
     assert not any(isinstance(v, np.generic) for w in record["words"] for v in w["box"])
 
@@ -338,7 +343,8 @@ def test_bf16_autocast_labels_the_same_words_with_close_scores(model_and_process
     model, processor = model_and_processor
     write_text_pdf(tmp_path / "doc.pdf", TEXT_PAGES)
     jobs, _ = page_jobs([str(tmp_path / "doc.pdf")])
-    items = [PageReader(jobs, processor, "text")[i] for i in range(2)]
+    reader = PageReader(jobs, processor, ReadOptions("text"), WindowOptions().resolve(model.config))
+    items = [reader[i] for i in range(2)]
     fp32 = PageLabeller(model, processor)(items)
     bf16 = PageLabeller(model, processor, dtype="bfloat16")(items)
     for a, b in zip(fp32, bf16, strict=True):

@@ -28,6 +28,7 @@ from helpers import (
 
 from layoutlm_roialign.labelling import OutputLock, expand_inputs, merge_shards, plan_run, read_complete
 from layoutlm_roialign.labelling.shards import output_paths
+from layoutlm_roialign.options_layoutlm_roialign import ReadOptions
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +236,7 @@ def test_words_from_text_fails_image_pages_so_that_a_later_ocr_run_labels_them(c
     no_text = {(n, p) for n, count in pages.items() for p in range(1, count + 1)} - labelled
     assert no_text <= set(failures)
     assert all("--words_from text" in failures[key]["error"] for key in no_text)
-    plan = plan_run(str(output), [str(tmp_path / "in")], words_from="ocr")
+    plan = plan_run(str(output), [str(tmp_path / "in")], read=ReadOptions("ocr"))
     plan.lock.release()
     todo = {(os.path.basename(j.source), j.page) for j in plan.jobs}
     assert todo == no_text | {("f_corrupt.png", 1)}  # an OCR run picks them up (and retries the damaged page)

@@ -13,7 +13,7 @@ from layoutlm_roialign.data import FUNSD_LABELS
 from layoutlm_roialign.inference import predict_page
 from layoutlm_roialign.labelling import read_complete
 from layoutlm_roialign.model_factory import build_model_and_processor
-from layoutlm_roialign.pdf import DEFAULT_DPI, render_pdf_page
+from layoutlm_roialign.pdf_layoutlm_roialign import DEFAULT_DPI, render_pdf_page
 
 
 @pytest.fixture(scope="module")

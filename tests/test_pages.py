@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from layoutlm_roialign.image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
-from layoutlm_roialign.pages import load_page, page_to_rgb_image, read_page
+from layoutlm_roialign.pages_layoutlm_roialign import load_page, page_to_rgb_image, read_page
 
 
 def ink_page(width: int = 240, height: int = 160) -> np.ndarray:
@@ -116,7 +116,7 @@ def test_decompression_bomb_says_the_pixels_and_how_to_raise_the_limit(tmp_path,
 
 
 def test_a_page_over_the_pixel_budget_is_shrunk_before_the_float_copies(tmp_path, monkeypatch):
-    monkeypatch.setattr("layoutlm_roialign.pages.MAX_PAGE_PIXELS", 10_000)
+    monkeypatch.setattr("layoutlm_roialign.pages_layoutlm_roialign.MAX_PAGE_PIXELS", 10_000)
     grey = ink_page(300, 200)  # 60,000 pixels: shrunk 3 times to 100 x 67
     for name, image in (
         ("grey.png", PIL.Image.fromarray(grey)),
@@ -150,7 +150,7 @@ def test_a_12000_pixel_square_tiff_is_read_in_bounded_memory(tmp_path):
     code = f"""
 import resource
 from layoutlm_roialign.image_processing_layoutlm_roialign import LayoutLMRoIAlignImageProcessor
-from layoutlm_roialign.pages import load_page, page_to_rgb_image, read_page
+from layoutlm_roialign.pages_layoutlm_roialign import load_page, page_to_rgb_image, read_page
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 page = page_to_rgb_image(load_page({str(tmp_path / "huge.tif")!r}))
 LayoutLMRoIAlignImageProcessor(size=64)(page, return_tensors="pt")
@@ -198,7 +198,7 @@ def test_page_arrays_and_wide_pil_pages_are_read_by_where_their_white_is():
 
 
 def test_pages_in_memory_keep_to_the_pixel_budget_and_pixel_boxes_to_their_own_pixels(monkeypatch, tmp_path):
-    monkeypatch.setattr("layoutlm_roialign.pages.MAX_PAGE_PIXELS", 10_000)
+    monkeypatch.setattr("layoutlm_roialign.pages_layoutlm_roialign.MAX_PAGE_PIXELS", 10_000)
     grey = ink_page(300, 200)  # 60,000 pixels: shrunk 3 times to 100 x 67 (a JPEG decoded at 1/2, then shrunk)
     jpeg = str(tmp_path / "photo.jpg")
     PIL.Image.fromarray(grey).save(jpeg, quality=95)

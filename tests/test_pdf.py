@@ -11,7 +11,13 @@ import pytest
 pytest.importorskip("pypdfium2", reason="the PDF reader needs pypdfium2 (the `pdf` extra)")
 
 from layoutlm_roialign.data import render_synthetic_form  # noqa: E402
-from layoutlm_roialign.pdf import _word_break, pdf_page_count, pdf_page_words, render_pdf_page, write_pdf  # noqa: E402
+from layoutlm_roialign.pdf_layoutlm_roialign import (  # noqa: E402
+    _word_break,
+    pdf_page_count,
+    pdf_page_words,
+    render_pdf_page,
+    write_pdf,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +106,7 @@ def test_dpi_is_bounded_and_a_page_over_the_pixel_budget_renders_at_the_dpi_that
         with pytest.raises(ValueError, match="--dpi"):
             pdf_page_words(path, 0, dpi=dpi)
     budget = image.width * image.height * 4  # what 144 dpi gives this page (drawn at 72 dpi): 300 dpi is over it
-    monkeypatch.setattr("layoutlm_roialign.pdf.MAX_PAGE_PIXELS", budget)
+    monkeypatch.setattr("layoutlm_roialign.pdf_layoutlm_roialign.MAX_PAGE_PIXELS", budget)
     page = render_pdf_page(path, 0, dpi=300)
     assert page.width * page.height <= budget and page.width >= 2 * image.width - 2
     found, boxes = pdf_page_words(path, 0, dpi=300)

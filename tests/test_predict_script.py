@@ -186,7 +186,9 @@ def test_an_unwritable_destination_folder_stops_before_the_model_loads(
 def test_pixel_boxes_of_a_page_over_the_pixel_budget_are_read_on_its_own_pixels(
     predict, checkpoint, page, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("layoutlm_roialign.pages.MAX_PAGE_PIXELS", 30_000)  # the 300 x 400 page is read at 150 x 200
+    monkeypatch.setattr(
+        "layoutlm_roialign.pages_layoutlm_roialign.MAX_PAGE_PIXELS", 30_000
+    )  # the 300 x 400 page is read at 150 x 200
     result = run(predict, checkpoint, page["8"], page["words"], tmp_path / "p.json", "")
     assert (result["width"], result["height"]) == (150, 200)
     assert [w["box"] for w in result["words"]] == [[33, 25, 200, 75], [233, 25, 400, 75], [33, 125, 200, 175]]

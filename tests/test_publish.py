@@ -105,8 +105,9 @@ def test_publish_pushes_the_model_and_a_space_running_the_demo_on_it(checkpoint,
     assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py" and metadata["models"] == ["me/forms"]
     assert metadata["sdk_version"].split(".")[0] == importlib.metadata.version("gradio").split(".")[0]
     package = {name for name in files if name.startswith("layoutlm_roialign/")}
-    assert {f"layoutlm_roialign/{n}" for n in ("__init__.py", "inference.py", "pdf.py", "pages.py",
-                                                "data/synthetic.py", "modeling_layoutlm_roialign.py")} <= package  # fmt: skip
+    bundled = ("__init__.py", "inference.py", "pdf_layoutlm_roialign.py", "pages_layoutlm_roialign.py", "data/synthetic.py",
+               "modeling_layoutlm_roialign.py")  # fmt: skip
+    assert {f"layoutlm_roialign/{n}" for n in bundled} <= package
     assert all(name.endswith(".py") and "__pycache__" not in name for name in package)
     assert files["packages.txt"].decode().split() == ["tesseract-ocr"]
 

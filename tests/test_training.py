@@ -24,7 +24,7 @@ from layoutlm_roialign.inference import encode_page
 from layoutlm_roialign.label_sets import check_label_set
 from layoutlm_roialign.model_factory import build_model_and_processor
 from layoutlm_roialign.resuming import completed_run, last_complete_checkpoint
-from layoutlm_roialign.road import num_windows
+from layoutlm_roialign.road_layoutlm_roialign import num_windows
 from layoutlm_roialign.trainer import LayoutLMRoIAlignTrainer, freeze_backbone_until
 
 LABELS = FUNSD_LABELS

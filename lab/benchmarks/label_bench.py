@@ -76,7 +76,7 @@ def make_corpora(folder: Path, pages: int) -> dict[str, list[str]]:
     import PIL.Image
 
     from layoutlm_roialign.data import render_synthetic_form
-    from layoutlm_roialign.pdf import write_pdf
+    from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf
 
     (folder / "scans").mkdir(parents=True)
     (folder / "pdfs").mkdir()
@@ -115,8 +115,8 @@ def peak_rss_mib() -> tuple[float, float]:
 def page_words(path: str):
     """What one page needs before the model, as a loop does it: (page, words, boxes); words None to OCR."""
     from layoutlm_roialign.image_processing_layoutlm_roialign import normalize_boxes
-    from layoutlm_roialign.pages import load_page
-    from layoutlm_roialign.pdf import pdf_page_words, render_pdf_page
+    from layoutlm_roialign.pages_layoutlm_roialign import load_page
+    from layoutlm_roialign.pdf_layoutlm_roialign import pdf_page_words, render_pdf_page
 
     if path.endswith(".pdf"):
         page = render_pdf_page(path, 0)

@@ -58,7 +58,7 @@ def build_checkpoints(folder: Path, size: str) -> dict[str, str]:
 
 def read_words(files: list[str], folder: Path) -> str:
     """Every page's words and 0-1000 boxes (a PDF's text layer, else OCR), read once, in a JSON file."""
-    from layoutlm_roialign.pages import read_page
+    from layoutlm_roialign.pages_layoutlm_roialign import read_page
 
     pages = []
     for path in files:
@@ -79,8 +79,8 @@ def child(spec: dict) -> dict:
         import layoutlm_roialign.linking as linking
     except ImportError:  # current code: no such module
         linking = None
-    from layoutlm_roialign.pages import load_page
-    from layoutlm_roialign.pdf import render_pdf_page
+    from layoutlm_roialign.pages_layoutlm_roialign import load_page
+    from layoutlm_roialign.pdf_layoutlm_roialign import render_pdf_page
 
     torch.set_num_threads(spec["threads"]) if spec.get("threads") else None
     two_pass_code = linking is not None and hasattr(linking, "load_linking_model")  # the earlier commit's API

@@ -10,7 +10,7 @@ PyPI or Debian packages (lab/experiments/pretraining_gpu_runs.sh runs there from
 - `pages.tar.xz` holding `pages_funsd/` and `pages_debian/`: the unlabelled pages as `save_to_disk` datasets (`words`, 0-1000 `bboxes`, a
   blank 8x8 `image`, since the measured pre-training is text and layout only): the 119 training pages of the 119 / 30
   split (labels dropped) and `--debian_pages` pages of Debian's `texlive-latex-base-doc` PDFs, their text layers
-  read by `layoutlm_roialign.pdf` (whole PDFs in a random order, seed 0).
+  read by `layoutlm_roialign.pdf_layoutlm_roialign` (whole PDFs in a random order, seed 0).
 
     .venv/bin/python lab/experiments/pretraining_bundle.py --output .devcarry --debian_pages 1200
 """
@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 
 from layoutlm_roialign.data import DataArguments, load_training_data
 from layoutlm_roialign.image_processing_layoutlm_roialign import normalize_boxes
-from layoutlm_roialign.pdf import pdf_page_count, read_pdf_page
+from layoutlm_roialign.pdf_layoutlm_roialign import pdf_page_count, read_pdf_page
 
 # FUNSD's training split: the tests' environment variable, else beside the repository.
 FUNSD_TRAIN = os.environ.get(

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from layoutlm_roialign.data import DataArguments, load_training_data
-from layoutlm_roialign.pdf import pdf_page_count
+from layoutlm_roialign.pdf_layoutlm_roialign import pdf_page_count
 
 # FUNSD's training split: the tests' environment variable, else beside the repository.
 FUNSD_TRAIN = os.environ.get(

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from ..final_folder import FINAL_FOLDER, prepare_final_folder, save_folder_atomi
 from ..hub import HubError, check_push_arguments, push_folder_to_hub, write_model_card
 from ..metrics import LinkingMetrics, WordLevelEntityMetrics, argmax_logits, argmax_logits_keep_links
 from ..model_factory import build_model_and_processor
+from ..options_layoutlm_roialign import window_sizes
 from ..resuming import completed_run, resume_checkpoint, resumes_last
 from ..trainer import PARAMETER_GROUPS, LayoutLMRoIAlignTrainer, freeze_backbone_until
 
@@ -203,6 +204,8 @@ def run_training(
     )
     if model_args.freeze_backbone_until:
         freeze_backbone_until(model, model_args.freeze_backbone_until)
+    max_length, stride = window_sizes(model.config, data_args.max_length, data_args.stride)  # the model's by default
+    data_args = replace(data_args, max_length=max_length, stride=stride)
     trainer, metrics = _build_trainer(model_args, data_args, training_args, raw, model, processor, callbacks)
     train_result = trainer.train(
         resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)

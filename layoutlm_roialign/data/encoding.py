@@ -14,7 +14,7 @@ import torch
 from datasets import Array3D, Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
 
-from ..pages import load_page
+from ..pages_layoutlm_roialign import load_page
 from ..processing_layoutlm_roialign import IGNORE_INDEX, LayoutLMRoIAlignProcessor
 
 __all__ = ["encode_dataset", "DataCollatorForLayoutLMRoIAlign"]

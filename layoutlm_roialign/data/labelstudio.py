@@ -33,7 +33,7 @@ from typing import Any
 from datasets import Dataset, DatasetInfo
 
 from ..labelstudio import parse_label_map
-from ..pages import read_page
+from ..pages_layoutlm_roialign import read_page
 from .funsd import FUNSD_ENTITY_TYPES, FUNSD_LABELS, funsd_features
 from .labelstudio_regions import center_inside, region_box, region_words
 

@@ -47,8 +47,12 @@ class DataArguments(LabelStudioArguments):
     )
     synthetic_pages: int = field(default=240, metadata={"help": "Number of synthetic pages (dataset=synthetic)."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic forms."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per window (long pages overflow)."})
-    stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows of a page."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Tokens per window (long pages overflow); default: the model's, <= 512."}
+    )
+    stride: int | None = field(
+        default=None, metadata={"help": "Tokens shared by consecutive windows of a page; default: max_length / 4."}
+    )
     max_train_pages: int | None = field(default=None, metadata={"help": "Use only the first N training pages."})
     max_eval_pages: int | None = field(default=None, metadata={"help": "Use only the first N validation pages."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})

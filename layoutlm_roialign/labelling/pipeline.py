@@ -24,12 +24,13 @@ import torch
 
 from ..configuration_layoutlm_roialign import label_names
 from ..drawing import draw_prediction
+from ..options_layoutlm_roialign import ReadOptions, WindowOptions
 from ..outputs import check_output_paths, write_files
-from ..pages import DEFAULT_DPI, WORDS_FROM
-from ..pdf import check_dpi
-from ..road import group_pages
+from ..pages_layoutlm_roialign import WORDS_FROM
+from ..pdf_layoutlm_roialign import check_dpi
+from ..road_layoutlm_roialign import group_pages
 from .jsonl import JsonlWriter, OutputLock, read_complete, record_key, recover
-from .reading import PageReader, worker_init
+from .reading import PageReader, reader_loader
 from .runner import PageLabeller
 from .shards import done_path, output_paths, record_files, write_done
 from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
@@ -64,7 +65,8 @@ class LabelRun:
     process_index: int = 0
     num_processes: int = 1
     dataset: Any = None
-    reader_options: dict = field(default_factory=dict)
+    read: ReadOptions = field(default_factory=ReadOptions)
+    windows: WindowOptions = field(default_factory=WindowOptions)  # unset sizes: the model's
     png_dir: str | None = None
     lock: OutputLock | None = None  # held on `output` from `plan_run` to the end of `run`
 
@@ -95,32 +97,10 @@ class LabelRun:
         from tqdm.auto import tqdm
 
         check_run_arguments(batch_size, num_workers)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
-        options = dict(self.reader_options)
-        max_length = options.pop("max_length", None)
-        max_length = min(512, model.config.max_position_embeddings) if max_length is None else max_length
-        stride = options.pop("stride", None)
-        stride = max_length // 4 if stride is None else stride
-        reader = PageReader(
-            self.jobs,
-            processor,
-            max_length=max_length,
-            stride=stride,
-            dataset=self.dataset,
-            keep_image=bool(self.png_dir),
-            **options,
-        )
+        windows = self.windows.resolve(model.config)
+        reader = PageReader(self.jobs, processor, self.read, windows, self.dataset, keep_image=bool(self.png_dir))
         labeller = PageLabeller(model, processor, batch_size, device, dtype, compile)  # a linking model: pairs too
-        loader = torch.utils.data.DataLoader(
-            reader,
-            batch_size=None,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=_as_is,
-            worker_init_fn=worker_init if num_workers else None,
-            prefetch_factor=4 if num_workers else None,
-            pin_memory=labeller.device.type == "cuda",
-        )
+        loader = reader_loader(reader, num_workers, prefetch_factor=4, pin_memory=labeller.device.type == "cuda")
         labels = label_names(model.config)
         summary = {"pages": 0, "failed": 0, "skipped": self.skipped, "words": 0, "entities": 0}
         bar = tqdm(
@@ -190,36 +170,29 @@ def check_run_arguments(batch_size: int, num_workers: int) -> None:
         raise ValueError(f"--num_workers must be 0 (read pages in this process) or more, got {num_workers!r}.")
 
 
-def _as_is(item: dict) -> dict:
-    return item
-
-
 def plan_run(
     output: str,
     inputs: list[str] | None = None,
     dataset: str | None = None,
     split: str = "train",
-    image_column: str = "image",
-    words_column: str | None = None,
-    boxes_column: str | None = None,
-    words_from: str = "auto",
+    *,
+    read: ReadOptions | None = None,
+    windows: WindowOptions | None = None,
     png_dir: str | None = None,
-    max_length: int | None = None,
-    stride: int | None = None,
-    ocr_lang: str | None = None,
-    dpi: float = DEFAULT_DPI,
     process_index: int | None = None,
     num_processes: int | None = None,
     labelstudio: dict | None = None,
 ) -> LabelRun:
-    """Check the arguments and plan this process's pages (module docstring); nothing is labelled yet.
+    """Check the arguments and plan this process's pages (module docstring); nothing is labelled yet. `read`: how
+    pages are read (`PageSourceArguments.read_options`); `windows`: their windows (unset sizes: the model's).
 
     Raises:
         ValueError: naming the argument, for missing inputs, an unusable destination, an unknown `words_from`,
             a dataset, split or column that does not exist, or an output file that is not the labeller's.
     `labelstudio`: how a Label Studio export given as `dataset` is read (`labelstudio.labelstudio_options`).
     """
-    _check_plan_arguments(inputs, dataset, words_from, dpi, words_column, boxes_column, max_length, stride)
+    read, windows = read or ReadOptions(), windows or WindowOptions()
+    _check_plan_arguments(inputs, dataset, read, windows)
     if process_index is None or num_processes is None:
         process_index, num_processes = process_share()
     records_path, failures_path = output_paths(output, process_index, num_processes)
@@ -228,9 +201,7 @@ def plan_run(
         if os.path.exists(png_dir) and not os.path.isdir(png_dir):
             raise ValueError(f"--png_dir {png_dir!r} is a file; give a folder (it is created if missing).")
         os.makedirs(png_dir, exist_ok=True)
-    jobs, failures, pages = _share_of_jobs(
-        inputs, dataset, split, image_column, words_column, boxes_column, process_index, num_processes, labelstudio
-    )
+    jobs, failures, pages = _share_of_jobs(inputs, dataset, split, read, process_index, num_processes, labelstudio)
     lock, done = _lock_and_read_done(output, records_path, failures_path)
     todo = [job for job in jobs if job.key not in done]
     failures = [f for f in failures if record_key(f) not in done]
@@ -243,30 +214,15 @@ def plan_run(
         process_index=process_index,
         num_processes=num_processes,
         dataset=pages,
-        reader_options=dict(
-            words_from=words_from,
-            max_length=max_length,
-            stride=stride,
-            ocr_lang=ocr_lang,
-            dpi=dpi,
-            image_column=image_column,
-            words_column=words_column,
-            boxes_column=boxes_column,
-        ),
+        read=read,
+        windows=windows,
         png_dir=png_dir,
         lock=lock,
     )
 
 
 def _check_plan_arguments(
-    inputs: list[str] | None,
-    dataset: str | None,
-    words_from: str,
-    dpi: float,
-    words_column: str | None,
-    boxes_column: str | None,
-    max_length: int | None = None,
-    stride: int | None = None,
+    inputs: list[str] | None, dataset: str | None, read: ReadOptions, windows: WindowOptions
 ) -> None:
     """Check `plan_run`'s arguments that need nothing read (as it takes them).
 
@@ -274,15 +230,15 @@ def _check_plan_arguments(
         ValueError: naming the flag, for no inputs, an unknown `words_from`, a bad `dpi`, only one of
             `words_column` and `boxes_column`, a `max_length` below 1 or a negative `stride`.
     """
-    for flag, value, least in (("--max_length", max_length, 1), ("--stride", stride, 0)):
+    for flag, value, least in (("--max_length", windows.max_length, 1), ("--stride", windows.stride, 0)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
             raise ValueError(f"{flag} must be an int of at least {least} (tokens), got {value!r}.")
     if not inputs and not dataset:
         raise ValueError("Give --inputs (folders, globs, list files, files) or --dataset, or both.")
-    if words_from not in WORDS_FROM:
-        raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
-    check_dpi(dpi)
-    if (words_column is None) != (boxes_column is None):
+    if read.words_from not in WORDS_FROM:
+        raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {read.words_from!r}.")
+    check_dpi(read.dpi)
+    if (read.words_column is None) != (read.boxes_column is None):
         raise ValueError("Give --words_column and --boxes_column together (the words and their 0-1000 boxes).")
 
 
@@ -290,9 +246,7 @@ def _share_of_jobs(
     inputs: list[str] | None,
     dataset: str | None,
     split: str,
-    image_column: str,
-    words_column: str | None,
-    boxes_column: str | None,
+    read: ReadOptions,
     process_index: int,
     num_processes: int,
     labelstudio: dict | None = None,
@@ -313,8 +267,8 @@ def _share_of_jobs(
         failures += unreadable if process_index == 0 else []  # folders that cannot be read: once per launch
     pages = None
     if dataset:
-        pages = load_page_dataset(dataset, split, image_column, **(labelstudio or {}))
-        for name, column in (("--words_column", words_column), ("--boxes_column", boxes_column)):
+        pages = load_page_dataset(dataset, split, read.image_column, **(labelstudio or {}))
+        for name, column in (("--words_column", read.words_column), ("--boxes_column", read.boxes_column)):
             if column is not None and column not in pages.column_names:
                 raise ValueError(f"{name} {column!r}: --dataset {dataset!r} has the columns {pages.column_names}.")
         jobs += shard(dataset_documents(dataset, split, len(pages)), process_index, num_processes)

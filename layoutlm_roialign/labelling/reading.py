@@ -3,7 +3,7 @@
 `PageReader[i]` does all the work a page needs before the model, so that a `DataLoader` with workers runs it in
 parallel and ahead of the forward passes: it opens the page (a PDF page rendered with pypdfium2, an image file's
 frame, a dataset row's image), gets its words and 0-1000 boxes (the PDF's text layer, the dataset's columns, or
-Tesseract), and encodes its windows with the processor (`road.encode_page`). Whatever goes wrong with one page
+Tesseract), and encodes its windows with the processor (`engine_layoutlm_roialign.read_and_encode`). Whatever goes wrong with one page
 (damaged file, unreadable frame, OCR error) comes back as `{"source", "page", "error"}` instead of stopping the run.
 
 Where the words come from (`words_from`): `"auto"` reads a PDF page's text layer and OCRs pages without one (scans,
@@ -23,17 +23,35 @@ from typing import Any
 
 import torch
 
-from ..pages import DEFAULT_DPI, WORDS_FROM, read_page
-from ..road import encode_page
+from ..engine_layoutlm_roialign import read_and_encode
+from ..options_layoutlm_roialign import ReadOptions, WindowOptions
+from ..pages_layoutlm_roialign import WORDS_FROM
 from .sources import PageJob
 
-__all__ = ["PageReader", "worker_init", "WORDS_FROM"]
+__all__ = ["PageReader", "reader_loader", "worker_init", "WORDS_FROM"]
 
 
 def worker_init(worker_id: int) -> None:
     """`DataLoader(worker_init_fn=...)`: one torch thread per worker, one OpenMP thread per Tesseract call."""
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # read by the tesseract processes pytesseract starts
+
+
+def _as_is(item: dict) -> dict:
+    return item
+
+
+def reader_loader(
+    reader: torch.utils.data.Dataset, num_workers: int, prefetch_factor: int | None = None, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
+    """A `DataLoader` that yields `reader`'s items one at a time, in order, read in `num_workers` processes (each
+    set up by `worker_init`; 0: in this process) `prefetch_factor` items ahead per worker."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
+    return torch.utils.data.DataLoader(
+        reader, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is,
+        worker_init_fn=worker_init if num_workers else None, prefetch_factor=prefetch_factor if num_workers else None,
+        pin_memory=pin_memory,
+    )  # fmt: skip
 
 
 def _reason(err: BaseException) -> str:
@@ -46,12 +64,11 @@ class PageReader(torch.utils.data.Dataset):
     Args:
         jobs: the pages to read (`sources.page_jobs`, `sources.dataset_documents`).
         processor: the checkpoint's processor.
-        words_from: `"auto"`, `"text"` or `"ocr"`.
-        max_length, stride: window size and overlap in tokens.
-        ocr_lang: Tesseract language(s), e.g. `"eng"`.
-        dpi: resolution PDF pages are rendered at.
-        dataset: the `datasets.Dataset` that `"dataset"` jobs index; `image_column` holds its pages and
-            `words_column` / `boxes_column` (optional) its words and 0-1000 boxes.
+        read: how pages are read (`words_from`: `"auto"`, `"text"` or `"ocr"`; `dpi`, `ocr_lang`); for `"dataset"`
+            jobs `image_column` holds the pages and `words_column` / `boxes_column` (optional) their words and
+            0-1000 boxes.
+        windows: window size and overlap in tokens (resolved: `WindowOptions.resolve`).
+        dataset: the `datasets.Dataset` that `"dataset"` jobs index.
         keep_image: also return the page as an RGB image (to draw the entities on).
 
     Items:
@@ -66,27 +83,17 @@ class PageReader(torch.utils.data.Dataset):
         self,
         jobs: Sequence[PageJob],
         processor: Any,
-        words_from: str = "auto",
-        max_length: int = 512,
-        stride: int = 128,
-        ocr_lang: str | None = None,
-        dpi: float = DEFAULT_DPI,
+        read: ReadOptions,
+        windows: WindowOptions,
         dataset: Any = None,
-        image_column: str = "image",
-        words_column: str | None = None,
-        boxes_column: str | None = None,
         keep_image: bool = False,
     ) -> None:
-        if words_from not in WORDS_FROM:
-            raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {words_from!r}.")
+        if read.words_from not in WORDS_FROM:
+            raise ValueError(f"--words_from must be one of {WORDS_FROM}, got {read.words_from!r}.")
         self.jobs = list(jobs)
         self.processor = processor
-        self.words_from = words_from
-        self.max_length, self.stride = max_length, stride
-        self.ocr_lang = ocr_lang
-        self.dpi = dpi
+        self.read, self.windows = read, windows
         self.dataset = dataset
-        self.image_column, self.words_column, self.boxes_column = image_column, words_column, boxes_column
         self.keep_image = keep_image
 
     def __len__(self) -> int:
@@ -104,27 +111,26 @@ class PageReader(torch.utils.data.Dataset):
         words = boxes = None
         if job.kind == "dataset":
             row = self.dataset[job.page - 1]
-            source, page, name = row[self.image_column], 1, f"{job.source} row {job.page - 1}"
-            if self.words_column and self.words_from != "ocr":
-                kept = [(w.strip(), b) for w, b in zip(row[self.words_column], row[self.boxes_column], strict=True)
-                        if isinstance(w, str) and w.strip()]  # fmt: skip
+            source, page, name = row[self.read.image_column], 1, f"{job.source} row {job.page - 1}"
+            if self.read.words_column and self.read.words_from != "ocr":
+                given = zip(row[self.read.words_column], row[self.read.boxes_column], strict=True)
+                kept = [(w.strip(), b) for w, b in given if isinstance(w, str) and w.strip()]
                 words, boxes = [w for w, _ in kept], [[int(round(v)) for v in b] for _, b in kept]
         else:
             source, page, name = job.source, job.page, None
         try:
-            read = read_page(source, page, words, boxes, words_from=self.words_from, dpi=self.dpi,
-                             ocr_lang=self.ocr_lang, name=name)  # fmt: skip
+            read = read_and_encode(self.processor, source, page, words, boxes, read=self.read, windows=self.windows,
+                                   name=name)  # fmt: skip
         except (ImportError, OSError) as err:  # pytesseract or the tesseract binary missing, a Tesseract crash
             raise RuntimeError(f"OCR failed: {_reason(err)}") from err
-        if self.words_from == "text" and read["words_from"] == "none":
+        if self.read.words_from == "text" and read["words_from"] == "none":
             raise ValueError(
                 "the page has no text layer (an image, a scan) and --words_from text never OCRs: it is left for a "
                 "run with --words_from auto or ocr"
             )
         words_from = "dataset" if read["words_from"] == "given" else read["words_from"]
-        item = {"words_from": words_from, **{k: read[k] for k in ("width", "height", "words", "boxes")}}
-        item.update(encode_page(self.processor, read["image"], read["words"], read["boxes"], self.max_length,
-                                self.stride))  # fmt: skip
+        fields = ("width", "height", "words", "boxes", "windows", "word_ids", "pixel_values")
+        item = {"words_from": words_from, **{k: read[k] for k in fields}}
         if self.keep_image:
             item["image"] = read["image"]
         return item

@@ -1,4 +1,4 @@
-"""The model side of the labeller: batches of encoded pages through the package's road (`road.label_pages`).
+"""The model side of the labeller: batches of encoded pages through the engine (`Engine.label_batch`).
 
 `PageLabeller` labels a batch that `road.group_pages` gathered (windows of several pages per forward pass, each
 page's image once, bf16 autocast and `torch.compile` on request), with the decoding `predict_page` uses, and, for a
@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from ..road import DTYPES, label_pages
+from ..engine_layoutlm_roialign import Engine
+from ..road_layoutlm_roialign import DTYPES
 
 __all__ = ["PageLabeller", "check_device"]
 
@@ -65,16 +66,13 @@ class PageLabeller:
             raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}.")
         self.device = check_device(device) if device is not None else next(model.parameters()).device
         self.model = model.eval().to(self.device)
-        self.forward = torch.compile(self.model, dynamic=True) if compile else None
-        self.processor = processor
-        self.batch_size = batch_size
-        self.dtype = dtype
+        forward = torch.compile(self.model, dynamic=True) if compile else None
+        # a page longer than a batch comes alone: its windows still go `batch_size` at a time
+        self.engine = Engine(self.model, processor, batch_size=max(batch_size, 1), dtype=dtype, forward=forward)
 
     def __call__(self, pages: list[dict]) -> list[dict]:
         readable = [p for p in pages if "error" not in p]
-        # a page longer than a batch comes alone: its windows still go `batch_size` at a time
-        labelled = iter(label_pages(self.model, self.processor, readable, max(self.batch_size, 1), dtype=self.dtype,
-                                    forward=self.forward) if readable else [])  # fmt: skip
+        labelled = iter(self.engine.label_batch(readable) if readable else [])
         records = []
         for item in pages:
             if "error" in item:

@@ -24,8 +24,9 @@ from typing import Any
 import PIL.Image
 
 from ..labelstudio import LabelStudioArguments, is_labelstudio_file
-from ..page_words import check_ocr_lang
-from ..pages import DEFAULT_DPI, WORDS_FROM, count_frames
+from ..options_layoutlm_roialign import ReadOptions
+from ..page_words_layoutlm_roialign import check_ocr_lang
+from ..pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM, count_frames
 
 __all__ = [
     "PageJob",
@@ -73,6 +74,11 @@ class PageSourceArguments(LabelStudioArguments):
 
     def __post_init__(self) -> None:
         check_ocr_lang(self.ocr_lang, "--ocr_lang")
+
+    def read_options(self) -> ReadOptions:
+        """How these pages are read, as the reader takes it."""
+        return ReadOptions(self.words_from, self.dpi, self.ocr_lang, self.image_column, self.words_column,
+                           self.boxes_column)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ def _document_pages(path: str) -> tuple[str, int]:
         if size == 0:
             raise ValueError("the file is empty (0 bytes)")
         if _is_pdf(path):
-            from ..pdf import pdf_page_count
+            from ..pdf_layoutlm_roialign import pdf_page_count
 
             count = pdf_page_count(path)  # ValueError for damaged and encrypted PDFs
             if count == 0:

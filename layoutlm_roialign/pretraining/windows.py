@@ -18,9 +18,10 @@ import torch
 
 from ..data.encoding import TOKEN_COLUMNS
 from ..final_folder import save_folder_atomically
-from ..labelling.reading import PageReader, worker_init
+from ..labelling.reading import PageReader, reader_loader
 from ..labelling.sources import dataset_documents, expand_inputs, load_page_dataset, page_jobs
 from ..labelstudio import labelstudio_options
+from ..options_layoutlm_roialign import WindowOptions
 from ..processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
 from ..windowing_layoutlm_roialign import WINDOW_INPUTS
 from .arguments import PretrainingArguments
@@ -52,10 +53,6 @@ def _fingerprint(jobs: list, dataset: Any, processor: LayoutLMRoIAlignProcessor,
     digest.update(json.dumps(processor.tokenizer.get_vocab(), sort_keys=True).encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
-
-
-def _as_is(item: dict) -> dict:
-    return item
 
 
 def read_pretraining_windows(
@@ -143,16 +140,9 @@ def _read_and_cache(
     if len(todo) < len(jobs):
         logger.info(f"Reusing the {len(jobs) - len(todo)} pages read by an earlier run (kept in {store.folder}); "
                     f"reading the other {len(todo)}")  # fmt: skip
-    reader = PageReader(
-        [jobs[index] for index in todo], processor, words_from=args.words_from, max_length=args.max_length,
-        stride=args.stride, ocr_lang=args.ocr_lang, dpi=args.dpi, dataset=pages, image_column=args.image_column,
-        words_column=args.words_column, boxes_column=args.boxes_column,
-    )  # fmt: skip
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
-    loader = torch.utils.data.DataLoader(
-        reader, batch_size=None, num_workers=args.num_workers, collate_fn=_as_is,
-        worker_init_fn=worker_init if args.num_workers else None,
-    )  # fmt: skip
+    windows = WindowOptions(args.max_length, args.stride)
+    reader = PageReader([jobs[index] for index in todo], processor, args.read_options(), windows, pages)
+    loader = reader_loader(reader, args.num_workers)
     failed = [failure_text(f) for f in failures]
     start = time.perf_counter()
     bar = tqdm(loader, total=len(todo), unit="page", desc="reading pages", dynamic_ncols=True)

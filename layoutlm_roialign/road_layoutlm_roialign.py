@@ -11,8 +11,9 @@ the demo, `scripts/evaluate.py` and the labeller all take:
    the candidate (key, value) pairs among those entities (or given ones) from the kept states, with no second
    encoder pass, and decides them by the checkpoint's `link_threshold` and `link_one_value_key`.
 
-`label_pages` runs steps 2-3 for a batch of encoded pages, `group_pages` makes such batches from a stream of pages, and
-`predict_page` is the whole road for one page. This module travels with every checkpoint beside the pipeline.
+`label_pages` runs steps 2-3 for a batch of encoded pages and `group_pages` makes such batches from a stream of pages;
+`engine_layoutlm_roialign` composes them with the page reader. This module travels with every checkpoint beside the
+pipeline.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .entities import given_entities, group_entities, link_pages, pair_records
+from .entities_layoutlm_roialign import given_entities, group_entities, link_pages, pair_records
 from .heads_layoutlm_roialign import labels_tokens
-from .pages import DEFAULT_DPI, read_page
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "is_linking_model",
     "label_pages",
     "num_windows",
-    "predict_page",
     "predict_windows",
 ]
 
@@ -384,52 +383,3 @@ def _take_batch(pool: list[dict], batch_size: int) -> list[dict]:
     chosen = {id(item) for item in batch[1:]}
     pool[:] = [item for item in pool if id(item) not in chosen]
     return batch
-
-
-def predict_page(
-    model: torch.nn.Module,
-    processor: Any,
-    image: Any,
-    words: Sequence[str] | None = None,
-    boxes: Sequence[Sequence[float]] | None = None,
-    max_length: int = 512,
-    stride: int = 128,
-    batch_size: int = 8,
-    ocr_lang: str | None = None,
-    *,
-    page: int = 1,
-    words_from: str = "auto",
-    dpi: float = DEFAULT_DPI,
-    dtype: str = "float32",
-    entities: Sequence[Any] | None = None,
-    threshold: float | None = None,
-    one_value_key: bool | None = None,
-) -> dict:
-    """Label the words of one page (and link its entities, for a linking model): the whole road for one page.
-
-    Args:
-        model, processor: the checkpoint (`load_model_and_processor`).
-        image: the page: a PDF or image path (with `page`), a PIL image, a numpy array (`pages.read_page`).
-        words, boxes: the page's words and their 0-1000 boxes; both `None` to read them (`words_from`: the PDF's
-            text layer, else OCR).
-        max_length, stride: window size and overlap in tokens.
-        batch_size: windows per forward pass.
-        ocr_lang: Tesseract language for OCR.
-        page: the page number, from 1 (a PDF's page, a multi-page image's frame).
-        words_from, dpi: see `pages.read_page`.
-        dtype: `"float32"` or `"bfloat16"` (autocast).
-        entities: a linking model links these entities (`word_indices`, `label`; e.g. gold ones) instead of the
-            predicted ones (`given_entities`).
-        threshold, one_value_key: override the checkpoint's `link_threshold` / `link_one_value_key`.
-
-    Returns:
-        `{"width", "height", "words_from", "words": [{"text", "box", "pixel_box", "label", "score"}], "entities":
-        [...][, "pairs": [...]]}` (`decode_page`, `pair_records`).
-    """
-    read = read_page(image, page, words, boxes, words_from=words_from, dpi=dpi, ocr_lang=ocr_lang)
-    encoded = {**read, **encode_page(processor, read["image"], read["words"], read["boxes"], max_length, stride)}
-    result = label_pages(
-        model, processor, [encoded], batch_size, dtype=dtype, entities=None if entities is None else [entities],
-        threshold=threshold, one_value_key=one_value_key,
-    )[0]  # fmt: skip
-    return {"width": result.pop("width"), "height": result.pop("height"), "words_from": read["words_from"], **result}

@@ -40,8 +40,15 @@ from .image_processing_layoutlm_roialign import (
     page_to_rgb,
     page_white,
 )
-from .page_words import BOX_TOLERANCE, BOX_TOLERANCE_PX, check_given_words, check_ocr_lang, fit_boxes, load_words_json
-from .pdf import DEFAULT_DPI, MAX_PAGE_PIXELS, is_pdf, read_pdf_page
+from .page_words_layoutlm_roialign import (
+    BOX_TOLERANCE,
+    BOX_TOLERANCE_PX,
+    check_given_words,
+    check_ocr_lang,
+    fit_boxes,
+    load_words_json,
+)
+from .pdf_layoutlm_roialign import DEFAULT_DPI, MAX_PAGE_PIXELS, is_pdf, read_pdf_page
 
 __all__ = [
     "check_ocr_lang",
@@ -350,7 +357,7 @@ def _open_document_page(
         try:
             image, pdf_words, pdf_boxes, num_pages = read_pdf_page(source, page - 1, dpi, text_layer=text_layer)
         except IndexError as err:
-            from .pdf import pdf_page_count
+            from .pdf_layoutlm_roialign import pdf_page_count
 
             raise PageNotFound(what, page, pdf_page_count(source)) from err
         if not pdf_words:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .options_layoutlm_roialign import link_rules
 from .windowing_layoutlm_roialign import IGNORE_INDEX, merge_window_links, select_links, word_index_list
 
 __all__ = ["NOT_LINKED", "given_entities", "group_entities", "link_pages", "pair_records"]
@@ -145,8 +146,7 @@ def link_pages(
         Per page, `[{"key": entity position, "value": entity position, "score": probability}]`, sorted by key.
     """
     config = model.config
-    threshold = config.link_threshold if threshold is None else threshold
-    one_value_key = config.link_one_value_key if one_value_key is None else one_value_key
+    threshold, one_value_key = link_rules(config, threshold, one_value_key)
     encoded = [
         processor.encode_entities(page["word_ids"], page_entities, config.resolved_entity_types)
         if page.get("word_ids") and page_entities

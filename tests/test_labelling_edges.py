@@ -157,6 +157,7 @@ os.environ.update(RANK="0", WORLD_SIZE="2")
 sys.argv = ["label.py", "--model", {checkpoint!r}, "--inputs", {str(text_pdfs)!r}, "--output", {str(output)!r},
             "--batch_size", "1", "--num_workers", "0", "--quiet"]
 from layoutlm_roialign.labelling import jsonl
+from layoutlm_roialign.labelling.jsonl import read_complete
 original = jsonl.JsonlWriter.write
 def write(self, records):
     original(self, records)
@@ -293,7 +294,7 @@ def test_an_ocr_language_tesseract_lacks_exits_2_naming_ocr_lang_and_the_install
 
 
 def test_ctrl_c_prints_how_to_resume_and_exits_130_and_the_same_command_resumes(checkpoint, tmp_path):
-    """Ctrl-C (SIGINT to the whole process group, reader workers included) once two pages are written."""
+    """Ctrl-C (SIGINT to the whole process group, reader workers included) once the first pages are written."""
     (tmp_path / "in").mkdir()
     pages = {"a.pdf": 2, "b.pdf": 1, "c.pdf": 2}
     for name, count in pages.items():
@@ -305,10 +306,14 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130_and_the_same_command_resumes(
 import os, signal, sys
 sys.argv = ["label.py", *{argv!r}]
 from layoutlm_roialign.labelling import jsonl
+from layoutlm_roialign.labelling.jsonl import read_complete
 original = jsonl.JsonlWriter.write
 def write(self, records):
     original(self, records)
-    if self.path.endswith("labels.jsonl") and len(jsonl.read_complete(self.path)) == 2:
+    # Once, after the first records are written: a write may carry several pages (pages are batched as they are
+    # read), so waiting for an exact count could let the run finish first.
+    if self.path.endswith("labels.jsonl") and read_complete(self.path) and not getattr(jsonl, "interrupted", False):
+        jsonl.interrupted = True
         os.killpg(0, signal.SIGINT)  # what the terminal sends on Ctrl-C
 jsonl.JsonlWriter.write = write
 import runpy
@@ -321,7 +326,8 @@ runpy.run_path({str(REPO_ROOT / "scripts" / "label.py")!r}, run_name="__main__")
     assert interrupted.stderr.strip().splitlines()[-1] == (
         f"interrupted: the pages labelled so far are kept in {output}; run the same command again to resume."
     )
-    assert len(read_complete(output)) == 2
+    kept = len(read_complete(output))
+    assert kept >= 1
     run_script(*argv)
     keys = [(os.path.basename(r["source"]), r["page"]) for r in read_complete(output)]
     assert sorted(keys) == sorted((name, p) for name, count in pages.items() for p in range(1, count + 1))

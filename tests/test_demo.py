@@ -147,9 +147,10 @@ def _bad_inputs(tmp_path):
     page.paste(0, (40, 40, 200, 60))
     page.save(tmp_path / "page.png")
     (tmp_path / "none.json").write_text(json.dumps({"words": [], "boxes": []}))
+    (tmp_path / "one.json").write_text(json.dumps({"words": ["a"], "boxes": [[100, 100, 200, 150]]}))
     (tmp_path / "wrong.json").write_text(json.dumps({"words": ["a", "b"], "boxes": [[0, 0, 10, 10]]}))
     return {
-        "empty page": ((blank, None), "The page of blank.png is empty"),
+        "empty page": ((blank, tmp_path / "one.json"), "The page of blank.png is empty"),  # words given: no OCR
         "unreadable file": (
             (text, None),
             "notes.png cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: ",
@@ -175,7 +176,7 @@ def test_bad_input_gives_a_message_not_a_traceback(app, labeller, tmp_path, case
 
 
 def test_missing_ocr_and_unexpected_errors_give_a_message(app, labeller, form, monkeypatch, tmp_path):
-    png, _, _ = form
+    png, words_json, _ = form
 
     def no_ocr(*args, **kwargs):
         raise ImportError("OCR (`apply_ocr=True`) needs pytesseract and Tesseract")
@@ -187,7 +188,7 @@ def test_missing_ocr_and_unexpected_errors_give_a_message(app, labeller, form, m
     assert result["status"].startswith("Reading the words needs OCR, which is not available here")
     monkeypatch.undo()
     monkeypatch.setattr(app, "predict_page", lambda *a, **k: 1 / 0)
-    result = app.analyse(labeller, str(png), 1, None, tmp_path)
+    result = app.analyse(labeller, str(png), 1, str(words_json), tmp_path)  # words given: fails in the model
     assert result["status"] == "Labelling failed (ZeroDivisionError: division by zero)." and result["picture"] is None
 
 

@@ -1,5 +1,5 @@
 """The one road from a page to its answer, which the pipeline (`pipeline_layoutlm_roialign`), `scripts/predict.py`,
-the demo, `scripts/evaluate.py` and the labeller all take:
+the demo, `scripts/evaluate_checkpoint.py` and the labeller all take:
 
 1. `pages.read_page` reads a page and its words; `encode_page` turns them into windows of `max_length` tokens
    overlapping by `stride`, with the page's image once.

@@ -161,5 +161,5 @@ def test_pre_annotate_accept_export_train_and_evaluate_through_a_real_server(lab
         [*data, *tiny, "--task", "linking", "--output_dir", str(tmp_path / "run"), "--num_train_epochs", "1",
          "--per_device_train_batch_size", "2", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true"]
     )  # fmt: skip
-    report = script("evaluate")(["--model", result["final_dir"], *data])
+    report = script("evaluate_checkpoint")(["--model", result["final_dir"], *data])
     assert report["pages"] == 1 and 0 <= report["f1"] <= 1 and "pairs" in report

@@ -94,12 +94,22 @@ class Engine:
         """One page read and cut into windows (`read_and_encode` with this engine's options)."""
         return read_and_encode(self.processor, source, page, words, boxes, read=self.read, windows=self.windows, **how)
 
-    def label_batch(self, pages: Sequence[dict], entities: Sequence[Any] | None = None) -> list[dict]:
-        """Label (and link) encoded pages in one pass of the encoder and the backbone (`road.label_pages`);
-        `entities`: per page, entities to link instead of the predicted ones."""
+    def label_batch(
+        self,
+        pages: Sequence[dict],
+        entities: Sequence[Any] | None = None,
+        *,
+        pair_scores: bool = False,
+        gold_entities: Sequence[Any] | None = None,
+    ) -> list[dict]:
+        """Label (and link) encoded pages in one pass of the encoder and the backbone (`road_layoutlm_roialign.
+        label_pages`); `entities`: per page, entities to link instead of the predicted ones. For scoring a linking
+        model: `pair_scores` gives every candidate pair's probability instead of the decided pairs, and
+        `gold_entities` (per page) scores the pairs among those too (`"gold_pair_scores"`), from the same pass."""
         return label_pages(
             self.model, self.processor, pages, self.batch_size, dtype=self.dtype, entities=entities,
             threshold=self.links.threshold, one_value_key=self.links.one_value_key, forward=self.forward,
+            pair_scores=pair_scores, gold_entities=gold_entities,
         )  # fmt: skip
 
 

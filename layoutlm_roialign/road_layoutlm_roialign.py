@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .entities_layoutlm_roialign import given_entities, group_entities, link_pages, pair_records
-from .heads_layoutlm_roialign import labels_tokens
+from .heads_layoutlm_roialign import labels_tokens, links_entities
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 
 __all__ = [
@@ -52,9 +52,9 @@ def _labels_tokens(model: torch.nn.Module) -> bool:
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:
-    """Whether `model` links entities into key-value pairs (a `LayoutLMRoIAlignForRelationExtraction`, local or
-    remote code)."""
-    return callable(getattr(model, "link_logits_from_states", None))
+    """Whether `model` links entities into key-value pairs: its head class is registered with `links`
+    (`heads_layoutlm_roialign.HEADS`, local or remote code); transformers' own heads and unregistered ones do not."""
+    return links_entities(type(model).__name__)
 
 
 def encode_page(

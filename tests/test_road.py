@@ -340,6 +340,18 @@ def test_pairs_are_decided_by_the_checkpoints_rules_everywhere(checkpoints):
     by_config = processor.post_process_relation_extraction(encoding, link_logits, config=model.config)[0]
     assert by_config == processor.post_process_relation_extraction(encoding, link_logits, 0.05, True)[0]
     assert by_config != processor.post_process_relation_extraction(encoding, link_logits, 0.5, True)[0]
+    for threshold, one_value_key, message in (
+        (1.5, True, r"`threshold` must be a number in \[0, 1\].*got 1.5"),
+        (float("nan"), None, "`threshold` must be a number in"),
+        ("0.5", None, r"got '0.5' \(a str\)"),
+        (None, "yes", "`one_value_key` must be True or False, got 'yes'"),
+    ):
+        with pytest.raises(ValueError, match=message):  # the check every driver makes (`check_link_rules`)
+            processor.post_process_relation_extraction(
+                encoding, link_logits, threshold, one_value_key, config=model.config
+            )
+        with pytest.raises(ValueError, match=message):
+            predict_page(model, processor, image, words, boxes, threshold=threshold, one_value_key=one_value_key)
     road = predict_page(model, processor, image, words, boxes)["pairs"]
     assert [(p["key"], p["value"]) for p in by_config] == [(p["key"]["entity"], p["value"]["entity"]) for p in road]
 

@@ -1,15 +1,15 @@
 """The one road from a page to its answer, which the pipeline (`pipeline_layoutlm_roialign`), `scripts/predict.py`,
 the demo, `scripts/evaluate_checkpoint.py` and the labeller all take:
 
-1. `pages.read_page` reads a page and its words; `encode_page` turns them into windows of `max_length` tokens
-   overlapping by `stride`, with the page's image once.
+1. `pages_layoutlm_roialign.read_page` reads a page and its words; `encode_page` turns them into windows of
+   `max_length` tokens overlapping by `stride`, with the page's image once.
 2. `predict_windows`, the one window loop, runs the windows of one or many pages `batch_size` at a time, each page's
    image once per forward pass (`image_index`), on the model's device, under bf16 autocast on request; for a
    linking model it keeps the fused token states and the backbone's feature map of that one pass.
 3. `decode_page` reads each word's label once (its first sub-token, in the window where it has the most context) and
-   groups the words into entities (`entities.group_entities`); for a linking model `entities.link_pages` then scores
-   the candidate (key, value) pairs among those entities (or given ones) from the kept states, with no second
-   encoder pass, and decides them by the checkpoint's `link_threshold` and `link_one_value_key`.
+   groups the words into entities (`entities_layoutlm_roialign.group_entities`); for a linking model its `link_pages`
+   then scores the candidate (key, value) pairs among those entities (or given ones) from the kept states, with no
+   second encoder pass, and decides them by the checkpoint's `link_threshold` and `link_one_value_key`.
 
 `label_pages` runs steps 2-3 for a batch of encoded pages and `group_pages` makes such batches from a stream of pages;
 `engine_layoutlm_roialign` composes them with the page reader. This module travels with every checkpoint beside the

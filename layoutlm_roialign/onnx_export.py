@@ -211,12 +211,12 @@ def _export_graphs(model: torch.nn.Module, pages: Sequence[dict], folder: Path, 
     try:
         for key, value in static.items() if visual is not None else ():
             setattr(visual, key, value)
-        _export(_TokenGraph(model), {k: inputs[k] for k in names}, {k: axes[k] for k in names},
+        _export(_TokenGraph(model).eval(), {k: inputs[k] for k in names}, {k: axes[k] for k in names},
                 token_outputs(config), folder / MODEL_FILE, opset, config)  # fmt: skip
         if is_linking_config(config):
             link_sample, link_axes = _link_sample(model, pages, rows, inputs)
             names = link_inputs(config)
-            _export(_LinkGraph(model), {k: link_sample[k] for k in names}, {k: link_axes[k] for k in names},
+            _export(_LinkGraph(model).eval(), {k: link_sample[k] for k in names}, {k: link_axes[k] for k in names},
                     ("link_logits",), folder / LINK_FILE, opset, config)  # fmt: skip
     finally:
         for key, value in saved.items():

@@ -85,10 +85,10 @@ def label(model, processor, pages, batch_size=4, given=False):
 
 def max_logit_difference(a, b, pages, batch_size):
     """The largest |a - b| over the token logits of the road's window loop on `pages`."""
-    pad = 0
-    want = predict_windows(a, pages, batch_size, pad_token_id=pad)
-    got = predict_windows(b, pages, batch_size, pad_token_id=pad)
-    return max(float((w - g).abs().max()) for x, y in zip(want, got) for w, g in zip(x["logits"], y["logits"]))
+    want = predict_windows(a, pages, batch_size)
+    got = predict_windows(b, pages, batch_size)
+    pairs = [(w, g) for x, y in zip(want, got, strict=True) for w, g in zip(x["logits"], y["logits"], strict=True)]
+    return max(float((w - g).abs().max()) for w, g in pairs)
 
 
 @pytest.mark.slow

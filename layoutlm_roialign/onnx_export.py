@@ -103,6 +103,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     *,
     trust_remote_code: bool = False,
+    tolerance: float | None = None,
     log: Any = print,
 ) -> dict:
     """Export `checkpoint` (a token-classification or linking checkpoint) into `output_dir`, check it, keep it.
@@ -110,6 +111,8 @@ def export_onnx(
     Args:
         quantize: `None` (float32) or `"int8"` (ONNX Runtime's dynamic quantization of the float32 graphs).
         opset: the ONNX opset (the dynamo exporter needs 18 or more).
+        tolerance: the largest |ONNX - PyTorch| on the logits a float32 export may show (default
+            `FLOAT32_TOLERANCE`, 1e-4).
         log: where the check's numbers are printed.
 
     Returns:
@@ -126,6 +129,9 @@ def export_onnx(
         raise ValueError(f"--quantize must be one of {[q for q in QUANTIZATIONS if q]} or left out, got {quantize!r}.")
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < DEFAULT_OPSET:
         raise ValueError(f"--opset must be an int >= {DEFAULT_OPSET} (the dynamo exporter's), got {opset!r}.")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                                  or not tolerance > 0):  # fmt: skip
+        raise ValueError(f"--tolerance must be a positive number (logit units), got {tolerance!r}.")
     import_onnxruntime("scripts/export_onnx.py")
     _import_exporter()
     output_dir = Path(output_dir)
@@ -146,7 +152,8 @@ def export_onnx(
                 _quantize(float_dir, folder, is_linking_config(model.config))
         model.config.save_pretrained(folder)
         processor.save_pretrained(folder)
-        check = check_export(model, processor, load_onnx_model(folder, "OUTPUT_DIR"), pages, quantize, log)
+        exported = load_onnx_model(folder, "OUTPUT_DIR")
+        check = check_export(model, processor, exported, pages, quantize, log, tolerance)
         record = {
             "format": "layoutlm-roialign-onnx", "source": os.fspath(checkpoint), "architecture":
             type(model).__name__, "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "quantization":
@@ -174,22 +181,24 @@ def _import_exporter() -> None:
 
 
 def sample_pages(processor: Any, config: Any, num_pages: int = SAMPLE_PAGES) -> list[dict]:
-    """Synthetic form pages encoded with `processor` into windows (of at most 128 tokens, so that each page has
-    several, of different lengths), as the road encodes them, with entities of every type to link."""
+    """Synthetic form pages of different lengths encoded with `processor` into windows, as the road encodes them, with
+    entities of every type to link: windows of at most 128 tokens, shorter where no page would have two."""
     from .data.synthetic import render_synthetic_form
 
-    length = min(128, config.max_position_embeddings)
+    forms = [render_synthetic_form(seed=26, index=index) for index in range(num_pages)]
     types = list(config.resolved_entity_types) or [None]
-    pages = []
-    for index in range(num_pages):
-        image, words, boxes, _ = render_synthetic_form(seed=26, index=index)
-        words, boxes = words[: 40 + 60 * index], boxes[: 40 + 60 * index]  # pages of different lengths
-        page = {"words": words, "boxes": boxes, **encode_page(processor, image.convert("RGB"), words, boxes, length,
-                                                              length // 4)}  # fmt: skip
-        page["entities"] = [{"word_indices": [i, i + 1], "label": types[(i // 2) % len(types)]}
-                            for i in range(0, len(words) - 1, 2)]  # fmt: skip
-        pages.append(page)
-    return pages
+    length = min(128, config.max_position_embeddings)
+    while True:
+        pages = []
+        for index, (image, words, boxes, _) in enumerate(forms):
+            words, boxes = words[: 40 + 60 * index], boxes[: 40 + 60 * index]  # pages of different lengths
+            encoded = encode_page(processor, image.convert("RGB"), words, boxes, length, length // 4)
+            entities = [{"word_indices": [i, i + 1], "label": types[(i // 2) % len(types)]}
+                        for i in range(0, len(words) - 1, 2)]  # fmt: skip
+            pages.append({"words": words, "boxes": boxes, "entities": entities, **encoded})
+        if max(len(p["word_ids"]) for p in pages) > 1 or length <= 16:
+            return pages
+        length //= 2
 
 
 def _export_graphs(model: torch.nn.Module, pages: Sequence[dict], folder: Path, opset: int) -> None:
@@ -198,7 +207,8 @@ def _export_graphs(model: torch.nn.Module, pages: Sequence[dict], folder: Path, 
     from torch.export import Dim
 
     config = model.config
-    rows = [(0, 0), (1, 0), (1, 1)]
+    longest = max(range(len(pages)), key=lambda p: len(pages[p]["word_ids"]))
+    rows = [(0 if longest else 1, 0), (longest, 0), (longest, 1)]  # windows of two pages, two of one page
     inputs, _ = _window_batch(pages, rows, 0, config.use_visual_features)
     batch, sequence, images = Dim("batch"), Dim("sequence"), Dim("pages")
     axes = {"input_ids": {0: batch, 1: sequence}, "bbox": {0: batch, 1: sequence},
@@ -273,20 +283,25 @@ def check_export(
     pages: Sequence[dict],
     quantize: str | None,
     log: Any = print,
+    tolerance: float | None = None,
 ) -> dict:
     """Run PyTorch and the export on the windows of `pages` (4 windows per pass, across pages) through the road's
     window loop (and the link head on the entities of `pages`), print the largest differences, and raise a
-    `ValueError` above the tolerance: float32, `FLOAT32_TOLERANCE` on token logits and link logits; int8, every
-    token whose two best float32 logits differ by more than `INT8_MARGIN` keeps its label (its differences are
-    reported). Returns the numbers."""
+    `ValueError` above the tolerance: float32, `tolerance` (default `FLOAT32_TOLERANCE`) on token logits and link
+    logits; int8, every token whose two best float32 logits differ by more than `INT8_MARGIN` keeps its label (its
+    differences are reported). PyTorch's own difference between 1 and 4 windows per pass is reported beside them, as
+    the scale of float32 noise on this model. Returns the numbers."""
     linking = is_linking_config(model.config)
     pad = processor.tokenizer.pad_token_id
     want = predict_windows(model, pages, 4, pad_token_id=pad, keep_link_states=linking)
     got = predict_windows(exported, pages, 4, pad_token_id=pad, keep_link_states=linking)
+    alone = predict_windows(model, pages, 1, pad_token_id=pad)
     expected = torch.cat([w for page in want for w in page["logits"]])  # (tokens, num_labels)
     actual = torch.cat([w for page in got for w in page["logits"]])
     check = {"windows": sum(len(page["logits"]) for page in want), "pages": len(pages),
-             "max_abs_diff_logits": float((expected - actual).abs().max())}  # fmt: skip
+             "max_abs_diff_logits": float((expected - actual).abs().max()),
+             "pytorch_batch_noise_logits": float((expected - torch.cat([w for p in alone for w in p["logits"]]))
+                                                 .abs().max())}  # fmt: skip
     if linking:
         types = model.config.resolved_entity_types
         encoded = [processor.encode_entities(p["word_ids"], p["entities"], types) for p in pages]
@@ -297,25 +312,36 @@ def check_export(
             link_pairs=int(candidates.numel()), max_abs_diff_link_logits=float((candidates - chosen).abs().max())
         )
     if quantize is None:
-        check["tolerance"] = FLOAT32_TOLERANCE
-        worst = max(check["max_abs_diff_logits"], check.get("max_abs_diff_link_logits", 0.0))
-        log(f"Check on {check['windows']} windows of {len(pages)} pages: max |ONNX - PyTorch| = {worst:.2e} "
-            f"(tolerance {FLOAT32_TOLERANCE:.0e}; logits {check['max_abs_diff_logits']:.2e}"
-            + (f", link logits {check['max_abs_diff_link_logits']:.2e})" if linking else ")"))  # fmt: skip
-        if not worst <= FLOAT32_TOLERANCE:
-            raise ValueError(
-                f"The ONNX export differs from PyTorch by {worst:.2e}, above the tolerance {FLOAT32_TOLERANCE:.0e}; "
-                "nothing was written. Report it with the checkpoint's config, or run it with --runtime torch."
-            )
-        return check
+        return _float32_verdict(check, FLOAT32_TOLERANCE if tolerance is None else tolerance, log)
+    return _int8_verdict(check, expected, actual, log)
+
+
+def _float32_verdict(check: dict, tolerance: float, log: Any) -> dict:
+    check["tolerance"] = tolerance
+    worst = max(check["max_abs_diff_logits"], check.get("max_abs_diff_link_logits", 0.0))
+    links = f", link logits {check['max_abs_diff_link_logits']:.2e}" if "link_pairs" in check else ""
+    log(f"Check on {check['windows']} windows of {check['pages']} pages: max |ONNX - PyTorch| = {worst:.2e} "
+        f"(tolerance {tolerance:.0e}; logits {check['max_abs_diff_logits']:.2e}{links}; PyTorch itself, 1 vs 4 "
+        f"windows per pass: {check['pytorch_batch_noise_logits']:.2e})")  # fmt: skip
+    if not worst <= tolerance:
+        raise ValueError(
+            f"The ONNX export differs from PyTorch by {worst:.2e}, above the tolerance {tolerance:.0e} (PyTorch "
+            f"itself differs by {check['pytorch_batch_noise_logits']:.2e} between 1 and 4 windows per pass); nothing "
+            "was written. If that is float32 noise of this model, export with a larger --tolerance; else run it with "
+            "--runtime torch."
+        )
+    return check
+
+
+def _int8_verdict(check: dict, expected: torch.Tensor, actual: torch.Tensor, log: Any) -> dict:
     top2 = expected.topk(min(2, expected.shape[-1]), -1).values
     clear = (top2[:, 0] - top2[:, -1]) > INT8_MARGIN
     agree = expected.argmax(-1) == actual.argmax(-1)
     check.update(margin=INT8_MARGIN, clear_tokens=int(clear.sum()), label_agreement=float(agree.float().mean()),
                  clear_label_agreement=float(agree[clear].float().mean()) if clear.any() else 1.0)  # fmt: skip
-    log(f"Check on {check['windows']} windows of {len(pages)} pages (int8): max |ONNX - PyTorch| on logits "
-        f"{check['max_abs_diff_logits']:.2e}" + (f", link logits {check['max_abs_diff_link_logits']:.2e}" if linking
-        else "") + f"; labels agree on {check['label_agreement']:.1%} of tokens and on "
+    links = f", link logits {check['max_abs_diff_link_logits']:.2e}" if "link_pairs" in check else ""
+    log(f"Check on {check['windows']} windows of {check['pages']} pages (int8): max |ONNX - PyTorch| on logits "
+        f"{check['max_abs_diff_logits']:.2e}{links}; labels agree on {check['label_agreement']:.1%} of tokens and on "
         f"{check['clear_label_agreement']:.1%} of the {check['clear_tokens']} whose float32 margin > {INT8_MARGIN}")  # fmt: skip
     if check["clear_label_agreement"] < 1.0:
         raise ValueError(

@@ -250,6 +250,7 @@ def test_the_script_exits_with_status_2_naming_the_argument(checkpoints, tmp_pat
         ([str(checkpoints["token"]), str(tmp_path / "mine")], "OUTPUT_DIR"),
         ([str(checkpoints["token"]), str(tmp_path / "new"), "--opset", "11"], "--opset must be an int >= 18"),
         ([str(checkpoints["token"]), str(tmp_path / "new"), "--quantize", "int4"], "--quantize"),
+        ([str(checkpoints["token"]), str(tmp_path / "new"), "--tolerance", "0"], "--tolerance must be a positive"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             script(argv)

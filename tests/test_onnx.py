@@ -339,3 +339,23 @@ def test_an_export_loaded_without_runtime_onnx_says_to_use_it(checkpoints, tmp_p
         load_model_and_processor(folder)
     with pytest.raises(ValueError, match="--runtime must be one of"):
         load_model_and_processor(folder, runtime="tensorrt")
+
+
+@pytest.mark.slow
+def test_evaluate_scores_an_export_as_it_scores_the_checkpoint(checkpoints, exports, funsd_train, tmp_path):
+    from layoutlm_roialign.commands.evaluate import evaluate_checkpoint
+    from layoutlm_roialign.data import DataArguments
+
+    names = sorted(p.stem for p in (funsd_train / "annotations").glob("*.json"))[:3]
+    for split in ("training_data", "testing_data"):
+        for kind, suffix in (("annotations", ".json"), ("images", ".png")):
+            (tmp_path / split / kind).mkdir(parents=True)
+            for name in names:
+                shutil.copy(funsd_train / kind / f"{name}{suffix}", tmp_path / split / kind / f"{name}{suffix}")
+    data = DataArguments(dataset=str(tmp_path))
+    want = evaluate_checkpoint(str(checkpoints["linking"]), data, "test", return_predictions=True)
+    got = evaluate_checkpoint(str(exports["linking"][0]), data, "test", return_predictions=True, runtime="onnx")
+    assert (want.pop("runtime"), got.pop("runtime")) == ("torch", "onnx")
+    assert (want.pop("model"), got.pop("model")) == (str(checkpoints["linking"]), str(exports["linking"][0]))
+    assert got["predictions"] == want["predictions"] and got["pages"] == want["pages"] == 3
+    assert got == want  # every score, entities and pairs

@@ -4,6 +4,7 @@
     python scripts/label.py --model runs/main/final --inputs scans/ --output labels.jsonl
     python scripts/label.py --model runs/main/final --inputs "archive/**/*.pdf" --output labels.jsonl --png_dir png/
     python scripts/label.py --model runs/main/final --dataset user/forms --split test --output labels.jsonl
+    python scripts/label.py --model runs/main/onnx --runtime onnx --inputs scans/ --output labels.jsonl  # an export
     accelerate launch --num_processes 8 scripts/label.py ... --output labels.jsonl   # then: --merge
     python scripts/label.py --merge --output labels.jsonl
 

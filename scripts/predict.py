@@ -4,6 +4,7 @@
     python scripts/predict.py --model runs/main/final --image page.png --output_json page.json --output_png page.pred.png
     python scripts/predict.py ... --words page_words.json   # {"words": [...], "boxes": [[x0, y0, x1, y1], ...]}
     python scripts/predict.py ... --image report.pdf --page 2   # words from the PDF's text layer (OCR for a scan)
+    python scripts/predict.py --model runs/main/onnx --runtime onnx ...   # an export (scripts/export_onnx.py)
 
 A linking checkpoint (`scripts/train.py --task linking`) also links the entities it finds: the JSON gets `"pairs"`
 (`{"key": {...}, "value": {...}, "score": ...}`, each end an entity with its text and boxes) and the PNG an arrow

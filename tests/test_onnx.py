@@ -12,6 +12,7 @@ import json
 import runpy
 import shutil
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from layoutlm_roialign.data.synthetic import render_synthetic_form_with_links
 from layoutlm_roialign.engine_layoutlm_roialign import Engine
 from layoutlm_roialign.inference import load_model_and_processor
 from layoutlm_roialign.onnx_export import FLOAT32_TOLERANCE, export_onnx, is_onnx_export, sample_pages
-from layoutlm_roialign.onnx_runtime import EXPORT_RECORD, LINK_FILE, MODEL_FILE
+from layoutlm_roialign.onnx_runtime import EXPORT_RECORD, LINK_FILE, MODEL_FILE, load_onnx_model
 from layoutlm_roialign.options_layoutlm_roialign import LinkOptions, WindowOptions
 from layoutlm_roialign.road_layoutlm_roialign import predict_windows
 
@@ -96,7 +97,8 @@ def max_logit_difference(a, b, pages, batch_size):
 def test_float32_export_matches_pytorch_at_any_batch_and_length(name, checkpoints, exports):
     folder, record = exports[name]
     assert record["check"]["max_abs_diff_logits"] <= FLOAT32_TOLERANCE
-    assert record["check"]["tolerance"] == FLOAT32_TOLERANCE and record["quantization"] == "float32"
+    noise = record["check"]["pytorch_batch_noise_logits"]  # PyTorch's own: 1 against 4 windows per pass
+    assert record["check"]["tolerance"] == max(FLOAT32_TOLERANCE, 2 * noise) and record["quantization"] == "float32"
     model, processor = load_model_and_processor(checkpoints[name])
     exported, _ = load_model_and_processor(folder, runtime="onnx")
     pages = sample_pages(processor, model.config, 4)  # windows of different lengths, pages of 1-4 windows
@@ -182,9 +184,17 @@ def test_a_failed_check_writes_nothing_and_keeps_an_earlier_export(checkpoints, 
     def graphs_of_the_earlier_export(model, pages, folder, opset):  # the same graphs, without exporting again
         shutil.copy(exports["token"][0] / MODEL_FILE, folder / MODEL_FILE)
 
+    def off_by_one(folder, flag):  # an export whose logits are all 1 too high
+        model = load_onnx_model(folder, flag)
+        run = model.session.run
+        model.session = SimpleNamespace(run=lambda names, feed: [run(names, feed)[0] + 1], get_inputs=None)
+        return model
+
     monkeypatch.setattr(onnx_export_module, "_export_graphs", graphs_of_the_earlier_export)
-    monkeypatch.setattr(onnx_export_module, "FLOAT32_TOLERANCE", -1.0)  # every difference is too large
-    with pytest.raises(ValueError, match="above the tolerance.*nothing was written"):
+    monkeypatch.setattr(onnx_export_module, "load_onnx_model", off_by_one)
+    with pytest.raises(
+        ValueError, match=r"differs from PyTorch by 1.00e\+00, above the tolerance.*nothing was written"
+    ):
         export_onnx(checkpoints["token"], tmp_path / "new")
     assert list(tmp_path.iterdir()) == []
     earlier = tmp_path / "earlier"

@@ -369,3 +369,22 @@ def test_evaluate_scores_an_export_as_it_scores_the_checkpoint(checkpoints, expo
     assert (want.pop("model"), got.pop("model")) == (str(checkpoints["linking"]), str(exports["linking"][0]))
     assert got["predictions"] == want["predictions"] and got["pages"] == want["pages"] == 3
     assert got == want  # every score, entities and pairs
+
+
+def test_onnx_runs_on_the_cpu_only_and_without_compile(checkpoints, tmp_path, capsys):
+    from layoutlm_roialign import LayoutLMRoIAlignConfig
+    from layoutlm_roialign.onnx_runtime import LayoutLMRoIAlignOnnxModel
+
+    config = LayoutLMRoIAlignConfig.from_pretrained(checkpoints["token"])
+    model = LayoutLMRoIAlignOnnxModel(config, SimpleNamespace(get_inputs=list, get_outputs=list), tmp_path)
+    assert model.to("cpu") is model and next(model.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match=r"--runtime onnx runs on the CPU .*not on 'cuda:1'.*--runtime torch"):
+        model.to("cuda:1")
+    label_main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        label_main(["--model", str(tmp_path), "--runtime", "onnx", "--compile", "--inputs", str(tmp_path),
+                    "--output", str(tmp_path / "labels.jsonl")])  # fmt: skip
+    assert (
+        exit_info.value.code == 2 and "--compile runs torch.compile, which --runtime onnx" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "labels.jsonl").exists()

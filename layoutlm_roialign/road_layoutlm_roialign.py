@@ -48,7 +48,8 @@ DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autoca
 
 
 def _labels_tokens(model: torch.nn.Module) -> bool:
-    return labels_tokens(type(model).__name__)
+    # an exported model run by ONNX Runtime (`onnx_runtime`) says so itself
+    return labels_tokens(type(model).__name__) or getattr(model, "labels_tokens", None) is True
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:

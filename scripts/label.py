@@ -4,6 +4,7 @@
     python scripts/label.py --model runs/main/final --inputs scans/ --output labels.jsonl
     python scripts/label.py --model runs/main/final --inputs "archive/**/*.pdf" --output labels.jsonl --png_dir png/
     python scripts/label.py --model runs/main/final --dataset user/forms --split test --output labels.jsonl
+    python scripts/label.py --model runs/main/onnx --runtime onnx --inputs scans/ --output labels.jsonl  # an export
     accelerate launch --num_processes 8 scripts/label.py ... --output labels.jsonl   # then: --merge
     python scripts/label.py --merge --output labels.jsonl
 
@@ -25,6 +26,7 @@ from layoutlm_roialign.labelling.pipeline import check_run_arguments
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 from layoutlm_roialign.labelstudio import labelstudio_options
+from layoutlm_roialign.onnx_runtime import RUNTIMES
 from layoutlm_roialign.options_layoutlm_roialign import WindowOptions
 
 EXIT_FAILURES = 1
@@ -41,6 +43,10 @@ class LabelArguments:
     dtype: str = field(default="float32", metadata={"help": "bfloat16: bf16 autocast.", "choices": list(DTYPES)})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ...; default: this process's."})
     compile: bool = field(default=False, metadata={"help": "Run the model through torch.compile."})
+    runtime: str = field(
+        default="torch",
+        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
+    )
     quiet: bool = field(default=False, metadata={"help": "No progress bar (none either when stderr is no terminal)."})
     max_length: int | None = field(
         default=None, metadata={"help": "Tokens per window (default: the model's, <= 512)."}
@@ -67,7 +73,9 @@ def main(argv=None) -> dict:
         parser.error("--model is required (a checkpoint folder or Hub id), except with --merge.")
     try:
         check_run_arguments(args.batch_size, args.num_workers)  # before any output is created
-        device = check_device(args.device or _default_device())
+        if args.runtime == "onnx" and args.compile:
+            raise ValueError("--compile runs torch.compile, which --runtime onnx does not use: drop one of them.")
+        device = check_device(args.device or ("cpu" if args.runtime == "onnx" else _default_device()))
         plan = plan_run(
             args.output,
             sources.inputs,
@@ -80,7 +88,8 @@ def main(argv=None) -> dict:
         )
         from layoutlm_roialign.inference import load_model_and_processor
 
-        model, processor = load_model_and_processor(args.model, args.trust_remote_code)  # linking: pairs too
+        # linking: pairs too
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code, runtime=args.runtime)
         summary = plan.run(
             model,
             processor,

@@ -19,6 +19,7 @@ from ..dataset_predictions import link_scores_of, predict_dataset
 from ..inference import is_linking_model
 from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
+from ..onnx_runtime import RUNTIMES
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]
 
@@ -38,6 +39,10 @@ class EvaluateArguments:
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
     output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
+    runtime: str = field(
+        default="torch",
+        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
+    )
 
 
 def evaluate_checkpoint(
@@ -47,6 +52,7 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     trust_remote_code: bool = False,
     return_predictions: bool = False,
+    runtime: str = "torch",
 ) -> dict:
     """Score checkpoint `model` on `split` of `data_args.dataset`.
 
@@ -70,8 +76,10 @@ def evaluate_checkpoint(
     pages = raw[split]
     if len(pages) == 0:
         raise ValueError(f"--split {split!r} of --dataset {data_args.dataset!r} has no pages to score.")
-    net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
-    if torch.cuda.is_available():
+    net, processor = load_checkpoint_for_labels(
+        model, label_names_of(pages), f"--model {model}", trust_remote_code, runtime=runtime
+    )
+    if torch.cuda.is_available() and runtime == "torch":
         net = net.cuda()
     predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size)
     id2label = net.config.id2label
@@ -81,6 +89,7 @@ def evaluate_checkpoint(
         "model": model,
         "dataset": data_args.dataset,
         "split": split,
+        "runtime": runtime,
         "pages": len(pages),
         **entity_scores(references, labels),
     }

@@ -48,9 +48,9 @@ class PageLabeller:
         dtype: `"float32"`, or `"bfloat16"` for bf16 autocast (RoIAlign stays in float32).
         compile: run the forward pass through `torch.compile`.
 
-    Records: `{"source", "page", "num_pages", "width", "height", "words_from", "words", "entities"[, "pairs"]}`, the
-    words, entities and pairs as `predict_page` gives them; a page the reader could not read: `{"source", "page",
-    "num_pages", "error"}`.
+    Records: `{"source", "page", "num_pages", "width", "height", "words_from", "runtime", "words", "entities"[,
+    "pairs"]}`, the words, entities and pairs as `predict_page` gives them, `runtime` `"torch"` or `"onnx"` (an
+    export run by ONNX Runtime); a page the reader could not read: `{"source", "page", "num_pages", "error"}`.
     """
 
     def __init__(
@@ -80,6 +80,7 @@ class PageLabeller:
                 continue
             result = next(labelled)
             record = {k: item[k] for k in ("source", "page", "num_pages", "width", "height", "words_from")}
+            record["runtime"] = getattr(self.model, "runtime", "torch")
             record.update(words=result["words"], entities=result["entities"])
             if "pairs" in result:
                 record["pairs"] = result["pairs"]

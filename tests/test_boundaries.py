@@ -86,6 +86,9 @@ def test_functions_stay_short():
 
 ROAD_STEPS = {"predict_windows", "decode_page", "link_pages"}  # the road's steps, composed by `label_pages` alone
 ROAD_MODULES = {"road_layoutlm_roialign.py", "entities_layoutlm_roialign.py"}
+# The ONNX export's self-check compares the raw window logits of PyTorch and ONNX Runtime: the window loop alone,
+# nothing decoded or linked.
+RAW_LOGIT_CHECKS = {"layoutlm_roialign/onnx_export.py": {"predict_windows"}}
 
 
 def _road_calls(path: Path) -> list[str]:
@@ -109,7 +112,9 @@ def test_only_the_road_composes_the_road():
         for path in files
         if path.name not in ROAD_MODULES and (calls := _road_calls(path))
     }
-    assert found == {}
+    for name, allowed in RAW_LOGIT_CHECKS.items():
+        found[name] = [call for call in found.get(name, []) if call.split(":")[0] not in allowed]
+    assert {name: calls for name, calls in found.items() if calls} == {}
 
 
 def test_the_road_check_sees_a_call(tmp_path):

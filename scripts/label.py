@@ -6,6 +6,7 @@
     python scripts/label.py --model runs/main/final --dataset user/forms --split test --output labels.jsonl
     accelerate launch --num_processes 8 scripts/label.py ... --output labels.jsonl   # then: --merge
     python scripts/label.py --merge --output labels.jsonl
+    python scripts/label.py --engine ray --ray_address head:6379 --model ... --output labels.jsonl  # a Ray cluster
 
 A rerun with the same `--output` skips the pages it holds. Exit status: 0 when every page was labelled, 1 when
 some pages failed (listed with their reasons in `<output stem>.failures.jsonl`), 2 for bad arguments, 130 when
@@ -21,7 +22,8 @@ from transformers import HfArgumentParser
 
 from layoutlm_roialign.inference import DTYPES
 from layoutlm_roialign.labelling import merge_shards, plan_run
-from layoutlm_roialign.labelling.pipeline import check_run_arguments
+from layoutlm_roialign.labelling.pipeline import check_run_arguments, process_share
+from layoutlm_roialign.labelling.ray_run import RayOptions, check_engine_flags, connect, label_on_ray
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 from layoutlm_roialign.labelstudio import labelstudio_options
@@ -48,6 +50,21 @@ class LabelArguments:
     stride: int | None = field(default=None, metadata={"help": "Tokens shared by consecutive windows (max_length/4)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
     merge: bool = field(default=False, metadata={"help": "Only join the shards of a multi-process run into --output."})
+    engine: str = field(
+        default="local",
+        metadata={
+            "help": "local: reader processes and the model here; ray: on a Ray cluster.",
+            "choices": ["local", "ray"],
+        },
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "--engine ray: the cluster's head (default: $RAY_ADDRESS, else a local Ray)."}
+    )
+    num_cpus_per_reader: float = field(default=1.0, metadata={"help": "--engine ray: CPUs per page-reading task."})
+    num_replicas: int = field(default=1, metadata={"help": "--engine ray: model replicas (an actor each)."})
+    num_gpus_per_replica: float | None = field(
+        default=None, metadata={"help": "--engine ray: GPUs per replica (default: 1 if the cluster has GPUs, else 0)."}
+    )
 
 
 def main(argv=None) -> dict:
@@ -55,6 +72,10 @@ def main(argv=None) -> dict:
     try:
         args, sources = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
     except ValueError as err:  # PageSourceArguments checks its fields when it is built (--ocr_lang)
+        parser.error(str(err))
+    try:
+        check_engine_flags(args.engine, sys.argv[1:] if argv is None else argv, process_share()[1])
+    except ValueError as err:
         parser.error(str(err))
     if args.merge:
         try:
@@ -67,7 +88,14 @@ def main(argv=None) -> dict:
         parser.error("--model is required (a checkpoint folder or Hub id), except with --merge.")
     try:
         check_run_arguments(args.batch_size, args.num_workers)  # before any output is created
-        device = check_device(args.device or _default_device())
+        if args.engine == "ray":
+            ray_options = RayOptions(
+                args.ray_address, args.num_cpus_per_reader, args.num_replicas, args.num_gpus_per_replica
+            )
+            ray_options.check()
+            connect(ray_options, args.quiet)  # an unreachable --ray_address stops here, before anything is read
+        else:
+            device = check_device(args.device or _default_device())
         plan = plan_run(
             args.output,
             sources.inputs,
@@ -77,20 +105,25 @@ def main(argv=None) -> dict:
             windows=WindowOptions(args.max_length, args.stride),
             png_dir=args.png_dir,
             labelstudio=labelstudio_options(sources),
+            **({"process_index": 0, "num_processes": 1} if args.engine == "ray" else {}),
         )
         from layoutlm_roialign.inference import load_model_and_processor
 
         model, processor = load_model_and_processor(args.model, args.trust_remote_code)  # linking: pairs too
-        summary = plan.run(
-            model,
-            processor,
-            args.batch_size,
-            args.num_workers,
-            device,
-            args.dtype,
-            args.compile,
-            args.quiet,
-        )
+        if args.engine == "ray":
+            summary = label_on_ray(plan, model, processor, ray_options, args.batch_size, args.dtype, args.compile,
+                                   args.quiet)  # fmt: skip
+        else:
+            summary = plan.run(
+                model,
+                processor,
+                args.batch_size,
+                args.num_workers,
+                device,
+                args.dtype,
+                args.compile,
+                args.quiet,
+            )
     except (ValueError, ImportError) as err:
         parser.error(str(err))
     except KeyboardInterrupt:
@@ -104,6 +137,7 @@ def main(argv=None) -> dict:
         f"{summary['words']} words, {summary['entities']} entities, {summary['pages_per_second']} pages/s, "
         f"the model waited for pages {summary['input_wait_share']:.0%} of the time -> {summary['output']}"
         + (f" (failures: {summary['failures_output']})" if summary["failed"] else "")
+        + (f"; on Ray, {summary['retried']} pages retried" if "retried" in summary else "")
     )
     print(json.dumps(summary))
     if summary["failed"]:

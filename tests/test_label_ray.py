@@ -1,0 +1,92 @@
+"""The labeller on Ray Data (`scripts/label.py --engine ray`): the default engine's records and failures from a local
+Ray; every page once after a model worker, the driver or a node is killed mid-run; bad flags refused before anything
+is read. The Ray tests are slow (a Ray start costs seconds): they share one local Ray of 2 CPUs per module."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO_ROOT
+from helpers import TEXT_PAGES, VOCAB, make_archive, requires_tesseract, run_script, save_tiny_checkpoint, write_text_pdf
+
+from layoutlm_roialign.labelling import read_complete
+
+pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
+
+RAY_ARGS = dict(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "final")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for the module (its address, for drivers in other processes); shut down after it."""
+    ray = pytest.importorskip("ray")
+    ray.init(**RAY_ARGS)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def label(checkpoint: str, *argv: str, capsys=None) -> tuple[int, dict | None]:
+    """scripts/label.py's `main` in this process: (exit status, the summary)."""
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    try:
+        return 0, main(["--model", checkpoint, "--quiet", *argv])
+    except SystemExit as exit:
+        summary = None
+        if capsys is not None:
+            lines = capsys.readouterr().out.strip().splitlines()
+            summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+        return exit.code, summary
+
+
+def text_pdfs(folder, pages: dict[str, int]) -> set[tuple[str, int]]:
+    """PDFs with a text layer (`name: page count`) in `folder`; returns their (file name, page) keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, count) in enumerate(pages.items()):
+        write_text_pdf(folder / name, [TEXT_PAGES[(i + p) % 2] + VOCAB[: (i + p) % 5] for p in range(count)])
+    return {(name, p) for name, count in pages.items() for p in range(1, count + 1)}
+
+
+def keys_of(path) -> list[tuple[str, int]]:
+    return sorted((os.path.basename(r["source"]), r["page"]) for r in read_complete(path))
+
+
+def without_timing(failures: list[dict]) -> dict:
+    return {(r["source"], r["page"]): r for r in failures}
+
+
+@pytest.mark.slow
+@requires_tesseract
+def test_ray_gives_the_default_engines_records_and_failures(checkpoint, local_ray, tmp_path, capsys):
+    """12 pages: images, a text PDF, a scan, a 3-frame TIFF, a corrupt PNG, an empty PDF (and a 2-page text PDF)."""
+    from helpers import assert_same_records
+
+    make_archive(tmp_path / "in")
+    text_pdfs(tmp_path / "in", {"h_more.pdf": 2})
+    inputs = ["--inputs", str(tmp_path / "in"), "--batch_size", "4"]
+    status, local = label(checkpoint, *inputs, "--output", str(tmp_path / "local.jsonl"), capsys=capsys)
+    assert status == 1 and (local["pages"], local["failed"]) == (10, 2)
+    status, on_ray = label(checkpoint, *inputs, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray",
+                           capsys=capsys)  # fmt: skip
+    assert status == 1 and (on_ray["pages"], on_ray["failed"], on_ray["retried"]) == (10, 2, 0)
+    assert_same_records(read_complete(tmp_path / "ray.jsonl"), read_complete(tmp_path / "local.jsonl"))
+    assert without_timing(read_complete(tmp_path / "ray.failures.jsonl")) == without_timing(
+        read_complete(tmp_path / "local.failures.jsonl")
+    )
+    # A rerun resumes: nothing labelled again, the two failures tried again.
+    status, again = label(checkpoint, *inputs, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray",
+                          capsys=capsys)  # fmt: skip
+    assert status == 1 and (again["pages"], again["skipped"], again["failed"]) == (0, 10, 2)
+    assert len(read_complete(tmp_path / "ray.jsonl")) == 10

@@ -8,16 +8,23 @@ import json
 import os
 import runpy
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 from conftest import REPO_ROOT
-from helpers import TEXT_PAGES, VOCAB, make_archive, requires_tesseract, run_script, save_tiny_checkpoint, write_text_pdf
+from helpers import (
+    TEXT_PAGES,
+    VOCAB,
+    make_archive,
+    requires_tesseract,
+    save_tiny_checkpoint,
+    write_text_pdf,
+)
 
 from layoutlm_roialign.labelling import read_complete
+from layoutlm_roialign.labelling.jsonl import record_key
+from layoutlm_roialign.labelling.ray_run import ATTEMPTS_ACTOR
 
 pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
 
@@ -90,3 +97,74 @@ def test_ray_gives_the_default_engines_records_and_failures(checkpoint, local_ra
                           capsys=capsys)  # fmt: skip
     assert status == 1 and (again["pages"], again["skipped"], again["failed"]) == (0, 10, 2)
     assert len(read_complete(tmp_path / "ray.jsonl")) == 10
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory) -> str:
+    """A tiny checkpoint reading pages at 448 pixels: about a second a page here, so that a kill lands mid-page."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("slow") / "final", image_size=448)
+
+
+def alive_actors(name: str) -> list[dict]:
+    """This cluster's live actors whose class name or name holds `name`, from the GCS's actor table (the state API
+    of `ray.util.state` needs the dashboard, which a `ray[data]` install does not run)."""
+    from ray._private import state
+
+    return [
+        a
+        for a in state.actors().values()
+        if a["State"] == "ALIVE" and (name in a["ActorClassName"] or name in a["Name"])
+    ]
+
+
+def labelling_now(output) -> bool:
+    """Whether a page's labelling has started (the run's `PageAttempts` says) and its record is not written yet."""
+    import ray
+
+    watchers = alive_actors(ATTEMPTS_ACTOR)
+    if not watchers:
+        return False
+    started = ray.get(ray.get_actor(watchers[0]["Name"]).pages_started.remote("label"))
+    return bool({tuple(key) for key in started} - {record_key(r) for r in read_complete(output)})
+
+
+def do_when(condition, action, timeout: float = 240.0) -> dict:
+    """In a thread: wait for `condition()`, then run `action()`; returns a dict that gets `done` (and `error`)."""
+    state: dict = {}
+
+    def watch() -> None:
+        try:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the condition never held")
+                time.sleep(0.05)
+            action()
+            state["done"] = True
+        except Exception as err:  # noqa: BLE001 (reported by the test)
+            state["error"] = err
+
+    threading.Thread(target=watch, daemon=True).start()
+    return state
+
+
+@pytest.mark.slow
+def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_once(
+    slow_checkpoint, local_ray, tmp_path
+):
+    expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(6)})
+    output = tmp_path / "labels.jsonl"
+    killed = []
+
+    def kill_the_replica():
+        (replica,) = alive_actors("LabelReplica")
+        killed.append(len(read_complete(output)))
+        os.kill(replica["Pid"], signal.SIGKILL)
+
+    watch = do_when(lambda: len(read_complete(output)) >= 1 and labelling_now(output), kill_the_replica)
+    status, summary = label(slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output),
+                            "--engine", "ray", "--words_from", "text", "--batch_size", "1")  # fmt: skip
+    assert watch.get("done"), watch
+    assert status == 0 and killed[0] < len(expected)  # killed mid-run
+    assert keys_of(output) == sorted(expected)  # every page, once
+    assert summary["pages"] == len(expected) and summary["retried"] >= 1

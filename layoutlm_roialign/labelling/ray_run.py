@@ -46,7 +46,11 @@ LOCAL_ONLY_FLAGS = {
     "--num_workers": "Ray reads on its CPU workers: use --num_cpus_per_reader",
     "--device": "each replica runs on the device Ray gives it: use --num_gpus_per_replica",
 }
-MAX_BLOCKS = 20_000  # the page jobs are split into at most this many Ray blocks (one per page below it)
+# A reader worker process is replaced after this many tasks: it bounds what a long-lived PDF / OCR worker accumulates,
+# and (the replicas having no such limit) keeps Ray Data from fusing the reading into the model replicas.
+READER_MAX_CALLS = 1000
+MAX_BLOCKS = 20_000
+ATTEMPTS_ACTOR = "layoutlm_roialign-page_attempts"  # the page jobs are split into at most this many Ray blocks (one per page below it)
 
 
 @dataclass(frozen=True)
@@ -163,14 +167,21 @@ def _attempts_actor(ray: Any) -> Any:
         def count(self) -> int:
             return self.retried
 
+        def pages_started(self, stage: str) -> list[tuple]:
+            """The first pages of the batches of `stage` started so far (to watch a run)."""
+            return [key[1:] for key in self.started if key[0] == stage]
+
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return PageAttempts.options(scheduling_strategy=here).remote()
+    name = f"{ATTEMPTS_ACTOR}-{os.getpid()}-{time.time_ns()}"  # found by its name prefix to watch a run
+    return PageAttempts.options(name=name, scheduling_strategy=here).remote()
 
 
 def _report(attempts: Any, stage: str, first: tuple, pages: int) -> None:
-    """Tell `PageAttempts` a batch starts (fire and forget: a lost report only loses a count)."""
+    """Tell `PageAttempts` a batch starts, and wait until it knows (a worker killed next must not lose the report)."""
+    import ray
+
     try:
-        attempts.start.remote(stage, first, pages)
+        ray.get(attempts.start.remote(stage, first, pages), timeout=60)
     except Exception:  # noqa: BLE001 (the count is informative; the pages are what matters)
         pass
 
@@ -229,7 +240,7 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
     pages = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
     read = pages.map_batches(
         read_pages, batch_size=None, fn_kwargs={"reader": reader, "attempts": attempts},
-        num_cpus=options.num_cpus_per_reader,
+        num_cpus=options.num_cpus_per_reader, max_calls=READER_MAX_CALLS,
     )  # fmt: skip
     return read.map_batches(
         LabelReplica, batch_size=batch_size, compute=ActorPoolStrategy(size=options.num_replicas),

@@ -8,6 +8,9 @@ import json
 import os
 import runpy
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -74,6 +77,64 @@ def without_timing(failures: list[dict]) -> dict:
     return {(r["source"], r["page"]): r for r in failures}
 
 
+# The quick tests come first: none of them may meet the module's local Ray (it would be joined instead).
+
+
+@pytest.mark.parametrize(
+    "argv, env, flag",
+    [
+        (["--engine", "ray", "--merge"], {}, "--merge does not go with --engine ray"),
+        (["--engine", "ray", "--num_workers", "4"], {}, "--num_workers does not go with --engine ray"),
+        (["--engine", "ray", "--device=cuda"], {}, "--device does not go with --engine ray"),
+        (["--engine", "ray"], {"WORLD_SIZE": "2"}, "--engine ray runs one driver"),
+        (["--ray_address", "head:6379"], {}, "--ray_address is an option of --engine ray"),
+        (["--num_replicas", "2"], {}, "--num_replicas is an option of --engine ray"),
+        (["--engine", "ray", "--num_replicas", "0"], {}, "--num_replicas must be a positive int"),
+        (["--engine", "ray", "--num_cpus_per_reader", "0"], {}, "--num_cpus_per_reader must be above 0"),
+    ],
+)
+def test_flags_that_make_no_sense_with_the_engine_are_refused_naming_the_flag(argv, env, flag, tmp_path, capsys,
+                                                                              monkeypatch):  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status, _ = label("no-model-needed", "--inputs", str(tmp_path), "--output", str(tmp_path / "labels.jsonl"), *argv)
+    assert status == 2 and flag in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_without_ray_installed_one_line_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as where it is not installed
+    make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    status, _ = label("no-model-needed", "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].endswith('--engine ray needs Ray Data: pip install "layoutlm-roialign[ray]"')
+    assert not output.exists()
+
+
+def test_an_unreachable_ray_address_stops_before_anything_is_read_or_written(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+
+    assert not ray.is_initialized()
+    read = []
+    monkeypatch.setattr("layoutlm_roialign.labelling.reading.PageReader.__getitem__", lambda *a: read.append(a))
+    make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+    address = f"127.0.0.1:{closed.getsockname()[1]}"
+    start = time.monotonic()
+    status, _ = label("no-model-needed", "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
+                      "--ray_address", address)  # fmt: skip
+    closed.close()
+    err = capsys.readouterr().err
+    assert status == 2 and f"--ray_address {address!r}: no Ray cluster answers there" in err
+    assert "ray start --head" in err and time.monotonic() - start < 30
+    assert not output.exists() and not (tmp_path / "labels.failures.jsonl").exists() and read == []
+    assert not ray.is_initialized()
+
+
 @pytest.mark.slow
 @requires_tesseract
 def test_ray_gives_the_default_engines_records_and_failures(checkpoint, local_ray, tmp_path, capsys):
@@ -128,20 +189,23 @@ def labelling_now(output) -> bool:
     return bool({tuple(key) for key in started} - {record_key(r) for r in read_complete(output)})
 
 
+def wait_for(condition, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def do_when(condition, action, timeout: float = 240.0) -> dict:
     """In a thread: wait for `condition()`, then run `action()`; returns a dict that gets `done` (and `error`)."""
     state: dict = {}
 
     def watch() -> None:
         try:
-            deadline = time.monotonic() + timeout
-            while not condition():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the condition never held")
-                time.sleep(0.05)
+            wait_for(condition, timeout)
             action()
             state["done"] = True
-        except Exception as err:  # noqa: BLE001 (reported by the test)
+        except (Exception, AssertionError) as err:  # noqa: BLE001 (reported by the test)
             state["error"] = err
 
     threading.Thread(target=watch, daemon=True).start()
@@ -168,3 +232,68 @@ def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_on
     assert status == 0 and killed[0] < len(expected)  # killed mid-run
     assert keys_of(output) == sorted(expected)  # every page, once
     assert summary["pages"] == len(expected) and summary["retried"] >= 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_rerun_with_the_same_command_resumes_and_writes_every_page_once(
+    slow_checkpoint, local_ray, tmp_path
+):
+    expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(6)})
+    output = tmp_path / "labels.jsonl"
+    argv = ["--model", slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
+            "--words_from", "text", "--batch_size", "1", "--quiet"]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "scripts" / "label.py"), *argv, "--ray_address", local_ray],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(read_complete(output)) >= 3 or driver.poll() is not None, timeout=240)
+        driver.kill()
+    finally:
+        stderr = driver.communicate(timeout=60)[1]
+    assert driver.returncode == -signal.SIGKILL, stderr[-3000:]
+    written = len(read_complete(output))
+    assert 3 <= written < len(expected)
+    status, summary = label(slow_checkpoint, *argv[2:-1], "--ray_address", local_ray)
+    assert status == 0 and (summary["skipped"], summary["pages"]) == (written, len(expected) - written)
+    assert keys_of(output) == sorted(expected)  # every page, once
+    assert output.read_bytes().endswith(b"\n")
+
+
+@pytest.mark.slow
+def test_a_cluster_that_loses_a_node_mid_run_still_writes_every_page_once(slow_checkpoint, tmp_path):
+    """Three nodes of one CPU (the head, two workers); the worker node running the model replica (else the first)
+    is removed mid-run. (With two nodes of one CPU, the survivor's CPU goes to the restarted replica and no reader
+    could run: a cluster needs CPUs for readers beyond its replicas'.) The last Ray test of the module: it replaces
+    the module's local Ray with the cluster."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    nodes = dict(num_cpus=1, object_store_memory=100 * 2**20)
+    cluster = Cluster(initialize_head=True, head_node_args={**nodes, "include_dashboard": False})
+    try:
+        workers = [cluster.add_node(**nodes) for _ in range(2)]
+        cluster.wait_for_nodes()
+        expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(5)})
+        output = tmp_path / "labels.jsonl"
+        removed = []
+
+        def remove_a_worker_node():
+            replica_nodes = {a["Address"]["NodeID"] for a in alive_actors("LabelReplica")}
+            node = next((w for w in workers if w.node_id in replica_nodes), workers[0])
+            removed.append((len(read_complete(output)), node.node_id in replica_nodes))
+            cluster.remove_node(node)
+
+        watch = do_when(lambda: len(read_complete(output)) >= 2, remove_a_worker_node)
+        status, summary = label(slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output),
+                                "--engine", "ray", "--words_from", "text", "--batch_size", "1",
+                                "--ray_address", cluster.address)  # fmt: skip
+        assert watch.get("done"), watch
+        assert status == 0 and removed[0][0] < len(expected)  # removed mid-run
+        assert keys_of(output) == sorted(expected)  # every page, once
+        assert summary["pages"] == len(expected)
+        print("removed after", removed, "retried", summary["retried"])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

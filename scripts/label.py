@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 from layoutlm_roialign.inference import DTYPES
 from layoutlm_roialign.labelling import merge_shards, plan_run
 from layoutlm_roialign.labelling.pipeline import check_run_arguments, process_share
-from layoutlm_roialign.labelling.ray_run import RayOptions, check_engine_flags, connect, label_on_ray
+from layoutlm_roialign.labelling.ray_run import RayOptions, check_engine_flags, label_on_ray, ray_session
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 from layoutlm_roialign.labelstudio import labelstudio_options
@@ -87,43 +87,7 @@ def main(argv=None) -> dict:
     if not args.model:
         parser.error("--model is required (a checkpoint folder or Hub id), except with --merge.")
     try:
-        check_run_arguments(args.batch_size, args.num_workers)  # before any output is created
-        if args.engine == "ray":
-            ray_options = RayOptions(
-                args.ray_address, args.num_cpus_per_reader, args.num_replicas, args.num_gpus_per_replica
-            )
-            ray_options.check()
-            connect(ray_options, args.quiet)  # an unreachable --ray_address stops here, before anything is read
-        else:
-            device = check_device(args.device or _default_device())
-        plan = plan_run(
-            args.output,
-            sources.inputs,
-            sources.dataset,
-            sources.split,
-            read=sources.read_options(),
-            windows=WindowOptions(args.max_length, args.stride),
-            png_dir=args.png_dir,
-            labelstudio=labelstudio_options(sources),
-            **({"process_index": 0, "num_processes": 1} if args.engine == "ray" else {}),
-        )
-        from layoutlm_roialign.inference import load_model_and_processor
-
-        model, processor = load_model_and_processor(args.model, args.trust_remote_code)  # linking: pairs too
-        if args.engine == "ray":
-            summary = label_on_ray(plan, model, processor, ray_options, args.batch_size, args.dtype, args.compile,
-                                   args.quiet)  # fmt: skip
-        else:
-            summary = plan.run(
-                model,
-                processor,
-                args.batch_size,
-                args.num_workers,
-                device,
-                args.dtype,
-                args.compile,
-                args.quiet,
-            )
+        summary = _label(args, sources)
     except (ValueError, ImportError) as err:
         parser.error(str(err))
     except KeyboardInterrupt:
@@ -143,6 +107,47 @@ def main(argv=None) -> dict:
     if summary["failed"]:
         sys.exit(EXIT_FAILURES)
     return summary
+
+
+def _label(args: LabelArguments, sources: PageSourceArguments) -> dict:
+    """Plan the run and label its pages with the chosen engine; returns the summary. Every check that needs nothing
+    read comes first (an unreachable `--ray_address` included), so that a bad argument leaves no file behind."""
+    check_run_arguments(args.batch_size, args.num_workers)  # before any output is created
+    if args.engine == "ray":
+        options = RayOptions(args.ray_address, args.num_cpus_per_reader, args.num_replicas, args.num_gpus_per_replica)
+        options.check()
+        with ray_session(options, args.quiet):
+            plan = _plan(args, sources, process_index=0, num_processes=1)  # one driver: no shards
+            model, processor = _load(args)
+            return label_on_ray(plan, model, processor, options, args.batch_size, args.dtype, args.compile,
+                                args.quiet)  # fmt: skip
+    device = check_device(args.device or _default_device())
+    plan = _plan(args, sources)
+    model, processor = _load(args)
+    return plan.run(
+        model, processor, args.batch_size, args.num_workers, device, args.dtype, args.compile, args.quiet
+    )  # fmt: skip
+
+
+def _plan(args: LabelArguments, sources: PageSourceArguments, **share: int):
+    """`plan_run` with this command's arguments (`share`: `process_index` / `num_processes`, else the launcher's)."""
+    return plan_run(
+        args.output,
+        sources.inputs,
+        sources.dataset,
+        sources.split,
+        read=sources.read_options(),
+        windows=WindowOptions(args.max_length, args.stride),
+        png_dir=args.png_dir,
+        labelstudio=labelstudio_options(sources),
+        **share,
+    )
+
+
+def _load(args: LabelArguments) -> tuple:
+    from layoutlm_roialign.inference import load_model_and_processor
+
+    return load_model_and_processor(args.model, args.trust_remote_code)  # linking: pairs too
 
 
 def _default_device() -> str:

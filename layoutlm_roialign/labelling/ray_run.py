@@ -20,11 +20,13 @@ Every read and label attempt reports its batch to `PageAttempts`, a small actor 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,7 +38,15 @@ from .reading import PageReader
 from .runner import PageLabeller
 from .sources import PageJob
 
-__all__ = ["RayOptions", "RAY_ONLY_FLAGS", "LOCAL_ONLY_FLAGS", "check_engine_flags", "connect", "label_on_ray"]
+__all__ = [
+    "RayOptions",
+    "RAY_ONLY_FLAGS",
+    "LOCAL_ONLY_FLAGS",
+    "check_engine_flags",
+    "connect",
+    "label_on_ray",
+    "ray_session",
+]
 
 RAY_EXTRA = '--engine ray needs Ray Data: pip install "layoutlm-roialign[ray]"'
 RAY_ONLY_FLAGS = ("--ray_address", "--num_cpus_per_reader", "--num_replicas", "--num_gpus_per_replica")
@@ -144,6 +154,17 @@ def connect(options: RayOptions, quiet: bool = False) -> bool:
     except (ConnectionError, RuntimeError) as err:
         raise ValueError(f"--ray_address {address!r}: cannot join the Ray cluster ({err}).") from err
     return True
+
+
+@contextlib.contextmanager
+def ray_session(options: RayOptions, quiet: bool = False) -> Iterator[None]:
+    """Connected to Ray (`connect`) for the block, and disconnected after it if this connected."""
+    started = connect(options, quiet)
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()
 
 
 def _attempts_actor(ray: Any) -> Any:
@@ -254,8 +275,8 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
 def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int = 8,
                  dtype: str = "float32", compile: bool = False, quiet: bool = False) -> dict:  # fmt: skip
     """Label the planned pages on Ray (module docstring) and return `LabelRun.run`'s summary, plus `retried` (pages
-    read or labelled again after a loss) and `duplicates` (records that arrived again and were dropped). Connects
-    with `connect` unless this process is connected; the plan's lock is released at the end.
+    read or labelled again after a loss) and `duplicates` (records that arrived again and were dropped). Runs in a
+    `ray_session` (this process's connection, if it has one); the plan's lock is released at the end.
 
     Raises:
         ValueError: naming the flag, for bad options or an unreachable `--ray_address`.
@@ -263,13 +284,8 @@ def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions
     try:
         check_run_arguments(batch_size, 0)
         options.check()
-        started = connect(options, quiet)
-        ray = import_ray()
-        try:
-            return _drive(ray, plan, model, processor, options, batch_size, dtype, compile, quiet)
-        finally:
-            if started:
-                ray.shutdown()
+        with ray_session(options, quiet):
+            return _drive(import_ray(), plan, model, processor, options, batch_size, dtype, compile, quiet)
     finally:
         if plan.lock is not None:
             plan.lock.release()

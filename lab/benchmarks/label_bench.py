@@ -20,7 +20,8 @@ For each corpus, in the same run:
   fresh process; its summary gives the share of the time the model waited for pages (blocked on the DataLoader).
 - `label.py --engine ray` (with `--engines local,ray`, the default where Ray Data is installed): the same plan on a
   local Ray of the machine's cores (`labelling.ray_run.label_on_ray`: reader tasks, one model replica), in a fresh
-  process; Ray's start is not counted (the labeller's own timer starts at its first page), as a cluster runs already.
+  process. Starting Ray (`ray.init`) is not counted, as a cluster runs already; starting its workers and sending the
+  model to the replica are.
 
 The loop and the labeller run in fresh processes (one at a time), and the labeller twice, on half the pages and on all
 of them, to show that its peak memory (the main process's `VmHWM`, and the largest reader worker's from

@@ -143,13 +143,14 @@ def test_ray_gives_the_default_engines_records_and_failures(checkpoint, local_ra
 
     make_archive(tmp_path / "in")
     text_pdfs(tmp_path / "in", {"h_more.pdf": 2})
-    inputs = ["--inputs", str(tmp_path / "in"), "--batch_size", "4"]
+    inputs = ["--inputs", str(tmp_path / "in"), "--batch_size", "4", "--png_dir", str(tmp_path / "png")]
     status, local = label(checkpoint, *inputs, "--output", str(tmp_path / "local.jsonl"), capsys=capsys)
     assert status == 1 and (local["pages"], local["failed"]) == (10, 2)
     status, on_ray = label(checkpoint, *inputs, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray",
                            capsys=capsys)  # fmt: skip
     assert status == 1 and (on_ray["pages"], on_ray["failed"], on_ray["retried"]) == (10, 2, 0)
-    assert_same_records(read_complete(tmp_path / "ray.jsonl"), read_complete(tmp_path / "local.jsonl"))
+    assert_same_records(read_complete(tmp_path / "ray.jsonl"), read_complete(tmp_path / "local.jsonl"))  # png too
+    assert all(os.path.getsize(r["png"]) > 0 for r in read_complete(tmp_path / "ray.jsonl"))  # drawn by the replica
     assert without_timing(read_complete(tmp_path / "ray.failures.jsonl")) == without_timing(
         read_complete(tmp_path / "local.failures.jsonl")
     )
@@ -210,6 +211,29 @@ def do_when(condition, action, timeout: float = 240.0) -> dict:
 
     threading.Thread(target=watch, daemon=True).start()
     return state
+
+
+@pytest.mark.slow
+def test_a_dataset_with_word_columns_gives_the_default_engines_records(checkpoint, local_ray, tmp_path):
+    from helpers import assert_same_records, draw_words
+
+    datasets = pytest.importorskip("datasets")
+    rows = {"image": [], "words": [], "bboxes": []}
+    for i, words in enumerate([["date", "total"], ["name"], [], VOCAB[:4]]):
+        image, boxes = draw_words(words, seed=i)
+        rows["image"].append(image)
+        rows["words"].append(words)
+        width, height = image.size
+        scale = (width, height, width, height)
+        rows["bboxes"].append([[int(v * 1000 / s) for v, s in zip(b, scale, strict=True)] for b in boxes])
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(tmp_path / "ds")
+    argv = ["--dataset", str(tmp_path / "ds"), "--words_column", "words", "--boxes_column", "bboxes"]
+    assert label(checkpoint, *argv, "--output", str(tmp_path / "local.jsonl"))[0] == 0
+    status, summary = label(checkpoint, *argv, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray")
+    assert status == 0 and (summary["pages"], summary["failed"]) == (4, 0)
+    records = read_complete(tmp_path / "ray.jsonl")
+    assert {r["words_from"] for r in records} == {"dataset"}
+    assert_same_records(records, read_complete(tmp_path / "local.jsonl"))
 
 
 @pytest.mark.slow

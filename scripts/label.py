@@ -99,7 +99,8 @@ def main(argv=None) -> dict:
     print(
         f"{summary['pages']} pages labelled ({summary['skipped']} already done), {summary['failed']} failed, "
         f"{summary['words']} words, {summary['entities']} entities, {summary['pages_per_second']} pages/s, "
-        f"the model waited for pages {summary['input_wait_share']:.0%} of the time -> {summary['output']}"
+        + ("the driver waited for records" if "retried" in summary else "the model waited for pages")
+        + f" {summary['input_wait_share']:.0%} of the time -> {summary['output']}"
         + (f" (failures: {summary['failures_output']})" if summary["failed"] else "")
         + (f"; on Ray, {summary['retried']} pages retried" if "retried" in summary else "")
     )

@@ -55,9 +55,9 @@ def label(checkpoint: str, *argv: str, capsys=None) -> tuple[int, dict | None]:
         return 0, main(["--model", checkpoint, "--quiet", *argv])
     except SystemExit as exit:
         summary = None
-        if capsys is not None:
+        if capsys is not None:  # the JSON summary is the command's last line; Ray may log after it
             lines = capsys.readouterr().out.strip().splitlines()
-            summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+            summary = next((json.loads(line) for line in reversed(lines) if line.startswith('{"pages"')), None)
         return exit.code, summary
 
 
@@ -282,6 +282,9 @@ def test_a_killed_driver_rerun_with_the_same_command_resumes_and_writes_every_pa
     assert status == 0 and (summary["skipped"], summary["pages"]) == (written, len(expected) - written)
     assert keys_of(output) == sorted(expected)  # every page, once
     assert output.read_bytes().endswith(b"\n")
+    status, summary = label(slow_checkpoint, *argv[2:-1], "--ray_address", local_ray)  # all done: nothing to label
+    assert status == 0 and (summary["skipped"], summary["pages"], summary["retried"]) == (len(expected), 0, 0)
+    assert keys_of(output) == sorted(expected)
 
 
 @pytest.mark.slow

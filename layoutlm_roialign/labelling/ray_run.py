@@ -21,6 +21,7 @@ Every read and label attempt reports its batch to `PageAttempts`, a small actor 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import pickle
@@ -216,6 +217,7 @@ def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
     columns = (batch[f.name] for f in fields(PageJob))
     jobs = [PageJob(str(s), int(p), int(n), str(k)) for s, p, n, k in zip(*columns, strict=True)]
     _report(attempts, "read", jobs[0].key, len(jobs))
+    reader = copy.copy(reader)  # the worker's copy of the reader, with this task's jobs
     reader.jobs = jobs
     return {"item": [pickle.dumps(reader[i], protocol=pickle.HIGHEST_PROTOCOL) for i in range(len(jobs))]}
 
@@ -295,30 +297,31 @@ def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, qui
     """Stream the records from the Ray pipeline into the outputs, each page once."""
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     summary = {"pages": 0, "failed": 0, "skipped": plan.skipped, "words": 0, "entities": 0}
-    written: set = set()
+    written: set = set()  # the pages this run wrote (those of earlier runs are not in the plan)
     duplicates = 0
     start, waited = time.perf_counter(), 0.0
     attempts = _attempts_actor(ray)
-    with JsonlWriter(plan.output) as records, JsonlWriter(plan.failures_output, truncate=True) as failures:
-        LabelRun.write_records(plan.failures, records, failures, summary)
-        if plan.jobs:
-            batches = _dataset(ray, plan, model, processor, options, batch_size, dtype, compile, attempts)
-            stream = iter(batches.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+    try:
+        with JsonlWriter(plan.output) as records, JsonlWriter(plan.failures_output, truncate=True) as failures:
+            LabelRun.write_records(plan.failures, records, failures, summary)
+            stream = iter(())  # nothing left to label: the rerun of a finished run
+            if plan.jobs:
+                pipeline = _dataset(ray, plan, model, processor, options, batch_size, dtype, compile, attempts)
+                stream = iter(pipeline.iter_batches(batch_size=None, batch_format="numpy"))
             while True:
                 tick = time.perf_counter()
                 batch = next(stream, None)
                 waited += time.perf_counter() - tick
                 if batch is None:
                     break
-                done = []
-                for line in batch["record"]:
-                    record = json.loads(line)
-                    if record_key(record) in written:
-                        duplicates += 1
-                        continue
-                    written.add(record_key(record))
-                    done.append(record)
-                LabelRun.write_records(done, records, failures, summary)
+                done = [json.loads(line) for line in batch["record"]]
+                fresh = [r for r in done if record_key(r) not in written]
+                duplicates += len(done) - len(fresh)
+                written.update(record_key(r) for r in fresh)
+                LabelRun.write_records(fresh, records, failures, summary)
+        retried = ray.get(attempts.count.remote())
+    finally:
+        ray.kill(attempts)
     summary = plan.finish_summary(summary, time.perf_counter() - start, waited)
-    summary.update(retried=ray.get(attempts.count.remote()), duplicates=duplicates, engine="ray")
+    summary.update(retried=retried, duplicates=duplicates, engine="ray")
     return summary

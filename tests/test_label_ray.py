@@ -258,6 +258,48 @@ def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_on
     assert summary["pages"] == len(expected) and summary["retried"] >= 1
 
 
+def reading_processes() -> list[int]:
+    """The pids of the Ray worker processes running a `read_pages` task now (Ray titles a busy worker
+    `ray::<task>`)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and b"read_pages" in title:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+@requires_tesseract
+def test_a_reader_worker_killed_mid_page_has_its_page_read_again_and_each_written_once(
+    checkpoint, local_ray, tmp_path
+):
+    from helpers import draw_words
+
+    (tmp_path / "in").mkdir()
+    for i in range(8):
+        draw_words(VOCAB[i : i + 3], seed=i)[0].save(tmp_path / "in" / f"scan{i}.png")  # OCR'd: a second or so
+    output = tmp_path / "labels.jsonl"
+    killed = []
+
+    def kill_a_reader():
+        pid = reading_processes()[0]
+        killed.append(len(read_complete(output)))
+        os.kill(pid, signal.SIGKILL)
+
+    watch = do_when(lambda: len(read_complete(output)) >= 1 and reading_processes(), kill_a_reader)
+    status, summary = label(checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
+                            "--words_from", "ocr", "--batch_size", "1")  # fmt: skip
+    assert watch.get("done"), watch
+    assert status == 0 and killed[0] < 8
+    assert keys_of(output) == sorted((f"scan{i}.png", 1) for i in range(8))  # every page, once
+    assert summary["pages"] == 8 and summary["retried"] >= 1
+
+
 @pytest.mark.slow
 def test_a_killed_driver_rerun_with_the_same_command_resumes_and_writes_every_page_once(
     slow_checkpoint, local_ray, tmp_path

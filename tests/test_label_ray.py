@@ -179,15 +179,19 @@ def alive_actors(name: str) -> list[dict]:
     ]
 
 
-def labelling_now(output) -> bool:
-    """Whether a page's labelling has started (the run's `PageAttempts` says) and its record is not written yet."""
+def pages_started(stage: str) -> set[tuple]:
+    """The pages whose `stage` ("read" or "label") the running labeller has started (its `PageAttempts` says)."""
     import ray
 
     watchers = alive_actors(ATTEMPTS_ACTOR)
     if not watchers:
-        return False
-    started = ray.get(ray.get_actor(watchers[0]["Name"]).pages_started.remote("label"))
-    return bool({tuple(key) for key in started} - {record_key(r) for r in read_complete(output)})
+        return set()
+    return {tuple(key) for key in ray.get(ray.get_actor(watchers[0]["Name"]).pages_started.remote(stage))}
+
+
+def labelling_now(output) -> bool:
+    """Whether a page's labelling has started and its record is not written yet."""
+    return bool(pages_started("label") - {record_key(r) for r in read_complete(output)})
 
 
 def wait_for(condition, timeout: float = 240.0) -> None:
@@ -287,11 +291,12 @@ def test_a_reader_worker_killed_mid_page_has_its_page_read_again_and_each_writte
     killed = []
 
     def kill_a_reader():
+        time.sleep(0.2)  # well into the page (its OCR takes longer), past the report that it started
         pid = reading_processes()[0]
-        killed.append(len(read_complete(output)))
+        killed.append(len(pages_started("read")))
         os.kill(pid, signal.SIGKILL)
 
-    watch = do_when(lambda: len(read_complete(output)) >= 1 and reading_processes(), kill_a_reader)
+    watch = do_when(lambda: len(pages_started("read")) >= 2 and reading_processes(), kill_a_reader)
     status, summary = label(checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
                             "--words_from", "ocr", "--batch_size", "1")  # fmt: skip
     assert watch.get("done"), watch

@@ -4,8 +4,8 @@ The run is the default engine's with Ray as the executor. `plan_run` plans the p
 the driver, exactly as for one process; the page jobs become a Ray dataset, and
 
 - `read_pages` runs `PageReader` (read, OCR, encode) as Ray tasks on CPU workers (`num_cpus_per_reader` each);
-  a task whose worker dies is run again (Ray's `max_retries`, 3), and so is one whose output was lost with its node
-  (lineage reconstruction);
+  a task whose worker dies is run again (Ray Data's `max_retries` of -1: without limit), and so is one whose output
+  was lost with its node (lineage reconstruction);
 - `LabelReplica` is an actor pool of `num_replicas` model replicas (`num_gpus_per_replica` each), each a
   `PageLabeller` that batches the windows of the pages it is given (`road.group_pages`), as the engine does, and
   draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches (`max_restarts` and

@@ -50,7 +50,8 @@ class FormUnderstandingPipeline(Pipeline):
     `threshold` (a probability in [0, 1]) and `one_value_key` (a bool), overriding the checkpoint's `link_threshold`
     / `link_one_value_key`, `clamp_boxes` (pin given boxes past the page edge to it instead of refusing them),
     `batch_size` (windows per forward pass, across pages; default 8). `device` and `dtype` are taken at construction
-    as by every pipeline. Pages are read by `pages.read_page`, with its rules (pixel budget, pixel values, boxes).
+    as by every pipeline. Pages are read by `pages_layoutlm_roialign.read_page`, with its rules (pixel budget, pixel
+    values, boxes).
 
     Returns per page: `{"width", "height", "page", "words_from", "words": [{"text", "box", "pixel_box", "label",
     "score"}], "entities": [{"label", "text", "word_indices", "box", "pixel_box", "score"}]}`, plus `"pairs":

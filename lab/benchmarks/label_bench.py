@@ -5,8 +5,8 @@ Two corpora of `--pages` pages each, the same model for every measurement:
 - `scans`: FUNSD-like scans read with OCR (Tesseract): the FUNSD training pages (`$LAYOUTLM_ROIALIGN_FUNSD`, default
   `../shared/data/funsd/training_data` beside the repository) when present (repeated under new names past its 149
   pages), else synthetic forms saved as PNG;
-- `pdfs`: born-digital PDFs with a text layer (synthetic forms written with `pdf.write_pdf`, one page each, read back
-  at 150 dpi like the labeller's default), so no OCR.
+- `pdfs`: born-digital PDFs with a text layer (synthetic forms written with `pdf_layoutlm_roialign.write_pdf`, one page
+  each, read back at 150 dpi like the labeller's default), so no OCR.
 
 For each corpus, in the same run:
 

@@ -1,8 +1,8 @@
 """The model side of the labeller: batches of encoded pages through the engine (`Engine.label_batch`).
 
-`PageLabeller` labels a batch that `road.group_pages` gathered (windows of several pages per forward pass, each
-page's image once, bf16 autocast and `torch.compile` on request), with the decoding `predict_page` uses, and, for a
-linking checkpoint, the key-value pairs from the same pass; it returns one JSON-ready record per page.
+`PageLabeller` labels a batch that `road_layoutlm_roialign.group_pages` gathered (windows of several pages per forward
+pass, each page's image once, bf16 autocast and `torch.compile` on request), with the decoding `predict_page` uses,
+and, for a linking checkpoint, the key-value pairs from the same pass; it returns one JSON-ready record per page.
 """
 
 from __future__ import annotations

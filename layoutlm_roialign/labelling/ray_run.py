@@ -7,9 +7,9 @@ the driver, exactly as for one process; the page jobs become a Ray dataset, and
   a task whose worker dies is run again (Ray Data's `max_retries` of -1: without limit), and so is one whose output
   was lost with its node (lineage reconstruction);
 - `LabelReplica` is an actor pool of `num_replicas` model replicas (`num_gpus_per_replica` each), each a
-  `PageLabeller` that batches the windows of the pages it is given (`road.group_pages`), as the engine does, and
-  draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches (`max_restarts` and
-  `max_task_retries` of -1, its defaults for actor pools);
+  `PageLabeller` that batches the windows of the pages it is given (`road_layoutlm_roialign.group_pages`), as the
+  engine does, and draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches
+  (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools);
 - the driver streams the records back and writes them with `LabelRun.write_records` into the same two files, under
   the plan's lock: a page whose record arrives again is dropped, so every page is written once, and a killed driver
   resumes when the same command is run again, as the default engine does. `--merge` is never needed.

@@ -60,8 +60,8 @@ LOCAL_ONLY_FLAGS = {
 # A reader worker process is replaced after this many tasks: it bounds what a long-lived PDF / OCR worker accumulates,
 # and (the replicas having no such limit) keeps Ray Data from fusing the reading into the model replicas.
 READER_MAX_CALLS = 1000
-MAX_BLOCKS = 20_000
-ATTEMPTS_ACTOR = "layoutlm_roialign-page_attempts"  # the page jobs are split into at most this many Ray blocks (one per page below it)
+MAX_BLOCKS = 20_000  # the page jobs are split into at most this many Ray blocks (one per page below it)
+ATTEMPTS_ACTOR = "layoutlm_roialign-page_attempts"  # the name prefix of a run's `PageAttempts`
 
 
 @dataclass(frozen=True)

@@ -103,12 +103,12 @@ class LayoutLMRoIAlignOnnxModel:
         folder: where it was loaded from.
     """
 
-    labels_tokens = True  # the road labels words with it (as with a token-classification checkpoint)
     device = torch.device("cpu")
     runtime = "onnx"
 
     def __init__(self, config: Any, session: Any, folder: str | os.PathLike) -> None:
         self.config, self.session, self.folder = config, session, Path(folder)
+        self.head_name = (getattr(config, "architectures", None) or [type(self).__name__])[0]  # what the road reads
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         self.export_record = _read_record(self.folder)

@@ -47,15 +47,19 @@ __all__ = [
 DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autocast (RoIAlign stays in float32)
 
 
+def _head_name(model: Any) -> str:
+    # an exported model run by ONNX Runtime (`onnx_runtime`) names the head it was exported from
+    return getattr(model, "head_name", None) or type(model).__name__
+
+
 def _labels_tokens(model: torch.nn.Module) -> bool:
-    # an exported model run by ONNX Runtime (`onnx_runtime`) says so itself
-    return labels_tokens(type(model).__name__) or getattr(model, "labels_tokens", None) is True
+    return labels_tokens(_head_name(model))
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:
     """Whether `model` links entities into key-value pairs: its head class is registered with `links`
     (`heads_layoutlm_roialign.HEADS`, local or remote code); transformers' own heads and unregistered ones do not."""
-    return links_entities(type(model).__name__)
+    return links_entities(_head_name(model))
 
 
 def encode_page(

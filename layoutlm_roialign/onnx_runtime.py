@@ -116,6 +116,11 @@ class LayoutLMRoIAlignOnnxModel:
     def eval(self) -> LayoutLMRoIAlignOnnxModel:
         return self
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its folder (ONNX Runtime sessions do not pickle): a worker process (a Ray replica) loads the
+        export again from the same path."""
+        return load_onnx_model, (str(self.folder),)
+
     def to(self, device: str | torch.device) -> LayoutLMRoIAlignOnnxModel:
         """Itself on the CPU; a `ValueError` for another device (this runtime runs ONNX Runtime's CPU provider)."""
         if torch.device(device).type != "cpu":

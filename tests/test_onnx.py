@@ -161,6 +161,20 @@ def test_the_engine_gives_the_same_words_entities_and_pairs_with_onnx(given, che
 
 
 @pytest.mark.slow
+def test_an_export_pickles_as_its_folder_for_worker_processes(exports):
+    """A worker process (a Ray replica) gets an exported model by pickle: it loads the folder again and labels alike."""
+    import pickle
+
+    exported, processor = load_model_and_processor(exports["linking"][0], runtime="onnx")
+    copy = pickle.loads(pickle.dumps(exported))
+    assert copy is not exported and copy.folder == exported.folder and copy.head_name == exported.head_name
+    pages = forms(2)
+    want, got = label(exported, processor, pages), label(copy, processor, pages)
+    assert [[w["label"] for w in r["words"]] for r in want] == [[w["label"] for w in r["words"]] for r in got]
+    assert [len(r["pairs"]) for r in want] == [len(r["pairs"]) for r in got]
+
+
+@pytest.mark.slow
 def test_int8_gives_the_float32_words_where_the_margins_are_clear(exports):
     folder, record = exports["linking-int8"]
     assert record["quantization"] == "int8" and record["check"]["clear_label_agreement"] == 1.0

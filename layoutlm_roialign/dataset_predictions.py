@@ -39,11 +39,12 @@ def predict_dataset(
     max_length: int | None = None,
     stride: int | None = None,
     batch_size: int = 8,
-    dtype: str = "float32",
+    dtype: str = "auto",
 ) -> list[dict]:
     """Label (and link) every row of a FUNSD-schema dataset (`image`, `words`, `bboxes`[, `entities`]), pages of
     similar lengths batched together (`group_pages`), one encoder and backbone pass per page, in windows of
-    `max_length` tokens overlapping by `stride` (`None`: the checkpoint's, `window_sizes`).
+    `max_length` tokens overlapping by `stride` (`None`: the checkpoint's, `window_sizes`), in `dtype`
+    (`compute_layoutlm_roialign.DTYPES`).
 
     Returns:
         Per row, in order, `decode_page`'s result; for a linking model also `"pair_scores"`: every scored

@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     try:
         if args.output:
             check_output_paths({"--output": args.output})
-        report = evaluate_checkpoint(args.model, data_args, args.split, args.batch_size, args.trust_remote_code)
+        report = evaluate_checkpoint(
+            args.model, data_args, args.split, args.batch_size, args.trust_remote_code, dtype=args.dtype
+        )
     except ValueError as err:
         parser.error(str(err))
     text = json.dumps(report, indent=2)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..compute_layoutlm_roialign import resolve_dtype
 from ..data import DataArguments, has_links, label_names_of, load_training_data
 from ..dataset_predictions import link_scores_of, predict_dataset
-from ..inference import is_linking_model
+from ..inference import DTYPES, is_linking_model
 from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
 
@@ -36,6 +37,14 @@ class EvaluateArguments:
         },
     )
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
+            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
+            "choices": list(DTYPES),
+        },
+    )
     output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
 
@@ -47,11 +56,13 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     trust_remote_code: bool = False,
     return_predictions: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     """Score checkpoint `model` on `split` of `data_args.dataset`.
 
     Returns:
-        The JSON report: entity precision/recall/F1 overall and per type, word accuracy, the page count; for a
+        The JSON report: entity precision/recall/F1 overall and per type, word accuracy, the page count, `dtype`
+        (what the model computed in: `dtype` resolved for its device); for a
         linking checkpoint `"pairs"`: pair precision/recall/F1 with the gold entities (`gold_entities`) and end to
         end (`end_to_end`) at its `link_threshold`; and the per-page word labels with `return_predictions`.
 
@@ -73,7 +84,11 @@ def evaluate_checkpoint(
     net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
     if torch.cuda.is_available():
         net = net.cuda()
-    predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size)
+    try:
+        dtype = resolve_dtype(dtype, net.device)
+    except ValueError as err:
+        raise ValueError(f"--dtype {dtype}: {err}") from err
+    predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size, dtype)
     id2label = net.config.id2label
     references = [[id2label[int(t)] for t in tags] for tags in pages["ner_tags"]]
     labels = [[w["label"] for w in p["words"]] for p in predictions]
@@ -82,6 +97,7 @@ def evaluate_checkpoint(
         "dataset": data_args.dataset,
         "split": split,
         "pages": len(pages),
+        "dtype": dtype,
         **entity_scores(references, labels),
     }
     if is_linking_model(net):

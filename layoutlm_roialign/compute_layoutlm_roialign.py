@@ -24,10 +24,20 @@ from typing import Any
 
 import torch
 
-__all__ = ["DTYPES", "RESOLVED", "autocast", "cpu_native_bf16", "model_for", "native_bf16", "resolve_dtype"]
+__all__ = [
+    "CPU_BF16_ENV",
+    "DTYPES",
+    "RESOLVED",
+    "autocast",
+    "cpu_native_bf16",
+    "model_for",
+    "native_bf16",
+    "resolve_dtype",
+]
 
 DTYPES = ("auto", "float32", "bfloat16", "int8")
 RESOLVED = ("float32", "bfloat16", "int8")  # what `auto` and the others resolve to
+CPU_BF16_ENV = "LAYOUTLM_ROIALIGN_CPU_BF16"  # "0": `auto` (and training's bf16 default) treat the CPU as lacking bf16
 _TORCH_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.int8: "int8", torch.qint8: "int8"}
 # oneDNN's `ONEDNN_MAX_CPU_ISA` caps below these hide its native bf16 kernels (bf16 is then emulated, or not used).
 _BF16_ISAS = (
@@ -63,7 +73,10 @@ def dtype_name(dtype: Any) -> str:
 def cpu_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX512-BF16, by torch's CPU checks) and oneDNN may use those
     instructions (torch's oneDNN bf16 check, and no `ONEDNN_MAX_CPU_ISA` / `DNNL_MAX_CPU_ISA` cap below
-    AVX512_CORE_BF16: oneDNN would emulate bf16 there, slower than float32)."""
+    AVX512_CORE_BF16: oneDNN would emulate bf16 there, slower than float32). `LAYOUTLM_ROIALIGN_CPU_BF16=0` in the
+    environment says no, whatever the CPU (float32 for `auto` everywhere on the machine)."""
+    if os.environ.get(CPU_BF16_ENV, "").strip() == "0":
+        return False
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return False
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()

@@ -71,9 +71,9 @@ def train_steps(model, processor, pdf: str, rounds: int) -> dict[str, float]:
     from layoutlm_roialign.options_layoutlm_roialign import ReadOptions, WindowOptions
 
     page = read_and_encode(processor, pdf, read=ReadOptions(), windows=WindowOptions().resolve(model.config))
-    windows = {k: v[:4] for k, v in page["windows"].items()}
-    n = len(windows["input_ids"])
-    inputs = {**windows, "pixel_values": page["pixel_values"][None], "image_index": torch.zeros(n, dtype=torch.long)}
+    rows = torch.arange(4) % len(page["windows"]["input_ids"])  # 4 windows (the page's, repeated if fewer)
+    windows = {k: v[rows] for k, v in page["windows"].items()}
+    inputs = {**windows, "pixel_values": page["pixel_values"][None], "image_index": torch.zeros(4, dtype=torch.long)}
     inputs["labels"] = torch.randint(0, model.config.num_labels, windows["input_ids"].shape)
     steps = {
         name: make_step(copy.deepcopy(model), inputs, "train", "cpu", dtype)
@@ -114,7 +114,7 @@ def child(spec: dict) -> dict:
         pipe(list(spec["pdfs"]), batch_size=spec["batch_size"])
         times[name].setdefault("pipeline s/page", []).append((time.perf_counter() - start) / len(spec["pdfs"]))
 
-    names = list(variants)
+    names = list(variants) if not spec.get("train_only") else []
     for round_ in range(spec["rounds"] + 1):  # the first round warms up and is dropped
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             measure(name)
@@ -136,6 +136,12 @@ def render(report: dict) -> str:
     if report["onnx_skipped"]:
         lines += [f"{report['onnx_skipped']}.", ""]
     for run in report["runs"]:
+        if not run["variants"]["float32"]:  # --train_only
+            train = run["train_step_s"]
+            lines += [f"ONEDNN_MAX_CPU_ISA {run['isa']}, {run['threads']} threads, `auto` picks {run['auto']}: training "
+                      f"step float32 {train['float32'] * 1000:.0f} ms, bf16 autocast {train['bfloat16'] * 1000:.0f} ms "
+                      f"(x{train['float32'] / train['bfloat16']:.2f}).", ""]  # fmt: skip
+            continue
         base, auto = run["variants"]["float32"], run["auto"]
         pick = run["variants"][auto]
         slower = pick["pipeline s/page"] > base["pipeline s/page"]
@@ -178,6 +184,7 @@ def main() -> None:
     parser.add_argument("--model", help="a checkpoint to measure instead of random weights")
     parser.add_argument("--no_scans", action="store_true", help="leave out the OCR'd corpus (no Tesseract needed)")
     parser.add_argument("--onednn_isa", nargs="*", default=[], help="also run with ONEDNN_MAX_CPU_ISA set to each")
+    parser.add_argument("--train_only", action="store_true", help="only the training step (with --model: its sizes)")
     parser.add_argument("--quick", action="store_true", help="small model, 1 page per corpus, 1 round, no scans")
     parser.add_argument("--output", help="write the Markdown table here (and the JSON beside it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -193,11 +200,11 @@ def main() -> None:
     try:
         checkpoint = args.model or build_model(folder / "model", args.model_size)
         corpora = make_corpora(folder / "corpora", args.pages)
-        onnx, skipped = onnx_exports(checkpoint, folder)
+        onnx, skipped = ({}, None) if args.train_only else onnx_exports(checkpoint, folder)
         if skipped:
             print(skipped, flush=True)
         spec = dict(model=checkpoint, pdfs=corpora["pdfs"], scans=[] if args.no_scans else corpora["scans"],
-                    onnx=onnx, rounds=args.rounds, batch_size=args.batch_size, workers=args.num_workers,
+                    onnx=onnx, train_only=args.train_only, rounds=args.rounds, batch_size=args.batch_size, workers=args.num_workers,
                     workdir=str(folder))  # fmt: skip
         runs = []
         for isa in [None, *args.onednn_isa]:

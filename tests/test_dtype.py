@@ -251,3 +251,23 @@ def test_a_resumed_run_keeps_its_precision(tmp_path):
     with pytest.raises(ValueError, match=r"--bf16 true: the run in .*checkpoint-4 trained in float32.*--bf16 false"):
         check_resumed_precision(str(checkpoint), bf16)
     check_resumed_precision(str(checkpoint), TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+
+
+def test_the_model_card_records_the_training_precision(tmp_path):
+    from conftest import tiny_config
+
+    from layoutlm_roialign import LayoutLMRoIAlignForTokenClassification
+    from layoutlm_roialign.commands.train import ModelArguments, hyperparameters
+    from layoutlm_roialign.data import DataArguments
+
+    model = LayoutLMRoIAlignForTokenClassification(tiny_config())
+    key = "precision (training, and the evaluations that choose the kept epoch)"
+    for training_args, expected in (
+        (
+            TrainingArguments(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none"),
+            "bf16 mixed precision",
+        ),
+        (TrainingArguments(output_dir=str(tmp_path), report_to="none"), "float32"),
+    ):
+        rows = hyperparameters(ModelArguments(), DataArguments(max_length=64, stride=16), training_args, model)
+        assert rows[key] == expected

@@ -399,7 +399,7 @@ def hyperparameters(
         "weight decay": training_args.weight_decay,
         "window / stride (tokens)": f"{data_args.max_length} / {data_args.stride}",
         "seed": training_args.seed,
-        "precision": training_precision(training_args),
+        "precision (training, and the evaluations that choose the kept epoch)": training_precision(training_args),
     }
     if model_args.task == "linking":
         hyper["task"] = "linking (token labels + key-value links, one checkpoint)"

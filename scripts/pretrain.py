@@ -31,9 +31,7 @@ from layoutlm_roialign.trainer import precision_defaults
 def main(argv: Sequence[str] | None = None) -> dict:
     use_cpu_processes_without_gpus()
     parser = HfArgumentParser((PretrainingArguments, TrainingArguments))
-    parser.set_defaults(
-        **PRETRAIN_SCRIPT_DEFAULTS, **precision_defaults()
-    )  # bf16 where the device computes it natively
+    parser.set_defaults(**PRETRAIN_SCRIPT_DEFAULTS, **precision_defaults())  # bf16 on a GPU with it
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):

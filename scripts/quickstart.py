@@ -83,7 +83,7 @@ def main(argv=None) -> None:
         seed=0,
         disable_tqdm=True,
         dataloader_pin_memory=False,
-        **precision_defaults(),  # bf16 where the device computes it natively, as scripts/train.py
+        **precision_defaults(gpu_bf16=False),  # as scripts/train.py: float32 unless asked
     )
     print(f"1/3 Fine-tuning on {args.pages} synthetic forms ({args.epochs:g} epochs) ...", flush=True)
     result = run_training(model_args, data_args, training_args)

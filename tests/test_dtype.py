@@ -222,13 +222,22 @@ def test_int8_gives_the_float32_words_where_the_margins_are_clear(checkpoint):
     assert isinstance(model.classifier, torch.nn.Linear)  # the model itself is left as it was
 
 
-def test_training_takes_bf16_where_the_cpu_computes_it(monkeypatch):
+def test_training_takes_bf16_on_a_cpu_only_where_it_computes_it_and_only_when_asked(monkeypatch, tmp_path):
+    import layoutlm_roialign.trainer as trainer
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     fake_cpu(monkeypatch, amx=True)
+    assert trainer.CPU_BF16_BY_DEFAULT is False  # measured too slow to be the default (docs/results.md)
+    assert precision_defaults() == {"bf16": False, "use_cpu": True}  # use_cpu: Trainer then takes --bf16 true
+    asked = TrainingArguments(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none")
+    trainer.check_bf16(asked)  # an AMX CPU trains in bf16 when asked
+    monkeypatch.setattr(trainer, "CPU_BF16_BY_DEFAULT", True)
     assert precision_defaults() == {"bf16": True, "use_cpu": True}
     fake_cpu(monkeypatch, amx=False)
     assert precision_defaults() == {"bf16": False, "use_cpu": True}
+    with pytest.raises(ValueError, match=r"--bf16 true: this CPU does not compute bf16 natively"):
+        trainer.check_bf16(asked)
 
 
 def test_bf16_training_without_support_is_refused_by_name(tmp_path, capsys):

@@ -60,8 +60,9 @@ def onnx_exports(checkpoint: str, folder: Path) -> tuple[dict[str, str], str | N
     return out, None
 
 
-def train_steps(model, processor, pdf: str, rounds: int) -> dict[str, float]:
-    """Median seconds of one training step in float32 and under bf16 autocast (bench.py's steps, interleaved)."""
+def train_steps(model, processor, pdf: str, rounds: int, frozen_backbone: bool = False) -> dict[str, float]:
+    """Median seconds of one training step in float32 and under bf16 autocast (bench.py's steps, interleaved); with
+    `frozen_backbone`, the backbone gets no gradients (`--backbone_learning_rate 0`, as the README's recipe)."""
     import copy
 
     import torch
@@ -75,6 +76,10 @@ def train_steps(model, processor, pdf: str, rounds: int) -> dict[str, float]:
     windows = {k: v[rows] for k, v in page["windows"].items()}
     inputs = {**windows, "pixel_values": page["pixel_values"][None], "image_index": torch.zeros(4, dtype=torch.long)}
     inputs["labels"] = torch.randint(0, model.config.num_labels, windows["input_ids"].shape)
+    if frozen_backbone:
+        parts = model.parameter_groups()
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(parts[name] != "backbone")
     steps = {
         name: make_step(copy.deepcopy(model), inputs, "train", "cpu", dtype)
         for name, dtype in (("float32", "fp32"), ("bfloat16", "bf16-autocast"))
@@ -115,7 +120,7 @@ def child(spec: dict) -> dict:
         times[name].setdefault("pipeline s/page", []).append((time.perf_counter() - start) / len(spec["pdfs"]))
 
     names = list(variants) if not spec.get("train_only") else []
-    for round_ in range(spec["rounds"] + 1):  # the first round warms up and is dropped
+    for round_ in range(spec["rounds"] + 1 if names else 0):  # the first round warms up and is dropped
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             measure(name)
         if round_ == 0:
@@ -125,7 +130,7 @@ def child(spec: dict) -> dict:
         "auto": resolve_dtype("auto", "cpu"),
         "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not set)"),
         "variants": medians,
-        "train_step_s": train_steps(model, processor, spec["pdfs"][0], spec["rounds"]),
+        "train_step_s": train_steps(model, processor, spec["pdfs"][0], spec["rounds"], spec["frozen_backbone"]),
         "threads": torch.get_num_threads(),
     }
 
@@ -185,6 +190,7 @@ def main() -> None:
     parser.add_argument("--no_scans", action="store_true", help="leave out the OCR'd corpus (no Tesseract needed)")
     parser.add_argument("--onednn_isa", nargs="*", default=[], help="also run with ONEDNN_MAX_CPU_ISA set to each")
     parser.add_argument("--train_only", action="store_true", help="only the training step (with --model: its sizes)")
+    parser.add_argument("--frozen_backbone", action="store_true", help="train step without backbone gradients")
     parser.add_argument("--quick", action="store_true", help="small model, 1 page per corpus, 1 round, no scans")
     parser.add_argument("--output", help="write the Markdown table here (and the JSON beside it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -204,7 +210,7 @@ def main() -> None:
         if skipped:
             print(skipped, flush=True)
         spec = dict(model=checkpoint, pdfs=corpora["pdfs"], scans=[] if args.no_scans else corpora["scans"],
-                    onnx=onnx, train_only=args.train_only, rounds=args.rounds, batch_size=args.batch_size, workers=args.num_workers,
+                    onnx=onnx, train_only=args.train_only, frozen_backbone=args.frozen_backbone, rounds=args.rounds, batch_size=args.batch_size, workers=args.num_workers,
                     workdir=str(folder))  # fmt: skip
         runs = []
         for isa in [None, *args.onednn_isa]:

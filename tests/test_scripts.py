@@ -217,7 +217,7 @@ def test_evaluate_checks_its_output_before_it_evaluates(tmp_path, capsys):
     `/proc` takes no files), ran the whole evaluation, then a traceback, and the report was lost."""
     evaluate = script_main("evaluate_checkpoint.py")
     evaluated = []
-    evaluate.__globals__["evaluate_checkpoint"] = lambda *args: evaluated.append(args) or {"f1": 0.5}
+    evaluate.__globals__["evaluate_checkpoint"] = lambda *args, **kwargs: evaluated.append(args) or {"f1": 0.5}
     cases = [(tmp_path / "missing" / "report.json", "the folder"), (tmp_path, "is a folder")]
     if os.path.isdir("/proc/self"):
         cases.append((Path("/proc/report.json"), "is not writable"))

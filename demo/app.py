@@ -35,7 +35,8 @@ import PIL.Image  # noqa: E402
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names  # noqa: E402
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
 from layoutlm_roialign.inference import DTYPES, load_model_and_processor, predict_page  # noqa: E402
-from layoutlm_roialign.pages_layoutlm_roialign import PageNotFound, load_words_json, read_page  # noqa: E402
+from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json  # noqa: E402
+from layoutlm_roialign.pages_layoutlm_roialign import PageNotFound, read_page  # noqa: E402
 from layoutlm_roialign.pdf_layoutlm_roialign import is_pdf  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -105,8 +106,9 @@ def pdf_pages(path: str | os.PathLike | None) -> int:
 def read_form(
     path: str | os.PathLike, page_number: int = 1, words_path: str | os.PathLike | None = None
 ) -> tuple[dict, list[str] | None, list[list[int]] | None, str]:
-    """The page to label (`pages.read_page`), the words and 0-1000 boxes of a words file (`None` without one) and
-    where the words come from.
+    """The page to label (`pages_layoutlm_roialign.read_page`, with the words file's words and boxes: its
+    `pixel_boxes` are the file's own pixels, before a large page is shrunk), the words file's words and 0-1000 boxes
+    (`None` without one) and where the words come from.
 
     Raises:
         BadInput: the file cannot be read, the page does not exist, the page is blank, the words file is wrong.
@@ -114,14 +116,20 @@ def read_form(
     name = Path(path).name
     if page_number < 1:
         raise BadInput(f"Pages count from 1: choose page 1 or more of {name}, not {page_number}.")
+    given: dict = {}
+    if words_path:
+        try:
+            words, field, boxes = read_words_json(str(words_path))
+        except ValueError as err:
+            raise BadInput(f"The words file {Path(words_path).name} cannot be used: {err}") from err
+        given = {"words": words, field: boxes}
     try:
-        if words_path:  # the page alone (its size checks the words file's boxes)
-            page = read_page(path, page_number, [], [], name=name)
-        else:
-            page = read_page(path, page_number, name=name)
+        page = read_page(path, page_number, name=name, **given)
     except PageNotFound as err:
         raise BadInput(f"{name} has {err.count} page(s): choose a page from 1 to {err.count}.") from err
     except ValueError as err:
+        if given and _reads_without_words(path, page_number, name):  # the page is fine: its words do not fit it
+            raise BadInput(f"The words file {Path(words_path).name} cannot be used: {err}") from err
         if os.path.isfile(path) and is_pdf(path):
             raise BadInput(f"{name} cannot be read as a PDF: it is damaged or encrypted ({err}).") from err
         raise BadInput(f"{name} cannot be read as a page image (PNG, JPEG, TIFF, ...) or a PDF: {err}") from err
@@ -130,18 +138,23 @@ def read_form(
             f"Reading the words needs OCR, which is not available here ({err}). Upload a PDF with a text layer, "
             "or give the words as a JSON file."
         ) from err
-    words = boxes = None
     source = {"text": "the PDF's text layer", "ocr": "OCR", "none": "OCR"}.get(page["words_from"], "OCR")
-    if words_path:
-        try:
-            words, boxes = load_words_json(str(words_path), page["width"], page["height"])
-        except (OSError, ValueError) as err:
-            raise BadInput(f"The words file {Path(words_path).name} cannot be used: {err}") from err
-        source = "the words file"
+    words = boxes = None
+    if given:
+        words, boxes, source = page["words"], page["boxes"], "the words file"
     grey = np.asarray(page["image"].convert("L"))
     if grey.size == 0 or int(grey.max()) - int(grey.min()) < 8:
         raise BadInput(f"The page of {name} is empty: it is one flat colour, with nothing to read.")
     return page, words, boxes, source
+
+
+def _reads_without_words(path: str | os.PathLike, page_number: int, name: str) -> bool:
+    """Whether the page reads without words (then an error reading it with a words file's words was theirs)."""
+    try:
+        read_page(path, page_number, [], [], name=name)
+    except (ValueError, ImportError, OSError):
+        return False
+    return True
 
 
 def label_page(

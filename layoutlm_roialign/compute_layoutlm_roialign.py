@@ -112,6 +112,24 @@ def resolve_dtype(dtype: Any, device: torch.device | str) -> str:
     return name
 
 
+def resolve_for(dtype: Any, model: Any) -> str:
+    """`resolve_dtype` for where `model` runs. A model that is not a torch module (an ONNX Runtime export) computes
+    as it was exported: `"float32"` for `"auto"` / `"float32"`, and other requests are refused.
+
+    Raises:
+        ValueError: naming `dtype` (see `resolve_dtype`).
+    """
+    if isinstance(model, torch.nn.Module):
+        return resolve_dtype(dtype, next(model.parameters()).device)
+    name = dtype_name(dtype)
+    if name not in ("auto", "float32"):
+        raise ValueError(
+            f"`dtype={name!r}` applies to PyTorch models; {type(model).__name__} runs as it was exported (int8: "
+            "export with scripts/export_onnx.py's int8 quantization): leave `dtype` at 'auto'."
+        )
+    return "float32"
+
+
 def autocast(device: torch.device, dtype: str) -> Any:
     """The context a forward pass runs in for a resolved `dtype`: bf16 autocast for `"bfloat16"`, else none."""
     if dtype not in RESOLVED:

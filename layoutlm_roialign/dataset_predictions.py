@@ -1,10 +1,11 @@
-"""A checkpoint's predictions over a labelled dataset, for its scores: `predict_dataset` reads FUNSD-schema rows as
-the engine does (`engine_layoutlm_roialign.read_and_encode`) and runs the road's steps (`road`) over them, one
-encoder and one backbone pass per page; `end_to_end_scores` scores the pairs a linking checkpoint finds between the
-entities it predicts against the rows' gold links.
+"""A checkpoint's predictions over a labelled dataset, for its scores: `predict_dataset` drives the engine
+(`engine_layoutlm_roialign.Engine`) over FUNSD-schema rows, one encoder and one backbone pass per page;
+`end_to_end_scores` scores the pairs a linking checkpoint finds between the entities it predicts against the rows'
+gold links.
 
-For a linking checkpoint each page's pass gives the token labels, the pairs among the page's gold entities and the
-pairs among its predicted entities (the link head runs twice on the states kept from the one pass).
+For a linking checkpoint each page's pass gives the token labels and the probability of every candidate pair among
+its predicted entities and among its gold entities (`Engine.label_batch(..., pair_scores=True, gold_entities=...)`:
+the link head runs on the states kept from the one pass), so that pairs are scored at any threshold afterwards.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ from typing import Any
 
 import torch
 
-from .engine_layoutlm_roialign import read_and_encode
-from .entities_layoutlm_roialign import link_pages
-from .options_layoutlm_roialign import ReadOptions, WindowOptions
-from .road_layoutlm_roialign import decode_page, group_pages, is_linking_model, predict_windows
+from .engine_layoutlm_roialign import Engine
+from .options_layoutlm_roialign import WindowOptions
+from .road_layoutlm_roialign import group_pages, is_linking_model
 
 __all__ = ["predict_dataset", "end_to_end_scores", "link_scores_of"]
 
 
-def _encoded_rows(processor: Any, rows: Iterable[dict], windows: WindowOptions) -> Iterator[dict]:
+def _encoded_rows(engine: Engine, rows: Iterable[dict]) -> Iterator[dict]:
     for index, row in enumerate(rows):
-        encoded = read_and_encode(processor, row["image"], 1, row["words"], row["bboxes"], read=ReadOptions(),
-                                  windows=windows, name=f"row {index}")  # fmt: skip
+        encoded = engine.encode_page(row["image"], 1, row["words"], row["bboxes"], name=f"row {index}")
         encoded.update(index=index, gold_entities=row.get("entities"))
         del encoded["image"]
         yield encoded
@@ -49,33 +48,15 @@ def predict_dataset(
     Returns:
         Per row, in order, `decode_page`'s result; for a linking model also `"pair_scores"`: every scored
         candidate pair among the predicted entities as `(key, value, probability)` (not thresholded, each value's
-        best key), and with gold `entities` in the rows `"gold_pair_scores"`, the same among the gold entities.
+        best key), and for a row with gold `entities` `"gold_pair_scores"`, the same among the gold entities.
     """
+    engine = Engine(model, processor, windows=WindowOptions(max_length, stride), batch_size=batch_size, dtype=dtype)
     linking = is_linking_model(model)
-    windows = WindowOptions(max_length, stride).resolve(model.config)
     results: list[dict | None] = []
-    for group in group_pages(_encoded_rows(processor, rows, windows), batch_size):
-        kept = predict_windows(
-            model, group, batch_size, pad_token_id=processor.tokenizer.pad_token_id, dtype=dtype,
-            keep_link_states=linking,
-        )  # fmt: skip
-        decoded = [
-            decode_page(page["words"], page["boxes"], page["word_ids"] or [], out["logits"], page["width"],
-                        page["height"], model.config.id2label)
-            for page, out in zip(group, kept, strict=True)
-        ]  # fmt: skip
-        if linking:
-            # Every candidate's probability (threshold 0), each value's best key: thresholds are applied after.
-            predicted = link_pages(model, processor, group, kept, [d["entities"] for d in decoded], batch_size,
-                                   threshold=0.0, one_value_key=True)  # fmt: skip
-            for result, pairs in zip(decoded, predicted, strict=True):
-                result["pair_scores"] = [(p["key"], p["value"], p["score"]) for p in pairs]
-            if all(page["gold_entities"] is not None for page in group):
-                gold = link_pages(model, processor, group, kept, [page["gold_entities"] for page in group],
-                                  batch_size, threshold=0.0, one_value_key=True)  # fmt: skip
-                for result, pairs in zip(decoded, gold, strict=True):
-                    result["gold_pair_scores"] = [(p["key"], p["value"], p["score"]) for p in pairs]
-        for page, result in zip(group, decoded, strict=True):
+    for group in group_pages(_encoded_rows(engine, rows), batch_size):
+        gold = [page["gold_entities"] for page in group] if linking else None
+        labelled = engine.label_batch(group, pair_scores=linking, gold_entities=gold)
+        for page, result in zip(group, labelled, strict=True):
             results.extend([None] * (page["index"] + 1 - len(results)))
             results[page["index"]] = result
     return results

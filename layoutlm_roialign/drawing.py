@@ -38,7 +38,7 @@ def draw_entities(
     """Draw each entity's box in its type's colour on the page, with a legend panel on the right.
 
     Args:
-        image: the page (anything `pages.load_page` takes).
+        image: the page (anything `pages_layoutlm_roialign.load_page` takes).
         prediction: `predict_page` output.
         labels: every label of the model (so the legend lists every type, found or not); default: the types found.
         line_width: box outline width in pixels (default: scaled to the page).

@@ -2,16 +2,18 @@
 
     engine = Engine(model, processor, ReadOptions(dpi=200), WindowOptions(), LinkOptions(threshold=0.6),
                     ComputeOptions(dtype="auto"))      # engine.dtype: what runs ("bfloat16" or "float32" here)
-    page = engine.encode_page("form.pdf", page=2)      # read (`pages.read_page`) -> windows (`road.encode_page`)
+    page = engine.encode_page("form.pdf", page=2)      # read (`read_page`) -> windows (`encode_page`)
     records = engine.label_batch([page])               # one forward pass -> words, entities (-> pairs)
 
 `read_and_encode` is the reading half on its own (no model), for reader workers (`labelling.reading.PageReader`,
-the pipeline's `preprocess`); `Engine.label_batch` is the model half (`road.label_pages`: window loop, decoding,
-linking). The drivers choose inputs, workers and outputs: the pipeline (`pipeline_layoutlm_roialign`: both
-halves), `predict_page` below (`scripts/predict.py`, the demo), the labeller (`labelling`: `PageReader` reads,
-`PageLabeller` labels), `dataset_predictions` (`scripts/evaluate_checkpoint.py`: the reading half; it scores every
-candidate pair from the kept states itself) and pre-training's reader (`pretraining.windows`: the reading half).
-This module travels with every checkpoint.
+the pipeline's `preprocess`): `pages_layoutlm_roialign.read_page`, then `road_layoutlm_roialign.encode_page`.
+`Engine.label_batch` is the model half (`road_layoutlm_roialign.label_pages`: window loop, decoding, linking; for
+scoring, every candidate pair's probability among the predicted and the gold entities, from the same pass). The
+drivers choose inputs, workers and outputs: the pipeline (`pipeline_layoutlm_roialign`: both halves), `predict_page`
+below (`scripts/predict.py`, the demo), the labeller (`labelling`: `PageReader` reads, `PageLabeller` labels),
+`dataset_predictions` (`scripts/evaluate_checkpoint.py` and training's evaluation: `Engine.encode_page`, and
+`Engine.label_batch` with `pair_scores` and `gold_entities`) and pre-training's reader (`pretraining.windows`: the
+reading half). This module travels with every checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .compute_layoutlm_roialign import model_for
+from .compute_layoutlm_roialign import model_for, resolve_for
 from .options_layoutlm_roialign import ComputeOptions, LinkOptions, ReadOptions, WindowOptions
 from .pages_layoutlm_roialign import DEFAULT_DPI, read_page
 from .road_layoutlm_roialign import check_link_rules, check_positive, encode_page, label_pages
@@ -40,8 +42,9 @@ def read_and_encode(
     windows: WindowOptions,
     **how: Any,
 ) -> dict:
-    """Read one page (`pages.read_page` with `read`'s `words_from`, `dpi`, `ocr_lang`; `how`: its `pixel_boxes`,
-    `name`, `clamp_boxes`) and cut it into `windows` (resolved: `WindowOptions.resolve`) with `road.encode_page`.
+    """Read one page (`pages_layoutlm_roialign.read_page` with `read`'s `words_from`, `dpi`, `ocr_lang`; `how`: its
+    `pixel_boxes`, `name`, `clamp_boxes`) and cut it into `windows` (resolved: `WindowOptions.resolve`) with
+    `road_layoutlm_roialign.encode_page`.
 
     Returns:
         `read_page`'s fields (`image`, `words`, `boxes`, `width`, `height`, `words_from`, ...) and `encode_page`'s
@@ -90,7 +93,7 @@ class Engine:
         check_positive("batch_size", batch_size, "windows per forward pass")
         if compute is not None and dtype is not None:
             raise ValueError("Give `compute` or its shorthand `dtype`, not both.")
-        self.compute = (compute or ComputeOptions(dtype)).resolve(next(model.parameters()).device)
+        self.compute = ComputeOptions(resolve_for((compute or ComputeOptions(dtype)).dtype, model))
         self.dtype = self.compute.dtype
         self.runner = model_for(model, self.dtype)
         self.model, self.processor = model, processor
@@ -104,12 +107,22 @@ class Engine:
         """One page read and cut into windows (`read_and_encode` with this engine's options)."""
         return read_and_encode(self.processor, source, page, words, boxes, read=self.read, windows=self.windows, **how)
 
-    def label_batch(self, pages: Sequence[dict], entities: Sequence[Any] | None = None) -> list[dict]:
-        """Label (and link) encoded pages in one pass of the encoder and the backbone (`road.label_pages`);
-        `entities`: per page, entities to link instead of the predicted ones."""
+    def label_batch(
+        self,
+        pages: Sequence[dict],
+        entities: Sequence[Any] | None = None,
+        *,
+        pair_scores: bool = False,
+        gold_entities: Sequence[Any] | None = None,
+    ) -> list[dict]:
+        """Label (and link) encoded pages in one pass of the encoder and the backbone (`label_pages`); `entities`: per
+        page, entities to link instead of the predicted ones. For scoring a linking model: `pair_scores` gives every
+        candidate pair's probability (`"pair_scores"`) instead of the decided pairs, and `gold_entities` (per page)
+        scores the pairs among those too (`"gold_pair_scores"`), from the same pass."""
         return label_pages(
             self.model, self.processor, pages, self.batch_size, dtype=self.dtype, entities=entities,
             threshold=self.links.threshold, one_value_key=self.links.one_value_key, forward=self.forward,
+            pair_scores=pair_scores, gold_entities=gold_entities,
         )  # fmt: skip
 
 
@@ -136,7 +149,7 @@ def predict_page(
 
     Args:
         model, processor: the checkpoint (`load_model_and_processor`).
-        image: the page: a PDF or image path (with `page`), a PIL image, a numpy array (`pages.read_page`).
+        image: the page: a PDF or image path (with `page`), a PIL image, a numpy array (`read_page`).
         words, boxes: the page's words and their 0-1000 boxes; both `None` to read them (`words_from`: the PDF's
             text layer, else OCR).
         max_length, stride: window size and overlap in tokens (`None`: the checkpoint's, `window_sizes`).

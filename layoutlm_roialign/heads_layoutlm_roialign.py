@@ -24,11 +24,13 @@ __all__ = [
     "heads_of",
     "is_masked_lm",
     "labels_tokens",
+    "links_entities",
     "module_of",
     "register_auto_classes",
     "register_head",
     "register_heads",
     "task_heads",
+    "task_links",
     "token_labelling_heads",
     "unregister_head",
 ]
@@ -90,6 +92,18 @@ def auto_class_of_head(name: str) -> str | None:
 def labels_tokens(name: str) -> bool:
     """Whether the head class named `name` labels words (`Head.labels_tokens`)."""
     return name in HEADS and HEADS[name].labels_tokens
+
+
+def links_entities(name: str) -> bool:
+    """Whether the head class named `name` links entities into key-value pairs (`Head.links`); a class the registry
+    does not name (transformers' own heads, an unregistered one) does not."""
+    return name in HEADS and HEADS[name].links
+
+
+def task_links(task: str) -> bool:
+    """Whether the head that training's `--task` `task` trains links entities (`False` for a task no head has)."""
+    name = task_heads().get(task)
+    return name is not None and links_entities(name)
 
 
 def is_masked_lm(name: str) -> bool:

@@ -5,10 +5,11 @@
     prediction = predict_page(model, processor, "form.png")
 
 Each part lives in a module with one job: `loader` (`load_model_and_processor`: a checkpoint and its processor),
-`road` (the steps a page takes: `encode_page`, `predict_windows` (the windows of many pages, batched), `decode_page`,
-`label_pages`, `group_pages`), `engine` (`Engine`, which composes them with the page reader, and `predict_page`, one
-page through it) and `entities` (words into entities and the key-value pairs among them: `group_entities`,
-`given_entities`, `link_pages`, `pair_records`). Pages are read by `pages.read_page`.
+`road_layoutlm_roialign` (the steps a page takes: `encode_page`, `predict_windows` (the windows of many pages,
+batched), `decode_page`, and `label_pages`, which composes them, `group_pages`), `engine_layoutlm_roialign` (`Engine`,
+which runs `label_pages` on pages from the page reader, and `predict_page`, one page through it) and
+`entities_layoutlm_roialign` (words into entities and the key-value pairs among them: `group_entities`,
+`given_entities`, `link_pages`, `pair_records`). Pages are read by `pages_layoutlm_roialign.read_page`.
 """
 
 from .engine_layoutlm_roialign import Engine, predict_page, read_and_encode

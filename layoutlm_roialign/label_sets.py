@@ -38,12 +38,15 @@ def check_label_set(model_labels: Sequence[str], dataset_labels: Sequence[str], 
 
 
 def load_checkpoint_for_labels(
-    path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False
+    path: str, label_names: Sequence[str], source: str, trust_remote_code: bool = False, runtime: str = "torch"
 ) -> tuple[PreTrainedModel, Any]:
-    """Load checkpoint `path` (a folder or Hub id) and its processor, and check that it labels words (a token
-    classifier or linking model) and that its label set is `label_names` (`source` names the flag for the messages)."""
+    """Load checkpoint `path` (a folder or Hub id; with `runtime="onnx"` an exported folder) and its processor, and
+    check that it labels words (a token classifier or linking model) and that its label set is `label_names`
+    (`source` names the flag for the messages)."""
     from .loader import load_model_and_processor
 
-    model, processor = load_model_and_processor(path, trust_remote_code=trust_remote_code, task="token-classification")
+    model, processor = load_model_and_processor(
+        path, trust_remote_code=trust_remote_code, task="token-classification", runtime=runtime
+    )
     check_label_set(config_label_names(model.config), label_names, source)
     return model, processor

@@ -208,8 +208,9 @@ def entity_box_features(
     image_index: torch.Tensor | None,
     image_size: tuple[int, int],
 ) -> torch.Tensor:
-    """`(B, E, hidden)`: the visual embedding (`visual.embed_boxes`) of each real entity's box `(B, E, 4)` pooled
-    from `feature_map` (sequence `b` reads page `image_index[b]`, default `b`); zeros on padding rows."""
+    """`(B, E, hidden)`: the visual embedding (`LayoutLMRoIAlignVisualEmbeddings.embed_boxes`) of each real entity's
+    box `(B, E, 4)` pooled from `feature_map` (sequence `b` reads page `image_index[b]`, default `b`); zeros on padding
+    rows."""
     batch_size, num_entities, _ = boxes.shape
     real = (entity_spans[..., 1] > entity_spans[..., 0]).reshape(-1)  # (B*E,)
     page = image_index if image_index is not None else torch.arange(batch_size, device=boxes.device)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .checkpoint_files import check_complete_checkpoint
 from .heads_layoutlm_roialign import auto_class_of_head, heads_of, is_masked_lm, token_labelling_heads
+from .onnx_runtime import EXPORT_RECORD, RUNTIMES
 
 __all__ = ["TASKS", "load_model_and_processor"]
 
@@ -53,6 +54,7 @@ def load_model_and_processor(
     *,
     task: str | None = None,
     dtype: Any = None,
+    runtime: str = "torch",
 ) -> tuple[Any, Any]:
     """Load a checkpoint (a folder written by `save_pretrained` or a Hub id) as the class its `config.architectures`
     names (token classifier, linking model, sequence classifier), and its processor. Every driver of the package loads checkpoints through it.
@@ -64,6 +66,8 @@ def load_model_and_processor(
             states, whatever head the checkpoint has), or `"token-classification"` for the checkpoint's own class
             where it labels words (`heads_layoutlm_roialign.labels_tokens`: token classifier, linking model), refusing any other kind.
         dtype: the weights' dtype (e.g. `torch.bfloat16`); default float32.
+        runtime: `"torch"`, or `"onnx"` for a folder `scripts/export_onnx.py` wrote, run by ONNX Runtime
+            (`onnx_runtime.load_onnx_model`: called like the model, on the CPU; `task` and `dtype` do not apply).
 
     Raises:
         ValueError: naming `--model` and the path, when a local path does not exist (rather than a message about
@@ -75,8 +79,14 @@ def load_model_and_processor(
 
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be one of {RUNTIMES}, got {runtime!r}.")
     model = os.fspath(model)
+    if runtime == "onnx":
+        return _load_onnx(model, trust_remote_code)
     local = os.path.isdir(model)
+    if local and os.path.isfile(os.path.join(model, EXPORT_RECORD)):
+        raise ValueError(f"--model {model!r} is an ONNX export (scripts/export_onnx.py): run it with --runtime onnx.")
     if local:
         check_complete_checkpoint(model, "--model")
     elif os.path.exists(model):
@@ -107,6 +117,27 @@ def load_model_and_processor(
         raise ValueError(
             f"--model {model!r}: the model loads but its processor does not ({_first_line(err)}). The folders "
             "scripts/train.py writes hold both; save one beside the model with `processor.save_pretrained(folder)`."
+        ) from err
+    return net, processor
+
+
+def _load_onnx(model: str, trust_remote_code: bool) -> tuple[Any, Any]:
+    """An exported folder (`onnx_runtime.load_onnx_model`) and its processor."""
+    from transformers import AutoProcessor
+
+    from .onnx_runtime import load_onnx_model
+
+    if not os.path.isdir(model):
+        raise ValueError(
+            f"--model {model!r} is not a folder: --runtime onnx runs a folder scripts/export_onnx.py wrote "
+            f"(python scripts/export_onnx.py CHECKPOINT {model})."
+        )
+    net = load_onnx_model(model)
+    try:
+        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"--model {model!r}: the exported model has no readable processor ({_first_line(err)})."
         ) from err
     return net, processor
 

@@ -2,8 +2,8 @@
 driver (the pipeline, `predict_page`, `scripts/predict.py`, the labeller, `scripts/evaluate_checkpoint.py`, the demo
 and pre-training's reader) passes on as they are:
 
-- `ReadOptions`: how a page is read (`pages.read_page`): where its words come from, the PDF resolution, the OCR
-  language, and which columns of a dataset hold the page, its words and their boxes.
+- `ReadOptions`: how a page is read (`pages_layoutlm_roialign.read_page`): where its words come from, the PDF
+  resolution, the OCR language, and which columns of a dataset hold the page, its words and their boxes.
 - `WindowOptions`: the windows a page is cut into; unset sizes follow the checkpoint (`window_sizes`).
 - `LinkOptions`: how a linking checkpoint decides its pairs; unset rules follow the checkpoint (`link_rules`).
 - `ComputeOptions`: what the model computes in (`dtype`: `"auto"` by default; `compute_layoutlm_roialign`).

@@ -1,6 +1,6 @@
 """A page's given words and boxes and its OCR language, checked the same way for every entry point: the page reader
-(`pages.read_page`: the pipeline, the road, the labeller) and the `--words` files of `scripts/predict.py` and the demo
-(`load_words_json`).
+(`pages_layoutlm_roialign.read_page`: the pipeline, the road, the labeller, and `scripts/predict.py` and the demo,
+which read a `--words` file with `read_words_json`; `load_words_json` also fits a file's boxes to a page size).
 
 Boxes come on LayoutLM's 0-1000 grid (`boxes`) or in the page's own pixels (`pixel_boxes`). A pixel box may cross the
 page edge by `BOX_TOLERANCE` of the page side (at least `BOX_TOLERANCE_PX` pixels) and is then clamped to it: OCR and

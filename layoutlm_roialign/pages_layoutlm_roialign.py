@@ -9,11 +9,11 @@ where the words came from (given, the PDF's text layer, or Tesseract OCR).
 the image processor, which converts them without loss (PIL's `convert("RGB")` clips 16-bit pages to white and turns
 transparent backgrounds black). Pixels are read here, so a truncated or corrupt file fails here, with its name.
 
-A page is read at most `MAX_PAGE_PIXELS` pixels big: a larger one (a 12000 x 12000 TIFF, a 10000 x 10000 PIL image
-or array in memory) is shrunk by the smallest whole factor that fits it (a JPEG decoded at that scale, anything else
+A page is read at most `MAX_PAGE_PIXELS` pixels big: a larger one (a 12000 x 12000 TIFF, a 10000 x 10000 PIL image or
+array in memory) is shrunk by the smallest whole factor that fits it (a JPEG decoded at that scale, anything else
 shrunk with a box filter), because every later step (RGB conversion, OCR, the image processor) holds several float
-copies of the page. Its words, boxes and size are then those of the shrunk page (given `pixel_boxes` are in the
-page's own pixels). PDF pages are rendered within the same budget (`pdf.page_dpi`). A file past PIL's
+copies of the page. Its words, boxes and size are then those of the shrunk page (given `pixel_boxes` are in the page's
+own pixels). PDF pages are rendered within the same budget (`pdf_layoutlm_roialign.page_dpi`). A file past PIL's
 decompression-bomb limit is refused, naming the file.
 
 Arrays and 16-bit / 32-bit / float PIL pages are read by where their white is (`page_white`: uint8 0..255, other
@@ -261,7 +261,7 @@ def read_page(
         page: the page number, from 1: a PDF's page or a multi-page image's frame; 1 for a page in memory.
         words, boxes: the page's words (a list of strings) and their 0-1000 boxes, when they are known (then
             nothing is OCR'd); `pixel_boxes` instead of `boxes` gives them in the page's own pixels (those of the
-            file or array, before any shrinking). Boxes must fit the page (`page_words.fit_boxes`).
+            file or array, before any shrinking). Boxes must fit the page (`page_words_layoutlm_roialign.fit_boxes`).
         words_from: without `words`, `"auto"` reads a PDF page's text layer and OCRs pages without one (images,
             scans), `"text"` never OCRs (such pages get no words), `"ocr"` OCRs every page.
         dpi: resolution PDF pages are rendered at.

@@ -38,8 +38,8 @@ __all__ = [
 
 DEFAULT_DPI = 150  # PDF pages are sized in points (1/72 in); 150 dpi turns a Letter page into 1275x1650 pixels
 MAX_DPI = 1200  # scanners' top optical resolution; more only costs memory
-# 5000 x 5000: an A3 page at 400 dpi. Every page is read within it: PDF pages here, images by `pages` (which shrinks
-# a larger one; see its module docstring).
+# 5000 x 5000: an A3 page at 400 dpi. Every page is read within it: PDF pages here, images by
+# `pages_layoutlm_roialign` (which shrinks a larger one; see its module docstring).
 MAX_PAGE_PIXELS = 25_000_000
 
 

@@ -54,7 +54,7 @@ class FormUnderstandingPipeline(Pipeline):
     as by every pipeline; `dtype` is what the model computes in (`ComputeOptions`): `"auto"` (`pipeline()`'s default:
     bf16 autocast where the device computes bf16 natively, else float32), `torch.float32` / `"float32"` (float32),
     `torch.bfloat16` / `"bfloat16"`, or `"int8"` (dynamic quantization of the Linear layers, CPU). Pages are read by
-    `pages.read_page`, with its rules (pixel budget, pixel values, boxes).
+    `pages_layoutlm_roialign.read_page`, with its rules (pixel budget, pixel values, boxes).
 
     Returns per page: `{"width", "height", "page", "words_from", "dtype" (what ran), "words": [{"text", "box", "pixel_box", "label",
     "score"}], "entities": [{"label", "text", "word_indices", "box", "pixel_box", "score"}]}`, plus `"pairs":

@@ -29,6 +29,7 @@ from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy,
 from transformers.utils import TensorType
 
 from .options_layoutlm_roialign import link_rules
+from .road_layoutlm_roialign import check_link_rules
 from .windowing_layoutlm_roialign import (
     IGNORE_INDEX,
     WINDOW_INPUTS,
@@ -291,7 +292,8 @@ class LayoutLMRoIAlignProcessor(ProcessorMixin):
         `{"key": entity, "value": entity, "score": probability}` (entities by their position in `entities`), merged
         over windows by `merge_window_links` and decided by `select_links` with the checkpoint's rules:
         `config.link_threshold` and `config.link_one_value_key` (pass the model's `config`), unless `threshold` /
-        `one_value_key` override them."""
+        `one_value_key` override them (checked as every driver checks them: `check_link_rules`)."""
+        check_link_rules(threshold, one_value_key)
         if threshold is None or one_value_key is None:
             if config is None:
                 raise ValueError(

@@ -1,16 +1,16 @@
 """The one road from a page to its answer, which the pipeline (`pipeline_layoutlm_roialign`), `scripts/predict.py`,
 the demo, `scripts/evaluate_checkpoint.py` and the labeller all take:
 
-1. `pages.read_page` reads a page and its words; `encode_page` turns them into windows of `max_length` tokens
-   overlapping by `stride`, with the page's image once.
+1. `pages_layoutlm_roialign.read_page` reads a page and its words; `encode_page` turns them into windows of
+   `max_length` tokens overlapping by `stride`, with the page's image once.
 2. `predict_windows`, the one window loop, runs the windows of one or many pages `batch_size` at a time, each page's
    image once per forward pass (`image_index`), on the model's device, in the `dtype` asked for
    (`compute_layoutlm_roialign`: `"auto"` by default, bf16 autocast where the device computes bf16 natively); for a
    linking model it keeps the fused token states and the backbone's feature map of that one pass.
 3. `decode_page` reads each word's label once (its first sub-token, in the window where it has the most context) and
-   groups the words into entities (`entities.group_entities`); for a linking model `entities.link_pages` then scores
-   the candidate (key, value) pairs among those entities (or given ones) from the kept states, with no second
-   encoder pass, and decides them by the checkpoint's `link_threshold` and `link_one_value_key`.
+   groups the words into entities (`entities_layoutlm_roialign.group_entities`); for a linking model its `link_pages`
+   then scores the candidate (key, value) pairs among those entities (or given ones) from the kept states, with no
+   second encoder pass, and decides them by the checkpoint's `link_threshold` and `link_one_value_key`.
 
 `label_pages` runs steps 2-3 for a batch of encoded pages and `group_pages` makes such batches from a stream of pages;
 `engine_layoutlm_roialign` composes them with the page reader. This module travels with every checkpoint beside the
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .compute_layoutlm_roialign import DTYPES, autocast, model_for, resolve_dtype
+from .compute_layoutlm_roialign import DTYPES, autocast, model_for, resolve_for
 from .entities_layoutlm_roialign import given_entities, group_entities, link_pages, pair_records
-from .heads_layoutlm_roialign import labels_tokens
+from .heads_layoutlm_roialign import labels_tokens, links_entities
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
 
 __all__ = [
@@ -46,14 +46,19 @@ __all__ = [
 ]
 
 
+def _head_name(model: Any) -> str:
+    # an exported model run by ONNX Runtime (`onnx_runtime`) names the head it was exported from
+    return getattr(model, "head_name", None) or type(model).__name__
+
+
 def _labels_tokens(model: torch.nn.Module) -> bool:
-    return labels_tokens(type(model).__name__)
+    return labels_tokens(_head_name(model))
 
 
 def is_linking_model(model: torch.nn.Module) -> bool:
-    """Whether `model` links entities into key-value pairs (a `LayoutLMRoIAlignForRelationExtraction`, local or
-    remote code)."""
-    return callable(getattr(model, "link_logits_from_states", None))
+    """Whether `model` links entities into key-value pairs: its head class is registered with `links`
+    (`heads_layoutlm_roialign.HEADS`, local or remote code); transformers' own heads and unregistered ones do not."""
+    return links_entities(_head_name(model))
 
 
 def encode_page(
@@ -161,7 +166,7 @@ def predict_windows(
     """
     _check_batch_size(batch_size)
     device = next(model.parameters()).device
-    dtype = resolve_dtype(dtype, device)
+    dtype = resolve_for(dtype, model)
     model = model_for(model, dtype).eval()
     forward = forward or model
     uses_pixels = getattr(model.config, "use_visual_features", True)
@@ -285,6 +290,8 @@ def label_pages(
     threshold: float | None = None,
     one_value_key: bool | None = None,
     forward: Any = None,
+    pair_scores: bool = False,
+    gold_entities: Sequence[Sequence[Any] | None] | None = None,
 ) -> list[dict]:
     """Label (and, for a linking model, link) a batch of encoded pages in one pass of the encoder and the backbone.
 
@@ -297,9 +304,16 @@ def label_pages(
             see `given_entities`.
         threshold, one_value_key: override the checkpoint's `link_threshold` / `link_one_value_key`.
         forward: the callable to run instead of `model` (e.g. its `torch.compile`d form).
+        pair_scores: for a linking model, give `"pair_scores"` instead of `"pairs"`: every candidate pair among the
+            page's entities as `(key, value, probability)`, each value's best key, not thresholded (for scores at any
+            threshold; `threshold` and `one_value_key` do not apply).
+        gold_entities: per page, reference entities (`word_indices`, `label`; `None` for a page: none) whose
+            candidate pairs a linking model scores as `pair_scores` does, into `"gold_pair_scores"`. The link head
+            runs again on the states kept from the same pass; the encoder and the backbone do not.
 
     Returns:
-        Per page, `decode_page`'s result; for a linking model also `"pairs"` (`pair_records`).
+        Per page, `decode_page`'s result; for a linking model also `"pairs"` (`pair_records`) or `"pair_scores"`, and
+        `"gold_pair_scores"` for a page with `gold_entities`.
     """
     check_link_rules(threshold, one_value_key)
     if not _labels_tokens(model):
@@ -308,6 +322,8 @@ def label_pages(
             " (fine-tune it with scripts/train.py first)."
         )
     linking = is_linking_model(model)
+    _check_entity_lists("entities", entities, pages, model, linking)
+    _check_entity_lists("gold_entities", gold_entities, pages, model, linking)
     kept = predict_windows(
         model, pages, batch_size, pad_token_id=processor.tokenizer.pad_token_id, dtype=dtype,
         keep_link_states=linking, forward=forward,
@@ -319,19 +335,43 @@ def label_pages(
         for page, out in zip(pages, kept, strict=True)
     ]  # fmt: skip
     if entities is not None:
-        if not linking:
-            raise ValueError(f"`entities` are linked by a linking model; this one is a {type(model).__name__}.")
-        if len(entities) != len(pages):
-            raise ValueError(f"`entities` has {len(entities)} lists for {len(pages)} pages: give one per page.")
         for result, given in zip(results, entities, strict=True):
             if given is not None:
                 result["entities"] = given_entities(given, result["words"], model.config.resolved_entity_types)
-    if linking:
+    if linking and pair_scores:
+        scores = _pair_scores(model, processor, pages, kept, [r["entities"] for r in results], batch_size)
+        for result, page_scores in zip(results, scores, strict=True):
+            result["pair_scores"] = page_scores
+    elif linking:
         pairs = link_pages(model, processor, pages, kept, [r["entities"] for r in results], batch_size, threshold,
                            one_value_key)  # fmt: skip
         for result, page_pairs in zip(results, pairs, strict=True):
             result["pairs"] = pair_records(result["entities"], page_pairs)
+    if gold_entities is not None:
+        scores = _pair_scores(model, processor, pages, kept, [g or [] for g in gold_entities], batch_size)
+        for result, gold, page_scores in zip(results, gold_entities, scores, strict=True):
+            if gold is not None:
+                result["gold_pair_scores"] = page_scores
     return results
+
+
+def _check_entity_lists(name: str, lists: Any, pages: Sequence[Any], model: Any, linking: bool) -> None:
+    """Per-page entity lists (`None`: not given) are for a linking model, one per page."""
+    if lists is None:
+        return
+    if not linking:
+        raise ValueError(f"`{name}` are linked by a linking model; this one is a {type(model).__name__}.")
+    if len(lists) != len(pages):
+        raise ValueError(f"`{name}` has {len(lists)} lists for {len(pages)} pages: give one per page.")
+
+
+def _pair_scores(
+    model: torch.nn.Module, processor: Any, pages: Sequence[Any], kept: Sequence[Any], entities: Any, batch_size: int
+) -> list[list[tuple[int, int, float]]]:
+    """Per page, every candidate pair among its `entities` as `(key, value, probability)`: `link_pages` with
+    threshold 0, each value's best key."""
+    pairs = link_pages(model, processor, pages, kept, entities, batch_size, threshold=0.0, one_value_key=True)
+    return [[(p["key"], p["value"], p["score"]) for p in page] for page in pairs]
 
 
 def group_pages(items: Iterable[dict], batch_size: int, lookahead: int = 4) -> Iterator[list[dict]]:

@@ -240,7 +240,8 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
             boxes = torch.cat([page.expand(batch_size, 1, 4), bbox[:, 1:]], dim=1)
         if image_index is None:
             image_index = torch.arange(batch_size, device=bbox.device)
-        page_index = image_index.to(bbox.device, bbox.dtype).repeat_interleave(seq_len)  # (B*L,)
+        # (B*L,); an expand, not `repeat_interleave`, which the ONNX exporter translates for a fixed batch only
+        page_index = image_index.to(bbox.device, bbox.dtype)[:, None].expand(batch_size, seq_len).reshape(-1)
         rows = torch.cat([page_index[:, None], boxes.reshape(-1, 4)], dim=1)  # (B*L, 5) long
         if self.skip_padding and attention_mask is not None and not static:
             token_index = attention_mask.reshape(-1).nonzero().squeeze(1)

@@ -4,6 +4,7 @@
     python scripts/predict.py --model runs/main/final --image page.png --output_json page.json --output_png page.pred.png
     python scripts/predict.py ... --words page_words.json   # {"words": [...], "boxes": [[x0, y0, x1, y1], ...]}
     python scripts/predict.py ... --image report.pdf --page 2   # words from the PDF's text layer (OCR for a scan)
+    python scripts/predict.py --model runs/main/onnx --runtime onnx ...   # an export (scripts/export_onnx.py)
 
 A linking checkpoint (`scripts/train.py --task linking`) also links the entities it finds: the JSON gets `"pairs"`
 (`{"key": {...}, "value": {...}, "score": ...}`, each end an entity with its text and boxes) and the PNG an arrow
@@ -26,6 +27,7 @@ from transformers import HfArgumentParser
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
 from layoutlm_roialign.inference import DTYPES, load_model_and_processor, predict_page
+from layoutlm_roialign.onnx_runtime import RUNTIMES
 from layoutlm_roialign.outputs import check_output_paths, write_files
 from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json
 from layoutlm_roialign.pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM, read_page
@@ -65,6 +67,10 @@ class PredictArguments:
         },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
+    runtime: str = field(
+        default="torch",
+        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
+    )
 
 
 def main(argv=None) -> dict:
@@ -81,11 +87,13 @@ def main(argv=None) -> dict:
             page = read_page(args.image, args.page, words_from=args.words_from, dpi=args.dpi, ocr_lang=args.ocr_lang,
                              name=args.image)  # fmt: skip
         words, boxes = page["words"], page["boxes"]
-        model, processor = load_model_and_processor(args.model, args.trust_remote_code)
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code, runtime=args.runtime)
         prediction = predict_page(
             model, processor, page["image"], words, boxes, args.max_length, args.stride, dtype=args.dtype
         )
-        prediction.update(words_from="the words file" if args.words else page["words_from"], page=args.page)
+        prediction.update(
+            words_from="the words file" if args.words else page["words_from"], page=args.page, runtime=args.runtime
+        )
     except (ValueError, ImportError, OSError) as err:  # OCR without pytesseract or the tesseract binary
         parser.error(str(err))
     writers = {args.output_json: lambda f: f.write(json.dumps(prediction, indent=2).encode())}

@@ -64,11 +64,12 @@ def make_pixels_matter(model) -> None:
 TEXT_PAGES = [["date", "name", "total"], ["invoice", "amount", "signature", "phone", "received"]]
 
 
-def save_tiny_checkpoint(folder) -> str:
-    """A tiny checkpoint whose pixels change its predictions, saved in `folder`."""
+def save_tiny_checkpoint(folder, **overrides) -> str:
+    """A tiny checkpoint whose pixels change its predictions, saved in `folder` (`overrides`: of its config, such as
+    a larger `image_size` for a slower model)."""
     torch.manual_seed(0)
     model, processor = build_model_and_processor(
-        FUNSD_LABELS, [VOCAB * 3], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120}
+        FUNSD_LABELS, [VOCAB * 3], **{**TINY_TRAINING_MODEL, "tokenizer_vocab_size": 120, **overrides}
     )
     make_pixels_matter(model)
     model.save_pretrained(folder)

@@ -82,3 +82,43 @@ def test_functions_stay_short():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
                 long_functions.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name}")
     assert long_functions == []
+
+
+ROAD_STEPS = {"predict_windows", "decode_page", "link_pages"}  # the road's steps, composed by `label_pages` alone
+ROAD_MODULES = {"road_layoutlm_roialign.py", "entities_layoutlm_roialign.py"}
+# The ONNX export's self-check compares the raw window logits of PyTorch and ONNX Runtime: the window loop alone,
+# nothing decoded or linked.
+RAW_LOGIT_CHECKS = {"layoutlm_roialign/onnx_export.py": {"predict_windows"}}
+
+
+def _road_calls(path: Path) -> list[str]:
+    """`name:line` of every call of one of the road's steps in `path` (as a bare name or an attribute)."""
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if name in ROAD_STEPS:
+                calls.append(f"{name}:{node.lineno}")
+    return calls
+
+
+def test_only_the_road_composes_the_road():
+    """The package, its scripts and the demo run the road's steps only through the road (`label_pages`, which the
+    engine calls): no driver calls the window loop, the decoding or the linking itself."""
+    files = [*PACKAGE.rglob("*.py"), *(REPO_ROOT / "scripts").glob("*.py"), *(REPO_ROOT / "demo").glob("*.py")]
+    found = {
+        str(path.relative_to(REPO_ROOT)): calls
+        for path in files
+        if path.name not in ROAD_MODULES and (calls := _road_calls(path))
+    }
+    for name, allowed in RAW_LOGIT_CHECKS.items():
+        found[name] = [call for call in found.get(name, []) if call.split(":")[0] not in allowed]
+    assert {name: calls for name, calls in found.items() if calls} == {}
+
+
+def test_the_road_check_sees_a_call(tmp_path):
+    stray = tmp_path / "driver.py"
+    stray.write_text("from x import road\n\ndef f(m):\n    road.predict_windows(m, [])\n    return decode_page(1)\n")
+    assert _road_calls(stray) == ["predict_windows:4", "decode_page:5"]
+    assert {call.split(":")[0] for call in _road_calls(PACKAGE / "road_layoutlm_roialign.py")} == ROAD_STEPS

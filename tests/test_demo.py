@@ -74,6 +74,29 @@ def test_a_form_with_its_words_gives_tables_a_picture_and_the_json(app, labeller
     assert [[e["label"], e["text"]] for e in saved["entities"]] == [row[:2] for row in result["entities"]]
 
 
+def test_a_words_files_pixel_boxes_fit_a_page_shrunk_for_its_size(app, labeller, tmp_path, monkeypatch):
+    """A page over the pixel budget is shrunk when read; a words file's `pixel_boxes` are the file's own pixels, and
+    the words get the boxes the page reader gives them on the full page."""
+    import layoutlm_roialign.pages_layoutlm_roialign as pages
+
+    image, words, boxes, _ = render_synthetic_form(seed=7, index=2)
+    w, h = image.size
+    image.save(tmp_path / "big.png")
+    pixel_boxes = [[b[0] * w / 1000, b[1] * h / 1000, b[2] * w / 1000, b[3] * h / 1000] for b in boxes]
+    (tmp_path / "big.words.json").write_text(json.dumps({"words": words, "pixel_boxes": pixel_boxes}))
+    expected = pages.read_page(image, 1, words, pixel_boxes=pixel_boxes)["boxes"]  # the full page, unshrunk
+    monkeypatch.setattr(pages, "MAX_PAGE_PIXELS", w * h // 3)  # the page is read at half its size
+    result = app.analyse(labeller, str(tmp_path / "big.png"), 1, str(tmp_path / "big.words.json"), tmp_path)
+    assert result["status"].startswith(f"{len(words)} words from the words file"), result["status"]
+    assert result["picture"].height == math.ceil(h / 2)
+    assert [row[4] for row in result["words"]] == [" ".join(map(str, box)) for box in expected]
+    assert np.abs(np.array(expected) - np.array(boxes)).max() <= 1
+    (tmp_path / "off.json").write_text(json.dumps({"words": ["a"], "pixel_boxes": [[0, 0, w + 50, 10]]}))
+    result = app.analyse(labeller, str(tmp_path / "big.png"), 1, str(tmp_path / "off.json"), tmp_path)
+    assert result["status"].startswith("The words file off.json cannot be used: "), result["status"]
+    assert "`pixel_boxes`" in result["status"] and result["json"] is None
+
+
 def test_a_pdf_page_is_read_from_its_text_layer(app, labeller, tmp_path):
     pytest.importorskip("pypdfium2")
     from layoutlm_roialign.pdf_layoutlm_roialign import write_pdf

@@ -4,21 +4,30 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_TRAINING_MODEL, save_tiny_checkpoint
+from conftest import TINY_TRAINING_MODEL, make_funsd_release_root, save_tiny_checkpoint, tiny_config
 from torch import nn
-from transformers import AutoModel, AutoModelForTokenClassification
+from transformers import (
+    AutoModel,
+    AutoModelForTokenClassification,
+    LayoutLMConfig,
+    LayoutLMForTokenClassification,
+    TrainingArguments,
+)
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from layoutlm_roialign import (
+    LayoutLMRoIAlignForRelationExtraction,
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
     LayoutLMRoIAlignPreTrainedModel,
 )
-from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+from layoutlm_roialign.commands.train import ModelArguments, run_training
+from layoutlm_roialign.data import FUNSD_LABELS, DataArguments, load_funsd_folder, render_synthetic_form
 from layoutlm_roialign.engine_layoutlm_roialign import predict_page
 from layoutlm_roialign.heads_layoutlm_roialign import HEADS, auto_class_of_head, register_head, unregister_head
 from layoutlm_roialign.loader import load_model_and_processor
 from layoutlm_roialign.model_factory import build_model_and_processor
+from layoutlm_roialign.road_layoutlm_roialign import is_linking_model
 from layoutlm_roialign.saving_layoutlm_roialign import checkpoint_auto_map
 
 
@@ -115,3 +124,44 @@ def test_a_head_of_a_new_auto_class_is_named_only_in_its_own_checkpoints(tmp_pat
             load_model_and_processor(folder, task="token-classification")
     finally:
         unregister_head(TaggerHead)
+
+
+class LinkerHead(LayoutLMRoIAlignForRelationExtraction):
+    """A throwaway head with the linking model's layers (and its link method), registered as the test says."""
+
+
+def test_whether_a_model_links_is_the_registrys_flag(tmp_path):
+    """The road links with a head the registry says links, not with any class that has a link method; transformers'
+    own heads and unregistered ones do not link."""
+    register_head(LinkerHead, "AutoModelForTokenClassification", labels_tokens=True)  # words only
+    try:
+        model, processor = load_model_and_processor(save_tiny_checkpoint(tmp_path / "linker", head=LinkerHead))
+        assert type(model) is LinkerHead and not is_linking_model(model)
+        image, words, boxes = render_synthetic_form(seed=1, index=0)[:3]
+        assert "pairs" not in predict_page(model, processor, image, words, boxes, max_length=128, stride=32)
+        register_head(LinkerHead, "AutoModelForTokenClassification", labels_tokens=True, links=True)
+        assert is_linking_model(model)
+        assert "pairs" in predict_page(model, processor, image, words, boxes, max_length=128, stride=32)
+    finally:
+        unregister_head(LinkerHead)
+    assert not is_linking_model(model)
+    assert is_linking_model(LayoutLMRoIAlignForRelationExtraction(tiny_config()))
+    assert not is_linking_model(LayoutLMRoIAlignForTokenClassification(tiny_config()))
+    layoutlm = LayoutLMConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=37)  # fmt: skip
+    assert not is_linking_model(LayoutLMForTokenClassification(layoutlm))
+
+
+def test_training_a_registered_linking_heads_task_needs_entity_links(tmp_path):
+    """Training reads from the registry whether a task's head links: a new linking head's task needs links too."""
+    root = make_funsd_release_root(tmp_path / "funsd")
+    load_funsd_folder(root / "training_data").remove_columns(["entities", "links"]).save_to_disk(tmp_path / "saved")
+    register_head(LinkerHead, "AutoModelForTokenClassification", labels_tokens=True, links=True, task="pairing")
+    try:
+        with pytest.raises(ValueError, match="--task pairing needs entity links in the data"):
+            run_training(ModelArguments(**TINY_TRAINING_MODEL, task="pairing"),
+                         DataArguments(dataset=str(tmp_path / "saved"), validation_size=2),
+                         TrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, num_train_epochs=1,
+                                           report_to="none", disable_tqdm=True))  # fmt: skip
+    finally:
+        unregister_head(LinkerHead)

@@ -17,9 +17,12 @@ from layoutlm_roialign import (
     LayoutLMRoIAlignForTokenClassification,
     LayoutLMRoIAlignModel,
 )
-from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
+from layoutlm_roialign.data import FUNSD_LABELS, generate_synthetic_forms, render_synthetic_form
+from layoutlm_roialign.dataset_predictions import predict_dataset
+from layoutlm_roialign.engine_layoutlm_roialign import Engine
 from layoutlm_roialign.inference import decode_page, load_model_and_processor, predict_page
 from layoutlm_roialign.model_factory import build_model_and_processor
+from layoutlm_roialign.options_layoutlm_roialign import LinkOptions, WindowOptions
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,38 @@ def test_gold_entities_are_linked_in_the_same_one_pass(checkpoints):
     ):
         with pytest.raises(ValueError, match=message):
             predict_page(model, processor, image, words, boxes, entities=bad)
+
+
+def test_dataset_scoring_gives_the_pair_probabilities_the_engine_gives_at_threshold_zero(checkpoints):
+    """`predict_dataset` drives the engine: its words and entities are `Engine.label_batch`'s, and its pair scores
+    (among the predicted and among the gold entities, one encoder pass per page) are the pairs the engine decides at
+    threshold 0, each value's best key, with the predicted or the gold entities."""
+    model, processor = checkpoints["models"]["linking"], checkpoints["processor"]
+    rows = generate_synthetic_forms(3, seed=5)
+    calls = []
+    hook = model.layoutlm_roialign.layoutlm.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        predictions = predict_dataset(model, processor, rows, 64, 16, batch_size=64)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # the three pages' windows in one pass; the link head reads the states kept from it
+    engine = Engine(model, processor, windows=WindowOptions(64, 16), links=LinkOptions(0.0, True), batch_size=4)
+    pages = [engine.encode_page(row["image"], 1, row["words"], row["bboxes"]) for row in rows]
+    labelled, with_gold = engine.label_batch(pages), engine.label_batch(pages, [row["entities"] for row in rows])
+    for prediction, page, gold_page in zip(predictions, labelled, with_gold, strict=True):
+        assert [w["label"] for w in prediction["words"]] == [w["label"] for w in page["words"]]
+        assert [e["word_indices"] for e in prediction["entities"]] == [e["word_indices"] for e in page["entities"]]
+        for scores, decided in ((prediction["pair_scores"], page["pairs"]), (prediction["gold_pair_scores"],
+                                                                              gold_page["pairs"])):  # fmt: skip
+            assert [(k, v) for k, v, _ in scores] == [(p["key"]["entity"], p["value"]["entity"]) for p in decided]
+            assert [s for *_, s in scores] == pytest.approx([p["score"] for p in decided], abs=1e-4)
+    assert sum(len(p["pair_scores"]) for p in predictions) >= 3
+    assert sum(len(p["gold_pair_scores"]) for p in predictions) >= 3
+    token = Engine(checkpoints["models"]["token"], processor, windows=WindowOptions(64, 16))
+    with pytest.raises(ValueError, match="`gold_entities` are linked by a linking model"):
+        token.label_batch(pages, gold_entities=[row["entities"] for row in rows])
+    with pytest.raises(ValueError, match="`gold_entities` has 1 lists for 3 pages: give one per page"):
+        engine.label_batch(pages, pair_scores=True, gold_entities=[rows[0]["entities"]])
 
 
 def test_auto_model_gives_the_base_model_of_every_checkpoint_without_the_package(checkpoints, tmp_path):
@@ -305,6 +340,18 @@ def test_pairs_are_decided_by_the_checkpoints_rules_everywhere(checkpoints):
     by_config = processor.post_process_relation_extraction(encoding, link_logits, config=model.config)[0]
     assert by_config == processor.post_process_relation_extraction(encoding, link_logits, 0.05, True)[0]
     assert by_config != processor.post_process_relation_extraction(encoding, link_logits, 0.5, True)[0]
+    for threshold, one_value_key, message in (
+        (1.5, True, r"`threshold` must be a number in \[0, 1\].*got 1.5"),
+        (float("nan"), None, "`threshold` must be a number in"),
+        ("0.5", None, r"got '0.5' \(a str\)"),
+        (None, "yes", "`one_value_key` must be True or False, got 'yes'"),
+    ):
+        with pytest.raises(ValueError, match=message):  # the check every driver makes (`check_link_rules`)
+            processor.post_process_relation_extraction(
+                encoding, link_logits, threshold, one_value_key, config=model.config
+            )
+        with pytest.raises(ValueError, match=message):
+            predict_page(model, processor, image, words, boxes, threshold=threshold, one_value_key=one_value_key)
     road = predict_page(model, processor, image, words, boxes)["pairs"]
     assert [(p["key"], p["value"]) for p in by_config] == [(p["key"]["entity"], p["value"]["entity"]) for p in road]
 

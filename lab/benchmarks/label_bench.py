@@ -5,8 +5,8 @@ Two corpora of `--pages` pages each, the same model for every measurement:
 - `scans`: FUNSD-like scans read with OCR (Tesseract): the FUNSD training pages (`$LAYOUTLM_ROIALIGN_FUNSD`, default
   `../shared/data/funsd/training_data` beside the repository) when present (repeated under new names past its 149
   pages), else synthetic forms saved as PNG;
-- `pdfs`: born-digital PDFs with a text layer (synthetic forms written with `pdf.write_pdf`, one page each, read back
-  at 150 dpi like the labeller's default), so no OCR.
+- `pdfs`: born-digital PDFs with a text layer (synthetic forms written with `pdf_layoutlm_roialign.write_pdf`, one page
+  each, read back at 150 dpi like the labeller's default), so no OCR.
 
 For each corpus, in the same run:
 
@@ -18,6 +18,10 @@ For each corpus, in the same run:
   layer read, and `inference.predict_page` run on it alone;
 - `label.py`: `LabelRun.run` with `--num_workers` reader processes and `--batch_size` windows per forward pass, in a
   fresh process; its summary gives the share of the time the model waited for pages (blocked on the DataLoader).
+- `label.py --engine ray` (with `--engines local,ray`, the default where Ray Data is installed): the same plan on a
+  local Ray of the machine's cores (`labelling.ray_run.label_on_ray`: reader tasks, one model replica), in a fresh
+  process. Starting Ray (`ray.init`) is not counted, as a cluster runs already; starting its workers and sending the
+  model to the replica are.
 
 The loop and the labeller run in fresh processes (one at a time), and the labeller twice, on half the pages and on all
 of them, to show that its peak memory (the main process's `VmHWM`, and the largest reader worker's from
@@ -32,6 +36,7 @@ sizes + ResNet-101 `layer3` at 224 px, the package's defaults; `--model_size sma
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -148,9 +153,18 @@ def child(spec: dict) -> dict:
         for stale in output.parent.glob(output.stem + "*"):
             stale.unlink()
         plan = plan_run(str(output), files, process_index=0, num_processes=1)
-        summary = plan.run(
-            model, processor, spec["batch_size"], spec["workers"], spec["device"], spec["dtype"], quiet=True
-        )
+        if spec["kind"] == "ray":
+            import ray
+
+            from layoutlm_roialign.labelling.ray_run import RayOptions, label_on_ray
+
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            summary = label_on_ray(plan, model, processor, RayOptions(), spec["batch_size"], spec["dtype"], quiet=True)
+            ray.shutdown()
+        else:
+            summary = plan.run(
+                model, processor, spec["batch_size"], spec["workers"], spec["device"], spec["dtype"], quiet=True
+            )
         result = {k: summary[k] for k in ("pages", "failed", "seconds", "input_wait_share", "words")}
     result["pages_per_second"] = result["pages"] / result["seconds"]
     result["peak_rss_mib"], result["peak_worker_rss_mib"] = peak_rss_mib()
@@ -223,6 +237,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--corpora", default="scans,pdfs", help="comma-separated: scans, pdfs")
     parser.add_argument(
+        "--engines", default=None, help="comma-separated: local, ray (default: both where Ray Data is installed)"
+    )
+    parser.add_argument(
         "--output", default="lab/benchmarks/results_label", help="writes <output>.md and <output>.json"
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -231,6 +248,7 @@ def main() -> None:
         print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
         return
 
+    engines = (args.engines or ("local,ray" if importlib.util.find_spec("ray") else "local")).split(",")
     wall = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="label_bench_"))
     try:
@@ -256,6 +274,11 @@ def main() -> None:
                     }
                 )
                 print(corpus, name, row[name], flush=True)
+            if "ray" in engines:
+                row["labeller_ray"] = run_child(
+                    {**common, "kind": "ray", "files": files, "output": str(workdir / f"{corpus}-ray.jsonl")}
+                )
+                print(corpus, "labeller_ray", row["labeller_ray"], flush=True)
             results[corpus] = row
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -280,6 +303,7 @@ def main() -> None:
                 "dtype",
             )
         },
+        "engines": engines,
         "minutes": (time.perf_counter() - wall) / 60,
         "results": results,
     }
@@ -308,10 +332,13 @@ def render(report: dict) -> str:
         "loop": "predict_page loop, model loaded once",
         "labeller_half": "label.py, fewer pages",
         "labeller": "label.py",
+        "labeller_ray": "label.py --engine ray (1 replica)",
     }
     for corpus, row in report["results"].items():
         base, loop = row["subprocess"]["pages_per_second"], row["loop"]["pages_per_second"]
         for key, name in names.items():
+            if key not in row:
+                continue
             r = row[key]
             wait = f"{r['input_wait_share']:.0%}" if "input_wait_share" in r else ""
             memory = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
@@ -321,12 +348,21 @@ def render(report: dict) -> str:
                 f"| {corpus} | {name} | {r['pages']} | {r['pages_per_second']:.2f} | "
                 f"{r['pages_per_second'] / base:.1f} | {r['pages_per_second'] / loop:.2f} | {wait} | {memory} |"
             )
+    ratios = [
+        f"{corpus} {row['labeller_ray']['pages_per_second'] / row['labeller']['pages_per_second']:.2f}"
+        for corpus, row in report["results"].items()
+        if "labeller_ray" in row
+    ]
+    if ratios:
+        lines += ["", "pages/s of label.py --engine ray / label.py, same pages, same run: " + ", ".join(ratios) + "."]
     lines += [
         "",
         "Model waits on input: the share of label.py's run spent blocked on the DataLoader (reading, OCR, encoding "
         "not ready). Peak RSS: `VmHWM` of the measuring process (model included) and `RUSAGE_CHILDREN`'s largest "
         "finished child (a reader worker, forked from the main process, so it counts the pages it shares with it); "
-        "fewer pages against all of them shows whether memory grows with the number of pages.",
+        "fewer pages against all of them shows whether memory grows with the number of pages. `--engine ray`: its "
+        "model waits on input is the driver's wait for records; its peak RSS the driver's (the Ray workers are not "
+        "its children).",
         "",
     ]
     return "\n".join(lines)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..compute_layoutlm_roialign import resolve_dtype
+from ..compute_layoutlm_roialign import resolve_for
 from ..data import DataArguments, has_links, label_names_of, load_training_data
 from ..dataset_predictions import link_scores_of, predict_dataset
 from ..inference import DTYPES, is_linking_model
 from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
+from ..onnx_runtime import RUNTIMES
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]
 
@@ -47,6 +48,10 @@ class EvaluateArguments:
     )
     output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
+    runtime: str = field(
+        default="torch",
+        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
+    )
 
 
 def evaluate_checkpoint(
@@ -56,6 +61,7 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     trust_remote_code: bool = False,
     return_predictions: bool = False,
+    runtime: str = "torch",
     dtype: str = "auto",
 ) -> dict:
     """Score checkpoint `model` on `split` of `data_args.dataset`.
@@ -81,11 +87,13 @@ def evaluate_checkpoint(
     pages = raw[split]
     if len(pages) == 0:
         raise ValueError(f"--split {split!r} of --dataset {data_args.dataset!r} has no pages to score.")
-    net, processor = load_checkpoint_for_labels(model, label_names_of(pages), f"--model {model}", trust_remote_code)
-    if torch.cuda.is_available():
+    net, processor = load_checkpoint_for_labels(
+        model, label_names_of(pages), f"--model {model}", trust_remote_code, runtime=runtime
+    )
+    if torch.cuda.is_available() and runtime == "torch":
         net = net.cuda()
     try:
-        dtype = resolve_dtype(dtype, net.device)
+        dtype = resolve_for(dtype, net)
     except ValueError as err:
         raise ValueError(f"--dtype {dtype}: {err}") from err
     predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size, dtype)
@@ -96,6 +104,7 @@ def evaluate_checkpoint(
         "model": model,
         "dataset": data_args.dataset,
         "split": split,
+        "runtime": runtime,
         "pages": len(pages),
         "dtype": dtype,
         **entity_scores(references, labels),

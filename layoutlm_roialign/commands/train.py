@@ -34,6 +34,7 @@ from ..configuration_layoutlm_roialign import VISUAL_INITS, LayoutLMRoIAlignConf
 from ..data import DataArguments, describe_data, has_links, label_names_of, load_training_data
 from ..data.encoding import DataCollatorForLayoutLMRoIAlign, encode_dataset
 from ..final_folder import FINAL_FOLDER, prepare_final_folder, save_folder_atomically
+from ..heads_layoutlm_roialign import task_links
 from ..hub import HubError, check_push_arguments, push_folder_to_hub, write_model_card
 from ..metrics import LinkingMetrics, WordLevelEntityMetrics, argmax_logits, argmax_logits_keep_links
 from ..model_factory import build_model_and_processor
@@ -201,11 +202,11 @@ def run_training(
     set_seed(training_args.seed)
 
     raw = load_training_data(data_args)
-    linking = model_args.task == "linking"
+    linking = task_links(model_args.task)
     if linking and not all(has_links(raw[name]) for name in ("train", "validation")):
         raise ValueError(
-            f"--task linking needs entity links in the data; --dataset {data_args.dataset!r} has none (use a FUNSD "
-            "release folder, a save_to_disk copy of one, or 'synthetic')."
+            f"--task {model_args.task} needs entity links in the data; --dataset {data_args.dataset!r} has none (use a "
+            "FUNSD release folder, a save_to_disk copy of one, or 'synthetic')."
         )
     model, processor = build_model_and_processor(
         label_names_of(raw["train"]), raw["train"]["words"], **model_args.model_kwargs()
@@ -274,7 +275,7 @@ def _build_trainer(
     callbacks: Sequence[TrainerCallback],
 ) -> tuple[LayoutLMRoIAlignTrainer, WordLevelEntityMetrics | LinkingMetrics]:
     """The encoded train and validation windows, the task's `compute_metrics`, and the trainer over them."""
-    linking = model_args.task == "linking"
+    linking = task_links(model_args.task)
     entity_types = model.config.resolved_entity_types if linking else None
     with training_args.main_process_first(desc="encoding"):
         train_set, eval_set = (
@@ -401,8 +402,8 @@ def hyperparameters(
         "seed": training_args.seed,
         "precision (training, and the evaluations that choose the kept epoch)": training_precision(training_args),
     }
-    if model_args.task == "linking":
-        hyper["task"] = "linking (token labels + key-value links, one checkpoint)"
+    if task_links(model_args.task):
+        hyper["task"] = f"{model_args.task} (token labels + key-value links, one checkpoint)"
         hyper["link types / threshold / one key per value"] = (
             f"{config.link_types} / {config.link_threshold} / {config.link_one_value_key}"
         )

@@ -10,11 +10,11 @@ was not cancelled is used; tasks without one are skipped and counted.
 
 Each task becomes one row: every region's transcription as words with boxes (`labelstudio_regions`), labelled
 B-/I-<LABEL> (the label in capitals), and the page's words outside every region (its text layer or OCR, read by
-`pages.read_page` as `--page_words_from` says) as O words; rows list their words by position (top, then left of
-each region or O word). Regions become `entities` and relations `links`. `--label_map "Old=NEW,Other=O,Junk="`
-renames labels (`O`: the region's words are labelled O and it stays an entity, labelled OTHER as FUNSD's "other"
-entities are, with its links; empty: the region and its words are dropped); with a map, every label of the export
-must be in it.
+`pages_layoutlm_roialign.read_page` as `--page_words_from` says) as O words; rows list their words by position (top,
+then left of each region or O word). Regions become `entities` and relations `links`.
+`--label_map "Old=NEW,Other=O,Junk="` renames labels (`O`: the region's words are labelled O and it stays an entity,
+labelled OTHER as FUNSD's "other" entities are, with its links; empty: the region and its words are dropped); with a
+map, every label of the export must be in it.
 
 Anything wrong is a `ValueError` naming the export, the task id and what is wrong; nothing is written.
 """

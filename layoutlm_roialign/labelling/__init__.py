@@ -1,10 +1,11 @@
 """Label documents at scale: folders, globs, list files, PDFs and datasets in; batched, resumable JSON Lines out.
 
-`scripts/label.py` is the command. The modules, one job each: `sources` (inputs -> documents -> page jobs, the
-split between processes), `reading` (a page job -> its words and encoded windows, in `DataLoader` workers),
-`runner` (batches of pages through the package's road, `road.label_pages`: windows of several pages per forward
-pass, each page's backbone run once, decoded and linked as `predict_page` does), `jsonl` (append-only, fsync'd records; a torn last line cut off on resume), `shards` (per-process output names
-and their merge), `pipeline` (one run: plan, stream, write, summarize).
+`scripts/label.py` is the command. The modules, one job each: `sources` (inputs -> documents -> page jobs, the split
+between processes), `reading` (a page job -> its words and encoded windows, in `DataLoader` workers), `runner` (batches
+of pages through the package's road, `road_layoutlm_roialign.label_pages`: windows of several pages per forward pass,
+each page's backbone run once, decoded and linked as `predict_page` does), `jsonl` (append-only, fsync'd records; a
+torn last line cut off on resume), `shards` (per-process output names and their merge), `pipeline` (one run: plan,
+stream, write, summarize), `ray_run` (the same run on Ray Data: reader tasks, model replicas, one writer).
 """
 
 from .jsonl import JsonlWriter, OutputLock, read_complete, recover

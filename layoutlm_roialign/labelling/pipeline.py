@@ -35,7 +35,7 @@ from .runner import PageLabeller
 from .shards import done_path, output_paths, record_files, write_done
 from .sources import PageJob, dataset_documents, expand_inputs, load_page_dataset, page_jobs, shard
 
-__all__ = ["LabelRun", "check_run_arguments", "plan_run", "process_share"]
+__all__ = ["LabelRun", "check_run_arguments", "draw_page", "plan_run", "process_share"]
 
 
 def process_share() -> tuple[int, int]:
@@ -121,8 +121,7 @@ class LabelRun:
         start = time.perf_counter()
         waited = 0.0
         with JsonlWriter(self.output) as records, JsonlWriter(self.failures_output, truncate=True) as failures:
-            failures.write(self.failures)
-            summary["failed"] += len(self.failures)
+            self.write_records(self.failures, records, failures, summary)
             bar.update(len(self.failures))
             batches = group_pages(iter(loader), batch_size)
             while True:
@@ -136,16 +135,26 @@ class LabelRun:
                 if self.png_dir:
                     by_key = {(p["source"], p["page"]): p for p in pages}
                     for record in labelled:
-                        record["png"] = self._draw(by_key[record_key(record)]["image"], record, labels)
-                records.write(labelled)
-                failures.write([r for r in done if "error" in r])
-                summary["pages"] += len(labelled)
-                summary["failed"] += len(done) - len(labelled)
-                summary["words"] += sum(len(r["words"]) for r in labelled)
-                summary["entities"] += sum(len(r["entities"]) for r in labelled)
+                        record["png"] = draw_page(self.png_dir, by_key[record_key(record)]["image"], record, labels)
+                self.write_records(done, records, failures, summary)
                 bar.update(len(done))
         bar.close()
-        seconds = time.perf_counter() - start
+        return self.finish_summary(summary, time.perf_counter() - start, waited)
+
+    @staticmethod
+    def write_records(done: list[dict], records: JsonlWriter, failures: JsonlWriter, summary: dict) -> None:
+        """Append a batch's records (pages labelled) and failure records (with `error`) to their files, on disk when
+        this returns, and count them into `summary`."""
+        labelled = [r for r in done if "error" not in r]
+        records.write(labelled)
+        failures.write([r for r in done if "error" in r])
+        summary["pages"] += len(labelled)
+        summary["failed"] += len(done) - len(labelled)
+        summary["words"] += sum(len(r["words"]) for r in labelled)
+        summary["entities"] += sum(len(r["entities"]) for r in labelled)
+
+    def finish_summary(self, summary: dict, seconds: float, waited: float) -> dict:
+        """`summary` with the run's time, speed, input wait share (`waited` of `seconds`) and outputs."""
         summary.update(
             seconds=round(seconds, 3),
             pages_per_second=round(summary["pages"] / seconds, 3) if seconds > 0 else 0.0,
@@ -156,14 +165,16 @@ class LabelRun:
         )
         return summary
 
-    def _draw(self, image: Any, record: dict, labels: list[str]) -> str:
-        """Draw the page's entities (and key-value pairs) into `png_dir` (written whole, then renamed) and return the file's path."""
-        stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(record["source"]))[0])[:80] or "page"
-        digest = hashlib.sha1(record["source"].encode("utf-8")).hexdigest()[:8]
-        path = os.path.join(self.png_dir, f"{stem}-{digest}.p{record['page']}.png")
-        drawing = draw_prediction(image, record, labels)  # arrows from keys to values, where there are pairs
-        write_files({path: lambda f: drawing.save(f, format="PNG")})
-        return path
+
+def draw_page(png_dir: str, image: Any, record: dict, labels: list[str]) -> str:
+    """Draw the page's entities (and key-value pairs) into `png_dir` (written whole, then renamed) and return the
+    file's path."""
+    stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(record["source"]))[0])[:80] or "page"
+    digest = hashlib.sha1(record["source"].encode("utf-8")).hexdigest()[:8]
+    path = os.path.join(png_dir, f"{stem}-{digest}.p{record['page']}.png")
+    drawing = draw_prediction(image, record, labels)  # arrows from keys to values, where there are pairs
+    write_files({path: lambda f: drawing.save(f, format="PNG")})
+    return path
 
 
 def check_run_arguments(batch_size: int, num_workers: int) -> None:

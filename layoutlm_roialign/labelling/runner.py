@@ -1,9 +1,9 @@
 """The model side of the labeller: batches of encoded pages through the engine (`Engine.label_batch`).
 
-`PageLabeller` labels a batch that `road.group_pages` gathered (windows of several pages per forward pass, each
-page's image once, in the `dtype` asked for (`"auto"`: bf16 where the device computes it natively), `torch.compile` on
-request), with the decoding `predict_page` uses, and, for a
-linking checkpoint, the key-value pairs from the same pass; it returns one JSON-ready record per page.
+`PageLabeller` labels a batch that `road_layoutlm_roialign.group_pages` gathered (windows of several pages per forward
+pass, each page's image once, in the `dtype` asked for (`"auto"`: bf16 where the device computes it natively),
+`torch.compile` on request), with the decoding `predict_page` uses, and, for a linking checkpoint, the key-value pairs
+from the same pass; it returns one JSON-ready record per page.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ class PageLabeller:
         dtype: what the model computes in, one of `DTYPES` (`ComputeOptions`; resolved once: `self.dtype`).
         compile: run the forward pass through `torch.compile`.
 
-    Records: `{"source", "page", "num_pages", "width", "height", "words_from", "dtype", "words", "entities"[,
-    "pairs"]}` (`dtype`: what ran), the
-    words, entities and pairs as `predict_page` gives them; a page the reader could not read: `{"source", "page",
+    Records: `{"source", "page", "num_pages", "width", "height", "words_from", "runtime", "dtype", "words",
+    "entities"[, "pairs"]}`, the words, entities and pairs as `predict_page` gives them, `runtime` `"torch"` or
+    `"onnx"` (an export run by ONNX Runtime), `dtype` what ran; a page the reader could not read: `{"source", "page",
     "num_pages", "error"}`.
     """
 
@@ -87,6 +87,7 @@ class PageLabeller:
                 continue
             result = next(labelled)
             record = {k: item[k] for k in ("source", "page", "num_pages", "width", "height", "words_from")}
+            record["runtime"] = getattr(self.model, "runtime", "torch")
             record["dtype"] = self.dtype
             record.update(words=result["words"], entities=result["entities"])
             if "pairs" in result:

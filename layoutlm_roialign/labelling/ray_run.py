@@ -1,0 +1,327 @@
+"""The labeller on Ray Data (`scripts/label.py --engine ray`): one plan, reader tasks, model replicas, one writer.
+
+The run is the default engine's with Ray as the executor. `plan_run` plans the pages (and what the outputs hold) in
+the driver, exactly as for one process; the page jobs become a Ray dataset, and
+
+- `read_pages` runs `PageReader` (read, OCR, encode) as Ray tasks on CPU workers (`num_cpus_per_reader` each);
+  a task whose worker dies is run again (Ray Data's `max_retries` of -1: without limit), and so is one whose output
+  was lost with its node (lineage reconstruction);
+- `LabelReplica` is an actor pool of `num_replicas` model replicas (`num_gpus_per_replica` each), each a
+  `PageLabeller` that batches the windows of the pages it is given (`road_layoutlm_roialign.group_pages`), as the
+  engine does, and draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches
+  (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools);
+- the driver streams the records back and writes them with `LabelRun.write_records` into the same two files, under
+  the plan's lock: a page whose record arrives again is dropped, so every page is written once, and a killed driver
+  resumes when the same command is run again, as the default engine does. `--merge` is never needed.
+
+Every read and label attempt reports its batch to `PageAttempts`, a small actor on the driver's node; the summary's
+`retried` counts the pages whose reading or labelling was started again (a worker, replica or node lost mid-run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import pickle
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..configuration_layoutlm_roialign import label_names
+from ..road_layoutlm_roialign import group_pages
+from .jsonl import JsonlWriter, record_key
+from .pipeline import LabelRun, check_run_arguments, draw_page
+from .reading import PageReader
+from .runner import PageLabeller
+from .sources import PageJob
+
+__all__ = [
+    "RayOptions",
+    "RAY_ONLY_FLAGS",
+    "LOCAL_ONLY_FLAGS",
+    "check_engine_flags",
+    "connect",
+    "label_on_ray",
+    "ray_session",
+]
+
+RAY_EXTRA = '--engine ray needs Ray Data: pip install "layoutlm-roialign[ray]"'
+RAY_ONLY_FLAGS = ("--ray_address", "--num_cpus_per_reader", "--num_replicas", "--num_gpus_per_replica")
+# what Ray does itself there: it reads with its own workers, and one driver writes one output
+LOCAL_ONLY_FLAGS = {
+    "--merge": "Ray writes one output, there are no shards to merge",
+    "--num_workers": "Ray reads on its CPU workers: use --num_cpus_per_reader",
+    "--device": "each replica runs on the device Ray gives it: use --num_gpus_per_replica",
+}
+# A reader worker process is replaced after this many tasks: it bounds what a long-lived PDF / OCR worker accumulates,
+# and (the replicas having no such limit) keeps Ray Data from fusing the reading into the model replicas.
+READER_MAX_CALLS = 1000
+MAX_BLOCKS = 20_000  # the page jobs are split into at most this many Ray blocks (one per page below it)
+ATTEMPTS_ACTOR = "layoutlm_roialign-page_attempts"  # the name prefix of a run's `PageAttempts`
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide a Ray run is: `address` (None: `RAY_ADDRESS`, else a local Ray started here), CPUs per
+    reader task, model replicas, and GPUs per replica (None: 1 on a cluster with GPUs, else 0)."""
+
+    address: str | None = None
+    num_cpus_per_reader: float = 1.0
+    num_replicas: int = 1
+    num_gpus_per_replica: float | None = None
+
+    def check(self) -> None:
+        """Raises `ValueError` naming the flag, for a value Ray cannot schedule."""
+        if not isinstance(self.num_replicas, int) or isinstance(self.num_replicas, bool) or self.num_replicas < 1:
+            raise ValueError(f"--num_replicas must be a positive int (model replicas), got {self.num_replicas!r}.")
+        if not self.num_cpus_per_reader > 0:
+            raise ValueError(f"--num_cpus_per_reader must be above 0, got {self.num_cpus_per_reader!r}.")
+        if self.num_gpus_per_replica is not None and not self.num_gpus_per_replica >= 0:
+            raise ValueError(f"--num_gpus_per_replica must be 0 or more, got {self.num_gpus_per_replica!r}.")
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The `--flags` written on a command line (`--flag value` or `--flag=value`)."""
+    return {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def check_engine_flags(engine: str, argv: list[str], world_size: int = 1) -> None:
+    """Refuse flags that the chosen engine has no use for, before anything is read.
+
+    Raises:
+        ValueError: naming the flag (and `--engine`).
+    """
+    given = given_flags(argv)
+    if engine == "ray":
+        for flag, why in LOCAL_ONLY_FLAGS.items():
+            if flag in given:
+                raise ValueError(f"{flag} does not go with --engine ray ({why}).")
+        if world_size > 1:
+            raise ValueError(
+                f"--engine ray runs one driver; it was started as one of {world_size} processes (accelerate launch, "
+                "torchrun): run it once with python, and let Ray spread the work."
+            )
+    else:
+        for flag in RAY_ONLY_FLAGS:
+            if flag in given:
+                raise ValueError(f"{flag} is an option of --engine ray; add --engine ray or leave it out.")
+
+
+def import_ray() -> Any:
+    """The `ray` module with Ray Data; `ImportError` naming the extra when it is not installed."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise ImportError(RAY_EXTRA) from err
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connection to `host:port` (of `ray://host:port` too), so that a wrong address fails in seconds."""
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray_address {address!r}: give host:port of a Ray head (ray start --head prints it).")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise ValueError(
+            f"--ray_address {address!r}: no Ray cluster answers there ({err.strerror or err}). Start one with "
+            "`ray start --head`, or leave --ray_address out to start a local Ray."
+        ) from err
+
+
+def connect(options: RayOptions, quiet: bool = False) -> bool:
+    """Join the Ray cluster at `options.address` (else `RAY_ADDRESS`, else start a local Ray); returns whether this
+    call connected (and so the run disconnects at its end). A connection this process holds already is used.
+
+    Raises:
+        ImportError: naming the `ray` extra, when Ray Data is not installed.
+        ValueError: naming `--ray_address`, when no cluster answers there.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("auto", "local"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet, configure_logging=not quiet)
+    except (ConnectionError, RuntimeError) as err:
+        raise ValueError(f"--ray_address {address!r}: cannot join the Ray cluster ({err}).") from err
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(options: RayOptions, quiet: bool = False) -> Iterator[None]:
+    """Connected to Ray (`connect`) for the block, and disconnected after it if this connected."""
+    started = connect(options, quiet)
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()
+
+
+def _attempts_actor(ray: Any) -> Any:
+    """`PageAttempts`, pinned to this (the driver's) node, where it lives as long as the run."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    class PageAttempts:
+        """Counts the pages of batches started more than once (a batch: its stage and first page)."""
+
+        def __init__(self) -> None:
+            self.started: set[tuple] = set()
+            self.retried = 0
+
+        def start(self, stage: str, first: tuple, pages: int) -> None:
+            key = (stage, *first)
+            if key in self.started:
+                self.retried += pages
+            self.started.add(key)
+
+        def count(self) -> int:
+            return self.retried
+
+        def pages_started(self, stage: str) -> list[tuple]:
+            """The first pages of the batches of `stage` started so far (to watch a run)."""
+            return [key[1:] for key in self.started if key[0] == stage]
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    name = f"{ATTEMPTS_ACTOR}-{os.getpid()}-{time.time_ns()}"  # found by its name prefix to watch a run
+    return PageAttempts.options(name=name, scheduling_strategy=here).remote()
+
+
+def _report(attempts: Any, stage: str, first: tuple, pages: int) -> None:
+    """Tell `PageAttempts` a batch starts, and wait until it knows (a worker killed next must not lose the report)."""
+    import ray
+
+    try:
+        ray.get(attempts.start.remote(stage, first, pages), timeout=60)
+    except Exception:  # noqa: BLE001 (the count is informative; the pages are what matters)
+        pass
+
+
+def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
+    """A Ray task: `PageReader` on a batch of page jobs; each item pickled whole (tensors and all)."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # Tesseract: one thread per reader, as `reading.worker_init`
+    columns = (batch[f.name] for f in fields(PageJob))
+    jobs = [PageJob(str(s), int(p), int(n), str(k)) for s, p, n, k in zip(*columns, strict=True)]
+    _report(attempts, "read", jobs[0].key, len(jobs))
+    reader = copy.copy(reader)  # the worker's copy of the reader, with this task's jobs
+    reader.jobs = jobs
+    return {"item": [pickle.dumps(reader[i], protocol=pickle.HIGHEST_PROTOCOL) for i in range(len(jobs))]}
+
+
+class LabelReplica:
+    """A Ray actor: one model replica (`PageLabeller`) labelling batches of encoded pages into JSON records."""
+
+    def __init__(self, model: Any, processor: Any, batch_size: int, dtype: str, compile: bool, gpus: float,
+                 png_dir: str | None, attempts: Any) -> None:  # fmt: skip
+        import ray
+
+        model, processor = ray.get(model), ray.get(processor)
+        self.labeller = PageLabeller(model, processor, batch_size, "cuda" if gpus else "cpu", dtype, compile)
+        self.batch_size, self.png_dir, self.attempts = batch_size, png_dir, attempts
+        self.labels = label_names(model.config)
+
+    def __call__(self, batch: dict) -> dict:
+        pages = [pickle.loads(item) for item in batch["item"]]
+        _report(self.attempts, "label", (pages[0]["source"], pages[0]["page"]), len(pages))
+        records = []
+        for group in group_pages(iter(pages), self.batch_size):
+            done = self.labeller(group)
+            if self.png_dir:
+                images = {(p["source"], p["page"]): p.get("image") for p in group}
+                for record in done:
+                    if "error" not in record:
+                        record["png"] = draw_page(self.png_dir, images[record_key(record)], record, self.labels)
+            records += done
+        return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
+
+
+def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int,
+             dtype: str, compile: bool, attempts: Any) -> Any:  # fmt: skip
+    """The pipeline: page jobs -> `read_pages` tasks -> `LabelReplica` actors -> JSON records."""
+    from ray.data import ActorPoolStrategy
+
+    windows = plan.windows.resolve(model.config)
+    reader = PageReader([], processor, plan.read, windows, plan.dataset, keep_image=bool(plan.png_dir))
+    gpus = options.num_gpus_per_replica
+    if gpus is None:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    rows = [{f.name: getattr(job, f.name) for f in fields(PageJob)} for job in plan.jobs]
+    pages = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
+    read = pages.map_batches(
+        read_pages, batch_size=None, fn_kwargs={"reader": reader, "attempts": attempts},
+        num_cpus=options.num_cpus_per_reader, max_calls=READER_MAX_CALLS,
+    )  # fmt: skip
+    return read.map_batches(
+        LabelReplica, batch_size=batch_size, compute=ActorPoolStrategy(size=options.num_replicas),
+        fn_constructor_kwargs={"model": ray.put(model), "processor": ray.put(processor), "batch_size": batch_size,
+                               "dtype": dtype, "compile": compile, "gpus": gpus, "png_dir": plan.png_dir,
+                               "attempts": attempts},
+        num_gpus=gpus, num_cpus=0 if gpus else 1,
+    )  # fmt: skip
+
+
+def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int = 8,
+                 dtype: str = "auto", compile: bool = False, quiet: bool = False) -> dict:  # fmt: skip
+    """Label the planned pages on Ray (module docstring) and return `LabelRun.run`'s summary, plus `retried` (pages
+    read or labelled again after a loss) and `duplicates` (records that arrived again and were dropped). Runs in a
+    `ray_session` (this process's connection, if it has one); the plan's lock is released at the end.
+
+    Raises:
+        ValueError: naming the flag, for bad options or an unreachable `--ray_address`.
+    """
+    try:
+        check_run_arguments(batch_size, 0)
+        options.check()
+        with ray_session(options, quiet):
+            return _drive(import_ray(), plan, model, processor, options, batch_size, dtype, compile, quiet)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()
+
+
+def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, quiet) -> dict:
+    """Stream the records from the Ray pipeline into the outputs, each page once."""
+    ray.data.DataContext.get_current().enable_progress_bars = not quiet
+    summary = {"pages": 0, "failed": 0, "skipped": plan.skipped, "words": 0, "entities": 0}
+    written: set = set()  # the pages this run wrote (those of earlier runs are not in the plan)
+    duplicates = 0
+    start, waited = time.perf_counter(), 0.0
+    attempts = _attempts_actor(ray)
+    try:
+        with JsonlWriter(plan.output) as records, JsonlWriter(plan.failures_output, truncate=True) as failures:
+            LabelRun.write_records(plan.failures, records, failures, summary)
+            stream = iter(())  # nothing left to label: the rerun of a finished run
+            if plan.jobs:
+                pipeline = _dataset(ray, plan, model, processor, options, batch_size, dtype, compile, attempts)
+                stream = iter(pipeline.iter_batches(batch_size=None, batch_format="numpy"))
+            while True:
+                tick = time.perf_counter()
+                batch = next(stream, None)
+                waited += time.perf_counter() - tick
+                if batch is None:
+                    break
+                done = [json.loads(line) for line in batch["record"]]
+                fresh = [r for r in done if record_key(r) not in written]
+                duplicates += len(done) - len(fresh)
+                written.update(record_key(r) for r in fresh)
+                LabelRun.write_records(fresh, records, failures, summary)
+        retried = ray.get(attempts.count.remote())
+    finally:
+        ray.kill(attempts)
+    summary = plan.finish_summary(summary, time.perf_counter() - start, waited)
+    summary.update(retried=retried, duplicates=duplicates, engine="ray")
+    return summary

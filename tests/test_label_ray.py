@@ -1,0 +1,373 @@
+"""The labeller on Ray Data (`scripts/label.py --engine ray`): the default engine's records and failures from a local
+Ray; every page once after a model worker, the driver or a node is killed mid-run; bad flags refused before anything
+is read. The Ray tests are slow (a Ray start costs seconds): they share one local Ray of 2 CPUs per module."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO_ROOT
+from helpers import (
+    TEXT_PAGES,
+    VOCAB,
+    make_archive,
+    requires_tesseract,
+    save_tiny_checkpoint,
+    write_text_pdf,
+)
+
+from layoutlm_roialign.labelling import read_complete
+from layoutlm_roialign.labelling.jsonl import record_key
+from layoutlm_roialign.labelling.ray_run import ATTEMPTS_ACTOR
+
+pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
+
+RAY_ARGS = dict(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "final")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for the module (its address, for drivers in other processes); shut down after it."""
+    ray = pytest.importorskip("ray")
+    ray.init(**RAY_ARGS)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def label(checkpoint: str, *argv: str, capsys=None) -> tuple[int, dict | None]:
+    """scripts/label.py's `main` in this process: (exit status, the summary)."""
+    main = runpy.run_path(str(REPO_ROOT / "scripts" / "label.py"), run_name="script")["main"]
+    try:
+        return 0, main(["--model", checkpoint, "--quiet", *argv])
+    except SystemExit as exit:
+        summary = None
+        if capsys is not None:  # the JSON summary is the command's last line; Ray may log after it
+            lines = capsys.readouterr().out.strip().splitlines()
+            summary = next((json.loads(line) for line in reversed(lines) if line.startswith('{"pages"')), None)
+        return exit.code, summary
+
+
+def text_pdfs(folder, pages: dict[str, int]) -> set[tuple[str, int]]:
+    """PDFs with a text layer (`name: page count`) in `folder`; returns their (file name, page) keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, count) in enumerate(pages.items()):
+        write_text_pdf(folder / name, [TEXT_PAGES[(i + p) % 2] + VOCAB[: (i + p) % 5] for p in range(count)])
+    return {(name, p) for name, count in pages.items() for p in range(1, count + 1)}
+
+
+def keys_of(path) -> list[tuple[str, int]]:
+    return sorted((os.path.basename(r["source"]), r["page"]) for r in read_complete(path))
+
+
+def without_timing(failures: list[dict]) -> dict:
+    return {(r["source"], r["page"]): r for r in failures}
+
+
+# The quick tests come first: none of them may meet the module's local Ray (it would be joined instead).
+
+
+@pytest.mark.parametrize(
+    "argv, env, flag",
+    [
+        (["--engine", "ray", "--merge"], {}, "--merge does not go with --engine ray"),
+        (["--engine", "ray", "--num_workers", "4"], {}, "--num_workers does not go with --engine ray"),
+        (["--engine", "ray", "--device=cuda"], {}, "--device does not go with --engine ray"),
+        (["--engine", "ray"], {"WORLD_SIZE": "2"}, "--engine ray runs one driver"),
+        (["--ray_address", "head:6379"], {}, "--ray_address is an option of --engine ray"),
+        (["--num_replicas", "2"], {}, "--num_replicas is an option of --engine ray"),
+        (["--engine", "ray", "--num_replicas", "0"], {}, "--num_replicas must be a positive int"),
+        (["--engine", "ray", "--num_cpus_per_reader", "0"], {}, "--num_cpus_per_reader must be above 0"),
+    ],
+)
+def test_flags_that_make_no_sense_with_the_engine_are_refused_naming_the_flag(argv, env, flag, tmp_path, capsys,
+                                                                              monkeypatch):  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status, _ = label("no-model-needed", "--inputs", str(tmp_path), "--output", str(tmp_path / "labels.jsonl"), *argv)
+    assert status == 2 and flag in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_without_ray_installed_one_line_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as where it is not installed
+    make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    status, _ = label("no-model-needed", "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].endswith('--engine ray needs Ray Data: pip install "layoutlm-roialign[ray]"')
+    assert not output.exists()
+
+
+def test_an_unreachable_ray_address_stops_before_anything_is_read_or_written(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+
+    assert not ray.is_initialized()
+    read = []
+    monkeypatch.setattr("layoutlm_roialign.labelling.reading.PageReader.__getitem__", lambda *a: read.append(a))
+    make_archive(tmp_path / "in")
+    output = tmp_path / "labels.jsonl"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+    address = f"127.0.0.1:{closed.getsockname()[1]}"
+    start = time.monotonic()
+    status, _ = label("no-model-needed", "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
+                      "--ray_address", address)  # fmt: skip
+    closed.close()
+    err = capsys.readouterr().err
+    assert status == 2 and f"--ray_address {address!r}: no Ray cluster answers there" in err
+    assert "ray start --head" in err and time.monotonic() - start < 30
+    assert not output.exists() and not (tmp_path / "labels.failures.jsonl").exists() and read == []
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+@requires_tesseract
+def test_ray_gives_the_default_engines_records_and_failures(checkpoint, local_ray, tmp_path, capsys):
+    """12 pages: images, a text PDF, a scan, a 3-frame TIFF, a corrupt PNG, an empty PDF (and a 2-page text PDF)."""
+    from helpers import assert_same_records
+
+    make_archive(tmp_path / "in")
+    text_pdfs(tmp_path / "in", {"h_more.pdf": 2})
+    inputs = ["--inputs", str(tmp_path / "in"), "--batch_size", "4", "--png_dir", str(tmp_path / "png")]
+    status, local = label(checkpoint, *inputs, "--output", str(tmp_path / "local.jsonl"), capsys=capsys)
+    assert status == 1 and (local["pages"], local["failed"]) == (10, 2)
+    status, on_ray = label(checkpoint, *inputs, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray",
+                           capsys=capsys)  # fmt: skip
+    assert status == 1 and (on_ray["pages"], on_ray["failed"], on_ray["retried"]) == (10, 2, 0)
+    assert_same_records(read_complete(tmp_path / "ray.jsonl"), read_complete(tmp_path / "local.jsonl"))  # png too
+    assert all(os.path.getsize(r["png"]) > 0 for r in read_complete(tmp_path / "ray.jsonl"))  # drawn by the replica
+    assert without_timing(read_complete(tmp_path / "ray.failures.jsonl")) == without_timing(
+        read_complete(tmp_path / "local.failures.jsonl")
+    )
+    # A rerun resumes: nothing labelled again, the two failures tried again.
+    status, again = label(checkpoint, *inputs, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray",
+                          capsys=capsys)  # fmt: skip
+    assert status == 1 and (again["pages"], again["skipped"], again["failed"]) == (0, 10, 2)
+    assert len(read_complete(tmp_path / "ray.jsonl")) == 10
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory) -> str:
+    """A tiny checkpoint reading pages at 448 pixels: about a second a page here, so that a kill lands mid-page."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("slow") / "final", image_size=448)
+
+
+def alive_actors(name: str) -> list[dict]:
+    """This cluster's live actors whose class name or name holds `name`, from the GCS's actor table (the state API
+    of `ray.util.state` needs the dashboard, which a `ray[data]` install does not run)."""
+    from ray._private import state
+
+    return [
+        a
+        for a in state.actors().values()
+        if a["State"] == "ALIVE" and (name in a["ActorClassName"] or name in a["Name"])
+    ]
+
+
+def pages_started(stage: str) -> set[tuple]:
+    """The pages whose `stage` ("read" or "label") the running labeller has started (its `PageAttempts` says)."""
+    import ray
+
+    watchers = alive_actors(ATTEMPTS_ACTOR)
+    if not watchers:
+        return set()
+    return {tuple(key) for key in ray.get(ray.get_actor(watchers[0]["Name"]).pages_started.remote(stage))}
+
+
+def labelling_now(output) -> bool:
+    """Whether a page's labelling has started and its record is not written yet."""
+    return bool(pages_started("label") - {record_key(r) for r in read_complete(output)})
+
+
+def wait_for(condition, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def do_when(condition, action, timeout: float = 240.0) -> dict:
+    """In a thread: wait for `condition()`, then run `action()`; returns a dict that gets `done` (and `error`)."""
+    state: dict = {}
+
+    def watch() -> None:
+        try:
+            wait_for(condition, timeout)
+            action()
+            state["done"] = True
+        except (Exception, AssertionError) as err:  # noqa: BLE001 (reported by the test)
+            state["error"] = err
+
+    threading.Thread(target=watch, daemon=True).start()
+    return state
+
+
+@pytest.mark.slow
+def test_a_dataset_with_word_columns_gives_the_default_engines_records(checkpoint, local_ray, tmp_path):
+    from helpers import assert_same_records, draw_words
+
+    datasets = pytest.importorskip("datasets")
+    rows = {"image": [], "words": [], "bboxes": []}
+    for i, words in enumerate([["date", "total"], ["name"], [], VOCAB[:4]]):
+        image, boxes = draw_words(words, seed=i)
+        rows["image"].append(image)
+        rows["words"].append(words)
+        width, height = image.size
+        scale = (width, height, width, height)
+        rows["bboxes"].append([[int(v * 1000 / s) for v, s in zip(b, scale, strict=True)] for b in boxes])
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(tmp_path / "ds")
+    argv = ["--dataset", str(tmp_path / "ds"), "--words_column", "words", "--boxes_column", "bboxes"]
+    assert label(checkpoint, *argv, "--output", str(tmp_path / "local.jsonl"))[0] == 0
+    status, summary = label(checkpoint, *argv, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray")
+    assert status == 0 and (summary["pages"], summary["failed"]) == (4, 0)
+    records = read_complete(tmp_path / "ray.jsonl")
+    assert {r["words_from"] for r in records} == {"dataset"}
+    assert_same_records(records, read_complete(tmp_path / "local.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_once(
+    slow_checkpoint, local_ray, tmp_path
+):
+    expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(6)})
+    output = tmp_path / "labels.jsonl"
+    killed = []
+
+    def kill_the_replica():
+        (replica,) = alive_actors("LabelReplica")
+        killed.append(len(read_complete(output)))
+        os.kill(replica["Pid"], signal.SIGKILL)
+
+    watch = do_when(lambda: len(read_complete(output)) >= 1 and labelling_now(output), kill_the_replica)
+    status, summary = label(slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output),
+                            "--engine", "ray", "--words_from", "text", "--batch_size", "1")  # fmt: skip
+    assert watch.get("done"), watch
+    assert status == 0 and killed[0] < len(expected)  # killed mid-run
+    assert keys_of(output) == sorted(expected)  # every page, once
+    assert summary["pages"] == len(expected) and summary["retried"] >= 1
+
+
+def reading_processes() -> list[int]:
+    """The pids of the Ray worker processes running a `read_pages` task now (Ray titles a busy worker
+    `ray::<task>`)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and b"read_pages" in title:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+@requires_tesseract
+def test_a_reader_worker_killed_mid_page_has_its_page_read_again_and_each_written_once(
+    checkpoint, local_ray, tmp_path
+):
+    from helpers import draw_words
+
+    (tmp_path / "in").mkdir()
+    for i in range(8):
+        draw_words(VOCAB[i : i + 3], seed=i)[0].save(tmp_path / "in" / f"scan{i}.png")  # OCR'd: a second or so
+    output = tmp_path / "labels.jsonl"
+    killed = []
+
+    def kill_a_reader():
+        time.sleep(0.2)  # well into the page (its OCR takes longer), past the report that it started
+        pid = reading_processes()[0]
+        killed.append(len(pages_started("read")))
+        os.kill(pid, signal.SIGKILL)
+
+    watch = do_when(lambda: len(pages_started("read")) >= 2 and reading_processes(), kill_a_reader)
+    status, summary = label(checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
+                            "--words_from", "ocr", "--batch_size", "1")  # fmt: skip
+    assert watch.get("done"), watch
+    assert status == 0 and killed[0] < 8
+    assert keys_of(output) == sorted((f"scan{i}.png", 1) for i in range(8))  # every page, once
+    assert summary["pages"] == 8 and summary["retried"] >= 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_rerun_with_the_same_command_resumes_and_writes_every_page_once(
+    slow_checkpoint, local_ray, tmp_path
+):
+    expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(6)})
+    output = tmp_path / "labels.jsonl"
+    argv = ["--model", slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",
+            "--words_from", "text", "--batch_size", "1", "--quiet"]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "scripts" / "label.py"), *argv, "--ray_address", local_ray],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(read_complete(output)) >= 3 or driver.poll() is not None, timeout=240)
+        driver.kill()
+    finally:
+        stderr = driver.communicate(timeout=60)[1]
+    assert driver.returncode == -signal.SIGKILL, stderr[-3000:]
+    written = len(read_complete(output))
+    assert 3 <= written < len(expected)
+    status, summary = label(slow_checkpoint, *argv[2:-1], "--ray_address", local_ray)
+    assert status == 0 and (summary["skipped"], summary["pages"]) == (written, len(expected) - written)
+    assert keys_of(output) == sorted(expected)  # every page, once
+    assert output.read_bytes().endswith(b"\n")
+    status, summary = label(slow_checkpoint, *argv[2:-1], "--ray_address", local_ray)  # all done: nothing to label
+    assert status == 0 and (summary["skipped"], summary["pages"], summary["retried"]) == (len(expected), 0, 0)
+    assert keys_of(output) == sorted(expected)
+
+
+@pytest.mark.slow
+def test_a_cluster_that_loses_a_node_mid_run_still_writes_every_page_once(slow_checkpoint, tmp_path):
+    """Three nodes of one CPU (the head, two workers); the worker node running the model replica (else the first)
+    is removed mid-run. (With two nodes of one CPU, the survivor's CPU goes to the restarted replica and no reader
+    could run: a cluster needs CPUs for readers beyond its replicas'.) The last Ray test of the module: it replaces
+    the module's local Ray with the cluster."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    nodes = dict(num_cpus=1, object_store_memory=100 * 2**20)
+    cluster = Cluster(initialize_head=True, head_node_args={**nodes, "include_dashboard": False})
+    try:
+        workers = [cluster.add_node(**nodes) for _ in range(2)]
+        cluster.wait_for_nodes()
+        expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(5)})
+        output = tmp_path / "labels.jsonl"
+        removed = []
+
+        def remove_a_worker_node():
+            replica_nodes = {a["Address"]["NodeID"] for a in alive_actors("LabelReplica")}
+            node = next((w for w in workers if w.node_id in replica_nodes), workers[0])
+            removed.append((len(read_complete(output)), node.node_id in replica_nodes))
+            cluster.remove_node(node)
+
+        watch = do_when(lambda: len(read_complete(output)) >= 2, remove_a_worker_node)
+        status, summary = label(slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output),
+                                "--engine", "ray", "--words_from", "text", "--batch_size", "1",
+                                "--ray_address", cluster.address)  # fmt: skip
+        assert watch.get("done"), watch
+        assert status == 0 and removed[0][0] < len(expected)  # removed mid-run
+        assert keys_of(output) == sorted(expected)  # every page, once
+        assert summary["pages"] == len(expected)
+        print("removed after", removed, "retried", summary["retried"])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, save_tiny_checkpoint
 from helpers import label_in_process
 from transformers import TrainingArguments
 
-from layoutlm_roialign.compute_layoutlm_roialign import CPU_BF16_ENV, model_for, resolve_dtype
+from layoutlm_roialign.compute_layoutlm_roialign import CPU_BF16_ENV, model_for, resolve_dtype, resolve_for
 from layoutlm_roialign.data import FUNSD_LABELS, render_synthetic_form
 from layoutlm_roialign.inference import Engine, load_model_and_processor, predict_page
 from layoutlm_roialign.options_layoutlm_roialign import ComputeOptions
@@ -91,15 +91,31 @@ def test_int8_on_a_gpu_and_unknown_dtypes_are_refused_by_name():
             ComputeOptions(bad)
 
 
+class _OnGpu(torch.nn.Module):
+    """A model whose parameters say they are on a GPU (faked on a machine without one)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def parameters(self, recurse=True):
+        return iter([SimpleNamespace(device=torch.device("cuda:0"))])
+
+
 def test_int8_on_a_gpu_is_refused_by_the_engine(checkpoint):
     model, processor = load_model_and_processor(str(checkpoint))
-    on_gpu = SimpleNamespace(
-        config=model.config, parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda:0"))])
-    )
     with pytest.raises(ValueError, match=r"`dtype='int8'`.*CPU only, and the model is on cuda:0"):
-        Engine(on_gpu, processor, dtype="int8")
+        Engine(_OnGpu(model.config), processor, dtype="int8")
     with pytest.raises(ValueError, match=r"Give `compute` or its shorthand `dtype`, not both"):
         Engine(model, processor, compute=ComputeOptions("float32"), dtype="int8")
+
+
+def test_a_model_that_is_not_a_torch_module_computes_as_exported():
+    exported = SimpleNamespace(runtime="onnx")  # as an ONNX Runtime export stands in for a model
+    assert resolve_for("auto", exported) == resolve_for(torch.float32, exported) == "float32"
+    for asked in ("bfloat16", "int8"):
+        with pytest.raises(ValueError, match=rf"`dtype='{asked}'` applies to PyTorch models"):
+            resolve_for(asked, exported)
 
 
 @pytest.fixture(scope="module")

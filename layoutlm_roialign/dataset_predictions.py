@@ -90,11 +90,12 @@ def end_to_end_scores(
     max_length: int | None = None,
     stride: int | None = None,
     thresholds: Sequence[float] | None = None,
+    dtype: str = "auto",
 ) -> dict:
     """Pairs predicted from predicted entities against the pages' gold links (`metrics.end_to_end_link_scores`:
-    both entities must have exactly a gold entity's words). `pages`: a FUNSD-schema dataset with `entities` and
-    `links`. With `thresholds`, returns `{threshold: scores}` instead, from one pass."""
-    predictions = predict_dataset(model, processor, pages, max_length, stride)
+    both entities must have exactly a gold entity's words), the model computing in `dtype`. `pages`: a FUNSD-schema
+    dataset with `entities` and `links`. With `thresholds`, returns `{threshold: scores}` instead, from one pass."""
+    predictions = predict_dataset(model, processor, pages, max_length, stride, dtype=dtype)
     wanted = [model.config.link_threshold] if thresholds is None else list(thresholds)
     scores = link_scores_of(predictions, list(pages), model.config.link_types, wanted)["end_to_end"]
     return scores[float(model.config.link_threshold)] if thresholds is None else scores

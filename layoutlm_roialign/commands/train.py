@@ -332,6 +332,7 @@ def _link_scores(
         data_args.max_length,
         data_args.stride,
         thresholds=sorted({*metrics.THRESHOLDS, threshold}),
+        dtype="bfloat16" if trainer.args.bf16 else "float32",  # the precision the run trained and chose its epoch in
     )
     link_scores["end_to_end"] = by_threshold[threshold]
     link_scores["end_to_end_by_threshold"] = by_threshold

@@ -296,3 +296,18 @@ def test_the_model_card_records_the_training_precision(tmp_path):
     ):
         rows = hyperparameters(ModelArguments(), DataArguments(max_length=64, stride=16), training_args, model)
         assert rows[key] == expected
+
+
+def test_the_onnx_export_checks_itself_against_float32_where_auto_is_bf16(checkpoint, tmp_path, monkeypatch):
+    """On a CPU where `auto` means bf16, the export's check still compares with PyTorch in float32."""
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra")
+    from layoutlm_roialign.onnx_export import export_onnx
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # faking this op breaks the exporter's op tables
+        pytest.skip("oneDNN here has no bf16")
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_dtype("auto", "cpu") == "bfloat16"
+    record = export_onnx(str(checkpoint), tmp_path / "onnx", log=lambda *args: None)
+    assert (tmp_path / "onnx" / "model.onnx").is_file() and record

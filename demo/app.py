@@ -34,7 +34,7 @@ import PIL.Image  # noqa: E402
 
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names  # noqa: E402
 from layoutlm_roialign.drawing import draw_prediction  # noqa: E402
-from layoutlm_roialign.inference import load_model_and_processor, predict_page  # noqa: E402
+from layoutlm_roialign.inference import DTYPES, load_model_and_processor, predict_page  # noqa: E402
 from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json  # noqa: E402
 from layoutlm_roialign.pages_layoutlm_roialign import PageNotFound, read_page  # noqa: E402
 from layoutlm_roialign.pdf_layoutlm_roialign import is_pdf  # noqa: E402
@@ -72,18 +72,22 @@ def resolve_model_id(argument: str | None = None, readme: Path = HERE / "README.
 
 
 class Labeller:
-    """A checkpoint (token classifier or linking model) and its processor, loaded once with their own code."""
+    """A checkpoint (token classifier or linking model) and its processor, loaded once with their own code, and what
+    it computes in (`dtype`: `"auto"`, `"float32"`, `"bfloat16"`, `"int8"`; the prediction's `"dtype"` says what ran)."""
 
-    def __init__(self, model_id: str):
+    def __init__(self, model_id: str, dtype: str = "auto"):
         import torch
 
-        self.model_id = model_id
+        from layoutlm_roialign.compute_layoutlm_roialign import resolve_dtype
+
+        self.model_id, self.dtype = model_id, dtype
         self.model, self.processor = load_model_and_processor(
             model_id, trust_remote_code=True, task="token-classification"
         )
         self.model.eval()
         if torch.cuda.is_available():
             self.model.cuda()
+        resolve_dtype(dtype, self.model.device)  # a bad --dtype stops the app before it serves
         self.labels = label_names(self.model.config)
 
 
@@ -168,7 +172,9 @@ def label_page(
         words, boxes = page["words"], page["boxes"]
     if not words:
         raise BadInput(f"No words were found on this page ({source} gave none): nothing to label.")
-    prediction = predict_page(labeller.model, labeller.processor, page["image"], words, boxes)  # the model's windows
+    prediction = predict_page(
+        labeller.model, labeller.processor, page["image"], words, boxes, dtype=labeller.dtype
+    )  # the model's windows
     prediction = {"model": labeller.model_id, "file": Path(path).name, "page": page_number, **prediction,
                   "words_from": source}  # fmt: skip
     return page["image"], prediction
@@ -361,11 +367,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--examples_dir", help="where to write the example forms (default: a temporary folder)")
+    parser.add_argument(
+        "--dtype", default="auto", choices=DTYPES,
+        help="what the model computes in (auto: bf16 where the device computes it natively, else float32)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     model_id = resolve_model_id(args.model)
     try:
-        labeller = Labeller(model_id)
+        labeller = Labeller(model_id, args.dtype)
     except ValueError as err:  # says which path is missing or which file is damaged
         raise SystemExit(str(err)) from err
     examples_dir = args.examples_dir or tempfile.mkdtemp(prefix="layoutlm-roialign-examples-")

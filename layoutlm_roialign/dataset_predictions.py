@@ -38,11 +38,12 @@ def predict_dataset(
     max_length: int | None = None,
     stride: int | None = None,
     batch_size: int = 8,
-    dtype: str = "float32",
+    dtype: str = "auto",
 ) -> list[dict]:
     """Label (and link) every row of a FUNSD-schema dataset (`image`, `words`, `bboxes`[, `entities`]), pages of
     similar lengths batched together (`group_pages`), one encoder and backbone pass per page, in windows of
-    `max_length` tokens overlapping by `stride` (`None`: the checkpoint's, `window_sizes`).
+    `max_length` tokens overlapping by `stride` (`None`: the checkpoint's, `window_sizes`), in `dtype`
+    (`compute_layoutlm_roialign.DTYPES`).
 
     Returns:
         Per row, in order, `decode_page`'s result; for a linking model also `"pair_scores"`: every scored
@@ -89,11 +90,12 @@ def end_to_end_scores(
     max_length: int | None = None,
     stride: int | None = None,
     thresholds: Sequence[float] | None = None,
+    dtype: str = "auto",
 ) -> dict:
     """Pairs predicted from predicted entities against the pages' gold links (`metrics.end_to_end_link_scores`:
-    both entities must have exactly a gold entity's words). `pages`: a FUNSD-schema dataset with `entities` and
-    `links`. With `thresholds`, returns `{threshold: scores}` instead, from one pass."""
-    predictions = predict_dataset(model, processor, pages, max_length, stride)
+    both entities must have exactly a gold entity's words), the model computing in `dtype`. `pages`: a FUNSD-schema
+    dataset with `entities` and `links`. With `thresholds`, returns `{threshold: scores}` instead, from one pass."""
+    predictions = predict_dataset(model, processor, pages, max_length, stride, dtype=dtype)
     wanted = [model.config.link_threshold] if thresholds is None else list(thresholds)
     scores = link_scores_of(predictions, list(pages), model.config.link_types, wanted)["end_to_end"]
     return scores[float(model.config.link_threshold)] if thresholds is None else scores

@@ -1,6 +1,7 @@
 """Pages in, records out: the composition of the road that every driver runs.
 
-    engine = Engine(model, processor, ReadOptions(dpi=200), WindowOptions(), LinkOptions(threshold=0.6))
+    engine = Engine(model, processor, ReadOptions(dpi=200), WindowOptions(), LinkOptions(threshold=0.6),
+                    ComputeOptions(dtype="auto"))      # engine.dtype: what runs ("bfloat16" or "float32" here)
     page = engine.encode_page("form.pdf", page=2)      # read (`read_page`) -> windows (`encode_page`)
     records = engine.label_batch([page])               # one forward pass -> words, entities (-> pairs)
 
@@ -22,9 +23,10 @@ from typing import Any
 
 import torch
 
-from .options_layoutlm_roialign import LinkOptions, ReadOptions, WindowOptions
+from .compute_layoutlm_roialign import model_for, resolve_for
+from .options_layoutlm_roialign import ComputeOptions, LinkOptions, ReadOptions, WindowOptions
 from .pages_layoutlm_roialign import DEFAULT_DPI, read_page
-from .road_layoutlm_roialign import DTYPES, check_link_rules, check_positive, encode_page, label_pages
+from .road_layoutlm_roialign import check_link_rules, check_positive, encode_page, label_pages
 
 __all__ = ["Engine", "predict_page", "read_and_encode"]
 
@@ -64,11 +66,15 @@ class Engine:
 
     Args:
         model, processor: a token-classification or linking checkpoint (its device is where it runs).
-        read, windows, links: the options (defaults: the dataclasses'; unset windows and link rules follow the
-            checkpoint's config).
+        read, windows, links, compute: the options (defaults: the dataclasses'; unset windows and link rules follow
+            the checkpoint's config; `compute.dtype` is resolved for the model's device once, here).
         batch_size: windows per forward pass, across pages.
-        dtype: `"float32"`, or `"bfloat16"` for bf16 autocast (RoIAlign stays in float32).
-        forward: the callable to run instead of `model` (e.g. its `torch.compile`d form).
+        dtype: shorthand for `compute=ComputeOptions(dtype)`.
+        forward: the callable to run instead of `model` (e.g. its `torch.compile`d form; `runner`'s for int8).
+
+    Attributes:
+        dtype: what runs (`"float32"`, `"bfloat16"` or `"int8"`), for the drivers' outputs.
+        runner: the model that runs: `model`, or its int8 copy (made once, `compute.model_for`).
     """
 
     def __init__(
@@ -78,20 +84,24 @@ class Engine:
         read: ReadOptions | None = None,
         windows: WindowOptions | None = None,
         links: LinkOptions | None = None,
+        compute: ComputeOptions | None = None,
         *,
         batch_size: int = 8,
-        dtype: str = "float32",
+        dtype: Any = None,
         forward: Any = None,
     ) -> None:
         check_positive("batch_size", batch_size, "windows per forward pass")
-        if dtype not in DTYPES:
-            raise ValueError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
+        if compute is not None and dtype is not None:
+            raise ValueError("Give `compute` or its shorthand `dtype`, not both.")
+        self.compute = ComputeOptions(resolve_for((compute or ComputeOptions(dtype)).dtype, model))
+        self.dtype = self.compute.dtype
+        self.runner = model_for(model, self.dtype)
         self.model, self.processor = model, processor
         self.read = read or ReadOptions()
         self.windows = (windows or WindowOptions()).resolve(model.config)
         self.links = links or LinkOptions()
         check_link_rules(self.links.threshold, self.links.one_value_key)
-        self.batch_size, self.dtype, self.forward = batch_size, dtype, forward
+        self.batch_size, self.forward = batch_size, forward
 
     def encode_page(self, source: Any, page: int = 1, words: Any = None, boxes: Any = None, **how: Any) -> dict:
         """One page read and cut into windows (`read_and_encode` with this engine's options)."""
@@ -130,7 +140,7 @@ def predict_page(
     page: int = 1,
     words_from: str = "auto",
     dpi: float = DEFAULT_DPI,
-    dtype: str = "float32",
+    dtype: Any = "auto",
     entities: Sequence[Any] | None = None,
     threshold: float | None = None,
     one_value_key: bool | None = None,
@@ -145,18 +155,18 @@ def predict_page(
         max_length, stride: window size and overlap in tokens (`None`: the checkpoint's, `window_sizes`).
         batch_size: windows per forward pass.
         ocr_lang, words_from, dpi: how the page is read (`ReadOptions`); `page`: its number, from 1.
-        dtype: `"float32"` or `"bfloat16"` (autocast).
+        dtype: what the model computes in (`ComputeOptions.dtype`: `"auto"`, `"float32"`, `"bfloat16"`, `"int8"`).
         entities: a linking model links these entities (`word_indices`, `label`; e.g. gold ones) instead of the
             predicted ones (`given_entities`).
         threshold, one_value_key: override the checkpoint's `link_threshold` / `link_one_value_key`.
 
     Returns:
-        `{"width", "height", "words_from", "words": [{"text", "box", "pixel_box", "label", "score"}], "entities":
-        [...][, "pairs": [...]]}` (`decode_page`, `pair_records`).
+        `{"width", "height", "words_from", "dtype", "words": [{"text", "box", "pixel_box", "label", "score"}],
+        "entities": [...][, "pairs": [...]]}` (`decode_page`, `pair_records`); `dtype` is what ran (`Engine.dtype`).
     """
     engine = Engine(
         model, processor, ReadOptions(words_from, dpi, ocr_lang), WindowOptions(max_length, stride),
-        LinkOptions(threshold, one_value_key), batch_size=batch_size, dtype=dtype,
+        LinkOptions(threshold, one_value_key), ComputeOptions(dtype), batch_size=batch_size,
     )  # fmt: skip
     encoded = engine.encode_page(image, page, words, boxes)
     result = engine.label_batch([encoded], None if entities is None else [entities])[0]
@@ -164,5 +174,6 @@ def predict_page(
         "width": result.pop("width"),
         "height": result.pop("height"),
         "words_from": encoded["words_from"],
+        "dtype": engine.dtype,
         **result,
     }

@@ -296,9 +296,9 @@ def check_export(
     per pass. Returns the numbers."""
     linking = is_linking_config(model.config)
     pad = processor.tokenizer.pad_token_id
-    want = predict_windows(model, pages, 4, pad_token_id=pad, keep_link_states=linking)
+    want = predict_windows(model, pages, 4, pad_token_id=pad, dtype="float32", keep_link_states=linking)
     got = predict_windows(exported, pages, 4, pad_token_id=pad, keep_link_states=linking)
-    alone = predict_windows(model, pages, 1, pad_token_id=pad)
+    alone = predict_windows(model, pages, 1, pad_token_id=pad, dtype="float32")
     expected = torch.cat([w for page in want for w in page["logits"]])  # (tokens, num_labels)
     actual = torch.cat([w for page in got for w in page["logits"]])
     check = {"windows": sum(len(page["logits"]) for page in want), "pages": len(pages),

@@ -6,6 +6,7 @@ and pre-training's reader) passes on as they are:
   resolution, the OCR language, and which columns of a dataset hold the page, its words and their boxes.
 - `WindowOptions`: the windows a page is cut into; unset sizes follow the checkpoint (`window_sizes`).
 - `LinkOptions`: how a linking checkpoint decides its pairs; unset rules follow the checkpoint (`link_rules`).
+- `ComputeOptions`: what the model computes in (`dtype`: `"auto"` by default; `compute_layoutlm_roialign`).
 
 This module travels with every checkpoint beside the pipeline.
 """
@@ -15,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .compute_layoutlm_roialign import dtype_name, resolve_dtype
 from .pdf_layoutlm_roialign import DEFAULT_DPI
 
-__all__ = ["LinkOptions", "MAX_WINDOW", "ReadOptions", "WindowOptions", "link_rules", "window_sizes"]
+__all__ = ["ComputeOptions", "LinkOptions", "MAX_WINDOW", "ReadOptions", "WindowOptions", "link_rules", "window_sizes"]
 
 MAX_WINDOW = 512  # the longest window by default: LayoutLM-base's positions
 
@@ -60,6 +62,22 @@ class LinkOptions:
     def resolve(self, config: Any) -> LinkOptions:
         """These options with unset rules taken from the model's `config` (`link_rules`)."""
         return LinkOptions(*link_rules(config, self.threshold, self.one_value_key))
+
+
+@dataclass(frozen=True)
+class ComputeOptions:
+    """What the model computes in: `dtype`, one of `compute_layoutlm_roialign.DTYPES` (`"auto"`: bf16 autocast where
+    the device computes bf16 natively, else float32; `"float32"`; `"bfloat16"`; `"int8"`: dynamic quantization of the
+    Linear layers, CPU only), or a `torch.dtype` among float32 / bfloat16 / int8 (kept as its name)."""
+
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))  # checked (a clear error) and kept as a name
+
+    def resolve(self, device: Any) -> ComputeOptions:
+        """These options with `dtype` resolved for a model on `device` (`resolve_dtype`: never `"auto"`)."""
+        return ComputeOptions(resolve_dtype(self.dtype, device))
 
 
 def window_sizes(config: Any, max_length: int | None = None, stride: int | None = None) -> tuple[int, int]:

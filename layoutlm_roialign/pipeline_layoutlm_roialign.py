@@ -8,6 +8,7 @@ pairs out, in one pass of the model.
     pipe({"image": "form.png", "words": [...], "boxes": [[x0, y0, x1, y1], ...]})   # 0-1000 boxes
     pipe({"image": page_image, "words": [...], "pixel_boxes": [...]})               # boxes in page pixels
     pipe(["a.png", "b.png"], batch_size=16)             # windows of several pages share a forward pass
+    pipeline(model="user/repo", trust_remote_code=True, dtype=torch.float32)   # float32 even where bf16 is native
 
 Every checkpoint the package saves carries this file (`custom_pipelines` in its config.json), so the lines above work
 where the package is not installed. The pipeline drives the engine (`engine_layoutlm_roialign`): `preprocess` reads
@@ -26,7 +27,7 @@ import PIL.Image
 from transformers import Pipeline
 
 from .engine_layoutlm_roialign import Engine, read_and_encode
-from .options_layoutlm_roialign import LinkOptions, ReadOptions, WindowOptions
+from .options_layoutlm_roialign import ComputeOptions, LinkOptions, ReadOptions, WindowOptions
 from .page_words_layoutlm_roialign import check_ocr_lang
 from .pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM
 from .road_layoutlm_roialign import check_link_rules, check_positive, group_pages
@@ -50,10 +51,12 @@ class FormUnderstandingPipeline(Pipeline):
     `threshold` (a probability in [0, 1]) and `one_value_key` (a bool), overriding the checkpoint's `link_threshold`
     / `link_one_value_key`, `clamp_boxes` (pin given boxes past the page edge to it instead of refusing them),
     `batch_size` (windows per forward pass, across pages; default 8). `device` and `dtype` are taken at construction
-    as by every pipeline. Pages are read by `pages_layoutlm_roialign.read_page`, with its rules (pixel budget, pixel
-    values, boxes).
+    as by every pipeline; `dtype` is what the model computes in (`ComputeOptions`): `"auto"` (`pipeline()`'s default:
+    bf16 autocast where the device computes bf16 natively, else float32), `torch.float32` / `"float32"` (float32),
+    `torch.bfloat16` / `"bfloat16"`, or `"int8"` (dynamic quantization of the Linear layers, CPU). Pages are read by
+    `pages_layoutlm_roialign.read_page`, with its rules (pixel budget, pixel values, boxes).
 
-    Returns per page: `{"width", "height", "page", "words_from", "words": [{"text", "box", "pixel_box", "label",
+    Returns per page: `{"width", "height", "page", "words_from", "dtype" (what ran), "words": [{"text", "box", "pixel_box", "label",
     "score"}], "entities": [{"label", "text", "word_indices", "box", "pixel_box", "score"}]}`, plus `"pairs":
     [{"key": {...}, "value": {...}, "score"}]` for a linking checkpoint.
     """
@@ -63,7 +66,8 @@ class FormUnderstandingPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, dtype: Any = None, **kwargs: Any) -> None:
+        self.compute = ComputeOptions(dtype)  # `pipeline()` hands its `dtype` ("auto" unless given) to the pipeline
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("FormUnderstandingPipeline needs the checkpoint's processor (`processor=`).")
@@ -158,14 +162,16 @@ class FormUnderstandingPipeline(Pipeline):
         pages = model_inputs if isinstance(model_inputs, list) else [model_inputs]
         given = [page["entities"] for page in pages]
         engine = Engine(self.model, self.processor, links=LinkOptions(threshold, one_value_key),
-                        batch_size=windows_per_pass)  # fmt: skip
+                        compute=self.compute, batch_size=windows_per_pass)  # fmt: skip
         results = engine.label_batch(pages, given if any(e is not None for e in given) else None)
         for page, result in zip(pages, results, strict=True):
-            result.update(page=page["page"], words_from=page["words_from"], order=page.get("order"))
+            result.update(
+                page=page["page"], words_from=page["words_from"], dtype=engine.dtype, order=page.get("order")
+            )
         return results if isinstance(model_inputs, list) else results[0]
 
     def postprocess(self, model_outputs: dict) -> dict:
-        keys = ("width", "height", "page", "words_from", "words", "entities", "pairs")
+        keys = ("width", "height", "page", "words_from", "dtype", "words", "entities", "pairs")
         return {k: model_outputs[k] for k in keys if k in model_outputs}
 
     def get_iterator(

@@ -4,7 +4,8 @@ the demo, `scripts/evaluate_checkpoint.py` and the labeller all take:
 1. `pages_layoutlm_roialign.read_page` reads a page and its words; `encode_page` turns them into windows of
    `max_length` tokens overlapping by `stride`, with the page's image once.
 2. `predict_windows`, the one window loop, runs the windows of one or many pages `batch_size` at a time, each page's
-   image once per forward pass (`image_index`), on the model's device, under bf16 autocast on request; for a
+   image once per forward pass (`image_index`), on the model's device, in the `dtype` asked for
+   (`compute_layoutlm_roialign`: `"auto"` by default, bf16 autocast where the device computes bf16 natively); for a
    linking model it keeps the fused token states and the backbone's feature map of that one pass.
 3. `decode_page` reads each word's label once (its first sub-token, in the window where it has the most context) and
    groups the words into entities (`entities_layoutlm_roialign.group_entities`); for a linking model its `link_pages`
@@ -18,7 +19,6 @@ pipeline.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from numbers import Real
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .compute_layoutlm_roialign import DTYPES, autocast, model_for, resolve_for
 from .entities_layoutlm_roialign import given_entities, group_entities, link_pages, pair_records
 from .heads_layoutlm_roialign import labels_tokens, links_entities
 from .windowing_layoutlm_roialign import WINDOW_INPUTS, merge_window_predictions
@@ -43,8 +44,6 @@ __all__ = [
     "num_windows",
     "predict_windows",
 ]
-
-DTYPES = ("float32", "bfloat16")  # `dtype` of the road: float32, or bf16 autocast (RoIAlign stays in float32)
 
 
 def _head_name(model: Any) -> str:
@@ -104,14 +103,6 @@ def num_windows(page: Mapping[str, Any]) -> int:
     return 0 if windows is None else len(windows["input_ids"])
 
 
-def _autocast(device: torch.device, dtype: str) -> Any:
-    if dtype not in DTYPES:
-        raise ValueError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
-    if dtype == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def check_positive(name: str, value: Any, what: str) -> None:
     """Raise a `ValueError` naming `name` unless `value` is a positive int (`what` says what it counts)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -148,7 +139,7 @@ def predict_windows(
     batch_size: int = 8,
     *,
     pad_token_id: int = 0,
-    dtype: str = "float32",
+    dtype: Any = "auto",
     keep_link_states: bool = False,
     forward: Any = None,
 ) -> list[dict]:
@@ -162,7 +153,8 @@ def predict_windows(
         pages: encoded pages (`encode_page`: `windows`, `pixel_values`).
         batch_size: windows per forward pass.
         pad_token_id: the tokenizer's padding id (windows of different pages are padded to one length).
-        dtype: `"float32"`, or `"bfloat16"` for bf16 autocast.
+        dtype: one of `DTYPES` (`compute_layoutlm_roialign`; `"auto"`: bf16 autocast where the device computes bf16
+            natively, else float32; `"int8"`: the model's int8 copy, `model_for`).
         keep_link_states: also keep each window's fused token states and each page's feature map (`link_pages`
             reads them), from the same pass.
         forward: the callable to run instead of `model` (e.g. its `torch.compile`d form).
@@ -173,9 +165,10 @@ def predict_windows(
         `(length, 4)`) and `"feature_map"` (the page's, or `None` without the visual branch), on the model's device.
     """
     _check_batch_size(batch_size)
-    model.eval()
-    forward = forward or model
     device = next(model.parameters()).device
+    dtype = resolve_for(dtype, model)
+    model = model_for(model, dtype).eval()
+    forward = forward or model
     uses_pixels = getattr(model.config, "use_visual_features", True)
     rows = [(p, w) for p, page in enumerate(pages) for w in range(num_windows(page))]
     out = [{"logits": [None] * num_windows(page)} for page in pages]
@@ -187,7 +180,7 @@ def predict_windows(
         inputs, image_index = _window_batch(pages, chunk, pad_token_id, uses_pixels)
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         extra = {"output_link_states": True} if keep_link_states else {}
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             outputs = forward(**inputs, **extra)
         logits = outputs.logits.float().cpu()  # (B, length, num_labels)
         lengths = inputs["attention_mask"].sum(-1).tolist()
@@ -292,7 +285,7 @@ def label_pages(
     pages: Sequence[Mapping[str, Any]],
     batch_size: int = 8,
     *,
-    dtype: str = "float32",
+    dtype: Any = "auto",
     entities: Sequence[Sequence[Any] | None] | None = None,
     threshold: float | None = None,
     one_value_key: bool | None = None,
@@ -306,7 +299,7 @@ def label_pages(
         model, processor: the checkpoint.
         pages: encoded pages: `read_page`'s `words`, `boxes`, `width`, `height` and `encode_page`'s fields.
         batch_size: windows per forward pass (`predict_windows`).
-        dtype: `"float32"` or `"bfloat16"` (autocast).
+        dtype: one of `DTYPES` (`predict_windows`).
         entities: per page, entities to link instead of the predicted ones (`None` for a page: its predicted ones);
             see `given_entities`.
         threshold, one_value_key: override the checkpoint's `link_threshold` / `link_one_value_key`.

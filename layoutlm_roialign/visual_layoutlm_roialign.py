@@ -270,7 +270,8 @@ class LayoutLMRoIAlignVisualEmbeddings(nn.Module):
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         """Normalize pooled RoI features, project them to the hidden size, then normalize and gate them as the config
         says. `(N, C*oh*ow) -> (N, hidden)`."""
-        pooled = pooled.to(self.projection.weight.dtype)
+        weight = self.projection.weight  # a method of an int8 (dynamically quantized) projection, which takes float32
+        pooled = pooled.to(weight.dtype) if isinstance(weight, torch.Tensor) else pooled
         if self.feature_norm is not None:
             pooled = self.feature_norm(pooled)
         pooled = self.dropout(pooled)

@@ -31,7 +31,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if args.output:
             check_output_paths({"--output": args.output})
         report = evaluate_checkpoint(
-            args.model, data_args, args.split, args.batch_size, args.trust_remote_code, runtime=args.runtime
+            args.model,
+            data_args,
+            args.split,
+            args.batch_size,
+            args.trust_remote_code,
+            runtime=args.runtime,
+            dtype=args.dtype,
         )
     except ValueError as err:
         parser.error(str(err))

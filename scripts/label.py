@@ -42,7 +42,14 @@ class LabelArguments:
     png_dir: str | None = field(default=None, metadata={"help": "Also draw each page's entities into this folder."})
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass (whole pages)."})
     num_workers: int = field(default=2, metadata={"help": "Processes reading, OCRing and encoding pages ahead."})
-    dtype: str = field(default="float32", metadata={"help": "bfloat16: bf16 autocast.", "choices": list(DTYPES)})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
+            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
+            "choices": list(DTYPES),
+        },
+    )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ...; default: this process's."})
     compile: bool = field(default=False, metadata={"help": "Run the model through torch.compile."})
     runtime: str = field(

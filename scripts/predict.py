@@ -12,7 +12,9 @@ from each key to its value, from the same pass of the model. Without `--words` t
 layer, else Tesseract OCR. Boxes in `--words` are on LayoutLM's 0-1000 grid, or in page pixels under the key
 `"pixel_boxes"`; a box that does not fit the page is an error unless `--clamp_boxes`.
 Everything that can be checked is checked before the model loads, and the JSON and the drawing are written together
-(temporary files renamed once both are ready): a failure leaves earlier outputs as they were.
+(temporary files renamed once both are ready): a failure leaves earlier outputs as they were. `--dtype` says what the
+model computes in (default `auto`: bf16 where the device computes it natively, else float32); the JSON's `"dtype"`
+says what ran.
 """
 
 import json
@@ -24,7 +26,7 @@ from transformers import HfArgumentParser
 
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
-from layoutlm_roialign.inference import load_model_and_processor, predict_page
+from layoutlm_roialign.inference import DTYPES, load_model_and_processor, predict_page
 from layoutlm_roialign.onnx_runtime import RUNTIMES
 from layoutlm_roialign.outputs import check_output_paths, write_files
 from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json
@@ -56,6 +58,14 @@ class PredictArguments:
     clamp_boxes: bool = field(
         default=False, metadata={"help": "Pin --words boxes that cross the page edge to it, instead of refusing them."}
     )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
+            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
+            "choices": list(DTYPES),
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
     runtime: str = field(
         default="torch",
@@ -78,7 +88,9 @@ def main(argv=None) -> dict:
                              name=args.image)  # fmt: skip
         words, boxes = page["words"], page["boxes"]
         model, processor = load_model_and_processor(args.model, args.trust_remote_code, runtime=args.runtime)
-        prediction = predict_page(model, processor, page["image"], words, boxes, args.max_length, args.stride)
+        prediction = predict_page(
+            model, processor, page["image"], words, boxes, args.max_length, args.stride, dtype=args.dtype
+        )
         prediction.update(
             words_from="the words file" if args.words else page["words_from"], page=args.page, runtime=args.runtime
         )

@@ -19,20 +19,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-import torch
 import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
 from layoutlm_roialign.commands.train import use_cpu_processes_without_gpus
 from layoutlm_roialign.pretraining import PRETRAIN_SCRIPT_DEFAULTS, PretrainingArguments, run_pretraining
 from layoutlm_roialign.pretraining.run import resume_hint
+from layoutlm_roialign.trainer import precision_defaults
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     use_cpu_processes_without_gpus()
     parser = HfArgumentParser((PretrainingArguments, TrainingArguments))
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # bf16 autocast where the GPU has it
-    parser.set_defaults(**PRETRAIN_SCRIPT_DEFAULTS, bf16=bf16)
+    parser.set_defaults(**PRETRAIN_SCRIPT_DEFAULTS, **precision_defaults())  # bf16 on a GPU with it
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):

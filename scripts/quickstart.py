@@ -56,6 +56,7 @@ def main(argv=None) -> None:
     from layoutlm_roialign.data import DataArguments, render_synthetic_form
     from layoutlm_roialign.drawing import draw_prediction
     from layoutlm_roialign.inference import load_model_and_processor, predict_page
+    from layoutlm_roialign.trainer import precision_defaults
 
     transformers.utils.logging.set_verbosity_warning()
     torch.manual_seed(0)
@@ -82,6 +83,7 @@ def main(argv=None) -> None:
         seed=0,
         disable_tqdm=True,
         dataloader_pin_memory=False,
+        **precision_defaults(gpu_bf16=False),  # as scripts/train.py: float32 unless asked
     )
     print(f"1/3 Fine-tuning on {args.pages} synthetic forms ({args.epochs:g} epochs) ...", flush=True)
     result = run_training(model_args, data_args, training_args)

@@ -7,7 +7,9 @@ Arguments: `--help` lists the model arguments (`ModelArguments`), the data argum
 `scripts/evaluate_checkpoint.py` (`layoutlm_roialign.data.DataArguments`) and every `TrainingArguments` flag; a single `.json`
 argument is read as a file of them. `--task linking` trains the key-value linking model (labels and question ->
 answer links, one checkpoint). The run is `layoutlm_roialign.commands.train.run_training` (the data, the model, the
-metrics, the final folder with its model card, the push); this file parses the flags and prints the scores.
+metrics, the final folder with its model card, the push); this file parses the flags and prints the scores. `--bf16 true`
+trains under bf16 autocast where the device computes bf16 natively (a GPU with bf16, a CPU with AMX or AVX512-BF16:
+refused elsewhere); the default is float32.
 """
 
 import json
@@ -27,12 +29,13 @@ from layoutlm_roialign.commands.train import (
 )
 from layoutlm_roialign.data import DataArguments
 from layoutlm_roialign.hub import HubError
+from layoutlm_roialign.trainer import precision_defaults
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     use_cpu_processes_without_gpus()
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    parser.set_defaults(**TRAIN_SCRIPT_DEFAULTS)
+    parser.set_defaults(**TRAIN_SCRIPT_DEFAULTS, **precision_defaults(gpu_bf16=False))  # float32 unless --bf16 true
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))

@@ -14,6 +14,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+# `dtype="auto"` means float32 in tests (subprocesses too), whatever the CPU; the dtype tests fake each capability.
+os.environ.setdefault("LAYOUTLM_ROIALIGN_CPU_BF16", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

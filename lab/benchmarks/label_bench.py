@@ -143,7 +143,7 @@ def child(spec: dict) -> dict:
         start = time.perf_counter()
         for path in files:
             page, words, boxes = page_words(path)
-            predict_page(model, processor, page, words, boxes, batch_size=spec["batch_size"])
+            predict_page(model, processor, page, words, boxes, batch_size=spec["batch_size"], dtype=spec["dtype"])
         seconds = time.perf_counter() - start
         result = {"pages": len(files), "seconds": seconds}
     else:

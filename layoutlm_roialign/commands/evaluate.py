@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..compute_layoutlm_roialign import resolve_for
 from ..data import DataArguments, has_links, label_names_of, load_training_data
 from ..dataset_predictions import link_scores_of, predict_dataset
-from ..inference import is_linking_model
+from ..inference import DTYPES, is_linking_model
 from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
 from ..onnx_runtime import RUNTIMES
@@ -37,6 +38,14 @@ class EvaluateArguments:
         },
     )
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
+            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
+            "choices": list(DTYPES),
+        },
+    )
     output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
     runtime: str = field(
@@ -53,11 +62,13 @@ def evaluate_checkpoint(
     trust_remote_code: bool = False,
     return_predictions: bool = False,
     runtime: str = "torch",
+    dtype: str = "auto",
 ) -> dict:
     """Score checkpoint `model` on `split` of `data_args.dataset`.
 
     Returns:
-        The JSON report: entity precision/recall/F1 overall and per type, word accuracy, the page count; for a
+        The JSON report: entity precision/recall/F1 overall and per type, word accuracy, the page count, `dtype`
+        (what the model computed in: `dtype` resolved for its device); for a
         linking checkpoint `"pairs"`: pair precision/recall/F1 with the gold entities (`gold_entities`) and end to
         end (`end_to_end`) at its `link_threshold`; and the per-page word labels with `return_predictions`.
 
@@ -81,7 +92,11 @@ def evaluate_checkpoint(
     )
     if torch.cuda.is_available() and runtime == "torch":
         net = net.cuda()
-    predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size)
+    try:
+        dtype = resolve_for(dtype, net)
+    except ValueError as err:
+        raise ValueError(f"--dtype {dtype}: {err}") from err
+    predictions = predict_dataset(net, processor, pages, data_args.max_length, data_args.stride, batch_size, dtype)
     id2label = net.config.id2label
     references = [[id2label[int(t)] for t in tags] for tags in pages["ner_tags"]]
     labels = [[w["label"] for w in p["words"]] for p in predictions]
@@ -91,6 +106,7 @@ def evaluate_checkpoint(
         "split": split,
         "runtime": runtime,
         "pages": len(pages),
+        "dtype": dtype,
         **entity_scores(references, labels),
     }
     if is_linking_model(net):

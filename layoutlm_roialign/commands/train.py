@@ -40,7 +40,14 @@ from ..metrics import LinkingMetrics, WordLevelEntityMetrics, argmax_logits, arg
 from ..model_factory import build_model_and_processor
 from ..options_layoutlm_roialign import window_sizes
 from ..resuming import completed_run, resume_checkpoint, resumes_last
-from ..trainer import PARAMETER_GROUPS, LayoutLMRoIAlignTrainer, freeze_backbone_until
+from ..trainer import (
+    PARAMETER_GROUPS,
+    LayoutLMRoIAlignTrainer,
+    check_bf16,
+    check_resumed_precision,
+    freeze_backbone_until,
+    training_precision,
+)
 
 __all__ = [
     "TRAIN_SCRIPT_DEFAULTS",
@@ -186,6 +193,7 @@ def run_training(
     `checkpoint-N` of `--output_dir`; on a run that already finished it trains nothing and returns that run's summary.
     """
     token = check_push_arguments(training_args)
+    check_bf16(training_args)
     push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the final folder ourselves
     prepare_final_folder(training_args.output_dir, remove_stale=training_args.should_save)
     done = _finished_run(training_args)
@@ -208,9 +216,9 @@ def run_training(
     max_length, stride = window_sizes(model.config, data_args.max_length, data_args.stride)  # the model's by default
     data_args = replace(data_args, max_length=max_length, stride=stride)
     trainer, metrics = _build_trainer(model_args, data_args, training_args, raw, model, processor, callbacks)
-    train_result = trainer.train(
-        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    )
+    resume = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_resumed_precision(resume, training_args)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     eval_metrics = trainer.evaluate()
     scores = metrics.entity_metrics.last_scores if linking else metrics.last_scores
     link_scores = _link_scores(trainer, processor, raw["validation"], data_args, metrics) if linking else None
@@ -324,6 +332,7 @@ def _link_scores(
         data_args.max_length,
         data_args.stride,
         thresholds=sorted({*metrics.THRESHOLDS, threshold}),
+        dtype="bfloat16" if trainer.args.bf16 else "float32",  # the precision the run trained and chose its epoch in
     )
     link_scores["end_to_end"] = by_threshold[threshold]
     link_scores["end_to_end_by_threshold"] = by_threshold
@@ -365,7 +374,7 @@ def hyperparameters(
     model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments, model: PreTrainedModel
 ) -> dict:
     """The model card's hyper-parameter rows of a run: what was trained (text encoder, backbone and its weights,
-    sizes) and how (epochs, batch size, learning rates per part, window, seed). A local `--text_model` folder is named,
+    sizes) and how (epochs, batch size, learning rates per part, window, seed, precision). A local `--text_model` folder is named,
     never its path on this machine."""
     config = model.config
     text = model_args.text_model or model_args.model_name_or_path
@@ -392,6 +401,7 @@ def hyperparameters(
         "weight decay": training_args.weight_decay,
         "window / stride (tokens)": f"{data_args.max_length} / {data_args.stride}",
         "seed": training_args.seed,
+        "precision (training, and the evaluations that choose the kept epoch)": training_precision(training_args),
     }
     if task_links(model_args.task):
         hyper["task"] = f"{model_args.task} (token labels + key-value links, one checkpoint)"

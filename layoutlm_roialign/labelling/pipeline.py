@@ -77,12 +77,13 @@ class LabelRun:
         batch_size: int = 8,
         num_workers: int = 2,
         device: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         compile: bool = False,
         quiet: bool = False,
     ) -> dict:
         """Label the planned pages and return the summary (`pages`, `failed`, `skipped`, `words`, `entities`,
-        `seconds`, `pages_per_second`, `input_wait_share`: the share of the time the model waited for pages).
+        `seconds`, `pages_per_second`, `input_wait_share`: the share of the time the model waited for pages, `dtype`:
+        what the model computed in, the option resolved for the device).
         The output's lock is released at the end; a shard of a launch is then marked done (`shards.write_done`)."""
         try:
             summary = self._run(model, processor, batch_size, num_workers, device, dtype, compile, quiet)
@@ -102,7 +103,14 @@ class LabelRun:
         labeller = PageLabeller(model, processor, batch_size, device, dtype, compile)  # a linking model: pairs too
         loader = reader_loader(reader, num_workers, prefetch_factor=4, pin_memory=labeller.device.type == "cuda")
         labels = label_names(model.config)
-        summary = {"pages": 0, "failed": 0, "skipped": self.skipped, "words": 0, "entities": 0}
+        summary = {
+            "pages": 0,
+            "failed": 0,
+            "skipped": self.skipped,
+            "words": 0,
+            "entities": 0,
+            "dtype": labeller.dtype,
+        }
         bar = tqdm(
             total=len(self.jobs) + len(self.failures),
             unit="page",

@@ -275,7 +275,7 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
 
 
 def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int = 8,
-                 dtype: str = "float32", compile: bool = False, quiet: bool = False) -> dict:  # fmt: skip
+                 dtype: str = "auto", compile: bool = False, quiet: bool = False) -> dict:  # fmt: skip
     """Label the planned pages on Ray (module docstring) and return `LabelRun.run`'s summary, plus `retried` (pages
     read or labelled again after a loss) and `duplicates` (records that arrived again and were dropped). Runs in a
     `ray_session` (this process's connection, if it has one); the plan's lock is released at the end.

@@ -1,8 +1,9 @@
 """The model side of the labeller: batches of encoded pages through the engine (`Engine.label_batch`).
 
 `PageLabeller` labels a batch that `road_layoutlm_roialign.group_pages` gathered (windows of several pages per forward
-pass, each page's image once, bf16 autocast and `torch.compile` on request), with the decoding `predict_page` uses,
-and, for a linking checkpoint, the key-value pairs from the same pass; it returns one JSON-ready record per page.
+pass, each page's image once, in the `dtype` asked for (`"auto"`: bf16 where the device computes it natively),
+`torch.compile` on request), with the decoding `predict_page` uses, and, for a linking checkpoint, the key-value pairs
+from the same pass; it returns one JSON-ready record per page.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 
 import torch
 
+from ..compute_layoutlm_roialign import DTYPES
 from ..engine_layoutlm_roialign import Engine
-from ..road_layoutlm_roialign import DTYPES
+from ..options_layoutlm_roialign import ComputeOptions
 
 __all__ = ["PageLabeller", "check_device"]
 
@@ -45,12 +47,13 @@ class PageLabeller:
         processor: its processor.
         batch_size: windows per forward pass.
         device: where the model runs (default: where it is).
-        dtype: `"float32"`, or `"bfloat16"` for bf16 autocast (RoIAlign stays in float32).
+        dtype: what the model computes in, one of `DTYPES` (`ComputeOptions`; resolved once: `self.dtype`).
         compile: run the forward pass through `torch.compile`.
 
-    Records: `{"source", "page", "num_pages", "width", "height", "words_from", "runtime", "words", "entities"[,
-    "pairs"]}`, the words, entities and pairs as `predict_page` gives them, `runtime` `"torch"` or `"onnx"` (an
-    export run by ONNX Runtime); a page the reader could not read: `{"source", "page", "num_pages", "error"}`.
+    Records: `{"source", "page", "num_pages", "width", "height", "words_from", "runtime", "dtype", "words",
+    "entities"[, "pairs"]}`, the words, entities and pairs as `predict_page` gives them, `runtime` `"torch"` or
+    `"onnx"` (an export run by ONNX Runtime), `dtype` what ran; a page the reader could not read: `{"source", "page",
+    "num_pages", "error"}`.
     """
 
     def __init__(
@@ -59,16 +62,20 @@ class PageLabeller:
         processor: Any,
         batch_size: int = 8,
         device: str | torch.device | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         compile: bool = False,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}.")
         self.device = check_device(device) if device is not None else next(model.parameters()).device
         self.model = model.eval().to(self.device)
-        forward = torch.compile(self.model, dynamic=True) if compile else None
-        # a page longer than a batch comes alone: its windows still go `batch_size` at a time
-        self.engine = Engine(self.model, processor, batch_size=max(batch_size, 1), dtype=dtype, forward=forward)
+        try:  # a page longer than a batch comes alone: its windows still go `batch_size` at a time
+            self.engine = Engine(self.model, processor, compute=ComputeOptions(dtype), batch_size=max(batch_size, 1))
+        except ValueError as err:  # int8 on a GPU: name the flag
+            raise ValueError(f"--dtype {dtype}: {err}") from err
+        self.dtype = self.engine.dtype
+        if compile:
+            self.engine.forward = torch.compile(self.engine.runner, dynamic=True)
 
     def __call__(self, pages: list[dict]) -> list[dict]:
         readable = [p for p in pages if "error" not in p]
@@ -81,6 +88,7 @@ class PageLabeller:
             result = next(labelled)
             record = {k: item[k] for k in ("source", "page", "num_pages", "width", "height", "words_from")}
             record["runtime"] = getattr(self.model, "runtime", "torch")
+            record["dtype"] = self.dtype
             record.update(words=result["words"], entities=result["entities"])
             if "pairs" in result:
                 record["pairs"] = result["pairs"]

@@ -23,6 +23,7 @@ from ..model_factory import build_pretraining_model
 from ..modeling_layoutlm_roialign import LayoutLMRoIAlignForMaskedLM
 from ..processing_layoutlm_roialign import LayoutLMRoIAlignProcessor
 from ..resuming import last_complete_checkpoint, resume_checkpoint, resumes_last
+from ..trainer import check_bf16, check_resumed_precision, training_precision
 from .arguments import PretrainingArguments
 from .masking import DataCollatorForMaskedVisualLanguageModeling, MaskedTokenAccuracy, blank_fill_value, premask
 from .windows import has_read_pages, public_name, read_pretraining_windows
@@ -56,7 +57,7 @@ def write_pretraining_card(folder: str | os.PathLike, summary: dict) -> Path:
          f"{train['learning_rate']} / {train['warmup_steps']}"),
         ("windows seen / train time (wall, CPU)", f"{train['windows_seen']} / {train['train_seconds']:.0f} s, "
          f"{train['train_cpu_seconds']:.0f} s"),
-        ("throughput", f"{train['windows_per_second']:.2f} windows/s"),
+        ("throughput / precision", f"{train['windows_per_second']:.2f} windows/s / {train['precision']}"),
         ("held-out MVLM loss / masked-token accuracy (first -> last evaluation)", summary["curve"]),
     ]  # fmt: skip
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -110,6 +111,7 @@ def run_pretraining(args: PretrainingArguments, training_args: TrainingArguments
     for flag, folder in (("--output_dir", output_dir), ("--cache_dir", Path(cache_dir))):
         _check_folder(folder, flag)
     prepare_final_folder(output_dir, remove_stale=training_args.should_save)
+    check_bf16(training_args)
     resume = _resume_point(args, training_args, output_dir, cache_dir)
     set_seed(training_args.seed)
     model, processor = build_pretraining_model(args)
@@ -222,6 +224,7 @@ def _training_summary(
         "train_cpu_seconds": cpu_seconds,  # this process's CPU time (all its threads) while training
         "train_metrics": train_result.metrics,
         "windows_per_second": train_result.metrics.get("train_samples_per_second", 0.0),
+        "precision": training_precision(training_args),
     }
 
 
@@ -301,6 +304,7 @@ def _resume_point(
         return None
     resume = resume_checkpoint(flag, output_dir)
     _check_run_arguments(Path(resume).parent, args)
+    check_resumed_precision(resume, training_args)
     return resume
 
 

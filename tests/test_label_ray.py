@@ -285,16 +285,20 @@ def test_a_reader_worker_killed_mid_page_has_its_page_read_again_and_each_writte
     from helpers import draw_words
 
     (tmp_path / "in").mkdir()
-    for i in range(8):
-        draw_words(VOCAB[i : i + 3], seed=i)[0].save(tmp_path / "in" / f"scan{i}.png")  # OCR'd: a second or so
+    for i in range(8):  # drawn 4x larger, so that OCR takes a second or so on an idle machine
+        page = draw_words(VOCAB[i : i + 3], seed=i)[0]
+        page.resize((page.width * 4, page.height * 4)).save(tmp_path / "in" / f"scan{i}.png")
     output = tmp_path / "labels.jsonl"
     killed = []
 
     def kill_a_reader():
-        time.sleep(0.2)  # well into the page (its OCR takes longer), past the report that it started
-        pid = reading_processes()[0]
-        killed.append(len(pages_started("read")))
-        os.kill(pid, signal.SIGKILL)
+        while True:  # a reader that finished its page before the kill is not killed: wait for the next one
+            time.sleep(0.2)  # into the page, past the report that it started
+            if pids := reading_processes():
+                killed.append(len(pages_started("read")))
+                os.kill(pids[0], signal.SIGKILL)
+                return
+            wait_for(reading_processes)
 
     watch = do_when(lambda: len(pages_started("read")) >= 2 and reading_processes(), kill_a_reader)
     status, summary = label(checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output), "--engine", "ray",

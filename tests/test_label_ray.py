@@ -375,3 +375,30 @@ def test_a_cluster_that_loses_a_node_mid_run_still_writes_every_page_once(slow_c
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_the_default_size_model_reaches_the_replicas_and_computes_alike():
+    """The package's default model (LayoutLM-base + ResNet-101) is too deep a module tree for pickle at Python's
+    recursion limit; the replicas get its head, config and weights instead, and the rebuilt model computes alike."""
+    import pickle
+
+    import torch
+
+    from layoutlm_roialign import LayoutLMRoIAlignConfig, LayoutLMRoIAlignForTokenClassification
+    from layoutlm_roialign.labelling.ray_run import rebuilt_model, replica_model
+
+    torch.manual_seed(0)
+    model = LayoutLMRoIAlignForTokenClassification(LayoutLMRoIAlignConfig(num_labels=3)).eval()
+    with pytest.raises(RecursionError):
+        pickle.dumps(model)  # what Ray's put of the module itself met
+    copy = rebuilt_model(pickle.loads(pickle.dumps(replica_model(model))))
+    assert type(copy) is type(model) and not copy.training
+    inputs = {
+        "input_ids": torch.tensor([[101, 2054, 2003, 102]]),
+        "bbox": torch.tensor([[[0, 0, 0, 0], [10, 10, 200, 40], [220, 10, 400, 40], [1000, 1000, 1000, 1000]]]),
+        "attention_mask": torch.ones(1, 4, dtype=torch.long),
+        "pixel_values": torch.rand(1, 3, 224, 224),
+    }
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, copy(**inputs).logits)

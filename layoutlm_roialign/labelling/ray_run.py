@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
+import torch
+
 from ..configuration_layoutlm_roialign import label_names
 from ..road_layoutlm_roialign import group_pages
 from .jsonl import JsonlWriter, record_key
@@ -222,6 +224,29 @@ def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
     return {"item": [pickle.dumps(reader[i], protocol=pickle.HIGHEST_PROTOCOL) for i in range(len(jobs))]}
 
 
+def replica_model(model: Any) -> Any:
+    """What the replicas rebuild the model from, put once in Ray's object store: a registered PyTorch head as its
+    class name, config and weights (pickling the module tree of the default LayoutLM-base + ResNet-101 exceeds
+    Python's recursion limit), anything else (an ONNX export pickles as its folder) as it is."""
+    from ..heads_layoutlm_roialign import HEADS
+
+    if not isinstance(model, torch.nn.Module) or type(model).__name__ not in HEADS:
+        return model
+    return {"head": type(model).__name__, "config": model.config.to_dict(), "weights": model.state_dict()}
+
+
+def rebuilt_model(payload: Any) -> Any:
+    """The model `replica_model` gave `payload` for, in eval mode (the package's class of that head)."""
+    if not isinstance(payload, dict):
+        return payload
+    from ..configuration_layoutlm_roialign import LayoutLMRoIAlignConfig
+    from ..model_factory import head_class
+
+    model = head_class(payload["head"])(LayoutLMRoIAlignConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["weights"])
+    return model.eval()
+
+
 class LabelReplica:
     """A Ray actor: one model replica (`PageLabeller`) labelling batches of encoded pages into JSON records."""
 
@@ -229,7 +254,7 @@ class LabelReplica:
                  png_dir: str | None, attempts: Any) -> None:  # fmt: skip
         import ray
 
-        model, processor = ray.get(model), ray.get(processor)
+        model, processor = rebuilt_model(ray.get(model)), ray.get(processor)
         self.labeller = PageLabeller(model, processor, batch_size, "cuda" if gpus else "cpu", dtype, compile)
         self.batch_size, self.png_dir, self.attempts = batch_size, png_dir, attempts
         self.labels = label_names(model.config)
@@ -267,7 +292,7 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
     )  # fmt: skip
     return read.map_batches(
         LabelReplica, batch_size=batch_size, compute=ActorPoolStrategy(size=options.num_replicas),
-        fn_constructor_kwargs={"model": ray.put(model), "processor": ray.put(processor), "batch_size": batch_size,
+        fn_constructor_kwargs={"model": ray.put(replica_model(model)), "processor": ray.put(processor), "batch_size": batch_size,
                                "dtype": dtype, "compile": compile, "gpus": gpus, "png_dir": plan.png_dir,
                                "attempts": attempts},
         num_gpus=gpus, num_cpus=0 if gpus else 1,

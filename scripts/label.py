@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from layoutlm_roialign.inference import DTYPES
+from layoutlm_roialign.compute_fields import dtype_field, runtime_field
 from layoutlm_roialign.labelling import merge_shards, plan_run
 from layoutlm_roialign.labelling.pipeline import check_run_arguments, process_share
 from layoutlm_roialign.labelling.ray_run import RayOptions, check_engine_flags, label_on_ray, ray_session
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 from layoutlm_roialign.labelstudio import labelstudio_options
-from layoutlm_roialign.onnx_runtime import RUNTIMES
 from layoutlm_roialign.options_layoutlm_roialign import WindowOptions
 
 EXIT_FAILURES = 1
@@ -42,20 +41,10 @@ class LabelArguments:
     png_dir: str | None = field(default=None, metadata={"help": "Also draw each page's entities into this folder."})
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass (whole pages)."})
     num_workers: int = field(default=2, metadata={"help": "Processes reading, OCRing and encoding pages ahead."})
-    dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
-            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
-            "choices": list(DTYPES),
-        },
-    )
+    dtype: str = dtype_field()
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ...; default: this process's."})
     compile: bool = field(default=False, metadata={"help": "Run the model through torch.compile."})
-    runtime: str = field(
-        default="torch",
-        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
-    )
+    runtime: str = runtime_field()
     quiet: bool = field(default=False, metadata={"help": "No progress bar (none either when stderr is no terminal)."})
     max_length: int | None = field(
         default=None, metadata={"help": "Tokens per window (default: the model's, <= 512)."}

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from layoutlm_roialign.compute_fields import dtype_field, runtime_field
 from layoutlm_roialign.configuration_layoutlm_roialign import label_names
 from layoutlm_roialign.drawing import draw_prediction
-from layoutlm_roialign.inference import DTYPES, load_model_and_processor, predict_page
-from layoutlm_roialign.onnx_runtime import RUNTIMES
+from layoutlm_roialign.inference import load_model_and_processor, predict_page
 from layoutlm_roialign.outputs import check_output_paths, write_files
 from layoutlm_roialign.page_words_layoutlm_roialign import read_words_json
 from layoutlm_roialign.pages_layoutlm_roialign import DEFAULT_DPI, WORDS_FROM, read_page
@@ -58,19 +58,9 @@ class PredictArguments:
     clamp_boxes: bool = field(
         default=False, metadata={"help": "Pin --words boxes that cross the page edge to it, instead of refusing them."}
     )
-    dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
-            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
-            "choices": list(DTYPES),
-        },
-    )
+    dtype: str = dtype_field()
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
-    runtime: str = field(
-        default="torch",
-        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
-    )
+    runtime: str = runtime_field()
 
 
 def main(argv=None) -> dict:

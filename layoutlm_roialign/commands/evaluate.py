@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..compute_fields import dtype_field, runtime_field
 from ..compute_layoutlm_roialign import resolve_for
 from ..data import DataArguments, has_links, label_names_of, load_training_data
 from ..dataset_predictions import link_scores_of, predict_dataset
-from ..inference import DTYPES, is_linking_model
+from ..inference import is_linking_model
 from ..label_sets import load_checkpoint_for_labels
 from ..metrics import entity_scores
-from ..onnx_runtime import RUNTIMES
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]
 
@@ -38,20 +38,10 @@ class EvaluateArguments:
         },
     )
     batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
-    dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "What the model computes in: auto (bf16 where the device computes it natively, else float32), "
-            "float32, bfloat16 (autocast), int8 (dynamic quantization of the Linear layers, CPU only).",
-            "choices": list(DTYPES),
-        },
-    )
+    dtype: str = dtype_field()
     output: str | None = field(default=None, metadata={"help": "Write the JSON report here (default: stdout)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own code (Hub ids)."})
-    runtime: str = field(
-        default="torch",
-        metadata={"help": "torch, or onnx: --model is a folder scripts/export_onnx.py wrote.", "choices": RUNTIMES},
-    )
+    runtime: str = runtime_field()
 
 
 def evaluate_checkpoint(

@@ -149,6 +149,7 @@ def test_ray_gives_the_default_engines_records_and_failures(checkpoint, local_ra
     status, on_ray = label(checkpoint, *inputs, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray",
                            capsys=capsys)  # fmt: skip
     assert status == 1 and (on_ray["pages"], on_ray["failed"], on_ray["retried"]) == (10, 2, 0)
+    assert on_ray["dtype"] == local["dtype"] == "float32"  # what the replicas computed in (auto: float32 in tests)
     assert_same_records(read_complete(tmp_path / "ray.jsonl"), read_complete(tmp_path / "local.jsonl"))  # png too
     assert all(os.path.getsize(r["png"]) > 0 for r in read_complete(tmp_path / "ray.jsonl"))  # drawn by the replica
     assert without_timing(read_complete(tmp_path / "ray.failures.jsonl")) == without_timing(

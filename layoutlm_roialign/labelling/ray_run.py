@@ -302,8 +302,9 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
 def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int = 8,
                  dtype: str = "auto", compile: bool = False, quiet: bool = False) -> dict:  # fmt: skip
     """Label the planned pages on Ray (module docstring) and return `LabelRun.run`'s summary, plus `retried` (pages
-    read or labelled again after a loss) and `duplicates` (records that arrived again and were dropped). Runs in a
-    `ray_session` (this process's connection, if it has one); the plan's lock is released at the end.
+    read or labelled again after a loss), `duplicates` (records that arrived again and were dropped) and `dtype` (what
+    the replicas computed in). Runs in a `ray_session` (this process's connection, if it has one); the plan's lock is
+    released at the end.
 
     Raises:
         ValueError: naming the flag, for bad options or an unreachable `--ray_address`.
@@ -323,7 +324,7 @@ def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, qui
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     summary = {"pages": 0, "failed": 0, "skipped": plan.skipped, "words": 0, "entities": 0}
     written: set = set()  # the pages this run wrote (those of earlier runs are not in the plan)
-    duplicates = 0
+    duplicates, dtypes = 0, set()  # dtypes: what the replicas computed in (in their records)
     start, waited = time.perf_counter(), 0.0
     attempts = _attempts_actor(ray)
     try:
@@ -344,9 +345,10 @@ def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, qui
                 duplicates += len(done) - len(fresh)
                 written.update(record_key(r) for r in fresh)
                 LabelRun.write_records(fresh, records, failures, summary)
+                dtypes.update(r["dtype"] for r in fresh if "dtype" in r)
         retried = ray.get(attempts.count.remote())
     finally:
         ray.kill(attempts)
     summary = plan.finish_summary(summary, time.perf_counter() - start, waited)
-    summary.update(retried=retried, duplicates=duplicates, engine="ray")
+    summary.update(retried=retried, duplicates=duplicates, engine="ray", **({"dtype": dtypes.pop()} if dtypes else {}))
     return summary

@@ -24,7 +24,13 @@ from transformers import HfArgumentParser
 from layoutlm_roialign.compute_fields import dtype_field, runtime_field
 from layoutlm_roialign.labelling import merge_shards, plan_run
 from layoutlm_roialign.labelling.pipeline import check_run_arguments, process_share
-from layoutlm_roialign.labelling.ray_run import RayOptions, check_engine_flags, label_on_ray, ray_session
+from layoutlm_roialign.labelling.ray_run import (
+    CheckpointSource,
+    RayOptions,
+    check_engine_flags,
+    label_on_ray,
+    ray_session,
+)
 from layoutlm_roialign.labelling.runner import check_device
 from layoutlm_roialign.labelling.sources import PageSourceArguments
 from layoutlm_roialign.labelstudio import labelstudio_options
@@ -124,8 +130,9 @@ def _label(args: LabelArguments, sources: PageSourceArguments) -> dict:
         with ray_session(options, args.quiet):
             plan = _plan(args, sources, process_index=0, num_processes=1)  # one driver: no shards
             model, processor = _load(args)
+            source = CheckpointSource(args.model, args.trust_remote_code, args.runtime)  # replicas may load it
             return label_on_ray(plan, model, processor, options, args.batch_size, args.dtype, args.compile,
-                                args.quiet)  # fmt: skip
+                                args.quiet, source)  # fmt: skip
     device = check_device(args.device or ("cpu" if args.runtime == "onnx" else _default_device()))
     plan = _plan(args, sources)
     model, processor = _load(args)

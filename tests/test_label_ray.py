@@ -340,6 +340,36 @@ def test_a_killed_driver_rerun_with_the_same_command_resumes_and_writes_every_pa
 
 
 @pytest.mark.slow
+def test_replicas_load_the_checkpoint_on_one_machine_and_compute_on_its_cores(checkpoint, local_ray, monkeypatch):
+    """On a cluster whose nodes all run here, a replica loads the checkpoint by its absolute path (no weights through
+    the object store), and a CPU replica computes on the node's cores shared by the replicas there, not on the one
+    thread Ray's OMP_NUM_THREADS gives an actor."""
+    import ray
+    import torch
+
+    from layoutlm_roialign.labelling.ray_run import CheckpointSource, LabelReplica, models_for_replicas
+    from layoutlm_roialign.loader import load_model_and_processor
+
+    model, processor = load_model_and_processor(checkpoint)
+    monkeypatch.chdir(os.path.dirname(checkpoint))
+    given = models_for_replicas(ray, model, CheckpointSource("final"))  # relative to the driver's folder
+    assert given == CheckpointSource(os.path.realpath(checkpoint))
+    assert isinstance(models_for_replicas(ray, model, None), ray.ObjectRef)  # a model handed in: the object store
+
+    replica = ray.remote(num_cpus=1)(LabelReplica).remote(
+        given, ray.put(processor), 8, "float32", False, 0, 1, None, None
+    )
+
+    def threads_and_model(self):
+        return torch.get_num_threads(), len(os.sched_getaffinity(0)), self.labeller.model.state_dict()
+
+    threads, cores, weights = ray.get(replica.__ray_call__.remote(threads_and_model))
+    assert threads == cores and (cores == 1 or threads > 1)  # Ray's OMP_NUM_THREADS for the actor is 1
+    assert all(torch.equal(weights[k].cpu(), v) for k, v in model.state_dict().items())
+    ray.kill(replica)
+
+
+@pytest.mark.slow
 def test_a_cluster_that_loses_a_node_mid_run_still_writes_every_page_once(slow_checkpoint, tmp_path):
     """Three nodes of one CPU (the head, two workers); the worker node running the model replica (else the first)
     is removed mid-run. (With two nodes of one CPU, the survivor's CPU goes to the restarted replica and no reader
@@ -403,3 +433,14 @@ def test_the_default_size_model_reaches_the_replicas_and_computes_alike():
     }
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, copy(**inputs).logits)
+
+
+def test_reader_tasks_hold_several_pages_yet_leave_no_cpu_without_work():
+    """A text-layer PDF page costs about what a Ray task costs, so a task reads several pages; a small run is still
+    split so that every CPU gets tasks, and a large one into at most MAX_BLOCKS."""
+    from layoutlm_roialign.labelling.ray_run import MAX_BLOCKS, READ_TASK_PAGES, READ_TASKS_PER_CPU, read_tasks
+
+    assert read_tasks(120, 2) == -(-120 // READ_TASK_PAGES)  # 8 pages a task
+    assert read_tasks(12, 2) == 2 * READ_TASKS_PER_CPU  # 1-2 pages a task: both CPUs busy
+    assert read_tasks(12, 64) == 12 and read_tasks(1, 2) == 1  # never an empty task
+    assert read_tasks(10**8, 2) == MAX_BLOCKS

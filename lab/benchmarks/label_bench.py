@@ -20,8 +20,8 @@ For each corpus, in the same run:
   fresh process; its summary gives the share of the time the model waited for pages (blocked on the DataLoader).
 - `label.py --engine ray` (with `--engines local,ray`, the default where Ray Data is installed): the same plan on a
   local Ray of the machine's cores (`labelling.ray_run.label_on_ray`: reader tasks, one model replica), in a fresh
-  process. Starting Ray (`ray.init`) is not counted, as a cluster runs already; starting its workers and sending the
-  model to the replica are.
+  process. Starting Ray (`ray.init`) is not counted, as a cluster runs already; starting its workers (each imports
+  PyTorch and the package) and the replica's load of the checkpoint are.
 
 The loop and the labeller run in fresh processes (one at a time), and the labeller twice, on half the pages and on all
 of them, to show that its peak memory (the main process's `VmHWM`, and the largest reader worker's from
@@ -156,10 +156,13 @@ def child(spec: dict) -> dict:
         if spec["kind"] == "ray":
             import ray
 
-            from layoutlm_roialign.labelling.ray_run import RayOptions, label_on_ray
+            from layoutlm_roialign.labelling.ray_run import CheckpointSource, RayOptions, label_on_ray
 
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            summary = label_on_ray(plan, model, processor, RayOptions(), spec["batch_size"], spec["dtype"], quiet=True)
+            summary = label_on_ray(
+                plan, model, processor, RayOptions(), spec["batch_size"], spec["dtype"], quiet=True,
+                source=CheckpointSource(spec["model"]),  # as label.py: the replica loads the checkpoint
+            )  # fmt: skip
             ray.shutdown()
         else:
             summary = plan.run(

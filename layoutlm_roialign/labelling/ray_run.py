@@ -3,13 +3,16 @@
 The run is the default engine's with Ray as the executor. `plan_run` plans the pages (and what the outputs hold) in
 the driver, exactly as for one process; the page jobs become a Ray dataset, and
 
-- `read_pages` runs `PageReader` (read, OCR, encode) as Ray tasks on CPU workers (`num_cpus_per_reader` each);
-  a task whose worker dies is run again (Ray Data's `max_retries` of -1: without limit), and so is one whose output
-  was lost with its node (lineage reconstruction);
+- `read_pages` runs `PageReader` (read, OCR, encode) as Ray tasks on CPU workers (`num_cpus_per_reader` each),
+  several pages a task (`read_tasks`: a task costs Ray about what reading a text-layer page costs); a task whose
+  worker dies is run again (Ray Data's `max_retries` of -1: without limit), and so is one whose output was lost with
+  its node (lineage reconstruction);
 - `LabelReplica` is an actor pool of `num_replicas` model replicas (`num_gpus_per_replica` each), each a
   `PageLabeller` that batches the windows of the pages it is given (`road_layoutlm_roialign.group_pages`), as the
   engine does, and draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches
-  (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools);
+  (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools). A replica loads the checkpoint itself
+  where every node runs on the driver's machine (`models_for_replicas`), else gets the weights through the object
+  store; on the CPU it computes on its node's cores (`replica_threads`), not on the one thread Ray gives an actor;
 - the driver streams the records back and writes them with `LabelRun.write_records` into the same two files, under
   the plan's lock: a page whose record arrives again is dropped, so every page is written once, and a killed driver
   resumes when the same command is run again, as the default engine does. `--merge` is never needed.
@@ -29,6 +32,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,7 +66,11 @@ LOCAL_ONLY_FLAGS = {
 # A reader worker process is replaced after this many tasks: it bounds what a long-lived PDF / OCR worker accumulates,
 # and (the replicas having no such limit) keeps Ray Data from fusing the reading into the model replicas.
 READER_MAX_CALLS = 1000
-MAX_BLOCKS = 20_000  # the page jobs are split into at most this many Ray blocks (one per page below it)
+# Pages per reader task: at most READ_TASK_PAGES (a task's Ray overhead is about what reading a text-layer PDF page
+# costs), fewer where that would leave some CPUs of the cluster without a task (READ_TASKS_PER_CPU each).
+READ_TASK_PAGES = 8
+READ_TASKS_PER_CPU = 4
+MAX_BLOCKS = 20_000  # and at most this many tasks (Ray blocks), however many pages
 ATTEMPTS_ACTOR = "layoutlm_roialign-page_attempts"  # the name prefix of a run's `PageAttempts`
 
 
@@ -216,6 +224,7 @@ def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # Tesseract: one thread per reader, as `reading.worker_init`
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread for the tokenizer too, as `reader_loader`
     columns = (batch[f.name] for f in fields(PageJob))
     jobs = [PageJob(str(s), int(p), int(n), str(k)) for s, p, n, k in zip(*columns, strict=True)]
     _report(attempts, "read", jobs[0].key, len(jobs))
@@ -247,14 +256,56 @@ def rebuilt_model(payload: Any) -> Any:
     return model.eval()
 
 
+@dataclass(frozen=True)
+class CheckpointSource:
+    """A checkpoint the replicas load themselves, with the loader's arguments (`loader.load_model_and_processor`)."""
+
+    model: str
+    trust_remote_code: bool = False
+    runtime: str = "torch"
+
+    def load(self) -> Any:
+        from ..loader import load_model_and_processor
+
+        return load_model_and_processor(self.model, self.trust_remote_code, runtime=self.runtime)[0]
+
+
+def _one_host(ray: Any) -> bool:
+    """Whether every node of the cluster runs on the driver's machine (a local Ray, or `Cluster` nodes)."""
+    hosts = {node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
+    return hosts == {ray.util.get_node_ip_address()}
+
+
+def models_for_replicas(ray: Any, model: Any, source: CheckpointSource | None) -> Any:
+    """How the replicas get the model: where every node runs on this machine, the checkpoint itself (`source`: a
+    folder, by its absolute path, or a Hub id from the cache the driver filled), which skips pickling the weights
+    through the object store and rebuilding the module; else (or without `source`) the model, put once in the object
+    store (`replica_model`)."""
+    if source is not None and _one_host(ray):
+        folder = Path(source.model).expanduser()
+        return CheckpointSource(str(folder.resolve()) if folder.exists() else source.model, source.trust_remote_code,
+                                source.runtime)  # fmt: skip
+    return ray.put(replica_model(model))
+
+
+def replica_threads(gpus: float, replicas_per_node: int) -> int:
+    """Threads for a replica's PyTorch: on the CPU, its node's cores shared by the replicas there (the default
+    engine's model, too, computes on every core while its readers read); with a GPU, what Ray set (its CPUs)."""
+    if gpus:
+        return torch.get_num_threads()
+    return max(1, len(os.sched_getaffinity(0)) // max(1, replicas_per_node))
+
+
 class LabelReplica:
     """A Ray actor: one model replica (`PageLabeller`) labelling batches of encoded pages into JSON records."""
 
     def __init__(self, model: Any, processor: Any, batch_size: int, dtype: str, compile: bool, gpus: float,
-                 png_dir: str | None, attempts: Any) -> None:  # fmt: skip
+                 replicas_per_node: int, png_dir: str | None, attempts: Any) -> None:  # fmt: skip
         import ray
 
-        model, processor = rebuilt_model(ray.get(model)), ray.get(processor)
+        torch.set_num_threads(replica_threads(gpus, replicas_per_node))
+        model, processor = (ray.get(x) if isinstance(x, ray.ObjectRef) else x for x in (model, processor))
+        model = model.load() if isinstance(model, CheckpointSource) else rebuilt_model(model)
         self.labeller = PageLabeller(model, processor, batch_size, "cuda" if gpus else "cpu", dtype, compile)
         self.batch_size, self.png_dir, self.attempts = batch_size, png_dir, attempts
         self.labels = label_names(model.config)
@@ -274,8 +325,14 @@ class LabelReplica:
         return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
+def read_tasks(pages: int, cpus: float) -> int:
+    """How many reader tasks `pages` pages become: READ_TASK_PAGES pages each, or more tasks (of fewer pages) where
+    that would not give every CPU READ_TASKS_PER_CPU of them; at most MAX_BLOCKS."""
+    return max(1, min(pages, MAX_BLOCKS, max(-(-pages // READ_TASK_PAGES), int(cpus * READ_TASKS_PER_CPU))))
+
+
 def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int,
-             dtype: str, compile: bool, attempts: Any) -> Any:  # fmt: skip
+             dtype: str, compile: bool, attempts: Any, source: CheckpointSource | None) -> Any:  # fmt: skip
     """The pipeline: page jobs -> `read_pages` tasks -> `LabelReplica` actors -> JSON records."""
     from ray.data import ActorPoolStrategy
 
@@ -284,23 +341,26 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
     gpus = options.num_gpus_per_replica
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive") and node["Resources"].get("CPU", 0) > 0)
     rows = [{f.name: getattr(job, f.name) for f in fields(PageJob)} for job in plan.jobs]
-    pages = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
+    pages = ray.data.from_items(rows, override_num_blocks=read_tasks(len(rows), ray.cluster_resources().get("CPU", 1)))
     read = pages.map_batches(
         read_pages, batch_size=None, fn_kwargs={"reader": reader, "attempts": attempts},
         num_cpus=options.num_cpus_per_reader, max_calls=READER_MAX_CALLS,
     )  # fmt: skip
     return read.map_batches(
         LabelReplica, batch_size=batch_size, compute=ActorPoolStrategy(size=options.num_replicas),
-        fn_constructor_kwargs={"model": ray.put(replica_model(model)), "processor": ray.put(processor), "batch_size": batch_size,
-                               "dtype": dtype, "compile": compile, "gpus": gpus, "png_dir": plan.png_dir,
-                               "attempts": attempts},
-        num_gpus=gpus, num_cpus=0 if gpus else 1,
+        fn_constructor_kwargs={"model": models_for_replicas(ray, model, source), "processor": ray.put(processor),
+                               "batch_size": batch_size, "dtype": dtype, "compile": compile, "gpus": gpus,
+                               "replicas_per_node": -(-options.num_replicas // max(1, nodes)),
+                               "png_dir": plan.png_dir, "attempts": attempts},
+        num_gpus=gpus, num_cpus=0 if gpus else 1, scheduling_strategy="SPREAD",
     )  # fmt: skip
 
 
 def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions, batch_size: int = 8,
-                 dtype: str = "auto", compile: bool = False, quiet: bool = False) -> dict:  # fmt: skip
+                 dtype: str = "auto", compile: bool = False, quiet: bool = False,
+                 source: CheckpointSource | None = None) -> dict:  # fmt: skip
     """Label the planned pages on Ray (module docstring) and return `LabelRun.run`'s summary, plus `retried` (pages
     read or labelled again after a loss), `duplicates` (records that arrived again and were dropped) and `dtype` (what
     the replicas computed in). Runs in a `ray_session` (this process's connection, if it has one); the plan's lock is
@@ -313,13 +373,13 @@ def label_on_ray(plan: LabelRun, model: Any, processor: Any, options: RayOptions
         check_run_arguments(batch_size, 0)
         options.check()
         with ray_session(options, quiet):
-            return _drive(import_ray(), plan, model, processor, options, batch_size, dtype, compile, quiet)
+            return _drive(import_ray(), plan, model, processor, options, batch_size, dtype, compile, quiet, source)
     finally:
         if plan.lock is not None:
             plan.lock.release()
 
 
-def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, quiet) -> dict:
+def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, quiet, source) -> dict:
     """Stream the records from the Ray pipeline into the outputs, each page once."""
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     summary = {"pages": 0, "failed": 0, "skipped": plan.skipped, "words": 0, "entities": 0}
@@ -332,7 +392,7 @@ def _drive(ray, plan, model, processor, options, batch_size, dtype, compile, qui
             LabelRun.write_records(plan.failures, records, failures, summary)
             stream = iter(())  # nothing left to label: the rerun of a finished run
             if plan.jobs:
-                pipeline = _dataset(ray, plan, model, processor, options, batch_size, dtype, compile, attempts)
+                pipeline = _dataset(ray, plan, model, processor, options, batch_size, dtype, compile, attempts, source)
                 stream = iter(pipeline.iter_batches(batch_size=None, batch_format="numpy"))
             while True:
                 tick = time.perf_counter()

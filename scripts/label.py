@@ -129,13 +129,13 @@ def _label(args: LabelArguments, sources: PageSourceArguments) -> dict:
         options.check()
         with ray_session(options, args.quiet):
             plan = _plan(args, sources, process_index=0, num_processes=1)  # one driver: no shards
-            model, processor = _load(args)
-            source = CheckpointSource(args.model, args.trust_remote_code, args.runtime)  # replicas may load it
+            source = _checkpoint(args)  # the replicas load it too, where they can
+            model, processor = source.load_model_and_processor()
             return label_on_ray(plan, model, processor, options, args.batch_size, args.dtype, args.compile,
                                 args.quiet, source)  # fmt: skip
     device = check_device(args.device or ("cpu" if args.runtime == "onnx" else _default_device()))
     plan = _plan(args, sources)
-    model, processor = _load(args)
+    model, processor = _checkpoint(args).load_model_and_processor()  # linking: pairs too
     return plan.run(
         model, processor, args.batch_size, args.num_workers, device, args.dtype, args.compile, args.quiet
     )  # fmt: skip
@@ -156,10 +156,9 @@ def _plan(args: LabelArguments, sources: PageSourceArguments, **share: int):
     )
 
 
-def _load(args: LabelArguments) -> tuple:
-    from layoutlm_roialign.inference import load_model_and_processor
-
-    return load_model_and_processor(args.model, args.trust_remote_code, runtime=args.runtime)  # linking: pairs too
+def _checkpoint(args: LabelArguments) -> CheckpointSource:
+    """`--model` with the loader's arguments of this command."""
+    return CheckpointSource(args.model, args.trust_remote_code, args.runtime)
 
 
 def _default_device() -> str:

@@ -268,10 +268,10 @@ class CheckpointSource:
     trust_remote_code: bool = False
     runtime: str = "torch"
 
-    def load(self) -> Any:
+    def load_model_and_processor(self) -> tuple[Any, Any]:
         from ..loader import load_model_and_processor
 
-        return load_model_and_processor(self.model, self.trust_remote_code, runtime=self.runtime)[0]
+        return load_model_and_processor(self.model, self.trust_remote_code, runtime=self.runtime)
 
 
 def _one_host(ray: Any) -> bool:
@@ -309,7 +309,7 @@ class LabelReplica:
 
         torch.set_num_threads(replica_threads(gpus, replicas_per_node))
         model, processor = (ray.get(x) if isinstance(x, ray.ObjectRef) else x for x in (model, processor))
-        model = model.load() if isinstance(model, CheckpointSource) else rebuilt_model(model)
+        model = model.load_model_and_processor()[0] if isinstance(model, CheckpointSource) else rebuilt_model(model)
         self.labeller = PageLabeller(model, processor, batch_size, "cuda" if gpus else "cpu", dtype, compile)
         self.batch_size, self.png_dir, self.attempts = batch_size, png_dir, attempts
         self.labels = label_names(model.config)

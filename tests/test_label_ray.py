@@ -242,6 +242,54 @@ def test_a_dataset_with_word_columns_gives_the_default_engines_records(checkpoin
 
 
 @pytest.mark.slow
+def test_a_page_that_ends_its_reader_in_every_attempt_becomes_a_failure_and_the_run_ends(
+    checkpoint, local_ray, tmp_path
+):
+    from helpers import draw_words
+
+    from layoutlm_roialign.labelling import plan_run
+    from layoutlm_roialign.labelling.ray_run import READ_ATTEMPTS, RayOptions, label_on_ray
+    from layoutlm_roialign.loader import load_model_and_processor
+    from layoutlm_roialign.options_layoutlm_roialign import ReadOptions
+
+    datasets = pytest.importorskip("datasets")
+    rows = {"image": [], "words": [], "bboxes": []}
+    for i, words in enumerate([["date", "total"], ["name"], ["poison", "date"], VOCAB[:4]]):
+        image, boxes = draw_words(words, seed=i)
+        rows["image"].append(image)
+        rows["words"].append(words)
+        scale = (*image.size, *image.size)
+        rows["bboxes"].append([[int(v * 1000 / s) for v, s in zip(b, scale, strict=True)] for b in boxes])
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(tmp_path / "ds")
+    output = tmp_path / "labels.jsonl"
+    read = ReadOptions(words_column="words", boxes_column="bboxes")
+    plan = plan_run(str(output), dataset=str(tmp_path / "ds"), read=read)
+
+    def ends_its_process_on_poison(batch: dict) -> dict:
+        """Ends the process that reads a row whose words hold "poison", in every attempt (as a crash in a PDF or image
+        library would); defined here so that Ray pickles it by value for the readers."""
+        if any("poison" in words for words in batch["words"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch
+
+    plan.dataset = plan.dataset.with_transform(ends_its_process_on_poison)
+    model, processor = load_model_and_processor(checkpoint)
+    done = []
+    runner = threading.Thread(target=lambda: done.append(label_on_ray(plan, model, processor, RayOptions(),
+                                                                      quiet=True)), daemon=True)  # fmt: skip
+    runner.start()
+    runner.join(timeout=300)
+    assert done, "the run did not end: the page that ends its reader was retried without end"
+    summary = done[0]
+    assert (summary["pages"], summary["failed"]) == (3, 1)  # labelled, failed
+    assert summary["retried"] >= READ_ATTEMPTS - 1  # its batch, started again after each loss
+    (failure,) = read_complete(plan.failures_output)
+    assert (failure["source"], failure["page"]) == (f"{tmp_path / 'ds'}[train]", 3)  # the poisoned row
+    assert "ended its reader process (signal SIGKILL)" in failure["error"]
+    assert sorted(r["page"] for r in read_complete(output)) == [1, 2, 4]  # the others, once each
+
+
+@pytest.mark.slow
 def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_once(
     slow_checkpoint, local_ray, tmp_path
 ):

@@ -6,7 +6,8 @@ the driver, exactly as for one process; the page jobs become a Ray dataset, and
 - `read_pages` runs `PageReader` (read, OCR, encode) as Ray tasks on CPU workers (`num_cpus_per_reader` each),
   several pages a task (`read_tasks`: a task costs Ray about what reading a text-layer page costs); a task whose
   worker dies is run again (Ray Data's `max_retries` of -1: without limit), and so is one whose output was lost with
-  its node (lineage reconstruction);
+  its node (lineage reconstruction); a task whose worker died READ_ATTEMPTS - 1 times reads each page in a process of
+  its own, so that a page that crashes its reader is a failure record rather than a task retried without end;
 - `LabelReplica` is an actor pool of `num_replicas` model replicas (`num_gpus_per_replica` each), each a
   `PageLabeller` that batches the windows of the pages it is given (`road_layoutlm_roialign.group_pages`), as the
   engine does, and draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches
@@ -66,6 +67,10 @@ LOCAL_ONLY_FLAGS = {
 # A reader worker process is replaced after this many tasks: it bounds what a long-lived PDF / OCR worker accumulates,
 # and (the replicas having no such limit) keeps Ray Data from fusing the reading into the model replicas.
 READER_MAX_CALLS = 1000
+# A batch of pages whose reader worker died in each of READ_ATTEMPTS - 1 attempts (a page that crashes PDFium, say, or
+# exhausts memory) is read the next time one page per forked process, so that the page that ends its process becomes
+# a failure record and the run goes on: Ray alone would retry that batch without end.
+READ_ATTEMPTS = 3
 # Pages per reader task: at most READ_TASK_PAGES (a task's Ray overhead is about what reading a text-layer PDF page
 # costs), fewer where that would leave some CPUs of the cluster without a task (READ_TASKS_PER_CPU each).
 READ_TASK_PAGES = 8
@@ -188,17 +193,21 @@ def _attempts_actor(ray: Any) -> Any:
 
     @ray.remote(num_cpus=0)
     class PageAttempts:
-        """Counts the pages of batches started more than once (a batch: its stage and first page)."""
+        """Counts the starts of each batch (a batch: its stage and first page), and the pages of batches started more
+        than once."""
 
         def __init__(self) -> None:
-            self.started: set[tuple] = set()
+            self.started: dict[tuple, int] = {}
             self.retried = 0
 
-        def start(self, stage: str, first: tuple, pages: int) -> None:
+        def start(self, stage: str, first: tuple, pages: int) -> int:
+            """Record a start of the batch; returns how many times it was started before."""
             key = (stage, *first)
-            if key in self.started:
+            before = self.started.get(key, 0)
+            if before:
                 self.retried += pages
-            self.started.add(key)
+            self.started[key] = before + 1
+            return before
 
         def count(self) -> int:
             return self.retried
@@ -212,18 +221,50 @@ def _attempts_actor(ray: Any) -> Any:
     return PageAttempts.options(name=name, scheduling_strategy=here).remote()
 
 
-def _report(attempts: Any, stage: str, first: tuple, pages: int) -> None:
-    """Tell `PageAttempts` a batch starts, and wait until it knows (a worker killed next must not lose the report)."""
+def _report(attempts: Any, stage: str, first: tuple, pages: int) -> int:
+    """Tell `PageAttempts` a batch starts, and wait until it knows (a worker killed next must not lose the report);
+    returns how many times the batch was started before (0 if `PageAttempts` did not answer)."""
     import ray
 
     try:
-        ray.get(attempts.start.remote(stage, first, pages), timeout=60)
+        return ray.get(attempts.start.remote(stage, first, pages), timeout=60)
     except Exception:  # noqa: BLE001 (the count is informative; the pages are what matters)
-        pass
+        return 0
+
+
+def read_in_child(reader: PageReader, index: int, attempts: int) -> bytes:
+    """`reader[index]`, pickled, read in a process forked for this page alone; if that process dies before it sends
+    the page (a crash in a PDF or image library, the memory killer), the page's failure record instead."""
+    import signal
+
+    get, put = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, send, and leave without running the parent's exit handlers (Ray's)
+        try:
+            os.close(get)
+            with os.fdopen(put, "wb") as out:
+                out.write(pickle.dumps(reader[index], protocol=pickle.HIGHEST_PROTOCOL))
+        finally:
+            os._exit(0)
+    os.close(put)
+    with os.fdopen(get, "rb") as got:
+        data = got.read()
+    status = os.waitpid(pid, 0)[1]
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and data:
+        return data
+    how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+           else f"exit status {os.waitstatus_to_exitcode(status)}")  # fmt: skip
+    job = reader.jobs[index]
+    return pickle.dumps({
+        "source": job.source, "page": job.page, "num_pages": job.num_pages,
+        "error": f"reading the page ended its reader process ({how}), here and in the {attempts} attempts before "
+                 "(each lost its worker): the page is left out",
+    })  # fmt: skip
 
 
 def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
-    """A Ray task: `PageReader` on a batch of page jobs; each item pickled whole (tensors and all)."""
+    """A Ray task: `PageReader` on a batch of page jobs; each item pickled whole (tensors and all). The attempt
+    READ_ATTEMPTS of a batch reads each page in a process of its own (`read_in_child`)."""
     import torch
 
     torch.set_num_threads(1)
@@ -231,9 +272,11 @@ def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread for the tokenizer too, as `reader_loader`
     columns = (batch[f.name] for f in fields(PageJob))
     jobs = [PageJob(str(s), int(p), int(n), str(k)) for s, p, n, k in zip(*columns, strict=True)]
-    _report(attempts, "read", jobs[0].key, len(jobs))
+    before = _report(attempts, "read", jobs[0].key, len(jobs))
     reader = copy.copy(reader)  # the worker's copy of the reader, with this task's jobs
     reader.jobs = jobs
+    if before >= READ_ATTEMPTS - 1:  # its worker died in each attempt so far: one process a page, crashes recorded
+        return {"item": [read_in_child(reader, i, before) for i in range(len(jobs))]}
     return {"item": [pickle.dumps(reader[i], protocol=pickle.HIGHEST_PROTOCOL) for i in range(len(jobs))]}
 
 

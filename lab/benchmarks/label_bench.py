@@ -19,9 +19,13 @@ For each corpus, in the same run:
 - `label.py`: `LabelRun.run` with `--num_workers` reader processes and `--batch_size` windows per forward pass, in a
   fresh process; its summary gives the share of the time the model waited for pages (blocked on the DataLoader).
 - `label.py --engine ray` (with `--engines local,ray`, the default where Ray Data is installed): the same plan on a
-  local Ray of the machine's cores (`labelling.ray_run.label_on_ray`: reader tasks, one model replica), in a fresh
-  process. Starting Ray (`ray.init`) is not counted, as a cluster runs already; starting its workers (each imports
+  Ray of the machine's cores (`labelling.ray_run.label_on_ray`: reader tasks, one model replica), in a fresh process
+  that joins it, as `label.py --ray_address` joins a running cluster. The Ray is started once, here, and has run one
+  Ray Data job (which starts Ray Data's own actors), so neither is counted; starting the run's workers (each imports
   PyTorch and the package) and the replica's load of the checkpoint are.
+
+The labeller runs twice per engine, on fewer pages and on all of them; the difference gives each engine's pages/s
+past its start and the seconds its start costs (the line below the table).
 
 The loop and the labeller run in fresh processes (one at a time), and the labeller twice, on half the pages and on all
 of them, to show that its peak memory (the main process's `VmHWM`, and the largest reader worker's from
@@ -158,7 +162,7 @@ def child(spec: dict) -> dict:
 
             from layoutlm_roialign.labelling.ray_run import CheckpointSource, RayOptions, label_on_ray
 
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(address=spec["ray_address"], include_dashboard=False, log_to_driver=False)
             summary = label_on_ray(
                 plan, model, processor, RayOptions(), spec["batch_size"], spec["dtype"], quiet=True,
                 source=CheckpointSource(spec["model"]),  # as label.py: the replica loads the checkpoint
@@ -184,6 +188,23 @@ def run_child(spec: dict, script: str = __file__, env: dict | None = None) -> di
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{spec['kind']} failed:\n{out.stderr[-3000:]}")
+
+
+def start_ray() -> str:
+    """A Ray of this machine's cores, held by this process for the run, that has run one Ray Data job (as a cluster
+    that runs already has); its address, for the measuring processes to join."""
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.range(2).map_batches(lambda batch: batch).materialize()
+    return ray.get_runtime_context().gcs_address
+
+
+def past_start(small: dict, full: dict) -> tuple[float, float]:
+    """(pages/s past the start, seconds the start costs) of one engine from its runs on fewer and on all pages."""
+    rate = (full["pages"] - small["pages"]) / (full["seconds"] - small["seconds"])
+    return rate, full["seconds"] - full["pages"] / rate
 
 
 def hardware(device: str) -> str:
@@ -254,6 +275,7 @@ def main() -> None:
     engines = (args.engines or ("local,ray" if importlib.util.find_spec("ray") else "local")).split(",")
     wall = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="label_bench_"))
+    ray_address = start_ray() if "ray" in engines else None
     try:
         model = args.model or build_model(workdir / "model", args.model_size)
         corpora = make_corpora(workdir / "pages", args.pages)
@@ -277,14 +299,17 @@ def main() -> None:
                     }
                 )
                 print(corpus, name, row[name], flush=True)
-            if "ray" in engines:
-                row["labeller_ray"] = run_child(
-                    {**common, "kind": "ray", "files": files, "output": str(workdir / f"{corpus}-ray.jsonl")}
-                )
-                print(corpus, "labeller_ray", row["labeller_ray"], flush=True)
+            for name, count in (("labeller_ray_half", small), ("labeller_ray", len(files))) if ray_address else ():
+                spec = {**common, "kind": "ray", "files": files[:count], "ray_address": ray_address}
+                row[name] = run_child({**spec, "output": str(workdir / f"{corpus}-{name}.jsonl")})
+                print(corpus, name, row[name], flush=True)
             results[corpus] = row
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if ray_address:
+            import ray
+
+            ray.shutdown()
     import torch
 
     report = {
@@ -335,6 +360,7 @@ def render(report: dict) -> str:
         "loop": "predict_page loop, model loaded once",
         "labeller_half": "label.py, fewer pages",
         "labeller": "label.py",
+        "labeller_ray_half": "label.py --engine ray, fewer pages",
         "labeller_ray": "label.py --engine ray (1 replica)",
     }
     for corpus, row in report["results"].items():
@@ -358,6 +384,18 @@ def render(report: dict) -> str:
     ]
     if ratios:
         lines += ["", "pages/s of label.py --engine ray / label.py, same pages, same run: " + ", ".join(ratios) + "."]
+    starts = []
+    for corpus, row in report["results"].items():
+        if "labeller_ray_half" in row and row["labeller_ray_half"]["pages"] < row["labeller_ray"]["pages"]:
+            (local, local_start), (ray, ray_start) = (
+                past_start(row[f"{key}_half"], row[key]) for key in ("labeller", "labeller_ray")
+            )
+            starts.append(
+                f"{corpus}: label.py {local:.2f} pages/s (start {local_start:.1f} s), --engine ray {ray:.2f} pages/s "
+                f"(start {ray_start:.1f} s), {ray / local:.2f}x"
+            )
+    if starts:
+        lines += ["", "Past the start (from the runs on fewer and on all pages): " + "; ".join(starts) + "."]
     lines += [
         "",
         "Model waits on input: the share of label.py's run spent blocked on the DataLoader (reading, OCR, encoding "

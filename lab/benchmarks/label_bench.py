@@ -195,7 +195,7 @@ def start_ray() -> str:
     that runs already has); its address, for the measuring processes to join."""
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)  # a new one
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray.data.range(2).map_batches(lambda batch: batch).materialize()
     return ray.get_runtime_context().gcs_address

@@ -241,6 +241,26 @@ def test_a_dataset_with_word_columns_gives_the_default_engines_records(checkpoin
     assert_same_records(records, read_complete(tmp_path / "local.jsonl"))
 
 
+def run_to_its_end(run, timeout: float = 400.0) -> dict:
+    """`run()`'s summary, from a thread given `timeout` seconds: a run that is still going then fails the test (Ray
+    retries a lost task without end), and so does one that raised."""
+    done: list = []
+
+    def target():
+        try:
+            done.append(run())
+        except BaseException as err:  # noqa: BLE001 (handed to the test)
+            done.append(err)
+
+    runner = threading.Thread(target=target, daemon=True)
+    runner.start()
+    runner.join(timeout=timeout)
+    assert done, f"the run did not end within {timeout:.0f} s: a page was retried without end"
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]
+
+
 @pytest.mark.slow
 def test_a_page_that_ends_its_reader_in_every_attempt_becomes_a_failure_and_the_run_ends(
     checkpoint, local_ray, tmp_path
@@ -274,19 +294,52 @@ def test_a_page_that_ends_its_reader_in_every_attempt_becomes_a_failure_and_the_
 
     plan.dataset = plan.dataset.with_transform(ends_its_process_on_poison)
     model, processor = load_model_and_processor(checkpoint)
-    done = []
-    runner = threading.Thread(target=lambda: done.append(label_on_ray(plan, model, processor, RayOptions(),
-                                                                      quiet=True)), daemon=True)  # fmt: skip
-    runner.start()
-    runner.join(timeout=300)
-    assert done, "the run did not end: the page that ends its reader was retried without end"
-    summary = done[0]
+    summary = run_to_its_end(lambda: label_on_ray(plan, model, processor, RayOptions(), quiet=True))
     assert (summary["pages"], summary["failed"]) == (3, 1)  # labelled, failed
     assert summary["retried"] >= READ_ATTEMPTS - 1  # its batch, started again after each loss
     (failure,) = read_complete(plan.failures_output)
     assert (failure["source"], failure["page"]) == (f"{tmp_path / 'ds'}[train]", 3)  # the poisoned row
     assert "ended its reader process (signal SIGKILL)" in failure["error"]
     assert sorted(r["page"] for r in read_complete(output)) == [1, 2, 4]  # the others, once each
+
+
+@pytest.mark.slow
+def test_a_page_that_ends_its_replica_in_every_attempt_becomes_a_failure_and_the_run_ends(
+    checkpoint, local_ray, tmp_path
+):
+    from layoutlm_roialign.labelling import plan_run
+    from layoutlm_roialign.labelling.ray_run import LABEL_ATTEMPTS, LOST_ALONE, RayOptions, label_on_ray
+    from layoutlm_roialign.loader import load_model_and_processor
+
+    (tmp_path / "in").mkdir()
+    words = [["date", "name"], ["total", "amount"], ["phone", "date"], ["invoice", "received"]]  # "phone": doc2 only
+    for i, page in enumerate(words):
+        write_text_pdf(tmp_path / "in" / f"doc{i}.pdf", [page])
+    output = tmp_path / "labels.jsonl"
+    plan = plan_run(str(output), [str(tmp_path / "in")])
+    model, processor = load_model_and_processor(checkpoint)
+    poison = processor.tokenizer.convert_tokens_to_ids("phone")
+    assert poison != processor.tokenizer.unk_token_id
+
+    class EndsItsProcessOnPoison(type(model)):
+        """Ends the process whose forward pass sees the token of "phone" (as a crash in a kernel would), in every
+        attempt; defined here so that Ray pickles it by value for the replica."""
+
+        head_name = type(model).__name__  # the head it labels with
+
+        def forward(self, input_ids=None, **inputs):
+            if input_ids is not None and bool((input_ids == poison).any()):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().forward(input_ids=input_ids, **inputs)
+
+    model.__class__ = EndsItsProcessOnPoison  # not a registered head: the replica gets this very object
+    summary = run_to_its_end(lambda: label_on_ray(plan, model, processor, RayOptions(), batch_size=4, quiet=True))
+    assert (summary["pages"], summary["failed"]) == (3, 1)  # labelled, failed
+    assert summary["retried"] >= LABEL_ATTEMPTS - 1
+    (failure,) = read_complete(plan.failures_output)
+    assert (failure["source"], failure["page"]) == (str(tmp_path / "in" / "doc2.pdf"), 1)
+    assert f"ended its model replica's process {LOST_ALONE} times" in failure["error"]
+    assert keys_of(output) == [("doc0.pdf", 1), ("doc1.pdf", 1), ("doc3.pdf", 1)]  # the others, once each
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ the driver, exactly as for one process; the page jobs become a Ray dataset, and
 - `LabelReplica` is an actor pool of `num_replicas` model replicas (`num_gpus_per_replica` each), each a
   `PageLabeller` that batches the windows of the pages it is given (`road_layoutlm_roialign.group_pages`), as the
   engine does, and draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches
-  (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools). A replica loads the checkpoint itself
+  (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools), and a batch lost LABEL_ATTEMPTS - 1
+  times is labelled page by page, so that a page that ends its replica every time becomes a failure record. A replica loads the checkpoint itself
   where every node runs on the driver's machine (`models_for_replicas`), else gets the weights through the object
   store; on the CPU it computes on its node's cores (`replica_threads`), not on the one thread Ray gives an actor;
 - the driver streams the records back and writes them with `LabelRun.write_records` into the same two files, under
@@ -71,6 +72,11 @@ READER_MAX_CALLS = 1000
 # exhausts memory) is read the next time one page per forked process, so that the page that ends its process becomes
 # a failure record and the run goes on: Ray alone would retry that batch without end.
 READ_ATTEMPTS = 3
+# A batch whose model replica was lost in each of LABEL_ATTEMPTS - 1 attempts is labelled the next time page by page,
+# and a page whose replica was lost LOST_ALONE times while it was labelled alone becomes a failure record (a replica
+# cannot fork a process per page as a reader does: its OpenMP threads do not survive a fork).
+LABEL_ATTEMPTS = 3
+LOST_ALONE = 2
 # Pages per reader task: at most READ_TASK_PAGES (a task's Ray overhead is about what reading a text-layer PDF page
 # costs), fewer where that would leave some CPUs of the cluster without a task (READ_TASKS_PER_CPU each).
 READ_TASK_PAGES = 8
@@ -198,6 +204,7 @@ def _attempts_actor(ray: Any) -> Any:
 
         def __init__(self) -> None:
             self.started: dict[tuple, int] = {}
+            self.unfinished: dict[tuple, int] = {}  # pages labelled alone: starts without a finish
             self.retried = 0
 
         def start(self, stage: str, first: tuple, pages: int) -> int:
@@ -208,6 +215,16 @@ def _attempts_actor(ray: Any) -> Any:
                 self.retried += pages
             self.started[key] = before + 1
             return before
+
+        def alone(self, page: tuple) -> int:
+            """Record that a replica labels `page` alone now; returns how many earlier times it did and did not
+            finish (its replica was lost meanwhile)."""
+            lost = self.unfinished.get(page, 0)
+            self.unfinished[page] = lost + 1
+            return lost
+
+        def finished_alone(self, page: tuple) -> None:
+            self.unfinished[page] -= 1
 
         def count(self) -> int:
             return self.retried
@@ -221,15 +238,20 @@ def _attempts_actor(ray: Any) -> Any:
     return PageAttempts.options(name=name, scheduling_strategy=here).remote()
 
 
-def _report(attempts: Any, stage: str, first: tuple, pages: int) -> int:
-    """Tell `PageAttempts` a batch starts, and wait until it knows (a worker killed next must not lose the report);
-    returns how many times the batch was started before (0 if `PageAttempts` did not answer)."""
+def _ask(call: Any, default: Any = None) -> Any:
+    """The answer of a `PageAttempts` call (`default` if it does not come within a minute)."""
     import ray
 
     try:
-        return ray.get(attempts.start.remote(stage, first, pages), timeout=60)
-    except Exception:  # noqa: BLE001 (the count is informative; the pages are what matters)
-        return 0
+        return ray.get(call, timeout=60)
+    except Exception:  # noqa: BLE001 (the counts steer retries; without them the pages are still labelled)
+        return default
+
+
+def _report(attempts: Any, stage: str, first: tuple, pages: int) -> int:
+    """Tell `PageAttempts` a batch starts, and wait until it knows (a worker killed next must not lose the report);
+    returns how many times the batch was started before (0 if `PageAttempts` did not answer)."""
+    return _ask(attempts.start.remote(stage, first, pages), 0)
 
 
 def read_in_child(reader: PageReader, index: int, attempts: int) -> bytes:
@@ -359,7 +381,28 @@ class LabelReplica:
 
     def __call__(self, batch: dict) -> dict:
         pages = [pickle.loads(item) for item in batch["item"]]
-        _report(self.attempts, "label", (pages[0]["source"], pages[0]["page"]), len(pages))
+        before = _report(self.attempts, "label", (pages[0]["source"], pages[0]["page"]), len(pages))
+        if before >= LABEL_ATTEMPTS - 1:  # its replica was lost in each attempt so far: page by page
+            records = [record for page in pages for record in self._alone(page, before)]
+        else:
+            records = self._label(pages)
+        return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
+
+    def _alone(self, page: dict, before: int) -> list[dict]:
+        """`page` labelled alone, its start and finish told to `PageAttempts`; the page's failure record instead if
+        its replica was lost LOST_ALONE times while labelling it alone."""
+        key = (page["source"], page["page"])
+        lost = _ask(self.attempts.alone.remote(key), 0)
+        if lost >= LOST_ALONE:
+            error = (f"labelling the page ended its model replica's process {lost} times while it was labelled alone "
+                     f"(and its batch's {before} times before): the page is left out")  # fmt: skip
+            return [{**{k: page[k] for k in ("source", "page", "num_pages")}, "error": error}]
+        records = self._label([page])
+        _ask(self.attempts.finished_alone.remote(key))
+        return records
+
+    def _label(self, pages: list[dict]) -> list[dict]:
+        """Records of `pages`, batched by windows (`group_pages`) and drawn under `png_dir`."""
         records = []
         for group in group_pages(iter(pages), self.batch_size):
             done = self.labeller(group)
@@ -369,7 +412,7 @@ class LabelReplica:
                     if "error" not in record:
                         record["png"] = draw_page(self.png_dir, images[record_key(record)], record, self.labels)
             records += done
-        return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
+        return records
 
 
 def read_tasks(pages: int, cpus: float) -> int:

@@ -66,7 +66,10 @@ class LabelArguments:
         },
     )
     ray_address: str | None = field(
-        default=None, metadata={"help": "--engine ray: the cluster's head (default: $RAY_ADDRESS, else a local Ray)."}
+        default=None,
+        metadata={
+            "help": "--engine ray: the cluster's head (default: $RAY_ADDRESS, else a Ray running here, else local)."
+        },
     )
     num_cpus_per_reader: float = field(default=1.0, metadata={"help": "--engine ray: CPUs per page-reading task."})
     num_replicas: int = field(default=1, metadata={"help": "--engine ray: model replicas (an actor each)."})

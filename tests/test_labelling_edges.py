@@ -304,6 +304,7 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130_and_the_same_command_resumes(
             "--batch_size", "1", "--num_workers", "1", "--quiet"]  # fmt: skip
     interrupter = f"""
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job starts with it ignored)
 sys.argv = ["label.py", *{argv!r}]
 from layoutlm_roialign.labelling import jsonl
 from layoutlm_roialign.labelling.jsonl import read_complete

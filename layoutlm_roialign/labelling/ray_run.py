@@ -12,9 +12,10 @@ the driver, exactly as for one process; the page jobs become a Ray dataset, and
   `PageLabeller` that batches the windows of the pages it is given (`road_layoutlm_roialign.group_pages`), as the
   engine does, and draws them under `png_dir`; Ray Data restarts a replica that dies and retries its batches
   (`max_restarts` and `max_task_retries` of -1, its defaults for actor pools), and a batch lost LABEL_ATTEMPTS - 1
-  times is labelled page by page, so that a page that ends its replica every time becomes a failure record. A replica loads the checkpoint itself
-  where every node runs on the driver's machine (`models_for_replicas`), else gets the weights through the object
-  store; on the CPU it computes on its node's cores (`replica_threads`), not on the one thread Ray gives an actor;
+  times is labelled page by page, so that a page that ends its replica every time becomes a failure record. A
+  replica loads the checkpoint itself where every node runs on the driver's machine (`models_for_replicas`), else
+  gets the weights through the object store; on the CPU it computes on its node's cores (`replica_threads`), not on
+  the one thread Ray gives an actor;
 - the driver streams the records back and writes them with `LabelRun.write_records` into the same two files, under
   the plan's lock: a page whose record arrives again is dropped, so every page is written once, and a killed driver
   resumes when the same command is run again, as the default engine does. `--merge` is never needed.
@@ -91,8 +92,9 @@ ATTEMPTS_ACTOR = "layoutlm_roialign-page_attempts"  # the name prefix of a run's
 
 @dataclass(frozen=True)
 class RayOptions:
-    """Where and how wide a Ray run is: `address` (None: `RAY_ADDRESS`, else a local Ray started here), CPUs per
-    reader task, model replicas, and GPUs per replica (None: 1 on a cluster with GPUs, else 0)."""
+    """Where and how wide a Ray run is: `address` (None: `RAY_ADDRESS`, else a Ray running on this machine, else a
+    local Ray started here), CPUs per reader task, model replicas, and GPUs per replica (None: 1 on a cluster with
+    GPUs, else 0)."""
 
     address: str | None = None
     num_cpus_per_reader: float = 1.0
@@ -162,8 +164,9 @@ def _check_reachable(address: str) -> None:
 
 
 def connect(options: RayOptions, quiet: bool = False) -> bool:
-    """Join the Ray cluster at `options.address` (else `RAY_ADDRESS`, else start a local Ray); returns whether this
-    call connected (and so the run disconnects at its end). A connection this process holds already is used.
+    """Join the Ray cluster at `options.address` (else `RAY_ADDRESS`, else a Ray running on this machine, as
+    `ray.init()` finds it, else start a local Ray); returns whether this call connected (and so the run disconnects at
+    its end). A connection this process holds already is used.
 
     Raises:
         ImportError: naming the `ray` extra, when Ray Data is not installed.
@@ -262,12 +265,14 @@ def read_in_child(reader: PageReader, index: int, attempts: int) -> bytes:
     get, put = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: read, send, and leave without running the parent's exit handlers (Ray's)
+        code = 1  # a page not sent whole
         try:
             os.close(get)
             with os.fdopen(put, "wb") as out:
                 out.write(pickle.dumps(reader[index], protocol=pickle.HIGHEST_PROTOCOL))
+            code = 0
         finally:
-            os._exit(0)
+            os._exit(code)
     os.close(put)
     with os.fdopen(get, "rb") as got:
         data = got.read()

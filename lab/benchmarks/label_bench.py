@@ -1,6 +1,6 @@
 """Pages per second of the archive labeller (`scripts/label.py`) against today's one-page-per-call loop.
 
-Two corpora of `--pages` pages each, the same model for every measurement:
+Two corpora of `--pages` pages each (the PDFs `--pdf_pages`, where given), the same model for every measurement:
 
 - `scans`: FUNSD-like scans read with OCR (Tesseract): the FUNSD training pages (`$LAYOUTLM_ROIALIGN_FUNSD`, default
   `../shared/data/funsd/training_data` beside the repository) when present (repeated under new names past its 149
@@ -34,6 +34,7 @@ sizes + ResNet-101 `layer3` at 224 px, the package's defaults; `--model_size sma
 `--model` names a checkpoint. Nothing needs a GPU; `--device cuda` runs the model there.
 
     python lab/benchmarks/label_bench.py --pages 200                          # the README's numbers
+    python lab/benchmarks/label_bench.py --pages 120 --pdf_pages 480          # more PDF pages than scans
     python lab/benchmarks/label_bench.py --pages 12 --model_size small        # a smoke run (~2 min on 2 cores)
 """
 
@@ -80,8 +81,8 @@ def build_model(folder: Path, size: str) -> str:
     return str(folder)
 
 
-def make_corpora(folder: Path, pages: int) -> dict[str, list[str]]:
-    """`scans`: PNG pages to OCR; `pdfs`: one-page PDFs with a text layer."""
+def make_corpora(folder: Path, pages: int, pdf_pages: int) -> dict[str, list[str]]:
+    """`scans`: `pages` PNG pages to OCR; `pdfs`: `pdf_pages` one-page PDFs with a text layer."""
     import PIL.Image
 
     from layoutlm_roialign.data import render_synthetic_form
@@ -98,6 +99,7 @@ def make_corpora(folder: Path, pages: int) -> dict[str, list[str]]:
         else:
             render_synthetic_form(1, i)[0].save(path)
         scans.append(str(path))
+    for i in range(pdf_pages):
         image, words, boxes, _ = render_synthetic_form(2, i)
         w, h = image.size
         pixel_boxes = [[b[0] * w / 1000, b[1] * h / 1000, b[2] * w / 1000, b[3] * h / 1000] for b in boxes]
@@ -243,6 +245,9 @@ def predict_script_loop(model: str, files: list[str], workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=20, help="pages per corpus")
+    parser.add_argument(
+        "--pdf_pages", type=int, default=None, help="pages of the PDF corpus, where it differs (default: --pages)"
+    )
     parser.add_argument("--subprocess_pages", type=int, default=10, help="pages for the predict.py-per-page loop")
     parser.add_argument(
         "--loop_pages", type=int, default=None, help="pages for the in-process predict_page loop (default: all)"
@@ -278,7 +283,7 @@ def main() -> None:
     ray_address = start_ray() if "ray" in engines else None
     try:
         model = args.model or build_model(workdir / "model", args.model_size)
-        corpora = make_corpora(workdir / "pages", args.pages)
+        corpora = make_corpora(workdir / "pages", args.pages, args.pdf_pages or args.pages)
         common = dict(model=model, device=args.device, batch_size=args.batch_size, dtype=args.dtype)
         results: dict = {}
         for corpus in args.corpora.split(","):
@@ -323,6 +328,7 @@ def main() -> None:
             k: getattr(args, k)
             for k in (
                 "pages",
+                "pdf_pages",
                 "subprocess_pages",
                 "loop_pages",
                 "small_run_pages",
@@ -347,6 +353,7 @@ def render(report: dict) -> str:
         f"Command: `{report['command']}` ({report['minutes']:.1f} min). {report['hardware']}, torch {report['torch']}; "
         f"model: {report['model']}; scans: {report['scan_source']} ({report['scan_size'][0]}x{report['scan_size'][1]} "
         f"px), OCR'd; PDFs: synthetic forms with a text layer, rendered at 150 dpi. {s['pages']} pages per corpus "
+        f"{f'({pdf} PDF pages) ' if (pdf := s.get('pdf_pages')) and pdf != s['pages'] else ''}"
         f"(predict.py per page: {s['subprocess_pages']}; predict_page loop: {s.get('loop_pages') or s['pages']}; "
         f"pages/s does not depend on the count for either); label.py with {s['num_workers']} workers, batches of "
         f"{s['batch_size']} windows, {s['dtype']}.",

@@ -352,9 +352,13 @@ def render(report: dict) -> str:
     lines = [
         f"Command: `{report['command']}` ({report['minutes']:.1f} min). {report['hardware']}, torch {report['torch']}; "
         f"model: {report['model']}; scans: {report['scan_source']} ({report['scan_size'][0]}x{report['scan_size'][1]} "
-        f"px), OCR'd; PDFs: synthetic forms with a text layer, rendered at 150 dpi. {s['pages']} pages per corpus "
-        f"{f'({pdf} PDF pages) ' if (pdf := s.get('pdf_pages')) and pdf != s['pages'] else ''}"
-        f"(predict.py per page: {s['subprocess_pages']}; predict_page loop: {s.get('loop_pages') or s['pages']}; "
+        f"px), OCR'd; PDFs: synthetic forms with a text layer, rendered at 150 dpi. "
+        + (
+            f"{s['pages']} scans and {pdf} PDF pages "
+            if (pdf := s.get("pdf_pages")) and pdf != s["pages"]
+            else f"{s['pages']} pages per corpus "
+        )
+        + f"(predict.py per page: {s['subprocess_pages']}; predict_page loop: {s.get('loop_pages') or s['pages']}; "
         f"pages/s does not depend on the count for either); label.py with {s['num_workers']} workers, batches of "
         f"{s['batch_size']} windows, {s['dtype']}.",
         "",

@@ -81,8 +81,8 @@ def build_model(folder: Path, size: str) -> str:
     return str(folder)
 
 
-def make_corpora(folder: Path, pages: int, pdf_pages: int) -> dict[str, list[str]]:
-    """`scans`: `pages` PNG pages to OCR; `pdfs`: `pdf_pages` one-page PDFs with a text layer."""
+def make_corpora(folder: Path, pages: int, pdf_pages: int | None = None) -> dict[str, list[str]]:
+    """`scans`: `pages` PNG pages to OCR; `pdfs`: `pdf_pages` (default `pages`) one-page PDFs with a text layer."""
     import PIL.Image
 
     from layoutlm_roialign.data import render_synthetic_form
@@ -99,7 +99,7 @@ def make_corpora(folder: Path, pages: int, pdf_pages: int) -> dict[str, list[str
         else:
             render_synthetic_form(1, i)[0].save(path)
         scans.append(str(path))
-    for i in range(pdf_pages):
+    for i in range(pages if pdf_pages is None else pdf_pages):
         image, words, boxes, _ = render_synthetic_form(2, i)
         w, h = image.size
         pixel_boxes = [[b[0] * w / 1000, b[1] * h / 1000, b[2] * w / 1000, b[3] * h / 1000] for b in boxes]
@@ -283,7 +283,7 @@ def main() -> None:
     ray_address = start_ray() if "ray" in engines else None
     try:
         model = args.model or build_model(workdir / "model", args.model_size)
-        corpora = make_corpora(workdir / "pages", args.pages, args.pdf_pages or args.pages)
+        corpora = make_corpora(workdir / "pages", args.pages, args.pdf_pages)
         common = dict(model=model, device=args.device, batch_size=args.batch_size, dtype=args.dtype)
         results: dict = {}
         for corpus in args.corpora.split(","):

@@ -545,3 +545,55 @@ def test_reader_tasks_hold_several_pages_yet_leave_no_cpu_without_work():
     assert read_tasks(12, 2) == 2 * READ_TASKS_PER_CPU  # 1-2 pages a task: both CPUs busy
     assert read_tasks(12, 64) == 12 and read_tasks(1, 2) == 1  # never an empty task
     assert read_tasks(10**8, 2) == MAX_BLOCKS
+
+
+REPLICA_ON_ANOTHER_THREAD = r"""
+import glob, json, pickle, threading, types
+import torch
+from layoutlm_roialign.labelling import ray_run
+
+def ticks():  # CPU time of each thread of this process
+    out = {}
+    for task in glob.glob("/proc/self/task/*"):
+        fields = open(task + "/stat").read().rsplit(")", 1)[1].split()
+        out[task] = int(fields[11]) + int(fields[12])
+    return out
+
+class MatrixProducts:  # stands in for PageLabeller: matrix products (MKL), and the threads that computed them
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, group):
+        a = torch.randn(1024, 1024)
+        a @ a
+        before = ticks()
+        for _ in range(40):
+            a @ a
+        after = ticks()
+        busy = sorted((after[k] - before.get(k, 0) for k in after), reverse=True)
+        return [{**{k: group[0][k] for k in ("source", "page", "num_pages")}, "busy": busy[:2]}]
+
+ray_run.PageLabeller = MatrixProducts
+ray_run._report = lambda *args: 0  # no PageAttempts actor here
+model = types.SimpleNamespace(config=types.SimpleNamespace(id2label={0: "O"}))
+replica = ray_run.LabelReplica(model, None, 8, "float32", False, 0, 1, None, None)  # built on the main thread
+page = {"source": "a.pdf", "page": 1, "num_pages": 1, "error": "no words"}  # no windows: labelled at once
+done = []
+caller = threading.Thread(target=lambda: done.append(replica({"item": [pickle.dumps(page)]})))  # as Ray Data calls
+caller.start()
+caller.join()
+print("BUSY", json.loads(done[0]["record"][0])["busy"])
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPU cores to see a second thread compute")
+def test_a_cpu_replica_called_on_another_thread_computes_on_its_cores():
+    """Ray Data calls a replica on a thread of its own, not the one that built it, in a worker whose OMP_NUM_THREADS
+    may be 1 from its start (Ray's, or the user's before `ray start`): the matrix products of a call still run on the
+    replica's threads, not on one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", REPLICA_ON_ANOTHER_THREAD], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = json.loads(done.stdout.split("BUSY", 1)[1])
+    assert second >= first / 3, (first, second)  # the second thread computed too (one thread alone: second == 0)

@@ -377,7 +377,8 @@ class LabelReplica:
                  replicas_per_node: int, png_dir: str | None, attempts: Any) -> None:  # fmt: skip
         import ray
 
-        torch.set_num_threads(replica_threads(gpus, replicas_per_node))
+        self.threads = replica_threads(gpus, replicas_per_node)
+        torch.set_num_threads(self.threads)
         model, processor = (ray.get(x) if isinstance(x, ray.ObjectRef) else x for x in (model, processor))
         model = model.load_model_and_processor()[0] if isinstance(model, CheckpointSource) else rebuilt_model(model)
         self.labeller = PageLabeller(model, processor, batch_size, "cuda" if gpus else "cpu", dtype, compile)
@@ -385,6 +386,10 @@ class LabelReplica:
         self.labels = label_names(model.config)
 
     def __call__(self, batch: dict) -> dict:
+        # Ray Data calls the replica on a thread of its own, not the one that built it, and a thread count set in
+        # another thread does not reach the oneDNN and MKL kernels (convolutions, matrix products): they follow Ray's
+        # OMP_NUM_THREADS (the actor's CPUs, 1) there. So it is set in the thread that computes.
+        torch.set_num_threads(self.threads)
         pages = [pickle.loads(item) for item in batch["item"]]
         before = _report(self.attempts, "label", (pages[0]["source"], pages[0]["page"]), len(pages))
         if before >= LABEL_ATTEMPTS - 1:  # its replica was lost in each attempt so far: page by page

@@ -386,9 +386,9 @@ class LabelReplica:
         self.labels = label_names(model.config)
 
     def __call__(self, batch: dict) -> dict:
-        # Ray Data calls the replica on a thread of its own, not the one that built it, and a thread count set in
-        # another thread does not reach the oneDNN and MKL kernels (convolutions, matrix products): they follow Ray's
-        # OMP_NUM_THREADS (the actor's CPUs, 1) there. So it is set in the thread that computes.
+        # Ray Data calls the replica on a thread of its own, not the one that built it; in a worker started with
+        # OMP_NUM_THREADS=1 (exported before `ray start`), a thread count set in another thread does not reach the
+        # oneDNN and MKL kernels (convolutions, matrix products) there. So it is set in the thread that computes.
         torch.set_num_threads(self.threads)
         pages = [pickle.loads(item) for item in batch["item"]]
         before = _report(self.attempts, "label", (pages[0]["source"], pages[0]["page"]), len(pages))

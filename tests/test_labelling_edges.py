@@ -342,3 +342,69 @@ def test_window_and_batch_sizes_below_1_exit_2_naming_the_flag_before_any_output
                                            flag, value], capsys)  # fmt: skip
         assert code == 2 and f"{flag} must be" in err and f"got {value}" in err, (flag, err[-300:])
     assert not list(tmp_path.glob("l*"))
+
+
+CRASH_WORDS = ["signature", "signature"]  # the words of the row whose reading ends its process
+
+
+def rows_dataset(folder, rows_words: list[list[str]]) -> str:
+    """A saved `datasets` dataset of drawn pages, one a row, with their words and 0-1000 boxes."""
+    from helpers import draw_words
+
+    datasets = pytest.importorskip("datasets")
+    rows = {"image": [], "words": [], "bboxes": []}
+    for i, words in enumerate(rows_words):
+        image, boxes = draw_words(words, seed=i)
+        rows["image"].append(image)
+        rows["words"].append(words)
+        scale = (*image.size, *image.size)
+        rows["bboxes"].append([[int(v * 1000 / s) for v, s in zip(b, scale, strict=True)] for b in boxes])
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(folder)
+    return str(folder)
+
+
+def ends_its_reader(once_flag: str | None = None):
+    """A dataset transform that ends the process reading the row of CRASH_WORDS by SIGKILL, as a crash in a PDF or
+    image library or the memory killer would: in every attempt, or (`once_flag`: a file it creates) the first only."""
+    import signal
+
+    def transform(batch: dict) -> dict:
+        if CRASH_WORDS in batch["words"] and not (once_flag and os.path.exists(once_flag)):
+            if once_flag:
+                open(once_flag, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch
+
+    return transform
+
+
+@pytest.mark.parametrize("every_attempt", [True, False], ids=["crashes-every-time", "crashes-once"])
+def test_a_page_that_ends_its_reader_process_does_not_stop_the_run(checkpoint, tmp_path, every_attempt):
+    from helpers import VOCAB
+
+    from layoutlm_roialign.loader import load_model_and_processor
+
+    words = [[VOCAB[i % len(VOCAB)], VOCAB[(i + 3) % len(VOCAB)]] for i in range(12)]
+    words[5] = CRASH_WORDS
+    data = rows_dataset(tmp_path / "ds", words)
+    output = tmp_path / "labels.jsonl"
+    plan = plan_run(str(output), dataset=data, read=ReadOptions(words_column="words", boxes_column="bboxes"))
+    plan.dataset = plan.dataset.with_transform(ends_its_reader(None if every_attempt else str(tmp_path / "once")))
+    model, processor = load_model_and_processor(checkpoint)
+    summary = plan.run(model, processor, batch_size=2, num_workers=2, quiet=True)
+    import multiprocessing
+
+    assert not multiprocessing.active_children()  # the lost loader's other worker stopped too
+    subprocess.run([sys.executable, "-c", "pass"], check=True)  # a child's exit (SIGCHLD) after the run raises nothing
+    time.sleep(0.2)
+    pages = sorted(r["page"] for r in read_complete(output))
+    failures = read_complete(plan.failures_output)
+    if every_attempt:
+        assert (summary["pages"], summary["failed"]) == (11, 1)
+        (failure,) = failures
+        assert (failure["source"], failure["page"]) == (f"{data}[train]", 6)  # the row whose reading crashes
+        assert "ended its reader process (signal SIGKILL)" in failure["error"]
+        assert pages == [p for p in range(1, 13) if p != 6]  # the others, once each
+    else:  # read again, alone, it is labelled
+        assert (summary["pages"], summary["failed"]) == (12, 0) and not failures
+        assert pages == list(range(1, 13))

@@ -44,7 +44,7 @@ from ..configuration_layoutlm_roialign import label_names
 from ..road_layoutlm_roialign import group_pages
 from .jsonl import JsonlWriter, record_key
 from .pipeline import LabelRun, check_run_arguments, draw_page
-from .reading import PageReader
+from .reading import PageReader, read_in_child
 from .runner import PageLabeller
 from .sources import PageJob
 
@@ -257,38 +257,6 @@ def _report(attempts: Any, stage: str, first: tuple, pages: int) -> int:
     return _ask(attempts.start.remote(stage, first, pages), 0)
 
 
-def read_in_child(reader: PageReader, index: int, attempts: int) -> bytes:
-    """`reader[index]`, pickled, read in a process forked for this page alone; if that process dies before it sends
-    the page (a crash in a PDF or image library, the memory killer), the page's failure record instead."""
-    import signal
-
-    get, put = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: read, send, and leave without running the parent's exit handlers (Ray's)
-        code = 1  # a page not sent whole
-        try:
-            os.close(get)
-            with os.fdopen(put, "wb") as out:
-                out.write(pickle.dumps(reader[index], protocol=pickle.HIGHEST_PROTOCOL))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(put)
-    with os.fdopen(get, "rb") as got:
-        data = got.read()
-    status = os.waitpid(pid, 0)[1]
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and data:
-        return data
-    how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
-           else f"exit status {os.waitstatus_to_exitcode(status)}")  # fmt: skip
-    job = reader.jobs[index]
-    return pickle.dumps({
-        "source": job.source, "page": job.page, "num_pages": job.num_pages,
-        "error": f"reading the page ended its reader process ({how}), here and in the {attempts} attempts before "
-                 "(each lost its worker): the page is left out",
-    })  # fmt: skip
-
-
 def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
     """A Ray task: `PageReader` on a batch of page jobs; each item pickled whole (tensors and all). The attempt
     READ_ATTEMPTS of a batch reads each page in a process of its own (`read_in_child`)."""
@@ -303,7 +271,9 @@ def read_pages(batch: dict, reader: PageReader, attempts: Any) -> dict:
     reader = copy.copy(reader)  # the worker's copy of the reader, with this task's jobs
     reader.jobs = jobs
     if before >= READ_ATTEMPTS - 1:  # its worker died in each attempt so far: one process a page, crashes recorded
-        return {"item": [read_in_child(reader, i, before) for i in range(len(jobs))]}
+        lost = f", here and in the {before} attempts before (each lost its worker)"
+        return {"item": [pickle.dumps(read_in_child(reader, i, lost), protocol=pickle.HIGHEST_PROTOCOL)
+                         for i in range(len(jobs))]}  # fmt: skip
     return {"item": [pickle.dumps(reader[i], protocol=pickle.HIGHEST_PROTOCOL) for i in range(len(jobs))]}
 
 

@@ -17,8 +17,12 @@ unless set already): with one worker per core, more threads per worker only over
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Sequence
+import pickle
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +32,7 @@ from ..options_layoutlm_roialign import ReadOptions, WindowOptions
 from ..pages_layoutlm_roialign import WORDS_FROM
 from .sources import PageJob
 
-__all__ = ["PageReader", "reader_loader", "worker_init", "WORDS_FROM"]
+__all__ = ["PageReader", "PageStream", "reader_loader", "read_in_child", "worker_init", "WORDS_FROM"]
 
 
 def worker_init(worker_id: int) -> None:
@@ -41,17 +45,129 @@ def _as_is(item: dict) -> dict:
     return item
 
 
+# How torch's DataLoader reports a worker process that died (a failed liveness check, or its SIGCHLD handler).
+WORKER_LOST = "DataLoader worker (pid"
+
+
 def reader_loader(
-    reader: torch.utils.data.Dataset, num_workers: int, prefetch_factor: int | None = None, pin_memory: bool = False
-) -> torch.utils.data.DataLoader:
-    """A `DataLoader` that yields `reader`'s items one at a time, in order, read in `num_workers` processes (each
-    set up by `worker_init`; 0: in this process) `prefetch_factor` items ahead per worker."""
+    reader: PageReader, num_workers: int, prefetch_factor: int | None = None, pin_memory: bool = False
+) -> PageStream:
+    """`reader`'s items one at a time, in order, read in `num_workers` processes (each set up by `worker_init`; 0: in
+    this process) `prefetch_factor` items ahead per worker; a page whose reading ends its process is its failure
+    record (`PageStream`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
-    return torch.utils.data.DataLoader(
-        reader, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is,
-        worker_init_fn=worker_init if num_workers else None, prefetch_factor=prefetch_factor if num_workers else None,
-        pin_memory=pin_memory,
-    )  # fmt: skip
+    return PageStream(reader, num_workers, prefetch_factor, pin_memory)
+
+
+class PageStream:
+    """An iterable of a `PageReader`'s items, in order, read ahead by a torch `DataLoader`.
+
+    A page whose reading ends its worker process (a crash in a PDF or image library, the memory killer) does not end
+    the run. The DataLoader then stops with the loss of that worker; the pages it had handed out and not yet given
+    back (at most `num_workers * prefetch_factor`, one of them the cause) are read again one per forked process
+    (`read_in_child`), so that the page that ends its process again becomes a failure record and the others are read,
+    and a fresh DataLoader reads the rest. While it is iterated from the main thread, the loss of a worker is found
+    where the next page is awaited (DataLoader checks its workers at least every 5 s while it waits), not raised by
+    torch's SIGCHLD handler at whatever line the main thread runs then (in a forward pass, between two writes).
+    """
+
+    def __init__(self, reader: PageReader, num_workers: int, prefetch_factor: int | None = None,
+                 pin_memory: bool = False) -> None:  # fmt: skip
+        self.reader, self.num_workers, self.pin_memory = reader, num_workers, pin_memory
+        self.prefetch_factor = (prefetch_factor or 2) if num_workers else None  # 2: DataLoader's default
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def _loader(self, start: int) -> torch.utils.data.DataLoader:
+        reader = self.reader
+        if start:
+            reader = copy.copy(reader)  # the same reader, on the pages from `start` on
+            reader.jobs = self.reader.jobs[start:]
+        return torch.utils.data.DataLoader(
+            reader, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_as_is,
+            worker_init_fn=worker_init if self.num_workers else None, prefetch_factor=self.prefetch_factor,
+            pin_memory=self.pin_memory,
+        )  # fmt: skip
+
+    def __iter__(self) -> Iterator[dict]:
+        start, total = 0, len(self.reader)
+        quiet = _SigchldQuiet(self.num_workers)
+        try:
+            while start < total:
+                pages, delivered = None, 0
+                try:
+                    pages = iter(self._loader(start))
+                    quiet.now()
+                    for item in pages:
+                        yield item
+                        delivered += 1
+                    return
+                except RuntimeError as err:
+                    if not str(err).startswith(WORKER_LOST):
+                        raise
+                del pages  # the loader's other workers stop
+                start += delivered
+                end = min(total, start + self.num_workers * self.prefetch_factor)
+                for index in range(start, end):
+                    yield read_in_child(self.reader, index, ", when read alone after a reader worker was lost")
+                start = end
+        finally:
+            quiet.undo()
+
+
+class _SigchldQuiet:
+    """Puts SIGCHLD at its default action (`now`, after a DataLoader with workers started: torch sets its handler
+    then, once a process) and the handler before it back (`undo`), where pages are read in worker processes and this
+    is the main thread (see `PageStream`)."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.active = bool(num_workers) and threading.current_thread() is threading.main_thread()
+        self.previous: Any = _UNSET
+
+    def now(self) -> None:
+        if self.active:
+            handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if self.previous is _UNSET:
+                self.previous = signal.SIG_DFL if handler is None else handler
+
+    def undo(self) -> None:
+        if self.previous is not _UNSET:
+            signal.signal(signal.SIGCHLD, self.previous)
+            self.previous = _UNSET
+
+
+_UNSET = object()
+
+
+def read_in_child(reader: PageReader, index: int, context: str = "") -> dict:
+    """`reader[index]`, read in a process forked for this page alone (one torch thread, as `worker_init`); if that
+    process dies before it sends the page (a crash in a PDF or image library, the memory killer), the page's failure
+    record instead: "reading the page ended its reader process (signal SIGKILL)" + `context` + ": the page is left
+    out"."""
+    get, put = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, send, and leave without running the parent's exit handlers
+        code = 1  # a page not sent whole
+        try:
+            os.close(get)
+            worker_init(0)
+            with os.fdopen(put, "wb") as out:
+                out.write(pickle.dumps(reader[index], protocol=pickle.HIGHEST_PROTOCOL))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(put)
+    with os.fdopen(get, "rb") as got:
+        data = got.read()
+    status = os.waitpid(pid, 0)[1]
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and data:
+        return pickle.loads(data)
+    how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+           else f"exit status {os.waitstatus_to_exitcode(status)}")  # fmt: skip
+    job = reader.jobs[index]
+    return {"source": job.source, "page": job.page, "num_pages": job.num_pages,
+            "error": f"reading the page ended its reader process ({how}){context}: the page is left out"}  # fmt: skip
 
 
 def _reason(err: BaseException) -> str:

@@ -379,7 +379,7 @@ def ends_its_reader(once_flag: str | None = None):
 
 
 @pytest.mark.parametrize("every_attempt", [True, False], ids=["crashes-every-time", "crashes-once"])
-def test_a_page_that_ends_its_reader_process_does_not_stop_the_run(checkpoint, tmp_path, every_attempt):
+def test_a_page_that_ends_its_reader_process_does_not_stop_the_run(checkpoint, tmp_path, every_attempt, caplog):
     from helpers import VOCAB
 
     from layoutlm_roialign.loader import load_model_and_processor
@@ -395,6 +395,8 @@ def test_a_page_that_ends_its_reader_process_does_not_stop_the_run(checkpoint, t
     import multiprocessing
 
     assert not multiprocessing.active_children()  # the lost loader's other worker stopped too
+    (lost,) = [r.message for r in caplog.records if "one process each" in r.message]  # the user is told, once
+    assert lost.startswith("DataLoader worker (pid") and "reading the 8 pages" in lost
     subprocess.run([sys.executable, "-c", "pass"], check=True)  # a child's exit (SIGCHLD) after the run raises nothing
     time.sleep(0.2)
     pages = sorted(r["page"] for r in read_complete(output))

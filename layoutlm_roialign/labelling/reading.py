@@ -18,6 +18,7 @@ unless set already): with one worker per core, more threads per worker only over
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import pickle
 import signal
@@ -31,6 +32,8 @@ from ..engine_layoutlm_roialign import read_and_encode
 from ..options_layoutlm_roialign import ReadOptions, WindowOptions
 from ..pages_layoutlm_roialign import WORDS_FROM
 from .sources import PageJob
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PageReader", "PageStream", "reader_loader", "read_in_child", "worker_init", "WORDS_FROM"]
 
@@ -106,9 +109,16 @@ class PageStream:
                 except RuntimeError as err:
                     if not str(err).startswith(WORKER_LOST):
                         raise
+                    lost = str(err)
                 del pages  # the loader's other workers stop
                 start += delivered
+                if start >= total:  # lost after its last page
+                    return
                 end = min(total, start + self.num_workers * self.prefetch_factor)
+                logger.warning(
+                    f"{lost}: reading the {end - start} pages that the reader workers held (from "
+                    f"{self.reader.jobs[start].source}) again, one process each; then reading on."
+                )
                 for index in range(start, end):
                     yield read_in_child(self.reader, index, ", when read alone after a reader worker was lost")
                 start = end

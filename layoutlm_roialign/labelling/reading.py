@@ -115,6 +115,9 @@ class PageStream:
                 if start >= total:  # lost after its last page
                     return
                 end = min(total, start + self.num_workers * self.prefetch_factor)
+                if not hasattr(os, "fork"):  # Windows: no page can be read alone
+                    raise RuntimeError(f"{lost}, reading a page of {self.reader.jobs[start].source} or of the "
+                                       f"{end - start - 1} pages after it")  # fmt: skip
                 logger.warning(
                     f"{lost}: reading the {end - start} pages that the reader workers held (from "
                     f"{self.reader.jobs[start].source}) again, one process each; then reading on."
@@ -132,7 +135,8 @@ class _SigchldQuiet:
     is the main thread (see `PageStream`)."""
 
     def __init__(self, num_workers: int) -> None:
-        self.active = bool(num_workers) and threading.current_thread() is threading.main_thread()
+        self.active = (bool(num_workers) and hasattr(signal, "SIGCHLD")  # not on Windows
+                       and threading.current_thread() is threading.main_thread())  # fmt: skip
         self.previous: Any = _UNSET
 
     def now(self) -> None:

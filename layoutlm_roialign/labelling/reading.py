@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -50,6 +51,7 @@ def _as_is(item: dict) -> dict:
 
 # How torch's DataLoader reports a worker process that died (a failed liveness check, or its SIGCHLD handler).
 WORKER_LOST = "DataLoader worker (pid"
+WORKER_EXIT_WAIT = 2.0  # seconds to wait for a worker to be seen ended, after an error receiving a page from it
 
 
 def reader_loader(
@@ -100,16 +102,17 @@ class PageStream:
             while start < total:
                 pages, delivered = None, 0
                 try:
+                    quiet.now()
                     pages = iter(self._loader(start))
                     quiet.now()
                     for item in pages:
                         yield item
                         delivered += 1
                     return
-                except RuntimeError as err:
-                    if not str(err).startswith(WORKER_LOST):
+                except (RuntimeError, EOFError, OSError) as err:
+                    lost = _lost_worker(err, pages)
+                    if lost is None:
                         raise
-                    lost = str(err)
                 del pages  # the loader's other workers stop
                 start += delivered
                 if start >= total:  # lost after its last page
@@ -129,10 +132,29 @@ class PageStream:
             quiet.undo()
 
 
+def _lost_worker(err: BaseException, pages: Any) -> str | None:
+    """What `err`, raised by the DataLoader iterator `pages`, says of a lost worker process; None when it is not the
+    loss of a worker. The loss comes as torch's `RuntimeError` ("DataLoader worker (pid(s) ...) exited unexpectedly"),
+    or, where the page that worker sent last had its tensors' file descriptors still to be handed over by it, as the
+    error of that handover (`EOFError`, `ConnectionError`, ...) while a worker has ended."""
+    if isinstance(err, RuntimeError):
+        return str(err) if str(err).startswith(WORKER_LOST) else None
+    workers = list(getattr(pages, "_workers", None) or [])  # torch's worker processes (no public handle on them)
+    ended = set(multiprocessing.connection.wait([w.sentinel for w in workers], timeout=WORKER_EXIT_WAIT))
+    for w in workers:
+        if w.sentinel in ended:
+            w.join(WORKER_EXIT_WAIT)  # its exit status (its files close a moment before it has one)
+    dead = [w for w in workers if w.exitcode]
+    if not dead:
+        return None
+    pids = ", ".join(str(w.pid) for w in dead)
+    return f"DataLoader worker (pid(s) {pids}) exited unexpectedly ({type(err).__name__} receiving a page from it)"
+
+
 class _SigchldQuiet:
-    """Puts SIGCHLD at its default action (`now`, after a DataLoader with workers started: torch sets its handler
-    then, once a process) and the handler before it back (`undo`), where pages are read in worker processes and this
-    is the main thread (see `PageStream`)."""
+    """Puts SIGCHLD at its default action (`now`) and the handler before it back (`undo`), where pages are read in
+    worker processes and this is the main thread (see `PageStream`). torch's handler is set first (torch sets it once
+    a process, as its first DataLoader with workers starts), so that the DataLoaders started later leave it off."""
 
     def __init__(self, num_workers: int) -> None:
         self.active = (bool(num_workers) and hasattr(signal, "SIGCHLD")  # not on Windows
@@ -140,10 +162,15 @@ class _SigchldQuiet:
         self.previous: Any = _UNSET
 
     def now(self) -> None:
-        if self.active:
-            handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            if self.previous is _UNSET:
-                self.previous = signal.SIG_DFL if handler is None else handler
+        if not self.active:
+            return
+        if self.previous is _UNSET:
+            set_torchs = getattr(torch.utils.data._utils.signal_handling, "_set_SIGCHLD_handler", None)
+            if set_torchs is not None:
+                set_torchs()
+        handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if self.previous is _UNSET or (self.previous is signal.SIG_DFL and callable(handler)):
+            self.previous = signal.SIG_DFL if handler is None else handler
 
     def undo(self) -> None:
         if self.previous is not _UNSET:

@@ -589,7 +589,7 @@ print("BUSY", json.loads(done[0]["record"][0])["busy"])
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPU cores to see a second thread compute")
 def test_a_cpu_replica_called_on_another_thread_computes_on_its_cores():
     """Ray Data calls a replica on a thread of its own, not the one that built it, in a worker whose OMP_NUM_THREADS
-    may be 1 from its start (Ray's, or the user's before `ray start`): the matrix products of a call still run on the
+    may be 1 from its start (the user's, exported before `ray start`): the matrix products of a call still run on the
     replica's threads, not on one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", REPLICA_ON_ANOTHER_THREAD], capture_output=True, text=True, env=env,

@@ -26,7 +26,6 @@ from helpers import (
 )
 
 from layoutlm_roialign.labelling import read_complete
-from layoutlm_roialign.labelling.jsonl import record_key
 from layoutlm_roialign.labelling.ray_run import ATTEMPTS_ACTOR
 
 pytest.importorskip("pypdfium2", reason="the labeller's PDF inputs need pypdfium2 (the `pdf` extra)")
@@ -190,11 +189,6 @@ def pages_started(stage: str) -> set[tuple]:
     return {tuple(key) for key in ray.get(ray.get_actor(watchers[0]["Name"]).pages_started.remote(stage))}
 
 
-def labelling_now(output) -> bool:
-    """Whether a page's labelling has started and its record is not written yet."""
-    return bool(pages_started("label") - {record_key(r) for r in read_complete(output)})
-
-
 def wait_for(condition, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -343,23 +337,44 @@ def test_a_page_that_ends_its_replica_in_every_attempt_becomes_a_failure_and_the
 
 
 @pytest.mark.slow
-def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_once(
-    slow_checkpoint, local_ray, tmp_path
-):
+def test_a_model_worker_killed_mid_run_has_its_pages_retried_and_each_written_once(checkpoint, local_ray, tmp_path):
+    from layoutlm_roialign.labelling import plan_run
+    from layoutlm_roialign.labelling.ray_run import RayOptions, label_on_ray
+    from layoutlm_roialign.loader import load_model_and_processor
+
     expected = text_pdfs(tmp_path / "in", {f"doc{i}.pdf": 2 for i in range(6)})
     output = tmp_path / "labels.jsonl"
+    plan = plan_run(str(output), [str(tmp_path / "in")])
+    model, processor = load_model_and_processor(checkpoint)
+    inside = tmp_path / "inside-a-batch"  # written by the replica when it is inside its third forward pass
+
+    class WaitsInItsThirdForward(type(model)):
+        """Stops inside its third forward pass of the run (once, in the first replica): the kill lands there, while
+        the replica holds a batch whose records are not sent; defined here so that Ray pickles it by value."""
+
+        head_name = type(model).__name__
+        forwards = 0
+
+        def forward(self, **inputs):
+            WaitsInItsThirdForward.forwards += 1
+            if WaitsInItsThirdForward.forwards == 3 and not inside.exists():
+                inside.write_text(str(os.getpid()))
+                time.sleep(120)  # the test kills the process here; were it not killed, `retried` would stay 0
+            return super().forward(**inputs)
+
+    model.__class__ = WaitsInItsThirdForward  # not a registered head: the replica gets this very object
     killed = []
 
     def kill_the_replica():
-        (replica,) = alive_actors("LabelReplica")
+        (replica,) = alive_actors("LabelReplica")  # its pid from Ray's state
+        assert str(replica["Pid"]) == inside.read_text()  # the process inside the batch
         killed.append(len(read_complete(output)))
         os.kill(replica["Pid"], signal.SIGKILL)
 
-    watch = do_when(lambda: len(read_complete(output)) >= 1 and labelling_now(output), kill_the_replica)
-    status, summary = label(slow_checkpoint, "--inputs", str(tmp_path / "in"), "--output", str(output),
-                            "--engine", "ray", "--words_from", "text", "--batch_size", "1")  # fmt: skip
+    watch = do_when(lambda: inside.exists() and inside.read_text(), kill_the_replica)
+    summary = run_to_its_end(lambda: label_on_ray(plan, model, processor, RayOptions(), batch_size=1, quiet=True))
     assert watch.get("done"), watch
-    assert status == 0 and killed[0] < len(expected)  # killed mid-run
+    assert killed[0] < len(expected)  # killed mid-run
     assert keys_of(output) == sorted(expected)  # every page, once
     assert summary["pages"] == len(expected) and summary["retried"] >= 1
 

@@ -424,7 +424,7 @@ def _dataset(ray: Any, plan: LabelRun, model: Any, processor: Any, options: RayO
                                "batch_size": batch_size, "dtype": dtype, "compile": compile, "gpus": gpus,
                                "replicas_per_node": -(-options.num_replicas // max(1, nodes)),
                                "png_dir": plan.png_dir, "attempts": attempts},
-        num_gpus=gpus, num_cpus=0 if gpus else 1, scheduling_strategy="SPREAD",
+        num_gpus=gpus, num_cpus=0 if gpus else 1,  # Ray Data spreads an actor pool over the nodes itself
         **({} if gpus else {"runtime_env": {"env_vars": CPU_REPLICA_ENV}}),
     )  # fmt: skip
 
